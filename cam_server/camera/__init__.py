@@ -1,0 +1,1 @@
+"""Camera server: camera configs, frame sources and the per-camera instance processes."""

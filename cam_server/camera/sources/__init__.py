@@ -1,0 +1,1 @@
+"""Frame sources a camera instance reads from (EPICS, bsread, simulation)."""

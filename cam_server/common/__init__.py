@@ -1,0 +1,1 @@
+"""Infrastructure shared by the camera and pipeline servers: errors, names, config files, instance processes."""

@@ -1,0 +1,33 @@
+"""Exceptions that carry an HTTP status, so the REST layer can turn any of them into a clear 4xx answer."""
+
+from __future__ import annotations
+
+
+class CamServerError(Exception):
+    """Base of our user-facing errors; ``status_code`` is the HTTP status the REST layer answers with."""
+
+    status_code = 400
+
+
+class InvalidName(CamServerError):
+    """A camera, pipeline, instance, background or script name that is not safe to use."""
+
+
+class InvalidConfig(CamServerError):
+    """A configuration that fails validation; the message names the field."""
+
+
+class NotFound(CamServerError):
+    status_code = 404
+
+
+class Conflict(CamServerError):
+    """The request clashes with the current state (e.g. an instance id already in use, a read-only instance)."""
+
+    status_code = 409
+
+
+class SourceUnavailable(CamServerError):
+    """A camera or stream that cannot be reached (offline EPICS camera, dead bsread address)."""
+
+    status_code = 503

@@ -1,0 +1,262 @@
+"""Instance processes: one OS process per camera stream or pipeline instance.
+
+Why processes: an instance that crashes, leaks or blocks in C code (EPICS, a user script) must never take the
+server down, and image processing must use more than one core. The parent talks to the child through:
+
+* a stop event,
+* a config queue (live config changes; the child takes the newest one),
+* an error queue (the child reports failures with a readable message),
+* :class:`SharedStats`, counters in shared memory the child updates per frame and the parent reads on demand,
+  so statistics never cost a message between processes.
+
+Children start with the ``forkserver`` method: fast (modules preloaded once in a clean server process that
+never holds an EPICS Channel Access context or threads of ours) and safe, unlike a plain fork of the
+multi-threaded REST server.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import queue
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+STAT_FIELDS = (
+    "frames_in",       # messages/frames received or generated
+    "frames_out",      # messages sent
+    "dropped",         # frames dropped (full queue, filters that discard, unmatched merges, ...)
+    "errors",          # processing errors (frames that failed)
+    "clients",         # connected stream clients (as counted by the sender's socket monitor)
+    "rate",            # output messages per second, smoothed
+    "last_frame_time",  # wall clock of the last output message
+    "start_time",      # wall clock when the instance loop started
+)
+_INDEX = {name: i for i, name in enumerate(STAT_FIELDS)}
+
+_CONTEXT: Any = None
+
+
+def process_context(preload: Sequence[str] = ()) -> Any:
+    """The multiprocessing context used for all instances (created once per server process)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        method = os.environ.get("CAM_SERVER_START_METHOD", "forkserver")
+        _CONTEXT = mp.get_context(method)
+        if method == "forkserver" and preload:
+            _CONTEXT.set_forkserver_preload(list(preload))
+    return _CONTEXT
+
+
+class SharedStats:
+    """Per-instance counters in shared memory (lock-free: one writer, the instance)."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._values = ctx.RawArray("d", len(STAT_FIELDS))
+
+    def add(self, name: str, n: float = 1) -> None:
+        self._values[_INDEX[name]] += n
+
+    def set(self, name: str, value: float) -> None:
+        self._values[_INDEX[name]] = value
+
+    def get(self, name: str) -> float:
+        return self._values[_INDEX[name]]
+
+    def snapshot(self) -> dict[str, float]:
+        values = list(self._values)
+        out: dict[str, float] = {}
+        for name, value in zip(STAT_FIELDS, values, strict=True):
+            out[name] = int(value) if name in {"frames_in", "frames_out", "dropped", "errors", "clients"} else value
+        return out
+
+
+class RateMeter:
+    """Smoothed events-per-second, updated per event without allocation."""
+
+    def __init__(self, stats: SharedStats, field: str = "rate", window: float = 1.0) -> None:
+        self._stats, self._field, self._window = stats, field, window
+        self._count = 0
+        self._since = time.monotonic()
+
+    def tick(self) -> None:
+        self._count += 1
+        now = time.monotonic()
+        elapsed = now - self._since
+        if elapsed >= self._window:
+            self._stats.set(self._field, self._count / elapsed)
+            self._count, self._since = 0, now
+
+
+class InstanceChannel:
+    """The child's end: what an instance loop receives to know when to stop, get configs and report."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._stop = ctx.Event()
+        self._configs = ctx.Queue()
+        self._errors = ctx.Queue()
+        self.stats = SharedStats(ctx)
+        self._parent_pid = os.getpid()
+        self._parent_checked = 0.0
+        self._closed = False
+
+    # --- child side ---------------------------------------------------------------------------------------
+    def should_stop(self) -> bool:
+        """True when the parent asked us to stop, or the server process is gone (never outlive the server).
+
+        With forkserver the OS parent is the fork server, so we watch the server's PID (at most once a second).
+        """
+        if self._stop.is_set():
+            return True
+        now = time.monotonic()
+        if now - self._parent_checked > 1.0:
+            self._parent_checked = now
+            if not psutil.pid_exists(self._parent_pid):
+                return True
+        return False
+
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def wait_stop(self, timeout: float) -> bool:
+        return self._stop.wait(timeout)
+
+    def poll_config(self) -> dict[str, Any] | None:
+        """The newest config sent by the parent since the last call, or None."""
+        latest = None
+        while True:
+            try:
+                latest = self._configs.get_nowait()
+            except queue.Empty:
+                return latest
+            except (EOFError, OSError):
+                return latest
+
+    def report_error(self, message: str) -> None:
+        try:
+            self._errors.put_nowait((time.time(), message))
+        except Exception:  # noqa: BLE001 - reporting must never break the loop
+            log.exception("could not report error %s", message)
+
+    # --- parent side --------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def send_config(self, config: dict[str, Any]) -> None:
+        self._configs.put(config)
+
+    def drain_errors(self) -> list[tuple[float, str]]:
+        out = []
+        while True:
+            try:
+                out.append(self._errors.get_nowait())
+            except (queue.Empty, EOFError, OSError, ValueError):  # ValueError: queue already closed
+                return out
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for q in (self._configs, self._errors):
+            q.close()
+            q.cancel_join_thread()
+
+
+class InstanceProcess:
+    """Parent-side handle of one instance process."""
+
+    def __init__(self, instance_id: str, target: Callable[..., Any], args: tuple = (),
+                 preload: Sequence[str] = ()) -> None:
+        self.instance_id = instance_id
+        self._ctx = process_context(preload)
+        self.channel = InstanceChannel(self._ctx)
+        self._process = self._ctx.Process(target=target, args=(self.channel, *args), name=f"instance-{instance_id}",
+                                          daemon=True)
+        self._ps: psutil.Process | None = None
+        self.last_error: str | None = None
+        self.last_error_time: float | None = None
+        self.created = time.time()
+
+    def start(self) -> None:
+        self._process.start()
+        try:
+            self._ps = psutil.Process(self._process.pid)
+            self._ps.cpu_percent(None)
+        except psutil.Error:
+            self._ps = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def is_alive(self) -> bool:
+        return self._process.is_alive()
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._process.exitcode
+
+    def update_config(self, config: dict[str, Any]) -> None:
+        self.channel.send_config(config)
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Ask the instance to stop, then terminate and kill it if it does not; never leaves a process behind."""
+        self.channel.request_stop()
+        self._process.join(timeout)
+        if self._process.is_alive():
+            log.warning("instance %s did not stop in %.1f s; terminating", self.instance_id, timeout)
+            self._process.terminate()
+            self._process.join(2.0)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(2.0)
+        self._collect_errors()
+        self.channel.close()
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._process.join(timeout)
+
+    def _collect_errors(self) -> None:
+        for when, message in self.channel.drain_errors():
+            self.last_error, self.last_error_time = message, when
+
+    def info(self) -> dict[str, Any]:
+        """Statistics and health, read without asking the child anything."""
+        self._collect_errors()
+        stats: dict[str, Any] = self.channel.stats.snapshot()
+        cpu = rss = None
+        if self._ps is not None and self.is_alive():
+            try:
+                cpu = self._ps.cpu_percent(None)
+                rss = self._ps.memory_info().rss
+            except psutil.Error:
+                pass
+        stats.update(cpu_percent=cpu, memory_rss=rss)
+        return {
+            "instance_id": self.instance_id,
+            "pid": self.pid,
+            "is_running": self.is_alive(),
+            "exit_code": self.exitcode,
+            "created": self.created,
+            "statistics": stats,
+            "last_error": self.last_error,
+            "last_error_time": self.last_error_time,
+        }
+
+
+def reserve_port(host: str = "0.0.0.0", exclude: set[int] | None = None) -> int:
+    """A TCP port free right now (the OS picks it), not in ``exclude``."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if not exclude or port not in exclude:
+            return port
+    raise RuntimeError("could not find a free port")

@@ -1,0 +1,1 @@
+"""FastAPI applications of the camera and pipeline servers."""

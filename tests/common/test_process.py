@@ -1,0 +1,81 @@
+import time
+
+import psutil
+import pytest
+
+from cam_server.common.config_store import JsonConfigStore
+from cam_server.common.errors import InvalidConfig, InvalidName, NotFound
+from cam_server.common.names import validate_name
+from cam_server.common.process import InstanceProcess
+from tests.common import targets
+from tests.helpers.procs import wait_until
+
+
+def test_instance_counts_takes_config_and_stops():
+    proc = InstanceProcess("counter", targets.counting_loop, (0.005,))
+    proc.start()
+    try:
+        wait_until(lambda: proc.info()["statistics"]["frames_in"] > 5, 10, "frames counted in shared memory")
+        proc.update_config({"clients": 3})
+        wait_until(lambda: proc.info()["statistics"]["clients"] == 3, 5, "config applied in the child")
+        info = proc.info()
+        assert info["is_running"] is True and info["pid"] == proc.pid
+        assert info["statistics"]["memory_rss"] > 0
+    finally:
+        proc.stop()
+    assert not proc.is_alive()
+    assert proc.exitcode == 0
+    assert proc.info()["last_error"] == "stopped cleanly"
+    assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_failing_instance_reports_error_and_exit_code():
+    proc = InstanceProcess("failing", targets.failing_loop)
+    proc.start()
+    proc.wait(10)
+    info = proc.info()
+    assert info["is_running"] is False
+    assert info["exit_code"] == 2
+    assert info["last_error"] == "boom: the source is gone"
+    proc.stop()
+
+
+def test_stubborn_instance_is_killed():
+    proc = InstanceProcess("stubborn", targets.stubborn_loop)
+    proc.start()
+    time.sleep(0.3)
+    proc.stop(timeout=0.5)
+    assert not proc.is_alive()
+
+
+@pytest.mark.parametrize("bad", ["", "../etc/passwd", "a/b", ".hidden", "-x", "a..b", None, 5, "x" * 201, "a b"])
+def test_bad_names_rejected(bad):
+    with pytest.raises(InvalidName, match="Invalid"):
+        validate_name(bad)
+
+
+@pytest.mark.parametrize("good", ["simulation", "SAROP21-PPRM102", "cam_1.v2", "X:Y+Z"])
+def test_good_names_accepted(good):
+    assert validate_name(good) == good
+
+
+def test_config_store_roundtrip_and_errors(tmp_path):
+    store = JsonConfigStore(tmp_path, "camera")
+    store.save("cam1", {"a": 1})
+    assert store.load("cam1") == {"a": 1}
+    assert store.names() == ["cam1"]
+    assert [p.name for p in tmp_path.iterdir()] == ["cam1.json"]  # no temporary files left
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(InvalidConfig, match="Camera 'broken' is not valid JSON"):
+        store.load("broken")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(InvalidConfig, match="must be a JSON object"):
+        store.load("list")
+    with pytest.raises(NotFound, match="Camera 'nope' does not exist"):
+        store.load("nope")
+    with pytest.raises(InvalidName):
+        store.save("../escape", {})
+    store.delete("cam1")
+    assert not store.exists("cam1")
+    with pytest.raises(NotFound):
+        store.delete("cam1")

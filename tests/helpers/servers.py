@@ -1,0 +1,81 @@
+"""Run the real camera and pipeline servers as processes for tests (stopped by PID afterwards)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from tests.helpers.net import free_port
+from tests.helpers.procs import ROOT, start_python, stop_pid, wait_until
+
+EXAMPLE_CONFIG = ROOT / "configuration"
+
+
+@dataclass
+class RunningServer:
+    url: str
+    pid: int
+    log: Path
+    base: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def _wait_ready(proc, url: str, log: Path, what: str) -> None:
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        return requests.get(url, timeout=1).status_code == 200
+
+    try:
+        wait_until(ready, 30, f"{what} at {url}")
+    except TimeoutError:
+        stop_pid(proc)
+        raise
+
+
+@contextmanager
+def camera_server(tmp_path: Path, config_dir: Path | None = None, env: dict[str, str] | None = None,
+                  ) -> Iterator[RunningServer]:
+    """A camera server on a free port with a copy of ``config_dir`` (default: the bundled example cameras)."""
+    base = tmp_path / "camera_config"
+    shutil.copytree(config_dir or EXAMPLE_CONFIG / "camera_config", base, dirs_exist_ok=True)
+    port = free_port()
+    log = tmp_path / "camera_server.log"
+    proc = start_python(["-m", "cam_server.start_camera_server", "-p", str(port), "-i", "127.0.0.1",
+                         "-b", str(base), "-n", "127.0.0.1", "--log_level", "INFO"], env=env, log_path=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, f"{url}/api/v1/cam", log, "camera server")
+        yield RunningServer(url, proc.pid, log, base)
+    finally:
+        stop_pid(proc)
+
+
+@contextmanager
+def pipeline_server(tmp_path: Path, cam_url: str, config_dir: Path | None = None, env: dict[str, str] | None = None,
+                    ) -> Iterator[RunningServer]:
+    """A pipeline server on a free port using the camera server at ``cam_url``."""
+    base = tmp_path / "pipeline_config"
+    shutil.copytree(config_dir or EXAMPLE_CONFIG / "pipeline_config", base, dirs_exist_ok=True)
+    backgrounds = tmp_path / "background_config"
+    scripts = tmp_path / "user_scripts"
+    backgrounds.mkdir(exist_ok=True)
+    scripts.mkdir(exist_ok=True)
+    port = free_port()
+    log = tmp_path / "pipeline_server.log"
+    proc = start_python(["-m", "cam_server.start_pipeline_server", "-c", cam_url, "-p", str(port), "-i", "127.0.0.1",
+                         "-b", str(base), "-g", str(backgrounds), "-u", str(scripts), "-n", "127.0.0.1",
+                         "--log_level", "INFO"], env=env, log_path=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, f"{url}/api/v1/pipeline", log, "pipeline server")
+        yield RunningServer(url, proc.pid, log, base)
+    finally:
+        stop_pid(proc)

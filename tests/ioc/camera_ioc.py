@@ -1,0 +1,230 @@
+"""A simulated EPICS camera IOC (pythonSoftIOC) serving the PVs the camera server reads.
+
+Run as ``python tests/ioc/camera_ioc.py --prefix P --width 1280 --height 1024 --rate 20 --dtype uint16``.
+
+Records (``P`` = prefix):
+
+* ``P:INIT``      stringin, "INIT" while the camera is online (the ``offline`` / ``status`` commands change it)
+* ``P:WIDTH``, ``P:HEIGHT``  longin, current raw geometry
+* ``P:FPICTURE``  waveform, NELM = ``--max-pixels`` (default width*height), FTVL = ``--ftvl`` (default: the natural
+  type of ``--dtype``; SHORT or LONG for a uint16 camera exercise the client's conversions)
+* ``P:FRAME``     longin, counter of the last published frame
+* ``P:SIM_CMD``   stringout control, write one of:
+  ``resize W H`` | ``offline`` | ``online`` | ``status TEXT`` | ``extra N`` (publish N more/fewer elements than
+  W*H, for the truncate / drop rules) | ``pause`` | ``resume``
+
+Image pattern (see :func:`frame_pattern`): pixel [r, c] = fold(r*16 + c*32), pixel [0, 0] = fold(frame counter),
+so a client can check orientation, values above 32767 for uint16, and frame continuity. While INIT is not "INIT"
+or the IOC is paused, no frames are published. The IOC logs "camera IOC ready" once it serves its PVs and stops
+cleanly on SIGTERM/SIGINT. This module imports softioc only in :func:`main`, so tests can import the pattern
+helpers without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+
+import numpy as np
+
+log = logging.getLogger("camera_ioc")
+
+FTVL_DTYPES: dict[str, np.dtype] = {
+    "CHAR": np.dtype("int8"), "UCHAR": np.dtype("uint8"), "SHORT": np.dtype("int16"),
+    "USHORT": np.dtype("uint16"), "LONG": np.dtype("int32"), "ULONG": np.dtype("uint32"),
+    "FLOAT": np.dtype("float32"), "DOUBLE": np.dtype("float64"),
+}
+NATURAL_FTVL = {dt.name: ftvl for ftvl, dt in FTVL_DTYPES.items()}
+READY_LINE = "camera IOC ready"
+
+
+def fold(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Fold non-negative int64 values into ``dtype``'s range without overflow (floats: modulo 65536)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return (values % 65536).astype(dtype)
+    bits = dtype.itemsize * 8
+    folded = values % (1 << bits)
+    if dtype.kind == "i":
+        folded = folded - (1 << (bits - 1))
+    return folded.astype(dtype)
+
+
+def base_pattern(width: int, height: int, dtype: np.dtype | str) -> np.ndarray:
+    """The (height, width) gradient every frame shows: fold(r*16 + c*32)."""
+    rows = np.arange(height, dtype=np.int64)[:, None] * 16
+    cols = np.arange(width, dtype=np.int64)[None, :] * 32
+    return fold(rows + cols, np.dtype(dtype))
+
+
+def frame_pattern(width: int, height: int, dtype: np.dtype | str, counter: int,
+                  base: np.ndarray | None = None) -> np.ndarray:
+    """Frame number ``counter``: the gradient with fold(counter) in pixel [0, 0]. Always a fresh array."""
+    image = (base if base is not None else base_pattern(width, height, dtype)).copy()
+    image[0, 0] = fold(np.array([counter], dtype=np.int64), image.dtype)[0]
+    return image
+
+
+def counter_pixel(counter: int, dtype: np.dtype | str):
+    """The value pixel [0, 0] holds in frame ``counter``."""
+    return fold(np.array([counter], dtype=np.int64), np.dtype(dtype))[0]
+
+
+def encode_for_waveform(image: np.ndarray, ftvl: str) -> np.ndarray:
+    """1-D waveform payload: same-size integers of other signedness carry the bits (view), else a lossless cast."""
+    target = FTVL_DTYPES[ftvl]
+    flat = image.reshape(-1)
+    if flat.dtype == target:
+        return flat
+    if flat.dtype.kind in "iu" and target.kind in "iu" and flat.dtype.itemsize == target.itemsize:
+        return flat.view(target)
+    return flat.astype(target)
+
+
+def check_lossless(dtype: np.dtype, ftvl: str) -> None:
+    target = FTVL_DTYPES[ftvl]
+    same_size_int = dtype.kind in "iu" and target.kind in "iu" and dtype.itemsize == target.itemsize
+    if not (same_size_int or np.can_cast(dtype, target, casting="safe")):
+        raise SystemExit(f"--ftvl {ftvl} cannot carry --dtype {dtype.name} pixels without loss")
+
+
+class SimulatedCamera:
+    """Publishes frames at a fixed rate and applies SIM_CMD commands; all state guarded by one lock."""
+
+    def __init__(self, records: dict, args: argparse.Namespace) -> None:
+        self.records = records
+        self.dtype = np.dtype(args.dtype)
+        self.ftvl = args.ftvl
+        self.max_pixels = args.max_pixels
+        self.period = 1.0 / args.rate
+        self.width, self.height = args.width, args.height
+        self.base = base_pattern(self.width, self.height, self.dtype)
+        self.extra = 0
+        self.online = True
+        self.paused = False
+        self.counter = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def command(self, text: str) -> None:
+        """Apply one SIM_CMD line; a bad command is logged and ignored, never fatal."""
+        words = text.split()
+        try:
+            with self.lock:
+                self._apply(words)
+            log.info("command %r applied", text)
+        except (ValueError, IndexError) as exc:
+            log.error("bad command %r: %s", text, exc)
+
+    def _apply(self, words: list[str]) -> None:
+        verb = words[0] if words else ""
+        if verb == "resize":
+            width, height = int(words[1]), int(words[2])
+            if width < 1 or height < 1 or width * height + max(self.extra, 0) > self.max_pixels:
+                raise ValueError(f"{width}x{height} does not fit NELM {self.max_pixels}")
+            self.width, self.height = width, height
+            self.base = base_pattern(width, height, self.dtype)
+            self.records["WIDTH"].set(width)
+            self.records["HEIGHT"].set(height)
+        elif verb == "offline":
+            self.online = False
+            self.records["INIT"].set("OFFLINE")
+        elif verb == "online":
+            self.online = True
+            self.records["INIT"].set("INIT")
+        elif verb == "status":
+            status = " ".join(words[1:])
+            self.online = status == "INIT"
+            self.records["INIT"].set(status)
+        elif verb == "extra":
+            extra = int(words[1])
+            if self.width * self.height + extra > self.max_pixels or self.width * self.height + extra < 1:
+                raise ValueError(f"extra {extra} does not fit NELM {self.max_pixels}")
+            self.extra = extra
+        elif verb == "pause":
+            self.paused = True
+        elif verb == "resume":
+            self.paused = False
+        else:
+            raise ValueError(f"unknown command {verb!r}")
+
+    def publish_one(self) -> None:
+        with self.lock:
+            if not self.online or self.paused:
+                return
+            image = frame_pattern(self.width, self.height, self.dtype, self.counter, self.base)
+            payload = encode_for_waveform(image, self.ftvl)
+            if self.extra > 0:
+                payload = np.concatenate([payload, np.arange(self.extra, dtype=payload.dtype)])
+            elif self.extra < 0:
+                payload = payload[: payload.size + self.extra].copy()
+            self.records["FPICTURE"].set(payload)
+            self.records["FRAME"].set(self.counter)
+            self.counter += 1
+
+    def run(self) -> None:
+        next_time = time.monotonic()
+        while not self.stop.is_set():
+            self.publish_one()
+            next_time += self.period
+            delay = next_time - time.monotonic()
+            if delay < 0:  # fell behind: do not try to catch up with a burst
+                next_time = time.monotonic()
+                delay = 0
+            self.stop.wait(delay)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=1024)
+    parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--dtype", default="uint16", choices=sorted(NATURAL_FTVL))
+    parser.add_argument("--ftvl", choices=sorted(FTVL_DTYPES), help="waveform element type (default: natural)")
+    parser.add_argument("--max-pixels", type=int, help="waveform NELM (default width*height)")
+    args = parser.parse_args(argv)
+    args.ftvl = args.ftvl or NATURAL_FTVL[args.dtype]
+    args.max_pixels = args.max_pixels or args.width * args.height
+    if args.rate <= 0 or args.width < 1 or args.height < 1 or args.width * args.height > args.max_pixels:
+        parser.error("need rate > 0, width, height >= 1 and width*height <= --max-pixels")
+    check_lossless(np.dtype(args.dtype), args.ftvl)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    from softioc import asyncio_dispatcher, builder, softioc
+
+    dispatcher = asyncio_dispatcher.AsyncioDispatcher()
+    builder.SetDeviceName(args.prefix)
+    camera_holder: list[SimulatedCamera] = []
+    records = {
+        "INIT": builder.stringIn("INIT", initial_value="INIT"),
+        "WIDTH": builder.longIn("WIDTH", initial_value=args.width),
+        "HEIGHT": builder.longIn("HEIGHT", initial_value=args.height),
+        "FRAME": builder.longIn("FRAME", initial_value=0),
+        "FPICTURE": builder.WaveformIn("FPICTURE", length=args.max_pixels, datatype=FTVL_DTYPES[args.ftvl]),
+    }
+    builder.stringOut("SIM_CMD", initial_value="", always_update=True,
+                      on_update=lambda text: camera_holder[0].command(text))
+    builder.LoadDatabase()
+    softioc.iocInit(dispatcher, enable_pva=False)
+
+    camera = SimulatedCamera(records, args)
+    camera_holder.append(camera)
+    worker = threading.Thread(target=camera.run, name="frames", daemon=True)
+    worker.start()
+    log.info("%s: prefix %s, %dx%d %s as FTVL %s, NELM %d, %.1f Hz", READY_LINE, args.prefix, args.width,
+             args.height, args.dtype, args.ftvl, args.max_pixels, args.rate)
+    try:
+        softioc.non_interactive_ioc()  # waits for SIGTERM / SIGINT, then exits the process
+    finally:
+        camera.stop.set()
+
+
+if __name__ == "__main__":
+    main()
