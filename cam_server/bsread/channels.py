@@ -275,10 +275,7 @@ def make_serializer(spec: ChannelSpec) -> Serializer:
         if isinstance(value, (str, bytes)):
             raise ChannelError(f"channel {name!r}: cannot send {type(value).__name__} as {spec.type}")
         try:
-            if is_bool:
-                arr = np.not_equal(value, 0).astype(np.uint8)
-            else:
-                arr = np.ascontiguousarray(value, dtype=dtype)
+            arr = np.not_equal(value, 0).astype(np.uint8) if is_bool else np.ascontiguousarray(value, dtype)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ChannelError(f"channel {name!r}: cannot convert {type(value).__name__} to {spec.type}: "
                                f"{exc}") from exc

@@ -1,0 +1,92 @@
+"""Client counting and the "no clients" action of a sender socket (spec section 13, mflow semantics).
+
+A background thread reads the sender socket's ZeroMQ monitor events with a 100 ms timeout. Binding sockets
+count ``EVENT_ACCEPTED`` +1; connecting sockets (which never see an accept) count ``EVENT_CONNECTED`` +1 instead —
+the Python lib counts only accepts, so its connecting senders fire the action while data flows, a quirk we do
+not copy. ``EVENT_DISCONNECTED`` −1, ``EVENT_CLOSED`` resets to 0. While the count is 0 for longer than
+``timeout`` the action is called, and then again every ``timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 100
+
+
+class ClientMonitor:
+    """Counts the peers of one socket; optionally calls ``action`` while there are none."""
+
+    def __init__(self, socket: zmq.Socket, action: Callable[[], object] | None = None,
+                 timeout: float | None = None, count_connects: bool = False):
+        self._socket = socket
+        self._monitor = socket.get_monitor_socket()
+        self._action = action
+        self._timeout = 10.0 if timeout is None else float(timeout)
+        self._plus_event = zmq.EVENT_CONNECTED if count_connects else zmq.EVENT_ACCEPTED
+        self._count = 0
+        self._zero_since: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bsread-client-monitor", daemon=True)
+        self._thread.start()
+
+    @property
+    def client_count(self) -> int:
+        return self._count
+
+    def stop(self) -> None:
+        """Detach from the socket (call from the socket's owner thread) and end the thread."""
+        self._stop.set()
+        try:
+            self._socket.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        monitor = self._monitor
+        poller = zmq.Poller()
+        poller.register(monitor, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                try:
+                    if poller.poll(POLL_MS):
+                        self._on_event(recv_monitor_message(monitor)["event"])
+                except zmq.ZMQError as exc:
+                    if self._stop.is_set():
+                        break
+                    log.warning("client monitor error: %s", exc)
+                    time.sleep(POLL_MS / 1000)
+                self._check()
+        finally:
+            monitor.close(linger=0)
+
+    def _on_event(self, event: int) -> None:
+        if event == self._plus_event:
+            self._count += 1
+        elif event == zmq.EVENT_DISCONNECTED:
+            self._count = max(0, self._count - 1)
+        elif event == zmq.EVENT_CLOSED:
+            self._count = 0
+
+    def _check(self) -> None:
+        if self._count > 0:
+            self._zero_since = None
+            return
+        now = time.monotonic()
+        if self._zero_since is None:
+            self._zero_since = now
+        elif self._action is not None and now - self._zero_since > self._timeout:
+            self._zero_since = now
+            try:
+                self._action()
+            except Exception:  # the action must never kill the monitor
+                log.exception("no_client_action failed")

@@ -1,0 +1,159 @@
+"""The camera configuration model: every key a camera config may hold, its type and its default (one place).
+
+Unknown keys are kept (users store extra information in camera configs) and passed on untouched. Validation
+errors become :class:`~cam_server.common.errors.InvalidConfig` with a message naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cam_server.common.errors import InvalidConfig, InvalidName
+from cam_server.common.names import validate_name
+
+SOURCE_TYPES = ("epics", "bsread", "simulation")
+PROTOCOLS = ("tcp", "ipc")
+
+# Keys whose change requires a new frame source in a running instance (the rest applies per frame).
+SOURCE_KEYS = ("source", "source_type", "size_x", "size_y", "dtype", "frame_rate", "image_type", "connections",
+               "buffer_size", "bsread_mode", "connection_timeout")
+
+
+class CameraCalibration(BaseModel):
+    """Pixel → engineering units (processing spec 1.1); missing keys take these defaults."""
+
+    model_config = ConfigDict(extra="allow")
+
+    reference_marker: list[int | float] = Field(default_factory=lambda: [0, 0, 100, 100], min_length=4, max_length=4)
+    reference_marker_width: float = 100.0
+    reference_marker_height: float = 100.0
+    angle_horizontal: float = 0.0
+    angle_vertical: float = 0.0
+
+
+class CameraConfig(BaseModel):
+    """One camera. ``source`` meaning depends on ``source_type`` (PV prefix, bsread address, anything)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str | None = None
+    source: Any
+    source_type: Literal["epics", "bsread", "simulation"]
+    mirror_x: bool = False
+    mirror_y: bool = False
+    rotate: int = 0
+    camera_calibration: CameraCalibration | None = None
+    protocol: Literal["tcp", "ipc"] = "tcp"
+    alias: list[str] = Field(default_factory=list)
+    group: list[str] = Field(default_factory=list)
+    # bsread sources
+    connections: int = Field(default=1, ge=1, le=64)
+    buffer_size: int | None = Field(default=None, ge=0)  # None → connections * 5
+    bsread_mode: Literal["PULL", "SUB"] = "PULL"
+    # acquisition / simulation
+    frame_rate: float | None = Field(default=None, gt=0)
+    size_x: int | None = Field(default=None, gt=0)
+    size_y: int | None = Field(default=None, gt=0)
+    dtype: str = "uint16"
+    image_type: str | None = None
+    simulate_pulse_id: bool = False
+    # camera-side transforms
+    roi: list[int] | None = Field(default=None, min_length=4, max_length=4)
+    binning_x: int = Field(default=1, ge=1)
+    binning_y: int = Field(default=1, ge=1)
+    binning_mean: bool = False
+    # stream
+    port: int | None = Field(default=None, ge=1, le=65535)
+    no_client_timeout: float = 10.0  # seconds; <= 0 keeps the instance running without clients
+    queue_size: int = Field(default=100, ge=1)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_not_none(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ValueError("source must not be None or empty")
+        return value
+
+    @field_validator("alias", "group", mode="before")
+    @classmethod
+    def _list_of_names(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ValueError("must be a list of names")
+        for item in value:
+            try:
+                validate_name(item, "name")
+            except InvalidName as exc:
+                raise ValueError(str(exc)) from None
+        return list(value)
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _numpy_dtype(cls, value: Any) -> Any:
+        if value is None:
+            return "uint16"
+        try:
+            dtype = np.dtype(value)
+        except TypeError:
+            raise ValueError(f"{value!r} is not a numpy dtype") from None
+        if dtype.kind not in "iuf" or dtype.itemsize > 8:
+            raise ValueError(f"{value!r} must be an integer or float pixel type")
+        return dtype.name
+
+    @field_validator("roi")
+    @classmethod
+    def _roi(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None:
+            offset_x, size_x, offset_y, size_y = value
+            if offset_x < 0 or offset_y < 0 or size_x <= 0 or size_y <= 0:
+                raise ValueError("roi must be [offset_x, size_x, offset_y, size_y] with offsets >= 0 and sizes > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _derived_defaults(self) -> CameraConfig:
+        if self.buffer_size is None:
+            self.buffer_size = self.connections * 5
+        return self
+
+    # --- convenience ------------------------------------------------------------------------------------------
+    @property
+    def width_height(self) -> tuple[int | None, int | None]:
+        return self.size_x, self.size_y
+
+    def calibration_dict(self) -> dict[str, Any] | None:
+        return None if self.camera_calibration is None else self.camera_calibration.model_dump()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The complete config (defaults filled in, extra keys kept) as plain JSON-able data."""
+        return self.model_dump(mode="json")
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "missing":
+            msg = "field required"
+        parts.append(f"'{loc}': {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def parse_camera_config(config: Any, name: str | None = None) -> CameraConfig:
+    """Validate a camera config dict; ``name`` (the store name) wins over the ``name`` key."""
+    if not isinstance(config, dict):
+        raise InvalidConfig(f"Camera config must be a JSON object, got {type(config).__name__}.")
+    data = dict(config)
+    if name is not None:
+        data["name"] = name
+    try:
+        return CameraConfig.model_validate(data)
+    except ValidationError as exc:
+        label = f" '{name}'" if name else ""
+        raise InvalidConfig(f"Invalid camera config{label}: {format_validation_error(exc)}") from None

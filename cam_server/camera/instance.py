@@ -1,0 +1,139 @@
+"""The camera instance process: read frames from the source, transform, publish; one process per camera.
+
+Runs as the target of :class:`~cam_server.common.process.InstanceProcess`. Lifecycle signals to the parent:
+
+* ``stats.start_time`` is set once the source is connected and the stream is bound (the parent waits for it);
+* a source that cannot connect (offline EPICS camera, bad address) is reported through the error queue and the
+  process exits with :data:`EXIT_SOURCE_OFFLINE`;
+* the sender's no-client monitor ends the loop after ``no_client_timeout`` seconds without clients.
+
+Live config changes (``channel.poll_config()``) apply from the next frame; changes of source keys
+(:data:`~cam_server.camera.config.SOURCE_KEYS`) reconnect the source in place, without a new process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from cam_server.camera.config import SOURCE_KEYS, CameraConfig, parse_camera_config
+from cam_server.camera.sources.base import CameraOffline, FrameSource
+from cam_server.common.process import InstanceChannel, RateMeter
+
+log = logging.getLogger(__name__)
+
+EXIT_SOURCE_OFFLINE = 3
+EXIT_ERROR = 1
+READ_TIMEOUT = 0.2  # seconds; bounds how late a stop request or config change is seen
+
+
+def ipc_address(name: str, port: int) -> str:
+    return f"ipc:///tmp/cam_server/{name}-{port}"
+
+
+def bind_address(config: CameraConfig, port: int) -> str:
+    """The endpoint the instance binds (tcp on all interfaces, or an ipc path)."""
+    if config.protocol == "ipc":
+        os.makedirs("/tmp/cam_server", exist_ok=True)
+        return ipc_address(config.name or "camera", port)
+    return f"tcp://*:{port}"
+
+
+def _connect_source(config: CameraConfig) -> FrameSource:
+    from cam_server.camera.sources.factory import create_source
+
+    source = create_source(config)
+    source.connect()
+    return source
+
+
+def run_camera_instance(channel: InstanceChannel, config_dict: dict[str, Any], port: int,
+                        log_level: int = logging.WARNING) -> None:
+    """Instance process entry point (module level: forkserver pickles it by reference)."""
+    logging.basicConfig(level=log_level, format=f"%(asctime)s camera[{config_dict.get('name')}] %(levelname)s "
+                                                  "%(name)s: %(message)s")
+    try:
+        config = parse_camera_config(config_dict, config_dict.get("name"))
+        source = _connect_source(config)
+    except CameraOffline as exc:
+        channel.report_error(str(exc))
+        raise SystemExit(EXIT_SOURCE_OFFLINE) from None
+    except Exception as exc:  # noqa: BLE001 - any failure must reach the parent as a readable message
+        log.exception("camera instance failed to start")
+        channel.report_error(f"Cannot start camera '{config_dict.get('name')}': {exc}")
+        raise SystemExit(EXIT_SOURCE_OFFLINE) from None
+    try:
+        _stream(channel, config, source, port)
+    except Exception as exc:  # noqa: BLE001
+        log.exception("camera instance failed")
+        channel.report_error(f"Camera '{config.name}' stopped: {type(exc).__name__}: {exc}")
+        raise SystemExit(EXIT_ERROR) from None
+
+
+def _stream(channel: InstanceChannel, config: CameraConfig, source: FrameSource, port: int) -> None:
+    from cam_server.bsread import PUB, Sender
+    from cam_server.camera.publisher import CameraPublisher
+
+    no_clients = threading.Event()
+    timeout = config.no_client_timeout
+    sender = Sender(queue_size=config.queue_size, port=None, address=bind_address(config, port), mode=PUB,
+                    block=False)
+    sender.open(no_client_action=no_clients.set if timeout > 0 else None,
+                no_client_timeout=timeout if timeout > 0 else None)
+    stats = channel.stats
+    rate = RateMeter(stats)
+    publisher = CameraPublisher(sender, config)
+    source_dropped = 0
+    stats.set("start_time", time.time())
+    log.info("camera %s streaming on %s", config.name, sender.endpoint)
+    try:
+        while not channel.should_stop():
+            if no_clients.is_set():
+                log.info("camera %s: no clients for %.1f s, stopping", config.name, timeout)
+                break
+            new = channel.poll_config()
+            if new is not None:
+                config, source = _apply_config(config, new, source, publisher)
+            frame = source.read(READ_TIMEOUT)
+            dropped = getattr(source, "dropped", 0)
+            if dropped != source_dropped:
+                stats.add("dropped", dropped - source_dropped)
+                source_dropped = dropped
+            stats.set("clients", sender.client_count)
+            if frame is None:
+                continue
+            stats.add("frames_in")
+            try:
+                sent = publisher.publish(frame)
+            except ValueError as exc:  # a frame the transforms or encoder refuse (e.g. ROI outside the image)
+                stats.add("errors")
+                channel.report_error(f"Camera '{config.name}': frame not sent: {exc}")
+                continue
+            if sent:
+                stats.add("frames_out")
+                stats.set("last_frame_time", time.time())
+                rate.tick()
+            else:
+                stats.add("dropped")
+    finally:
+        sender.close()
+        source.close()
+
+
+def _apply_config(config: CameraConfig, new: dict[str, Any], source: FrameSource,
+                  publisher: Any) -> tuple[CameraConfig, FrameSource]:
+    try:
+        updated = parse_camera_config(new, config.name)
+    except Exception as exc:  # noqa: BLE001 - the server validated it; keep streaming with the old config
+        log.warning("ignoring invalid config update: %s", exc)
+        return config, source
+    old, cur = config.to_dict(), updated.to_dict()
+    if any(old.get(k) != cur.get(k) for k in SOURCE_KEYS):
+        log.info("camera %s: source settings changed, reconnecting the source", config.name)
+        source.close()
+        source = _connect_source(updated)
+    publisher.set_config(updated)
+    return updated, source

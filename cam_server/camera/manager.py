@@ -1,0 +1,240 @@
+"""Camera instance management: start a camera process on the first stream request, track and stop it.
+
+A camera streams from its own process (:mod:`cam_server.camera.instance`), started with
+:class:`~cam_server.common.process.InstanceProcess`. The manager waits until the child says it is streaming
+(``stats.start_time``) or has failed (exit code + error queue), so a request for an offline camera gets a clear
+error while the server itself stays healthy. A reaper thread joins instances that ended on their own (no clients
+for ``no_client_timeout``) so no zombie process is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cam_server.camera.config import CameraConfig
+from cam_server.camera.instance import ipc_address, run_camera_instance
+from cam_server.camera.store import CameraConfigStore
+from cam_server.common.errors import NotFound, SourceUnavailable
+from cam_server.common.process import InstanceProcess, reserve_port
+
+log = logging.getLogger(__name__)
+
+PRELOAD = ("numpy", "zmq", "cam_server.bsread", "cam_server.processing", "cam_server.processing.camera_transforms",
+           "cam_server.processing.simulation", "cam_server.camera.instance", "cam_server.camera.publisher",
+           "cam_server.camera.sources.simulation", "cam_server.camera.sources.bsread_source")
+START_TIMEOUT = 20.0  # seconds; covers the first fork-server start and an EPICS connection timeout
+REAP_INTERVAL = 0.5
+FRAME_TIMEOUT = 10.0
+
+
+@dataclass
+class CameraInstance:
+    """A running camera stream, as the manager tracks it."""
+
+    camera: str
+    process: InstanceProcess
+    config: CameraConfig
+    port: int
+    stream_address: str  # what clients get
+    local_address: str  # what the server itself subscribes to
+    started: float
+
+    def info(self) -> dict[str, Any]:
+        info = self.process.info()
+        info.update(stream_address=self.stream_address, is_stream_active=info["is_running"],
+                    camera_name=self.camera, config=self.config.to_dict(), last_start_time=self.started)
+        return info
+
+
+class CameraInstanceManager:
+    """All camera instances of one server, keyed by camera name (aliases resolve to the camera)."""
+
+    def __init__(self, store: CameraConfigStore, hostname: str = "localhost", start_timeout: float = START_TIMEOUT,
+                 log_level: int | None = None) -> None:
+        self.store = store
+        self.hostname = hostname
+        self.start_timeout = start_timeout
+        self.log_level = logging.getLogger().level if log_level is None else log_level
+        self._instances: dict[str, CameraInstance] = {}
+        self._lock = threading.RLock()
+        self._start_locks: dict[str, threading.Lock] = {}
+        self._ended: dict[str, dict[str, Any]] = {}
+        self._closed = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_loop, name="camera-reaper", daemon=True)
+        self._reaper.start()
+
+    def warm_up(self) -> None:
+        """Start the fork server now (preloading numpy, zmq, ...) so the first stream request is quick."""
+        from multiprocessing import forkserver
+
+        from cam_server.common.process import process_context
+
+        if process_context(PRELOAD).get_start_method() == "forkserver":
+            forkserver.ensure_running()
+
+    # --- streams ------------------------------------------------------------------------------------------
+    def get_instance_stream(self, name: str) -> str:
+        """Stream address of camera ``name`` (or alias), starting its instance if needed."""
+        return self.get_instance(name).stream_address
+
+    def get_instance(self, name: str) -> CameraInstance:
+        camera = self.store.resolve(name)
+        with self._lock:
+            lock = self._start_locks.setdefault(camera, threading.Lock())
+        with lock:
+            with self._lock:
+                instance = self._instances.get(camera)
+            if instance is not None and instance.process.is_alive():
+                return instance
+            if instance is not None:
+                self._forget(camera, instance)
+            instance = self._start(camera)
+            with self._lock:
+                self._instances[camera] = instance
+            return instance
+
+    def _used_ports(self) -> set[int]:
+        with self._lock:
+            return {i.port for i in self._instances.values()}
+
+    def _start(self, camera: str) -> CameraInstance:
+        config = self.store.load(camera)
+        port = config.port or reserve_port(exclude=self._used_ports())
+        process = InstanceProcess(camera, run_camera_instance, args=(config.to_dict(), port, self.log_level),
+                                  preload=PRELOAD)
+        process.start()
+        deadline = time.monotonic() + self.start_timeout
+        stats = process.channel.stats
+        while stats.get("start_time") <= 0:
+            if not process.is_alive():
+                process.stop(timeout=1.0)
+                reason = process.last_error or f"instance process exited with code {process.exitcode}"
+                raise SourceUnavailable(f"Cannot start camera '{camera}': {reason}")
+            if time.monotonic() > deadline:
+                process.stop(timeout=2.0)
+                raise SourceUnavailable(f"Camera '{camera}' did not start streaming within "
+                                        f"{self.start_timeout:g} s")
+            time.sleep(0.02)
+        if config.protocol == "ipc":
+            stream = local = ipc_address(camera, port)
+        else:
+            stream, local = f"tcp://{self.hostname}:{port}", f"tcp://127.0.0.1:{port}"
+        log.info("camera %s started (pid %s) on %s", camera, process.pid, stream)
+        self._ended.pop(camera, None)
+        return CameraInstance(camera, process, config, port, stream, local, time.time())
+
+    # --- stopping -----------------------------------------------------------------------------------------
+    def stop_instance(self, name: str) -> None:
+        """Stop the instance of camera ``name`` (or alias); NotFound when it does not run."""
+        try:
+            camera = self.store.resolve(name)
+        except NotFound:
+            camera = name
+        with self._lock:
+            instance = self._instances.pop(camera, None)
+        if instance is None:
+            raise NotFound(f"Camera instance '{name}' is not running.")
+        instance.process.stop()
+        log.info("camera %s stopped", camera)
+
+    def stop_if_running(self, camera: str) -> bool:
+        with self._lock:
+            instance = self._instances.pop(camera, None)
+        if instance is None:
+            return False
+        instance.process.stop()
+        return True
+
+    def stop_all_instances(self) -> None:
+        with self._lock:
+            instances = list(self._instances.values())
+            self._instances.clear()
+        for instance in instances:
+            instance.process.stop()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.stop_all_instances()
+
+    # --- config changes -----------------------------------------------------------------------------------
+    def config_changed(self, camera: str, config: CameraConfig) -> None:
+        """Apply a saved config to a running instance (live), or restart-on-demand if the endpoint changes."""
+        with self._lock:
+            instance = self._instances.get(camera)
+        if instance is None or not instance.process.is_alive():
+            return
+        if config.protocol != instance.config.protocol or (config.port and config.port != instance.port):
+            log.info("camera %s: stream endpoint changed, stopping the instance (restarts on next request)", camera)
+            self.stop_if_running(camera)
+            return
+        instance.process.update_config(config.to_dict())
+        instance.config = config
+
+    # --- info ---------------------------------------------------------------------------------------------
+    def running(self) -> list[str]:
+        with self._lock:
+            return [c for c, i in self._instances.items() if i.process.is_alive()]
+
+    def info(self) -> dict[str, Any]:
+        with self._lock:
+            instances = dict(self._instances)
+            ended = dict(self._ended)
+        return {"active_instances": {c: i.info() for c, i in instances.items()}, "ended_instances": ended}
+
+    # --- frames -------------------------------------------------------------------------------------------
+    def get_frame(self, name: str, timeout: float = FRAME_TIMEOUT) -> tuple[np.ndarray, dict[str, Any]]:
+        """The next image of camera ``name`` (starting it if needed), read from its own stream.
+
+        Returns (image, header) with header = pulse_id, timestamp, width, height, x_axis, y_axis.
+        """
+        from cam_server.bsread import SUB, Source
+
+        instance = self.get_instance(name)
+        deadline = time.monotonic() + timeout
+        with Source(address=instance.local_address, mode=SUB, receive_timeout=200, queue_size=2) as stream:
+            while time.monotonic() < deadline:
+                message = stream.receive()
+                if message is None:
+                    if not instance.process.is_alive():
+                        break
+                    continue
+                values = message.data.data
+                image = values.get("image")
+                if image is None or image.value is None:
+                    continue
+                header = {"pulse_id": message.data.pulse_id,
+                          "timestamp": _value(values, "timestamp"),
+                          "width": _value(values, "width"), "height": _value(values, "height"),
+                          "x_axis": _value(values, "x_axis"), "y_axis": _value(values, "y_axis")}
+                return image.value, header
+        error = instance.process.last_error
+        raise SourceUnavailable(f"No image from camera '{instance.camera}' within {timeout:g} s"
+                                + (f" ({error})" if error else ""))
+
+    # --- housekeeping -------------------------------------------------------------------------------------
+    def _forget(self, camera: str, instance: CameraInstance) -> None:
+        instance.process.stop(timeout=1.0)
+        with self._lock:
+            if self._instances.get(camera) is instance:
+                del self._instances[camera]
+            self._ended[camera] = {"exit_code": instance.process.exitcode, "last_error": instance.process.last_error,
+                                   "last_error_time": instance.process.last_error_time, "ended": time.time()}
+
+    def _reap_loop(self) -> None:
+        while not self._closed.wait(REAP_INTERVAL):
+            with self._lock:
+                dead = [(c, i) for c, i in self._instances.items() if not i.process.is_alive()]
+            for camera, instance in dead:
+                log.info("camera %s ended (exit code %s)", camera, instance.process.exitcode)
+                self._forget(camera, instance)
+
+
+def _value(values: dict[str, Any], name: str) -> Any:
+    v = values.get(name)
+    return None if v is None else v.value

@@ -1,0 +1,199 @@
+"""bsread camera source: frames from an existing bsread stream (``source`` = its address, e.g. ``tcp://host:port``).
+
+With ``connections`` > 1 the stream is read over several parallel PULL (or SUB) connections, each in its own
+thread, and merged back into pulse-id order through a buffer of ``buffer_size`` messages: a message is released
+as soon as it is the next pulse id, or when the buffer is full / the oldest message waited too long (gaps in
+pulse ids must not stall the camera). Late or duplicate pulse ids are dropped and counted.
+
+The image is the channel named ``image``, or else the only 2-D channel; all other channels (except the camera
+stream's own ``width``/``height``/``timestamp``/``x_axis``/``y_axis``) are passed on in ``RawFrame.extra``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from cam_server.bsread import PULL, SUB, Source
+from cam_server.bsread.message import Message
+from cam_server.camera.config import CameraConfig
+from cam_server.camera.sources.base import RawFrame
+from cam_server.common.errors import InvalidConfig
+
+log = logging.getLogger(__name__)
+
+RECEIVE_POLL_MS = 100
+RECEIVE_QUEUE = 10  # ZeroMQ receive high-water mark per connection (messages)
+MAX_HOLD_S = 0.2  # longest a message waits in the merge buffer for an earlier pulse id
+CAMERA_CHANNELS = frozenset({"image", "width", "height", "timestamp", "x_axis", "y_axis"})
+
+
+def validate_stream_address(address: Any) -> str:
+    if not isinstance(address, str) or not address.startswith(("tcp://", "ipc://")):
+        raise InvalidConfig(f"bsread camera 'source' must be a stream address like tcp://host:port, got {address!r}")
+    if address.startswith("tcp://") and address.rsplit(":", 1)[-1].isdigit() is False:
+        raise InvalidConfig(f"bsread camera 'source' must include a port (tcp://host:port), got {address!r}")
+    return address
+
+
+class _FrameExtractor:
+    """Finds the image channel once per data header and builds RawFrames from messages."""
+
+    def __init__(self) -> None:
+        self._hash: str | None = None
+        self._image: str | None = None
+        self._extra: tuple[str, ...] = ()
+
+    def __call__(self, message: Message) -> RawFrame | None:
+        data = message.data
+        if data.hash != self._hash:
+            self._hash = data.hash
+            self._image, self._extra = _image_channel(data)
+            if self._image is None:
+                log.warning("bsread stream has no 'image' channel and no single 2-D channel: %s",
+                            [c.name for c in data.channels])
+        if self._image is None:
+            return None
+        value = data.data.get(self._image)
+        image = value.value if value is not None else None
+        if not isinstance(image, np.ndarray) or image.ndim != 2:
+            return None
+        sec, ns = data.global_timestamp, data.global_timestamp_offset
+        timestamp = sec + (ns or 0) * 1e-9 if sec is not None else time.time()
+        extra = {name: data.data[name].value for name in self._extra if name in data.data} if self._extra else None
+        return RawFrame(image=image, timestamp=timestamp, pulse_id=data.pulse_id, extra=extra)
+
+
+def _image_channel(data: Any) -> tuple[str | None, tuple[str, ...]]:
+    names = [c.name for c in data.channels]
+    if "image" in names:
+        image = "image"
+    else:
+        two_d = [c.name for c in data.channels if c.shape is not None and len(c.shape) == 2]
+        image = two_d[0] if len(two_d) == 1 else None
+    extra = tuple(n for n in names if n != image and n not in CAMERA_CHANNELS)
+    return image, extra
+
+
+class BsreadCameraSource:
+    """A :class:`~cam_server.camera.sources.base.FrameSource` relaying images of a bsread stream."""
+
+    def __init__(self, config: CameraConfig) -> None:
+        self.address = validate_stream_address(config.source)
+        self.mode = SUB if config.bsread_mode == "SUB" else PULL
+        self.connections = int(config.connections)
+        self.buffer_size = int(config.buffer_size if config.buffer_size is not None else self.connections * 5)
+        self.dropped = 0  # late / duplicate pulse ids and messages without an image
+        self._sources: list[Source] = []
+        self._extract = _FrameExtractor()
+        self._geometry = (0, 0)
+        # merge state (connections > 1)
+        self._heap: list[tuple[int, int, float, RawFrame]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._last_pulse_id: int | None = None
+
+    def connect(self) -> None:
+        self.close()
+        self._stop.clear()
+        timeout = RECEIVE_POLL_MS
+        self._sources = [Source(address=self.address, mode=self.mode, receive_timeout=timeout,
+                                queue_size=RECEIVE_QUEUE).connect() for _ in range(self.connections)]
+        if self.connections > 1:
+            self._threads = [threading.Thread(target=self._receive_loop, args=(s, _FrameExtractor()),
+                                              name=f"bsread-camera-rx-{i}", daemon=True)
+                             for i, s in enumerate(self._sources)]
+            for t in self._threads:
+                t.start()
+        log.info("bsread camera source connected to %s (%d connections)", self.address, self.connections)
+
+    def geometry(self) -> tuple[int, int]:
+        return self._geometry
+
+    def read(self, timeout: float) -> RawFrame | None:
+        frame = self._read_single(timeout) if self.connections == 1 else self._read_merged(timeout)
+        if frame is not None:
+            h, w = frame.image.shape
+            self._geometry = (w, h)
+        return frame
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        for t in self._threads:
+            t.join(timeout=2)
+        self._threads = []
+        for s in self._sources:
+            s.disconnect()
+        self._sources = []
+        self._heap.clear()
+
+    # --- single connection: receive on the caller's thread ------------------------------------------------
+    def _read_single(self, timeout: float) -> RawFrame | None:
+        source = self._sources[0]
+        deadline = time.monotonic() + timeout
+        while True:
+            message = source.receive()
+            if message is not None:
+                frame = self._extract(message)
+                if frame is not None:
+                    return frame
+                self.dropped += 1
+            if time.monotonic() >= deadline:
+                return None
+
+    # --- several connections: receiver threads and a pulse-id ordered buffer ----------------------------
+    def _receive_loop(self, source: Source, extract: _FrameExtractor) -> None:
+        capacity = max(self.buffer_size, 1) + self.connections
+        while not self._stop.is_set():
+            try:
+                message = source.receive()
+            except Exception as exc:  # noqa: BLE001 - a receiver must survive a bad message
+                log.warning("bsread camera receiver error: %s", exc)
+                continue
+            if message is None:
+                continue
+            frame = extract(message)
+            with self._cond:
+                if frame is None:
+                    self.dropped += 1
+                    continue
+                while len(self._heap) >= capacity and not self._stop.is_set():
+                    self._cond.wait(0.1)  # back-pressure: let ZeroMQ queue (and the sender block)
+                heapq.heappush(self._heap, (frame.pulse_id or 0, next(self._seq), time.monotonic(), frame))
+                self._cond.notify_all()
+
+    def _releasable(self) -> bool:
+        heap = self._heap
+        if not heap:
+            return False
+        pulse_id, _, arrived, _ = heap[0]
+        if self._last_pulse_id is not None and pulse_id == self._last_pulse_id + 1:
+            return True
+        return len(heap) >= max(self.buffer_size, 1) or time.monotonic() - arrived >= MAX_HOLD_S
+
+    def _read_merged(self, timeout: float) -> RawFrame | None:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                while self._heap and self._last_pulse_id is not None and self._heap[0][0] <= self._last_pulse_id:
+                    heapq.heappop(self._heap)
+                    self.dropped += 1
+                if self._releasable():
+                    pulse_id, _, _, frame = heapq.heappop(self._heap)
+                    self._last_pulse_id = pulse_id
+                    self._cond.notify_all()
+                    return frame
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(min(remaining, MAX_HOLD_S / 4))

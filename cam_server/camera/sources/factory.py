@@ -1,0 +1,24 @@
+"""Chooses the frame source class for a camera config (``source_type``)."""
+
+from __future__ import annotations
+
+from cam_server.camera.config import CameraConfig
+from cam_server.camera.sources.base import FrameSource
+from cam_server.common.errors import InvalidConfig
+
+
+def create_source(config: CameraConfig) -> FrameSource:
+    """A new, not yet connected source for ``config``; imports only what that source type needs (EPICS is heavy)."""
+    if config.source_type == "simulation":
+        from cam_server.camera.sources.simulation import SimulationSource
+
+        return SimulationSource(config)
+    if config.source_type == "bsread":
+        from cam_server.camera.sources.bsread_source import BsreadCameraSource
+
+        return BsreadCameraSource(config)
+    if config.source_type == "epics":
+        from cam_server.camera.sources.epics import EpicsCameraSource
+
+        return EpicsCameraSource(config.to_dict())
+    raise InvalidConfig(f"Invalid camera config: 'source_type' {config.source_type!r} is not supported.")

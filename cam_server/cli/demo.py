@@ -1,0 +1,157 @@
+"""``python -m cam_server.cli.demo``: camera server + pipeline server + a live processed simulation stream.
+
+Starts both servers as child processes with a copy of the bundled ``configuration/`` folder, creates an instance of
+the saved pipeline ``simulation_sp`` and prints one line per second with values of the received messages, until
+Ctrl-C (or SIGTERM). Then it stops the instance and both servers (by PID) and removes the temporary copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import requests
+
+CONFIGURATION = Path(__file__).resolve().parents[2] / "configuration"
+PIPELINE = "simulation_sp"
+READY_TIMEOUT = 60.0
+
+
+def _start(args: list[str], log: IO[bytes]) -> subprocess.Popen:
+    # Own session: Ctrl-C reaches only the demo, which then stops the servers in order.
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, log_path: Path, what: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}:\n"
+                               f"{log_path.read_text(errors='replace')[-2000:]}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer at {url} within {READY_TIMEOUT:.0f} s (log: {log_path})")
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def _fmt(value: object) -> str:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+    return "nan" if math.isnan(number) else f"{number:.2f}"
+
+
+def _print_stream(stream_address: str) -> None:
+    from cam_server.bsread import SUB, source
+    from cam_server.utils import get_host_port_from_stream_address
+
+    host, port = get_host_port_from_stream_address(stream_address)
+    last_print = 0.0
+    with source(host=host, port=port, mode=SUB, receive_timeout=1000) as stream:
+        while True:
+            message = stream.receive()
+            if message is None:
+                print("(waiting for data ...)", flush=True)
+                continue
+            now = time.monotonic()
+            if now - last_print < 1.0:
+                continue
+            last_print = now
+            data = message.data.data
+            x, y, i = (_fmt(data[n].value) if n in data else "-"
+                       for n in ("x_center_of_mass", "y_center_of_mass", "intensity"))
+            print(f"pulse_id={message.data.pulse_id} x_center_of_mass={x} y_center_of_mass={y} intensity={i}",
+                  flush=True)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run camera + pipeline server and print a processed simulation "
+                                                 "stream until Ctrl-C.")
+    parser.add_argument("--camera-port", type=int, default=8888)
+    parser.add_argument("--pipeline-port", type=int, default=8889)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    from cam_server.client.pipeline_client import PipelineClient
+
+    work = Path(tempfile.mkdtemp(prefix="cam_server_demo_"))
+    config = work / "configuration"
+    shutil.copytree(CONFIGURATION, config)
+    for sub in ("camera_config", "pipeline_config", "background_config", "user_scripts"):
+        (config / sub).mkdir(exist_ok=True)
+    cam_url = f"http://127.0.0.1:{args.camera_port}"
+    pipe_url = f"http://127.0.0.1:{args.pipeline_port}"
+    children: list[subprocess.Popen] = []
+    logs: list[IO[bytes]] = []
+    try:
+        cam_log, pipe_log = work / "camera_server.log", work / "pipeline_server.log"
+        logs.append(open(cam_log, "wb"))  # noqa: SIM115 - closed in finally
+        children.append(_start(["cam_server.start_camera_server", "-p", str(args.camera_port), "-i", "127.0.0.1",
+                                 "-b", str(config / "camera_config"), "-n", "127.0.0.1", "--log_level", "INFO"],
+                                logs[-1]))
+        logs.append(open(pipe_log, "wb"))  # noqa: SIM115
+        children.append(_start(["cam_server.start_pipeline_server", "-c", cam_url, "-p", str(args.pipeline_port),
+                                "-i", "127.0.0.1", "-b", str(config / "pipeline_config"),
+                                "-g", str(config / "background_config"), "-u", str(config / "user_scripts"),
+                                "-n", "127.0.0.1", "--log_level", "INFO"], logs[-1]))
+        _wait_ready(children[0], f"{cam_url}/api/v1/cam", cam_log, "camera server")
+        _wait_ready(children[1], f"{pipe_url}/api/v1/pipeline", pipe_log, "pipeline server")
+        print(f"camera server:   {cam_url}/api/v1/cam", flush=True)
+        print(f"pipeline server: {pipe_url}/api/v1/pipeline", flush=True)
+
+        client = PipelineClient(pipe_url)
+        instance_id, stream_address = client.create_instance_from_name(PIPELINE)
+        print(f"pipeline instance {instance_id} of '{PIPELINE}'", flush=True)
+        print(f"pipeline stream: {stream_address}", flush=True)
+        print("Ctrl-C to stop.", flush=True)
+        _print_stream(stream_address)
+    except KeyboardInterrupt:
+        print("stopping ...", flush=True)
+    except Exception as exc:  # noqa: BLE001 - a demo reports and cleans up
+        print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for child in reversed(children):
+            _stop(child)
+        for log in logs:
+            log.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print("stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""``CamClient``: Python client of the camera server REST API (README "CamClient")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cam_server.client.rest import RestClient
+
+
+class CamClient(RestClient):
+    """Wraps the camera server's REST API; every error raises ``ValueError`` with the server's message."""
+
+    def __init__(self, address: str = "http://sf-daqsync-01:8888/", timeout: float = 30.0) -> None:
+        """:param address: Address of the cam API, e.g. http://localhost:10000"""
+        super().__init__(address, "/api/v1/cam", timeout=timeout)
+
+    def get_server_info(self) -> dict[str, Any]:
+        """Return the info of the cam server instance (administrative): {"active_instances": {...}, ...}."""
+        return self._get("/info")["info"]
+
+    def get_cameras(self) -> list[str]:
+        """List existing cameras."""
+        return self._get("")["cameras"]
+
+    def get_camera_config(self, camera_name: str) -> dict[str, Any]:
+        """Return the cam configuration."""
+        return self._get(f"/{camera_name}/config")["config"]
+
+    def set_camera_config(self, camera_name: str, configuration: dict[str, Any]) -> dict[str, Any]:
+        """Set config on camera; returns the actual applied config."""
+        return self._post(f"/{camera_name}/config", json=configuration)["config"]
+
+    def delete_camera_config(self, camera_name: str) -> dict[str, Any]:
+        """Delete config of camera (stops its instance if it runs); returns the server response."""
+        return self._delete(f"/{camera_name}/config")
+
+    def get_camera_geometry(self, camera_name: str) -> list[int]:
+        """Get cam geometry: [width, height]."""
+        return self._get(f"/{camera_name}/geometry")["geometry"]
+
+    def get_camera_image(self, camera_name: str, scale: float | None = None, min_value: float | None = None,
+                         max_value: float | None = None, colormap: str | None = None) -> bytes:
+        """Return the cam image in PNG format (the response content)."""
+        params = {k: v for k, v in {"scale": scale, "min_value": min_value, "max_value": max_value,
+                                    "colormap": colormap}.items() if v is not None}
+        return self._get_raw(f"/{camera_name}/image", params=params).content
+
+    def get_camera_image_bytes(self, camera_name: str) -> dict[str, Any]:
+        """Return the cam image bytes: {"bytes": base64, "dtype", "shape": [height, width], ...}."""
+        return self._get(f"/{camera_name}/image_bytes")["image"]
+
+    def get_instance_stream(self, camera_name: str) -> str:
+        """Get the camera stream address (starts the camera instance if needed)."""
+        return self._get(f"/{camera_name}")["stream"]
+
+    def stop_instance(self, camera_name: str) -> dict[str, Any]:
+        """Stop the camera."""
+        return self._delete(f"/{camera_name}")
+
+    def stop_all_instances(self) -> dict[str, Any]:
+        """Stop all the cameras on the server."""
+        return self._delete("")
+
+    # --- additions: aliases and groups -------------------------------------------------------------------------
+    def get_camera_aliases(self) -> dict[str, str]:
+        """alias → camera name."""
+        return self._get("/aliases")["aliases"]
+
+    def get_camera_groups(self) -> dict[str, list[str]]:
+        """group → camera names."""
+        return self._get("/groups")["groups"]
+
+    def get_cameras_in_group(self, group: str) -> list[str]:
+        """Camera names of one group."""
+        return self._get(f"/groups/{group}")["cameras"]

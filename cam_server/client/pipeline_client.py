@@ -1,0 +1,97 @@
+"""Python client of the pipeline server REST API (README "PipelineClient"): what users call."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from cam_server.client.rest import RestClient
+
+
+def _seg(name: str) -> str:
+    """A path segment, quoted so that a bad name reaches the server (and gets its clear error) intact."""
+    return quote(str(name), safe="")
+
+
+class PipelineClient(RestClient):
+    """Wrapper around the pipeline server REST API; every error raises ``ValueError`` with the server's message."""
+
+    def __init__(self, address: str = "http://sf-daqsync-01:8889/", timeout: float = 30.0) -> None:
+        """:param address: Address of the pipeline API, e.g. http://localhost:8889"""
+        super().__init__(address, "/api/v1/pipeline", timeout=timeout)
+
+    @staticmethod
+    def _instance_params(instance_id: str | None) -> dict[str, str]:
+        return {"instance_id": instance_id} if instance_id is not None else {}
+
+    def get_pipelines(self) -> list[str]:
+        """List existing pipelines (saved configs)."""
+        return self._get("")["pipelines"]
+
+    def get_pipeline_config(self, pipeline_name: str) -> dict[str, Any]:
+        """Return the saved pipeline configuration."""
+        return self._get(f"/{_seg(pipeline_name)}/config")["config"]
+
+    def save_pipeline_config(self, pipeline_name: str, configuration: dict[str, Any]) -> dict[str, Any]:
+        """Save a pipeline config (validated and completed with defaults); returns the saved config."""
+        return self._post(f"/{_seg(pipeline_name)}/config", json=configuration)["config"]
+
+    def delete_pipeline_config(self, pipeline_name: str) -> None:
+        """Delete a saved pipeline config."""
+        self._delete(f"/{_seg(pipeline_name)}/config")
+
+    def create_instance_from_config(self, configuration: dict[str, Any], instance_id: str | None = None,
+                                    ) -> tuple[str, str]:
+        """Create a private instance from ``configuration``; returns (instance_id, stream address)."""
+        body = self._post("", json=configuration, params=self._instance_params(instance_id))
+        return body["instance_id"], body["stream"]
+
+    def create_instance_from_name(self, pipeline_name: str, instance_id: str | None = None) -> tuple[str, str]:
+        """Create a private instance of a saved pipeline; returns (instance_id, stream address)."""
+        body = self._post(f"/{_seg(pipeline_name)}", params=self._instance_params(instance_id))
+        return body["instance_id"], body["stream"]
+
+    def get_instance_stream(self, instance_id: str) -> str:
+        """Stream of the instance; a saved pipeline of that name is started as a shared (read-only) instance."""
+        return self._get(f"/instance/{_seg(instance_id)}")["stream"]
+
+    def get_instance_config(self, instance_id: str) -> dict[str, Any]:
+        """Return the instance configuration."""
+        return self._get(f"/instance/{_seg(instance_id)}/config")["config"]
+
+    def set_instance_config(self, instance_id: str, configuration: dict[str, Any]) -> dict[str, Any]:
+        """Change (incrementally) the config of a private instance; returns the complete applied config."""
+        return self._post(f"/instance/{_seg(instance_id)}/config", json=configuration)["config"]
+
+    def get_instance_info(self, instance_id: str) -> dict[str, Any]:
+        """Return the instance info (pid, running, exit code, statistics, last error, config)."""
+        return self._get(f"/instance/{_seg(instance_id)}/info")["info"]
+
+    def get_instance_message(self, instance_id: str) -> dict[str, Any]:
+        """One message of the instance stream: {channel name: value} (arrays as lists)."""
+        return self._get(f"/instance/{_seg(instance_id)}/message")["message"]
+
+    def get_cameras(self) -> list[str]:
+        """List the cameras available on the camera server."""
+        return self._get("/camera")["cameras"]
+
+    def collect_background(self, camera_name: str, n_images: int | None = None) -> str:
+        """Collect (average ``n_images``, default 10) a background of the camera; returns the background id."""
+        params = {"n_images": n_images} if n_images is not None else {}
+        return self._post(f"/camera/{_seg(camera_name)}/background", params=params)["background_id"]
+
+    def get_latest_background(self, camera_name: str) -> str:
+        """Return the id of the latest background collected for the camera."""
+        return self._get(f"/camera/{_seg(camera_name)}/background")["background_id"]
+
+    def get_server_info(self) -> dict[str, Any]:
+        """Server info ("active_instances": running ids, "instances": per-instance info). For administrators."""
+        return self._get("/info")["info"]
+
+    def stop_instance(self, instance_id: str) -> None:
+        """Stop the instance."""
+        self._delete(f"/{_seg(instance_id)}")
+
+    def stop_all_instances(self) -> None:
+        """Stop all the instances on the server."""
+        self._delete("")

@@ -1,0 +1,337 @@
+"""Pipeline configuration: every documented parameter with its default, validation, expansion and updates.
+
+A user config needs only its input (usually ``camera_name``); :func:`expand_config` validates it and fills every
+default so the instance (and the ``processing_parameters`` channel) always see the complete config. Keys we do not
+know are kept untouched because user processing functions read their own parameters from the same dict.
+
+Defaults live in :class:`PipelineConfig` only. Three defaults depend on other fields and are resolved by
+:func:`derived_defaults`: ``mode`` (PUSH for fanout, else PUB), ``block`` (True for PUSH, else False) and
+``input_mode`` (PULL for fanin, else SUB).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cam_server.common.errors import InvalidConfig, InvalidName
+from cam_server.common.names import validate_name
+
+PIPELINE_TYPES = ("processing", "store", "stream", "custom", "script", "fanout", "fanin")
+# Types that need no input in the config (custom/script produce their own data, fanin binds its own input).
+NO_INPUT_TYPES = frozenset({"custom", "script", "fanin"})
+OUTPUT_MODES = ("PUB", "PUSH", "FILE")
+INPUT_MODES = ("SUB", "PULL")
+HEADER_STRATEGIES = ("once", "always", "on_change")
+BACKGROUND_ENABLE = (True, False, "passive", "signed")
+ROTATION_MODES = ("reflect", "nearest", "mirror", "wrap", "ortho")
+FILE_LAYOUTS = ("DEFAULT", "FLAT")
+
+# processing.md 3.7: these come first in the expanded config, in this order.
+LEADING_KEYS = ("image_background_enable", "image_background", "image_threshold", "image_region_of_interest",
+                "image_good_region", "image_slices", "pipeline_type")
+# Keys whose default depends on other fields (None in the model means "derive it").
+DERIVED_KEYS = ("mode", "block", "input_mode")
+# README example spelling of the background id; accepted as an alias of image_background (see docs/pipeline.md).
+BACKGROUND_ALIAS = "background_id"
+
+
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GoodRegion(_Block):
+    threshold: float = 0.3
+    gfscale: float = 1.8
+
+
+class Slices(_Block):
+    number_of_slices: int = Field(1, gt=0)
+    scale: float = 2.0
+    orientation: Literal["vertical", "horizontal"] = "vertical"
+
+
+class Rotation(_Block):
+    angle: float = 0.0
+    order: int = Field(1, ge=1, le=5)
+    mode: str = "0.0"
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, v: Any) -> str:
+        if isinstance(v, bool):
+            raise ValueError("must be one of reflect, nearest, mirror, wrap, ortho or a number")
+        if isinstance(v, int | float):
+            return str(float(v))
+        if isinstance(v, str):
+            if v in ROTATION_MODES:
+                return v
+            try:
+                float(v)
+            except ValueError:
+                raise ValueError(f"must be one of {', '.join(ROTATION_MODES)} or a number, not {v!r}") from None
+            return v
+        raise ValueError("must be one of reflect, nearest, mirror, wrap, ortho or a number")
+
+    @model_validator(mode="after")
+    def _ortho(self) -> Rotation:
+        if self.mode == "ortho" and self.angle % 90 != 0:
+            raise ValueError(f"angle must be a multiple of 90 in 'ortho' mode, not {self.angle}")
+        return self
+
+
+def _int_like(v: Any, what: str) -> int:
+    """Accept ints and integral floats (JSON clients send 5.0); reject bools, strings and fractions."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
+        raise ValueError(f"must be {what}, not {v!r}")
+    return int(v)
+
+
+class PipelineConfig(BaseModel):
+    """All documented pipeline parameters (README "Pipeline configuration") with their defaults."""
+
+    model_config = ConfigDict(extra="allow", validate_default=False, populate_by_name=False)
+
+    # --- processing pre-processing (leading keys) -------------------------------------------------------
+    image_background_enable: bool | Literal["passive", "signed"] = False
+    image_background: str | None = None
+    image_threshold: float | None = None
+    image_region_of_interest: list[int] | None = None
+    image_good_region: GoodRegion | None = None
+    image_slices: Slices | None = None
+    pipeline_type: str = "processing"
+    # --- input --------------------------------------------------------------------------------------------
+    camera_name: str | None = None
+    input_pipeline: str | None = None
+    input_stream: str | None = None
+    input_mode: Literal["SUB", "PULL"] | None = None  # derived
+    stream_timeout: float = 10.0
+    camera_timeout: float | None = 10.0
+    bsread_address: str | None = None
+    bsread_channels: list[str] | None = None
+    bsread_mode: Literal["PULL", "SUB"] | None = None
+    bsread_image_buf: int = Field(1000, gt=0)
+    bsread_data_buf: int = Field(1000, gt=0)
+    pid_buffer: int = Field(0, ge=0)
+    # --- processing ---------------------------------------------------------------------------------------
+    function: str | None = None
+    reload: bool = False
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+    rotation: Rotation | None = None
+    averaging: int | None = None
+    max_frame_rate: float | None = None
+    downsampling: int | None = None
+    processing_threads: int | None = None
+    copy_image: bool = Field(False, alias="copy")  # "copy" would shadow BaseModel.copy
+    paused: bool = False
+    pid_range: list[int] | None = None
+    records: int | None = None
+    abort_on_error: bool = True
+    abort_on_timeout: bool = False
+    enforce_pid: bool = False
+    # --- output -------------------------------------------------------------------------------------------
+    mode: Literal["PUB", "PUSH", "FILE"] | None = None  # derived
+    create_header: Literal["once", "always", "on_change"] = "on_change"
+    queue_size: int = Field(10, gt=0)
+    block: bool | None = None  # derived
+    no_client_timeout: float = 10.0
+    buffer_size: int | None = None
+    file: str | None = None
+    layout: Literal["DEFAULT", "FLAT"] = "DEFAULT"
+    localtime: bool = True
+    change: bool = False
+    output_pipeline: str | None = None
+    output_stream: str | None = None
+
+    @field_validator("pipeline_type")
+    @classmethod
+    def _pipeline_type(cls, v: str) -> str:
+        if v not in PIPELINE_TYPES:
+            raise ValueError(f"unknown pipeline_type {v!r}; use one of {', '.join(PIPELINE_TYPES)}")
+        return v
+
+    @field_validator("mode", "input_mode", "bsread_mode", "layout", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator("image_background_enable", mode="before")
+    @classmethod
+    def _background_enable(cls, v: Any) -> Any:
+        if v not in BACKGROUND_ENABLE or (v in (0, 1) and not isinstance(v, bool)):
+            raise ValueError(f"must be true, false, \"passive\" or \"signed\", not {v!r}")
+        return v
+
+    @field_validator("image_background", "input_pipeline", "output_pipeline", "camera_name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        try:
+            return validate_name(v, "name")
+        except InvalidName as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("image_region_of_interest", mode="before")
+    @classmethod
+    def _roi(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        if not isinstance(v, list | tuple) or len(v) != 4:
+            raise ValueError(f"must be [offset_x, size_x, offset_y, size_y] (4 integers), not {v!r}")
+        roi = [_int_like(x, "4 integers [offset_x, size_x, offset_y, size_y]") for x in v]
+        if roi[1] <= 0 or roi[3] <= 0:
+            raise ValueError(f"sizes must be > 0, got size_x={roi[1]}, size_y={roi[3]}")
+        if roi[0] < 0 or roi[2] < 0:
+            raise ValueError(f"offsets must be >= 0, got offset_x={roi[0]}, offset_y={roi[2]}")
+        return roi
+
+    @field_validator("averaging", mode="before")
+    @classmethod
+    def _averaging(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        n = _int_like(v, "a non-zero integer (N > 0: one output per N frames, N < 0: running mean)")
+        if n == 0:
+            raise ValueError("must be a non-zero integer (N > 0: one output per N frames, N < 0: running mean)")
+        return n
+
+    @field_validator("downsampling", "processing_threads", "records", "buffer_size", mode="before")
+    @classmethod
+    def _non_negative_int(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        n = _int_like(v, "an integer >= 0")
+        if n < 0:
+            raise ValueError(f"must be an integer >= 0, not {v!r}")
+        return n
+
+    @field_validator("image_threshold", "max_frame_rate", mode="before")
+    @classmethod
+    def _number(cls, v: Any) -> Any:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)):
+            raise ValueError(f"must be a number, not {v!r}")
+        return v
+
+    @field_validator("pid_range", mode="before")
+    @classmethod
+    def _pid_range(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        if not isinstance(v, list | tuple) or len(v) != 2:
+            raise ValueError(f"must be [start_pid, stop_pid], not {v!r}")
+        return [_int_like(x, "[start_pid, stop_pid] integers") for x in v]
+
+    @field_validator("image_good_region", "image_slices", "rotation", mode="before")
+    @classmethod
+    def _block(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, dict):
+            raise ValueError(f"must be an object (or null), not {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> PipelineConfig:
+        if self.mode == "FILE" and not self.file:
+            raise ValueError("mode 'FILE' needs 'file' (the output file name)")
+        has_input = self.camera_name or self.input_stream or self.input_pipeline
+        if self.pipeline_type == "stream":
+            has_input = has_input or self.bsread_address or self.bsread_channels
+        if not has_input and self.pipeline_type not in NO_INPUT_TYPES:
+            raise ValueError(f"camera_name is required for pipeline_type '{self.pipeline_type}' "
+                             "(or give input_stream / input_pipeline"
+                             + (" / bsread_address / bsread_channels)" if self.pipeline_type == "stream" else ")"))
+        return self
+
+
+FIELDS = tuple(f.alias or name for name, f in PipelineConfig.model_fields.items())
+_KNOWN = frozenset(FIELDS)
+
+
+def derived_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """The defaults of ``mode``, ``block`` and ``input_mode`` for this config (README: mode-dependent)."""
+    mode = config.get("mode") or ("PUSH" if config.get("pipeline_type") == "fanout" else "PUB")
+    return {
+        "mode": mode,
+        "block": str(mode).upper() == "PUSH",
+        "input_mode": "PULL" if config.get("pipeline_type") == "fanin" else "SUB",
+    }
+
+
+def _format_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown parameter"
+        parts.append(f"'{loc}': {msg}" if loc else msg)
+    return "Invalid pipeline config: " + "; ".join(parts)
+
+
+def _normalise_alias(config: dict[str, Any]) -> dict[str, Any]:
+    """``background_id`` → ``image_background`` (+ enable the background unless the config says otherwise)."""
+    if BACKGROUND_ALIAS not in config:
+        return config
+    config = dict(config)
+    background = config.pop(BACKGROUND_ALIAS)
+    if config.get("image_background") not in (None, background):
+        raise InvalidConfig(f"Invalid pipeline config: '{BACKGROUND_ALIAS}' ({background!r}) and 'image_background' "
+                            f"({config['image_background']!r}) disagree; give only one")
+    config["image_background"] = background
+    if background is not None and config.get("image_background_enable") is None:
+        config["image_background_enable"] = True
+    return config
+
+
+def expand_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``config`` and return it complete: every default filled, leading keys first (processing.md 3.7).
+
+    Raises :class:`InvalidConfig` naming each bad field.
+    """
+    if not isinstance(config, dict):
+        raise InvalidConfig(f"Invalid pipeline config: must be a JSON object, not {type(config).__name__}")
+    config = _normalise_alias(config)
+    # A None value means "default" (README: unset fields are None), also for fields whose default is not None.
+    given = {k: v for k, v in config.items() if not (v is None and k in _KNOWN)}
+    try:
+        model = PipelineConfig.model_validate(given)
+    except ValidationError as exc:
+        raise InvalidConfig(_format_errors(exc)) from None
+    values = model.model_dump(by_alias=True)
+    for key, value in derived_defaults(values).items():
+        if values[key] is None:
+            values[key] = value
+    out: dict[str, Any] = {k: values[k] for k in LEADING_KEYS}
+    for key in config:  # the user's keys, in the user's order
+        if key not in out:
+            out[key] = values[key] if key in values else config[key]
+    for key in FIELDS:  # then the remaining defaults
+        out.setdefault(key, values[key])
+    return out
+
+
+def update_config(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Apply an incremental change: only the keys of ``update`` change; a key set to None returns to its default.
+
+    Derived defaults follow their inputs: if ``current`` still has the derived value of e.g. ``block`` and the update
+    changes ``mode``, ``block`` is derived again.
+    """
+    if not isinstance(update, dict):
+        raise InvalidConfig(f"Invalid pipeline config: must be a JSON object, not {type(update).__name__}")
+    update = _normalise_alias(update)
+    merged = dict(current)
+    old_derived = derived_defaults(current)
+    for key in DERIVED_KEYS:
+        if key not in update and merged.get(key) == old_derived[key]:
+            merged.pop(key, None)
+    for key, value in update.items():
+        if value is None:
+            merged.pop(key, None)
+            if key not in _KNOWN:
+                merged[key] = None  # an unknown (user) key set to None stays, as None
+        else:
+            merged[key] = value
+    return expand_config(merged)

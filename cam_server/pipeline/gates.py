@@ -1,0 +1,69 @@
+"""Per-message decisions that drop frames before any pixel is touched (spec processing.md section 2, steps 3, 7).
+
+Each gate is a tiny object with state that survives config updates where it should (downsampling counter,
+last processed time), so a live change does not restart counting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from enum import Enum
+
+
+class PidDecision(Enum):
+    PASS = 0
+    DROP = 1
+    FINISH = 2
+
+
+def pid_range_decision(pid_range: Sequence[int] | None, pulse_id: int) -> PidDecision:
+    """``pid_range = [start, stop]``: start <= 0 disables output, pulses before start are dropped and a pulse
+    after a positive stop finishes the instance."""
+    if not pid_range:
+        return PidDecision.PASS
+    start = int(pid_range[0])
+    stop = int(pid_range[1]) if len(pid_range) > 1 and pid_range[1] is not None else 0
+    if start <= 0:
+        return PidDecision.DROP
+    if stop > 0 and pulse_id > stop:
+        return PidDecision.FINISH
+    if pulse_id < start:
+        return PidDecision.DROP
+    return PidDecision.PASS
+
+
+class Downsampler:
+    """``downsampling = N``: the first message passes, then one out of every N+1 (the reference's quirk)."""
+
+    def __init__(self) -> None:
+        self._counter: int | None = None
+
+    def passes(self, factor: int | None) -> bool:
+        if not factor or factor <= 0:
+            self._counter = None
+            return True
+        if self._counter is None:
+            self._counter = 0
+            return True
+        self._counter += 1
+        if self._counter > factor:
+            self._counter = 0
+            return True
+        return False
+
+
+class FrameRateLimiter:
+    """``max_frame_rate`` (Hz): a frame passes only if 1/rate seconds passed since the last frame that passed."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+
+    def passes(self, max_frame_rate: float | None, now: float | None = None) -> bool:
+        if not max_frame_rate or max_frame_rate <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        if self._last is not None and now - self._last < 1.0 / max_frame_rate:
+            return False
+        self._last = now
+        return True

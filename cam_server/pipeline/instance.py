@@ -1,0 +1,87 @@
+"""Entry point of a pipeline instance process: ``run_instance(channel, spec)``, started by the manager in a
+forkserver child.
+
+Exit codes: 0 finished normally (stop requested, records reached, pid_range stop, no clients), 1 failed to start or
+run (bad config, unreachable camera, unexpected error), 2 aborted on a processing error (``abort_on_error``).
+Every non-zero exit reports its reason through ``channel.report_error`` first.
+
+Pipeline types are separate modules; this file only picks the handler. Supported here: processing, store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from cam_server.common.errors import CamServerError
+from cam_server.common.process import InstanceChannel
+from cam_server.pipeline.input import StreamInput
+from cam_server.pipeline.instance_spec import InstanceSpec
+from cam_server.pipeline.loop import AbortInstance, InstanceLoop
+from cam_server.pipeline.outcomes import EXIT_ABORTED, EXIT_FAILURE, EXIT_OK
+from cam_server.pipeline.output import OutputStream
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_TYPES = ("processing", "store")
+
+
+def make_handler(spec: InstanceSpec) -> Any:
+    """The per-message handler for the config's pipeline_type; raises CamServerError for unsupported ones."""
+    config = spec.config
+    pipeline_type = config.get("pipeline_type") or "processing"
+    if pipeline_type == "processing":
+        from cam_server.pipeline.processing_pipeline import ProcessingHandler
+
+        return ProcessingHandler(config, spec.background_folder, spec.scripts_folder)
+    if pipeline_type == "store":
+        from cam_server.pipeline.store_pipeline import StoreHandler
+
+        return StoreHandler(config)
+    raise CamServerError(f"pipeline_type {pipeline_type!r} is not supported yet (supported: "
+                         f"{', '.join(SUPPORTED_TYPES)})")
+
+
+def _configure_threads() -> None:
+    """One OpenMP thread per instance (bitshuffle): instances already run in parallel (bsread.md section 18)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _run(channel: InstanceChannel, spec: InstanceSpec) -> int:
+    config = spec.config
+    if str(config.get("mode") or "PUB").upper() == "FILE":
+        raise CamServerError("Output mode 'FILE' is not supported yet")
+    handler = make_handler(spec)
+    source = StreamInput(spec.camera_stream, config, spec.cam_server_url)
+    output = OutputStream(spec.output_endpoint, config).open()
+    try:
+        source.connect()
+        loop = InstanceLoop(channel, handler, source, output, config.get("processing_threads") or 0)
+        loop.run()
+    finally:
+        source.close()
+        output.close()
+    return EXIT_OK
+
+
+def run_instance(channel: InstanceChannel, spec: InstanceSpec) -> None:
+    """Run one pipeline instance until it should end; exits the process with the code described above."""
+    _configure_threads()
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{spec.instance_id}] %(name)s: "
+                                                   "%(message)s")
+    try:
+        code = _run(channel, spec)
+    except AbortInstance as exc:
+        log.error("aborted: %s", exc)  # already reported by the loop
+        code = EXIT_ABORTED
+    except CamServerError as exc:
+        channel.report_error(str(exc))
+        log.error("%s", exc)
+        code = EXIT_FAILURE
+    except Exception as exc:  # noqa: BLE001 - never die without telling the server why
+        log.exception("instance failed")
+        channel.report_error(f"Pipeline instance failed: {type(exc).__name__}: {exc}")
+        code = EXIT_FAILURE
+    if code != EXIT_OK:
+        raise SystemExit(code)

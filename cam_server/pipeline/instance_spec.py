@@ -1,0 +1,20 @@
+"""What the pipeline server hands to an instance process (picklable, so it crosses the forkserver boundary)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class InstanceSpec:
+    """Everything ``cam_server.pipeline.instance.run_instance(channel, spec)`` needs to run one pipeline."""
+
+    instance_id: str
+    config: dict[str, Any]       # expanded config (expand_config output)
+    output_endpoint: str         # where the instance binds its output, e.g. "tcp://*:41234"
+    stream_address: str          # what clients connect to, e.g. "tcp://<hostname>:41234"
+    camera_stream: str | None    # camera stream address resolved via CamClient.get_instance_stream(camera)
+    cam_server_url: str          # to re-request the camera stream after camera_timeout
+    background_folder: str
+    scripts_folder: str

@@ -1,0 +1,167 @@
+"""The receive → handle → send loop every stream-in/stream-out pipeline type shares.
+
+It owns config polling, statistics, error reporting, the end conditions (stop request, no clients, records,
+pid_range stop) and the optional thread pool (``processing_threads``): frames are prepared in order, computed
+in parallel (numpy releases the GIL) and sent in their original order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
+
+from cam_server.bsread import Message
+from cam_server.common.process import InstanceChannel, RateMeter
+from cam_server.pipeline.input import StreamInput
+from cam_server.pipeline.outcomes import FinishInstance, Job, ProcessingError
+from cam_server.pipeline.output import OutputStream
+
+log = logging.getLogger(__name__)
+
+ERROR_REPORT_INTERVAL_S = 1.0
+
+
+class Handler(Protocol):
+    def update(self, config: dict[str, Any]) -> None: ...
+    def prepare(self, message: Message) -> Job | None: ...
+    @property
+    def abort_on_error(self) -> bool: ...
+
+
+class AbortInstance(Exception):  # noqa: N818 - control flow carrying the error message
+    """A processing error with abort_on_error: the instance ends with exit code 2."""
+
+
+class _ErrorReporter:
+    """Reports errors to the parent without flooding it: a repeated message at most once per second."""
+
+    def __init__(self, channel: InstanceChannel) -> None:
+        self._channel = channel
+        self._last: tuple[str, float] | None = None
+
+    def __call__(self, message: str) -> None:
+        now = time.monotonic()
+        if self._last is not None and self._last[0] == message and now - self._last[1] < ERROR_REPORT_INTERVAL_S:
+            return
+        self._last = (message, now)
+        log.error("%s", message)
+        self._channel.report_error(message)
+
+
+class InstanceLoop:
+    """Runs until the instance should end; :meth:`run` returns normally for a normal end (exit code 0)."""
+
+    def __init__(self, channel: InstanceChannel, handler: Handler, source: StreamInput, output: OutputStream,
+                 processing_threads: int = 0) -> None:
+        self.channel = channel
+        self.handler = handler
+        self.source = source
+        self.output = output
+        self.stats = channel.stats
+        self.rate = RateMeter(channel.stats)
+        self.report = _ErrorReporter(channel)
+        self.threads = max(0, int(processing_threads or 0))
+        self._pending: deque[tuple[Job, Future]] = deque()
+        self.end_reason = ""
+
+    # -- main loop ------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.stats.set("start_time", time.time())
+        executor = ThreadPoolExecutor(self.threads, thread_name_prefix="processing") if self.threads else None
+        try:
+            self._loop(executor)
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+        log.info("instance finished: %s", self.end_reason)
+
+    def _loop(self, executor: ThreadPoolExecutor | None) -> None:
+        channel, stats, source, output = self.channel, self.stats, self.source, self.output
+        max_pending = 2 * self.threads
+        while True:
+            if channel.should_stop():
+                self.end_reason = "stop requested"
+                return
+            config = channel.poll_config()
+            if config is not None:
+                self._apply_config(config)
+            stats.set("clients", output.client_count)
+            if output.no_clients:
+                self.end_reason = "no clients connected"
+                return
+            message = source.receive()
+            if message is None:
+                if self._drain(0) is not None:
+                    return
+                continue
+            stats.add("frames_in")
+            try:
+                job = self.handler.prepare(message)
+            except FinishInstance as finish:
+                self._drain(0)
+                self.end_reason = str(finish)
+                return
+            if job is None:
+                stats.add("dropped")
+                continue
+            if executor is None:
+                if self._finish_job(job, job.compute):
+                    return
+                continue
+            self._pending.append((job, executor.submit(job.compute)))
+            if self._drain(max_pending) is not None:
+                return
+
+    def _drain(self, keep: int) -> bool | None:
+        """Send finished jobs in order; wait for the oldest while more than ``keep`` are pending.
+        Returns True when the instance should end."""
+        pending = self._pending
+        while pending and (len(pending) > keep or pending[0][1].done()):
+            job, future = pending.popleft()
+            if self._finish_job(job, future.result):
+                return True
+        return None
+
+    def _apply_config(self, config: dict[str, Any]) -> None:
+        try:
+            self.handler.update(config)
+        except Exception as exc:  # noqa: BLE001 - a bad live config keeps the previous one running
+            self.report(f"Config update not applied: {exc}")
+            return
+        self.source.update_config(config)
+        self.output.update_config(config)
+        log.info("config updated")
+
+    # -- one finished frame ---------------------------------------------------------------------------
+
+    def _finish_job(self, job: Job, result: Callable[[], dict[str, Any] | None]) -> bool:
+        """Send a job's values; True when the instance should end (records reached)."""
+        stats = self.stats
+        try:
+            values = result()
+            if values is None:
+                stats.add("dropped")
+                return False
+            sent = self.output.send(values, job.pulse_id, job.timestamp)
+        except (ProcessingError, ValueError) as exc:
+            stats.add("errors")
+            message = str(exc) if isinstance(exc, ProcessingError) else f"Cannot send pulse id {job.pulse_id}: {exc}"
+            self.report(message)
+            if self.handler.abort_on_error:
+                raise AbortInstance(message) from exc
+            return False
+        if sent:
+            stats.add("frames_out")
+            stats.set("last_frame_time", time.time())
+            self.rate.tick()
+        else:
+            stats.add("dropped")
+        if self.output.finished:
+            self.end_reason = f"{self.output.records} records sent"
+            return True
+        return False

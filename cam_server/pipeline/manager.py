@@ -1,0 +1,453 @@
+"""The pipeline server's state: running instances (shared read-only and private), saved configs and backgrounds.
+
+Each instance is an OS process (:class:`InstanceProcess`) running ``cam_server.pipeline.instance.run_instance``.
+The manager's lock only guards its dictionaries; everything slow (camera server calls, process start/stop, file IO)
+runs outside it, so concurrent REST clients do not queue behind each other.
+
+Shared instances have the saved pipeline's name as instance id and refuse config changes, so that two users watching
+the same pipeline cannot change what the other sees. Private instances accept live, incremental config changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import requests
+
+from cam_server.common.errors import CamServerError, Conflict, InvalidConfig, NotFound, SourceUnavailable
+from cam_server.common.names import validate_name
+from cam_server.common.process import InstanceProcess, reserve_port
+from cam_server.pipeline.backgrounds import BackgroundStore, average_stream_images, check_n_images
+from cam_server.pipeline.config import expand_config, update_config
+from cam_server.pipeline.instance_spec import InstanceSpec
+from cam_server.pipeline.store import PipelineConfigStore, validate_pipeline_name
+
+log = logging.getLogger(__name__)
+
+PRELOAD = ("numpy", "scipy.optimize", "zmq", "cam_server.bsread", "cam_server.processing.default")
+# Keys that define the instance's sockets and source; changing them needs a new instance.
+STRUCTURAL_KEYS = ("camera_name", "pipeline_type", "mode", "input_stream", "input_pipeline", "input_mode",
+                   "output_stream", "output_pipeline", "file")
+# A background is "enabled" (must exist and match the image) for these values of image_background_enable.
+_BACKGROUND_APPLIED = (True, "signed", "passive")
+FINISHED_HISTORY = 100
+REAP_INTERVAL = 0.5
+MESSAGE_TIMEOUT = 10.0
+
+
+def _default_target() -> Callable[..., Any]:
+    from cam_server.pipeline.instance import run_instance
+
+    return run_instance
+
+
+def _noop_instance(channel: Any) -> None:
+    """Started once at server start so the forkserver (and its preloaded modules) is ready for the first client."""
+
+
+@dataclass
+class _Instance:
+    instance_id: str
+    config: dict[str, Any]
+    stream_address: str
+    port: int
+    read_only: bool
+    camera_stream: str | None
+    process: InstanceProcess | None = None  # None while starting
+    created: float = field(default_factory=time.time)
+
+
+class PipelineManager:
+    """Creates, configures, lists and stops pipeline instances; stores configs and backgrounds."""
+
+    def __init__(self, cam_client: Any, config_store: PipelineConfigStore, background_store: BackgroundStore,
+                 scripts_folder: str, hostname: str, target: Callable[..., Any] | None = None,
+                 stop_timeout: float = 3.0) -> None:
+        self.cam_client = cam_client
+        self.config_store = config_store
+        self.background_store = background_store
+        self.scripts_folder = str(scripts_folder)
+        self.hostname = hostname
+        self._target = target
+        self._stop_timeout = stop_timeout
+        self._lock = threading.Lock()
+        self._instances: dict[str, _Instance] = {}
+        self._finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._closing = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_loop, name="pipeline-reaper", daemon=True)
+        self._reaper.start()
+
+    # --- saved pipelines ----------------------------------------------------------------------------------
+    def get_pipeline_list(self) -> list[str]:
+        return self.config_store.names()
+
+    def get_pipeline_config(self, name: str) -> dict[str, Any]:
+        validate_pipeline_name(name)
+        return self.config_store.load(name)
+
+    def save_pipeline_config(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Validate (incl. the camera and background) and save the expanded config; returns it."""
+        validate_pipeline_name(name)
+        expanded = expand_config(config)
+        self._check_camera_known(expanded)
+        self._check_background(expanded)
+        self.config_store.save(name, expanded)
+        return expanded
+
+    def delete_pipeline_config(self, name: str) -> None:
+        validate_pipeline_name(name)
+        self.config_store.delete(name)
+
+    # --- cameras and backgrounds --------------------------------------------------------------------------
+    def get_camera_list(self) -> list[str]:
+        try:
+            return list(self.cam_client.get_cameras())
+        except requests.RequestException as exc:
+            raise SourceUnavailable(f"Camera server {self.cam_client.get_address()} is not reachable: {exc}") from None
+
+    def collect_background(self, camera_name: str, n_images: int | None = None) -> str:
+        """Average ``n_images`` (default 10) frames of the camera stream, save them, return the background id."""
+        validate_name(camera_name, "camera name")
+        n = check_n_images(n_images)
+        stream = self._camera_stream(camera_name)
+        array = average_stream_images(stream, n)
+        return self.background_store.save(camera_name, array)
+
+    def get_latest_background(self, camera_name: str) -> str:
+        return self.background_store.latest(camera_name)
+
+    # --- instances ----------------------------------------------------------------------------------------
+    def get_instance_stream(self, instance_id: str) -> str:
+        """The stream of a running instance, or of the shared (read-only) instance of a saved pipeline.
+
+        A saved pipeline named ``instance_id`` that is not running is started as a shared instance.
+        """
+        validate_name(instance_id, "instance id")
+        with self._lock:
+            running = self._instances.get(instance_id)
+            if running is not None and self._alive(running):
+                return running.stream_address
+        if not self.config_store.exists(instance_id):
+            raise NotFound(f"Instance '{instance_id}' is not running and there is no saved pipeline of that name.")
+        config = self.config_store.load(instance_id)
+        try:
+            _, stream, _ = self._create(config, instance_id, read_only=True)
+        except Conflict:  # somebody else started it between our check and now
+            with self._lock:
+                running = self._instances.get(instance_id)
+                if running is None:
+                    raise
+                return running.stream_address
+        return stream
+
+    def create_instance_from_name(self, pipeline_name: str, instance_id: str | None = None,
+                                  ) -> tuple[str, str, dict[str, Any]]:
+        """A private instance of a saved pipeline; returns (instance_id, stream, config)."""
+        config = self.get_pipeline_config(pipeline_name)
+        return self._create(config, instance_id, read_only=False)
+
+    def create_instance_from_config(self, config: dict[str, Any], instance_id: str | None = None,
+                                    ) -> tuple[str, str, dict[str, Any]]:
+        """A private instance of ``config``; returns (instance_id, stream, config)."""
+        return self._create(config, instance_id, read_only=False)
+
+    def get_instance_config(self, instance_id: str) -> dict[str, Any]:
+        return dict(self._get(instance_id).config)
+
+    def set_instance_config(self, instance_id: str, update: dict[str, Any]) -> dict[str, Any]:
+        """Apply an incremental config change to a private instance, live; returns the complete new config."""
+        instance = self._get(instance_id)
+        if instance.read_only:
+            raise Conflict(f"Instance '{instance_id}' is a shared (read-only) instance: its config cannot be changed. "
+                           "Create a private instance (create_instance_from_name/config) to change parameters.")
+        new = update_config(instance.config, update)
+        self._check_structural(instance, new)
+        self._check_background(new)
+        with self._lock:
+            # Re-merge on the newest config in case another client changed it meanwhile.
+            new = update_config(instance.config, update)
+            instance.config = new
+            process = instance.process
+        if process is not None:
+            process.update_config(new)
+        log.info("instance %s config updated: %s", instance_id, sorted(update))
+        return dict(new)
+
+    def get_instance_info(self, instance_id: str) -> dict[str, Any]:
+        validate_name(instance_id, "instance id")
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            finished = self._finished.get(instance_id)
+        if instance is not None:
+            return self._info(instance)
+        if finished is not None:
+            return dict(finished)
+        raise NotFound(f"Instance '{instance_id}' does not exist.")
+
+    def get_info(self) -> dict[str, Any]:
+        with self._lock:
+            instances = list(self._instances.values())
+            finished = dict(self._finished)
+        return {
+            "active_instances": [i.instance_id for i in instances],
+            "instances": {i.instance_id: self._info(i) for i in instances},
+            "finished_instances": finished,
+        }
+
+    def stop_instance(self, instance_id: str) -> None:
+        validate_name(instance_id, "instance id")
+        with self._lock:
+            instance = self._instances.pop(instance_id, None)
+        if instance is None:
+            raise NotFound(f"Instance '{instance_id}' is not running.")
+        self._stop(instance)
+
+    def stop_all_instances(self) -> None:
+        with self._lock:
+            instances = list(self._instances.values())
+            self._instances.clear()
+        for instance in instances:  # ask all first, so they stop in parallel
+            if instance.process is not None:
+                instance.process.channel.request_stop()
+        for instance in instances:
+            self._stop(instance)
+
+    def close(self) -> None:
+        """Stop everything (server shutdown)."""
+        self._closing.set()
+        self.stop_all_instances()
+        self._reaper.join(2)
+
+    def warm_up(self) -> None:
+        """Start the forkserver now (preloading numpy, scipy, zmq, ...) instead of on the first client's request."""
+        process = InstanceProcess("warm-up", _noop_instance, preload=PRELOAD)
+        process.start()
+        process.stop(10)
+
+    # --- single message -----------------------------------------------------------------------------------
+    def get_instance_message(self, instance_id: str, timeout: float = MESSAGE_TIMEOUT) -> dict[str, Any]:
+        """One message of the instance stream: {"pulse_id", "global_timestamp", "data": {channel: JSON value}}."""
+        from cam_server.bsread import PULL, SUB, source
+        from cam_server.utils import get_host_port_from_stream_address
+
+        instance = self._get(instance_id)
+        config = instance.config
+        if config.get("pipeline_type") == "store":
+            raise InvalidConfig(f"Instance '{instance_id}' is a 'store' pipeline: reading a message would take it "
+                                "from the store's consumer. Read messages from a processing pipeline instead.")
+        if config.get("mode") == "FILE":
+            raise InvalidConfig(f"Instance '{instance_id}' writes to a file (mode FILE) and has no stream to read.")
+        mode = PULL if config.get("mode") == "PUSH" else SUB
+        host, port = get_host_port_from_stream_address(instance.stream_address)
+        deadline = time.monotonic() + timeout
+        with source(host=host, port=port, mode=mode, receive_timeout=200) as stream:
+            while True:
+                message = stream.receive()
+                if message is not None:
+                    break
+                if instance.process is not None and not instance.process.is_alive():
+                    info = instance.process.info()
+                    raise SourceUnavailable(f"Instance '{instance_id}' stopped (exit code {info['exit_code']}, "
+                                            f"last error: {info['last_error']}).")
+                if time.monotonic() > deadline:
+                    raise SourceUnavailable(f"No message from instance '{instance_id}' in {timeout:.0f} s.")
+        data = message.data
+        return {
+            "pulse_id": data.pulse_id,
+            "global_timestamp": [data.global_timestamp, data.global_timestamp_offset],
+            "data": {name: to_json_value(value.value) for name, value in data.data.items()},
+        }
+
+    # --- internals ----------------------------------------------------------------------------------------
+    def _get(self, instance_id: str) -> _Instance:
+        validate_name(instance_id, "instance id")
+        with self._lock:
+            instance = self._instances.get(instance_id)
+            finished = self._finished.get(instance_id)
+        if instance is None:
+            if finished is not None:
+                raise NotFound(f"Instance '{instance_id}' is not running any more (exit code {finished['exit_code']}, "
+                               f"last error: {finished['last_error']}).")
+            raise NotFound(f"Instance '{instance_id}' does not exist.")
+        return instance
+
+    @staticmethod
+    def _alive(instance: _Instance) -> bool:
+        return instance.process is None or instance.process.is_alive()
+
+    def _info(self, instance: _Instance) -> dict[str, Any]:
+        if instance.process is not None:
+            info = instance.process.info()
+        else:
+            info = {"instance_id": instance.instance_id, "pid": None, "is_running": False, "exit_code": None,
+                    "created": instance.created, "statistics": {}, "last_error": None, "last_error_time": None}
+        info.update(stream_address=instance.stream_address, read_only=instance.read_only,
+                    camera_name=instance.config.get("camera_name"), config=dict(instance.config))
+        return info
+
+    def _create(self, config: dict[str, Any], instance_id: str | None, read_only: bool,
+                ) -> tuple[str, str, dict[str, Any]]:
+        if instance_id is not None:
+            validate_name(instance_id, "instance id")
+        expanded = expand_config(config)
+        if instance_id is not None and instance_id in self._instances:
+            self.reap()  # a finished, not yet reaped instance must not block its id
+        camera_stream = self._resolve_inputs(expanded)
+        self._check_background(expanded)
+        target = self._target or _default_target()
+        with self._lock:
+            if instance_id is None:
+                instance_id = str(uuid.uuid4())
+            existing = self._instances.get(instance_id)
+            if existing is not None:
+                raise Conflict(f"Instance id '{instance_id}' is already in use.")
+            used = {i.port for i in self._instances.values()}
+            port = reserve_port(exclude=used)
+            if expanded.get("pipeline_type") == "fanin" and not expanded.get("input_stream"):
+                in_port = reserve_port(exclude=used | {port})
+                expanded["input_stream"] = f"tcp://{self.hostname}:{in_port}"
+            instance = _Instance(instance_id, expanded, f"tcp://{self.hostname}:{port}", port, read_only,
+                                 camera_stream)
+            self._instances[instance_id] = instance
+            self._finished.pop(instance_id, None)
+        spec = InstanceSpec(instance_id=instance_id, config=expanded, output_endpoint=f"tcp://*:{port}",
+                            stream_address=instance.stream_address, camera_stream=camera_stream,
+                            cam_server_url=self.cam_client.get_address(),
+                            background_folder=str(self.background_store.folder), scripts_folder=self.scripts_folder)
+        try:
+            process = InstanceProcess(instance_id, target, (spec,), preload=PRELOAD)
+            process.start()
+        except Exception as exc:
+            with self._lock:
+                self._instances.pop(instance_id, None)
+            log.exception("could not start instance %s", instance_id)
+            raise CamServerError(f"Could not start instance '{instance_id}': {exc}") from exc
+        with self._lock:
+            instance.process = process
+        log.info("started %s instance %s (pid %s) on %s", "shared" if read_only else "private", instance_id,
+                 process.pid, instance.stream_address)
+        return instance_id, instance.stream_address, dict(expanded)
+
+    def _resolve_inputs(self, config: dict[str, Any]) -> str | None:
+        """Start what the instance reads from / writes to; returns the camera stream (None without camera)."""
+        if config.get("input_pipeline"):
+            config["input_stream"] = self.get_instance_stream(config["input_pipeline"])
+        if config.get("output_pipeline"):
+            target = config["output_pipeline"]
+            self.get_instance_stream(target)
+            with self._lock:
+                receiver = self._instances.get(target)
+            if receiver is None or not receiver.config.get("input_stream"):
+                raise InvalidConfig(f"output_pipeline '{target}' has no input address (it must be a 'fanin' pipeline).")
+            config["output_stream"] = receiver.config["input_stream"]
+        camera = config.get("camera_name")
+        if camera and not config.get("input_stream"):
+            return self._camera_stream(camera)
+        return None
+
+    def _camera_stream(self, camera: str) -> str:
+        """The camera's stream from the camera server, with NotFound for cameras it does not know."""
+        try:
+            return self.cam_client.get_instance_stream(camera)
+        except requests.RequestException as exc:
+            raise SourceUnavailable(f"Camera server {self.cam_client.get_address()} is not reachable: {exc}") from None
+        except ValueError as exc:
+            if camera not in self.get_camera_list():
+                raise NotFound(f"Camera '{camera}' does not exist on the camera server.") from None
+            raise SourceUnavailable(f"Camera '{camera}' cannot be streamed: {exc}") from None
+
+    def _check_camera_known(self, config: dict[str, Any]) -> None:
+        camera = config.get("camera_name")
+        if camera and camera not in self.get_camera_list():
+            raise NotFound(f"Camera '{camera}' does not exist on the camera server.")
+
+    def _check_background(self, config: dict[str, Any]) -> None:
+        """An enabled background must exist, be readable and (if the camera server tells) match the image shape."""
+        background = config.get("image_background")
+        if not background or config.get("image_background_enable") not in _BACKGROUND_APPLIED:
+            return
+        shape = self.background_store.shape(background)
+        camera = config.get("camera_name")
+        if not camera or config.get("input_stream"):
+            return
+        try:
+            width, height = self.cam_client.get_camera_geometry(camera)
+        except Exception as exc:  # noqa: BLE001 - the instance re-checks every frame; this is an early, helpful check
+            log.info("no geometry for camera %s to check background %s: %s", camera, background, exc)
+            return
+        bx, by = config.get("binning_x") or 1, config.get("binning_y") or 1
+        if isinstance(bx, int) and isinstance(by, int) and bx > 0 and by > 0:
+            width, height = width // bx, height // by
+        if tuple(shape) != (height, width):
+            raise InvalidConfig(f"Background '{background}' has shape {list(shape)} (rows, columns) but camera "
+                                f"'{camera}' images are {height} x {width}: use a background of this camera.")
+
+    @staticmethod
+    def _check_structural(instance: _Instance, new: dict[str, Any]) -> None:
+        changed = [k for k in STRUCTURAL_KEYS if new.get(k) != instance.config.get(k)]
+        if changed:
+            raise InvalidConfig(f"Cannot change {', '.join(changed)} of running instance '{instance.instance_id}': "
+                                "create a new instance with the new config.")
+
+    def _stop(self, instance: _Instance) -> None:
+        if instance.process is None:
+            return
+        instance.process.stop(self._stop_timeout)
+        self._remember(instance)
+        log.info("stopped instance %s", instance.instance_id)
+
+    def _remember(self, instance: _Instance) -> None:
+        info = self._info(instance)
+        with self._lock:
+            self._finished[instance.instance_id] = info
+            self._finished.move_to_end(instance.instance_id)
+            while len(self._finished) > FINISHED_HISTORY:
+                self._finished.popitem(last=False)
+
+    def _reap_loop(self) -> None:
+        while not self._closing.wait(REAP_INTERVAL):
+            try:
+                self.reap()
+            except Exception:  # noqa: BLE001 - the reaper must survive anything
+                log.exception("reaper failed")
+
+    def reap(self) -> list[str]:
+        """Remove instances whose process ended (no clients, records reached, pid range done, crash)."""
+        with self._lock:
+            done = [i for i in self._instances.values() if i.process is not None and not i.process.is_alive()]
+            for instance in done:
+                del self._instances[instance.instance_id]
+        for instance in done:
+            assert instance.process is not None
+            instance.process.stop(0.1)  # joins and collects the last error
+            self._remember(instance)
+            code, error = instance.process.exitcode, instance.process.last_error
+            if code:
+                log.warning("instance %s ended with exit code %s; last error: %s", instance.instance_id, code, error)
+            else:
+                log.info("instance %s finished (exit code %s)", instance.instance_id, code)
+        return [i.instance_id for i in done]
+
+
+def to_json_value(value: Any) -> Any:
+    """A received channel value as plain JSON: arrays as (nested) lists, NaN/inf as None."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return np.where(np.isfinite(value), value, None).tolist()
+        return value.tolist()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value

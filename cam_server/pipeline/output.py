@@ -1,0 +1,201 @@
+"""The instance's output: a bound bsread Sender with the pipeline's header strategy, pulse-id enforcement,
+record counting, no-client detection and optional buffered (threaded) sending.
+
+Header strategies (``create_header``):
+* ``on_change`` (default): a cheap signature of the channel set (names, Python types, dtypes, shapes, list
+  lengths) is compared per message; the declared channels are rebuilt only when it changes;
+* ``once``: channels are declared from the first message and never again (values are converted to them);
+* ``always``: channels are declared from every message.
+Value mapping (README): int → int64, float → float64, str → string, list → array, None → empty value; we also
+send bool as int64, bool arrays as uint8 and dicts as JSON text, which bsread cannot derive.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from cam_server.bsread import PUB, PUSH, Sender
+from cam_server.bsread.channels import ChannelError, derived_header
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NO_CLIENT_TIMEOUT = 10.0
+BLOCK_TIMEOUT_MS = 1000
+
+
+def normalise_value(value: Any) -> Any:
+    """A value bsread can derive a channel from (see module docstring); arrays are never copied here except
+    bool arrays."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return value.view(np.uint8) if value.dtype == np.bool_ else value
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict):
+        return json.dumps(value, default=str)
+    return value
+
+
+def value_signature(value: Any) -> Any:
+    """What the derived channel definition depends on, computed without touching array data."""
+    if isinstance(value, np.ndarray):
+        return value.dtype.str, value.shape
+    if isinstance(value, list):
+        return list, len(value), type(value[0]) if value else None
+    if isinstance(value, np.generic):
+        return value.dtype.str
+    return type(value)
+
+
+def normalise_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: normalise_value(v) for name, v in values.items()}
+
+
+class OutputStream:
+    """Sends processed messages; ``finished`` / ``no_clients`` tell the loop when the instance should end."""
+
+    def __init__(self, endpoint: str, config: dict[str, Any]) -> None:
+        mode = str(config.get("mode") or "PUB").upper()
+        if mode not in ("PUB", "PUSH"):
+            raise ValueError(f"Output mode {mode!r} is not supported by this pipeline (use PUB or PUSH)")
+        block = config.get("block")
+        self.mode = mode
+        self.block = (mode == "PUSH") if block is None else bool(block)
+        self.queue_size = int(config.get("queue_size") or 10)
+        # A blocking send gives up after BLOCK_TIMEOUT_MS (frame counted as dropped) so that a stuck client
+        # never stops the loop from seeing stop requests and config changes.
+        self._sender = Sender(queue_size=self.queue_size, address=endpoint, port=None,
+                              mode=PUSH if mode == "PUSH" else PUB, block=self.block,
+                              send_timeout=BLOCK_TIMEOUT_MS if self.block else None)
+        timeout = config.get("no_client_timeout", DEFAULT_NO_CLIENT_TIMEOUT)
+        self._no_client_timeout = DEFAULT_NO_CLIENT_TIMEOUT if timeout is None else float(timeout)
+        self._no_clients = threading.Event()
+        self._signature: tuple | None = None
+        self._declared_once = False
+        self.sent = 0
+        self.dropped = 0
+        self.last_pulse_id: int | None = None
+        self._buffer: queue.Queue | None = None
+        self._buffer_thread: threading.Thread | None = None
+        self.update_config(config)
+
+    def update_config(self, config: dict[str, Any]) -> None:
+        """Apply the parts of a live config change the output can follow (not mode/queue_size: those need a
+        new socket and are fixed at start)."""
+        self.create_header = str(config.get("create_header") or "on_change")
+        self.enforce_pid = bool(config.get("enforce_pid"))
+        records = config.get("records")
+        self.records = int(records) if records else None
+        self._buffer_size = int(config.get("buffer_size") or 0)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def open(self) -> OutputStream:
+        if self._no_client_timeout > 0:
+            self._sender.open(no_client_action=self._no_clients.set, no_client_timeout=self._no_client_timeout)
+        else:
+            self._sender.open()
+        if self._buffer_size > 0:
+            self._buffer = queue.Queue(self._buffer_size)
+            self._buffer_thread = threading.Thread(target=self._drain, name="output-buffer", daemon=True)
+            self._buffer_thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._buffer_thread is not None and self._buffer is not None:
+            try:
+                self._buffer.put(None, timeout=1.0)
+            except queue.Full:
+                pass
+            self._buffer_thread.join(2.0)
+            if self._buffer_thread.is_alive():
+                log.warning("output thread still blocked in send; leaving the socket to process exit")
+                return
+            self._buffer_thread = None
+        self._sender.close()
+
+    @property
+    def endpoint(self) -> str:
+        return self._sender.endpoint
+
+    @property
+    def client_count(self) -> int:
+        return self._sender.client_count
+
+    @property
+    def no_clients(self) -> bool:
+        """True once nobody was connected for ``no_client_timeout`` seconds (never when it is <= 0)."""
+        return self._no_clients.is_set()
+
+    @property
+    def finished(self) -> bool:
+        """True when ``records`` messages were sent."""
+        return self.records is not None and self.sent >= self.records
+
+    # -- sending --------------------------------------------------------------------------------------
+
+    def send(self, values: Mapping[str, Any], pulse_id: int, timestamp: tuple[int, int] | float) -> bool:
+        """Send (or buffer) one message; False if it was dropped (enforce_pid, full queue or buffer).
+
+        Raises :class:`ChannelError` (a ValueError naming the channel) for a value bsread cannot carry.
+        """
+        if self.enforce_pid and self.last_pulse_id is not None and pulse_id <= self.last_pulse_id:
+            self.dropped += 1
+            return False
+        values = normalise_values(values)
+        if self._buffer is not None:
+            try:
+                self._buffer.put_nowait((values, pulse_id, timestamp))
+            except queue.Full:
+                self.dropped += 1
+                return False
+            self.last_pulse_id = pulse_id
+            self.sent += 1
+            return True
+        sent = self._send_now(values, pulse_id, timestamp)
+        if sent:
+            self.last_pulse_id = pulse_id
+            self.sent += 1
+        else:
+            self.dropped += 1
+        return sent
+
+    def _send_now(self, values: dict[str, Any], pulse_id: int, timestamp: tuple[int, int] | float) -> bool:
+        self._declare(values)
+        return self._sender.send(values, timestamp=timestamp, pulse_id=pulse_id, check_data=False)
+
+    def _declare(self, values: dict[str, Any]) -> None:
+        strategy = self.create_header
+        if strategy == "once":
+            if self._declared_once:
+                return
+        elif strategy == "on_change":
+            signature = tuple((name, value_signature(v)) for name, v in values.items())
+            if signature == self._signature:
+                return
+            self._signature = signature
+        entries = [derived_header(name, v) for name, v in values.items()]
+        self._sender.encoder.set_channels(entries)
+        self._declared_once = True
+
+    def _drain(self) -> None:
+        """Buffer thread: sends queued messages in order (blocking sends wait here, not in the frame loop)."""
+        assert self._buffer is not None
+        while True:
+            item = self._buffer.get()
+            if item is None:
+                return
+            try:
+                if not self._send_now(*item):
+                    self.dropped += 1
+            except (ChannelError, ValueError) as exc:
+                log.error("buffered send of pulse %s failed: %s", item[1], exc)
+                self.dropped += 1

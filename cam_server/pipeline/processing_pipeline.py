@@ -1,0 +1,153 @@
+"""``pipeline_type: processing``: one camera message → one processed message (processing.md section 2).
+
+The work is split in two so it can run in parallel (``processing_threads``):
+* :meth:`ProcessingHandler.prepare` — the sequential, stateful part in message order: pause, pid_range,
+  downsampling, empty image, ortho axes, averaging, copy, max_frame_rate;
+* the returned :class:`Job`'s ``compute`` — pre-processing, the function and include/exclude, which only reads
+  its own frame and the live parameters of that moment.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from cam_server.bsread import Message
+from cam_server.pipeline.gates import Downsampler, FrameRateLimiter, PidDecision, pid_range_decision
+from cam_server.pipeline.outcomes import FinishInstance, Job, ProcessingError
+from cam_server.pipeline.parameters import LiveParameters, ParameterBuilder
+from cam_server.processing.default import preprocess_frame
+from cam_server.processing.preprocess import Averager
+
+log = logging.getLogger(__name__)
+
+CAMERA_CHANNELS = frozenset({"width", "height", "timestamp", "image", "x_axis", "y_axis"})
+
+
+def message_timestamp(message: Message) -> tuple[int, int]:
+    """(sec, ns) of the message's global timestamp (local time if the header has none)."""
+    sec, ns = message.data.global_timestamp, message.data.global_timestamp_offset
+    if sec is None:
+        now = time.time()
+        return int(now), int((now - int(now)) * 1e9)
+    return int(sec), int(ns or 0)
+
+
+def filter_output(values: dict[str, Any], include: list[str] | None, exclude: frozenset[str]) -> dict[str, Any]:
+    """``include`` keeps only the listed names, in that order (missing ones as None, as the reference);
+    then ``exclude`` removes names."""
+    if include is not None:
+        values = {name: values.get(name) for name in include}
+    if exclude:
+        values = {name: v for name, v in values.items() if name not in exclude}
+    return values
+
+
+def _value(message: Message, name: str) -> Any:
+    entry = message.data.data.get(name)
+    return None if entry is None else entry.value
+
+
+class ProcessingHandler:
+    """Turns camera messages into output values with the live parameters (swapped atomically on update)."""
+
+    entry = "process_image"
+
+    def __init__(self, config: dict[str, Any], background_folder: str, scripts_folder: str) -> None:
+        self._builder = ParameterBuilder(background_folder, scripts_folder, self.entry)
+        self._downsampler = Downsampler()
+        self._rate_limiter = FrameRateLimiter()
+        self._averager: Averager | None = None
+        self.live: LiveParameters = self._builder.build(config)
+        self._sync_averager()
+
+    def update(self, config: dict[str, Any]) -> None:
+        """Apply a new config (background, function, averaging, ... are re-derived); raises on a bad config
+        and then keeps the previous one."""
+        self.live = self._builder.build(config)
+        self._sync_averager()
+
+    @property
+    def abort_on_error(self) -> bool:
+        return self.live.abort_on_error
+
+    def _sync_averager(self) -> None:
+        n = self.live.averaging
+        if not n:
+            self._averager = None
+        elif self._averager is None or self._averager.n != n:
+            self._averager = Averager(n)
+
+    # -- sequential part ------------------------------------------------------------------------------
+
+    def prepare(self, message: Message) -> Job | None:
+        """Steps 3-7 for one message: a :class:`Job`, or None when the frame is dropped.
+
+        Raises :class:`FinishInstance` when the pid_range stop is passed.
+        """
+        live = self.live
+        pulse_id = message.data.pulse_id
+        if live.paused:
+            return None
+        if live.pid_range:
+            decision = pid_range_decision(live.pid_range, pulse_id)
+            if decision is PidDecision.FINISH:
+                raise FinishInstance(f"pulse id {pulse_id} is past the pid_range stop {live.pid_range[1]}")
+            if decision is PidDecision.DROP:
+                return None
+        if not self._downsampler.passes(live.downsampling):
+            return None
+        image = _value(message, "image")
+        if not isinstance(image, np.ndarray) or image.size == 0 or image.ndim != 2:
+            return None
+        x_axis = _value(message, "x_axis")
+        y_axis = _value(message, "y_axis")
+        if not isinstance(x_axis, np.ndarray) or x_axis.ndim != 1:
+            x_axis = np.arange(image.shape[1], dtype=np.float32)
+        if not isinstance(y_axis, np.ndarray) or y_axis.ndim != 1:
+            y_axis = np.arange(image.shape[0], dtype=np.float32)
+        # Step 5 (ortho axis remap) is done by preprocess_frame together with the image rotation.
+        owned = False  # True when `image` is our own array, which pre-processing may then modify in place
+        if self._averager is not None:
+            image = self._averager.add(image)
+            if image is None:
+                return None
+            owned = True
+        elif live.copy:
+            image = image.copy()
+            owned = True
+        if not self._rate_limiter.passes(live.max_frame_rate):
+            return None
+        timestamp = message_timestamp(message)
+        bsdata = {name: value.value for name, value in message.data.data.items() if name not in CAMERA_CHANNELS}
+
+        def compute() -> dict[str, Any] | None:
+            return self.compute(live, image, x_axis, y_axis, pulse_id, timestamp, bsdata, owned)
+
+        return Job(pulse_id, timestamp, compute)
+
+    # -- parallelisable part --------------------------------------------------------------------------
+
+    @staticmethod
+    def compute(live: LiveParameters, image: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray, pulse_id: int,
+                timestamp: tuple[int, int], bsdata: dict[str, Any], owned: bool = False) -> dict[str, Any] | None:
+        """Steps 9-11: pre-processing, function, include/exclude; raises :class:`ProcessingError`."""
+        parameters = live.parameters
+        try:
+            image, x_axis, y_axis = preprocess_frame(image, x_axis, y_axis, parameters, live.background,
+                                                      in_place=owned)
+        except Exception as exc:  # noqa: BLE001 - any failure of a frame is reported with its reason
+            raise ProcessingError(f"Pre-processing failed at pulse id {pulse_id}: {exc}") from exc
+        try:
+            values = live.function(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata)
+        except Exception as exc:  # noqa: BLE001 - user functions can raise anything
+            raise ProcessingError(f"Processing function failed at pulse id {pulse_id}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        if values is None:  # the function chose to send nothing for this frame
+            return None
+        if not isinstance(values, dict):
+            raise ProcessingError(f"Processing function returned {type(values).__name__}, expected a dict")
+        return filter_output(values, live.include, live.exclude)

@@ -1,0 +1,37 @@
+"""Saved pipeline configs: a :class:`JsonConfigStore` that only accepts valid configs, stored expanded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cam_server.common.config_store import JsonConfigStore
+from cam_server.common.errors import InvalidName
+from cam_server.common.names import validate_name
+from cam_server.pipeline.config import expand_config
+
+# Path segments of the REST API that follow /api/v1/pipeline/ and so cannot be pipeline names.
+RESERVED_NAMES = frozenset({"info", "camera", "instance"})
+
+
+def validate_pipeline_name(name: object) -> str:
+    """A pipeline name that is safe as a file name and not one of the REST API's fixed path segments."""
+    validate_name(name, "pipeline name")
+    assert isinstance(name, str)
+    if name in RESERVED_NAMES:
+        reserved = ", ".join(sorted(RESERVED_NAMES))
+        raise InvalidName(f"Invalid pipeline name {name!r}: reserved by the REST API ({reserved})")
+    return name
+
+
+class PipelineConfigStore(JsonConfigStore):
+    """``<folder>/<pipeline name>.json``; :meth:`save` validates and stores the expanded config, returned as saved."""
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__(folder, kind="pipeline")
+
+    def save_config(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        validate_pipeline_name(name)
+        expanded = expand_config(config)
+        self.save(name, expanded)
+        return expanded

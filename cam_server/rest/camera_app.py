@@ -1,0 +1,122 @@
+"""REST API of the camera server (README "Camera server API") plus aliases, groups and raw image bytes.
+
+Every answer is the JSON envelope (``state``, ``status``, one specific field) except ``/image`` (PNG). Blocking
+work (starting an instance, waiting for a frame) runs in FastAPI's thread pool (plain ``def`` handlers), so one
+slow camera never blocks the server. Fixed paths (``/info``, ``/aliases``, ``/groups``) are declared before
+``/{camera_name}`` so they are never taken as camera names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from cam_server.camera.manager import CameraInstanceManager
+from cam_server.camera.render import image_bytes_payload, render_png
+from cam_server.processing.camera_transforms import camera_geometry
+from cam_server.rest.envelope import install_error_handlers, json_body, ok
+
+API = "/api/v1/cam"
+
+
+def create_camera_app(manager: CameraInstanceManager) -> FastAPI:
+    """The FastAPI app serving ``manager`` (instances are stopped when the app shuts down)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(manager.close)
+
+    app = FastAPI(title="cam_server camera server", lifespan=lifespan)
+    install_error_handlers(app)
+    store = manager.store
+
+    @app.get(API)
+    def get_cameras() -> dict[str, Any]:
+        return ok("List of cameras.", cameras=store.names())
+
+    @app.delete(API)
+    def stop_all_instances() -> dict[str, Any]:
+        manager.stop_all_instances()
+        return ok("All camera instances have been stopped.")
+
+    @app.get(f"{API}/info")
+    def get_server_info() -> dict[str, Any]:
+        return ok("Camera manager info.", info=manager.info())
+
+    @app.get(f"{API}/aliases")
+    def get_aliases() -> dict[str, Any]:
+        return ok("Camera aliases.", aliases=store.aliases())
+
+    @app.get(f"{API}/groups")
+    def get_groups() -> dict[str, Any]:
+        return ok("Camera groups.", groups=store.groups())
+
+    @app.get(f"{API}/groups/{{group}}")
+    def get_group(group: str) -> dict[str, Any]:
+        return ok(f"Cameras of group '{group}'.", cameras=store.group_cameras(group))
+
+    @app.get(f"{API}/{{camera_name}}")
+    def get_instance_stream(camera_name: str) -> dict[str, Any]:
+        stream = manager.get_instance_stream(camera_name)
+        return ok(f"Stream address for camera '{camera_name}'.", stream=stream)
+
+    @app.delete(f"{API}/{{camera_name}}")
+    def stop_instance(camera_name: str) -> dict[str, Any]:
+        manager.stop_instance(camera_name)
+        return ok(f"Camera '{camera_name}' stopped.")
+
+    @app.get(f"{API}/{{camera_name}}/config")
+    def get_camera_config(camera_name: str) -> dict[str, Any]:
+        return ok(f"Camera '{camera_name}' configuration.", config=store.load(camera_name).to_dict())
+
+    @app.post(f"{API}/{{camera_name}}/config")
+    async def set_camera_config(camera_name: str, request: Request) -> dict[str, Any]:
+        body = await json_body(request)
+
+        def save() -> dict[str, Any]:
+            parsed = store.save(camera_name, body)
+            manager.config_changed(parsed.name or camera_name, parsed)
+            return parsed.to_dict()
+
+        config = await run_in_threadpool(save)
+        return ok(f"Camera '{camera_name}' configuration saved.", config=config)
+
+    @app.delete(f"{API}/{{camera_name}}/config")
+    def delete_camera_config(camera_name: str) -> dict[str, Any]:
+        camera = store.resolve(camera_name)
+        manager.stop_if_running(camera)
+        store.delete(camera)
+        return ok(f"Camera '{camera}' configuration deleted.")
+
+    @app.get(f"{API}/{{camera_name}}/geometry")
+    def get_camera_geometry(camera_name: str) -> dict[str, Any]:
+        config = store.load(camera_name)
+        if config.source_type == "simulation":
+            from cam_server.camera.sources.simulation import simulation_geometry
+
+            width, height = simulation_geometry(config)
+            geometry = camera_geometry(width, height, rotate=config.rotate, binning_x=config.binning_x,
+                                       binning_y=config.binning_y, roi=config.roi)
+        else:
+            image, _ = manager.get_frame(camera_name)
+            geometry = (image.shape[1], image.shape[0])
+        return ok(f"Geometry of camera '{camera_name}'.", geometry=[int(geometry[0]), int(geometry[1])])
+
+    @app.get(f"{API}/{{camera_name}}/image")
+    def get_camera_image(camera_name: str, scale: float | None = None, min_value: float | None = None,
+                         max_value: float | None = None, colormap: str = "gray") -> Response:
+        image, _ = manager.get_frame(camera_name)
+        png = render_png(image, scale=scale, min_value=min_value, max_value=max_value, colormap=colormap)
+        return Response(content=png, media_type="image/png")
+
+    @app.get(f"{API}/{{camera_name}}/image_bytes")
+    def get_camera_image_bytes(camera_name: str) -> dict[str, Any]:
+        image, header = manager.get_frame(camera_name)
+        return ok(f"Image of camera '{camera_name}'.", image=image_bytes_payload(image, header))
+
+    return app

@@ -1,0 +1,176 @@
+"""EpicsCameraSource against a real simulated camera IOC over Channel Access (loopback-only namespace)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from cam_server.camera.sources.base import CameraOffline, RawFrame
+from cam_server.camera.sources.epics import EpicsCameraSource
+from tests.helpers.procs import wait_until
+from tests.ioc.camera_ioc import base_pattern, counter_pixel
+
+
+def read_frame(source: EpicsCameraSource, timeout: float = 10.0) -> RawFrame:
+    frame = wait_until(lambda: source.read(0.5), timeout, f"a frame from {source.prefix}")
+    assert isinstance(frame, RawFrame)
+    return frame
+
+
+def assert_pattern(image: np.ndarray, width: int, height: int, expected: np.ndarray | None = None) -> None:
+    """Everything but the counter pixel [0, 0] is the IOC's gradient fold(r*16 + c*32)."""
+    expected = base_pattern(width, height, image.dtype) if expected is None else expected
+    assert image.shape == (height, width)
+    assert image.flags.c_contiguous
+    assert np.array_equal(image.reshape(-1)[1:], expected.reshape(-1)[1:])
+
+
+@pytest.fixture
+def connected(request):
+    """Connect an EpicsCameraSource for a config; closed at teardown."""
+    sources: list[EpicsCameraSource] = []
+
+    def connect(config: dict) -> EpicsCameraSource:
+        source = EpicsCameraSource(config)
+        sources.append(source)
+        source.connect()
+        return source
+
+    yield connect
+    for source in sources:
+        source.close()
+
+
+def test_uint16_frames_full_size(camera_ioc, connected):
+    source = connected(camera_ioc.camera_config())
+    assert source.connected
+    assert source.geometry() == (1280, 1024)
+    assert "online (1280x1024)" in source.status
+    frames = [read_frame(source) for _ in range(8)]
+    counters = []
+    for frame in frames:
+        assert frame.image.dtype == np.uint16
+        assert_pattern(frame.image, 1280, 1024)
+        assert frame.pulse_id is None and frame.extra is None
+        counters.append(int(frame.image[0, 0]))
+    # values above 32767 survive the int16 wire type: bottom-right pixel = 1023*16 + 1279*32
+    assert int(frames[-1].image[-1, -1]) == 57296
+    assert frames[-1].image.max() == 57296
+    assert counters == sorted(counters) and len(set(counters)) == len(counters)  # consecutive-ish, never repeated
+    timestamps = [f.timestamp for f in frames]
+    assert timestamps == sorted(timestamps)
+    assert abs(timestamps[-1] - time.time()) < 60  # the PV timestamp is seconds since the Unix epoch
+
+
+@pytest.mark.parametrize("ftvl", ["SHORT", "LONG", "USHORT"])
+def test_uint16_camera_any_wire_type(start_ioc, connected, ftvl):
+    # 1100 columns make the gradient reach 35168 > 32767, so a wrong int16 handling would show.
+    ioc = start_ioc(width=1100, height=6, dtype="uint16", ftvl=ftvl)
+    source = connected(ioc.camera_config())
+    frame = read_frame(source)
+    assert frame.image.dtype == np.uint16
+    assert_pattern(frame.image, 1100, 6)
+    assert int(frame.image[0, -1]) == 1099 * 32
+    assert source.stats["clipped_frames"] == 0
+
+
+def test_int32_values_outside_uint16_saturate(start_ioc, connected):
+    # An int32 camera's gradient starts at -2**31: read as uint16 everything below 0 must become 0, not wrap.
+    ioc = start_ioc(width=64, height=4, dtype="int32", ftvl="LONG")
+    source = connected(ioc.camera_config(dtype="uint16"))
+    frame = read_frame(source)
+    assert frame.image.dtype == np.uint16
+    assert not frame.image.any()
+    assert source.stats["clipped_frames"] >= 1
+
+
+def test_float_camera_dtype(start_ioc, connected):
+    ioc = start_ioc(width=50, height=20, dtype="uint16", ftvl="SHORT")
+    source = connected(ioc.camera_config(dtype="float32"))
+    frame = read_frame(source)
+    assert frame.image.dtype == np.float32
+    assert_pattern(frame.image, 50, 20, base_pattern(50, 20, "uint16").astype(np.float32))
+
+
+def test_live_resize_and_waveform_length_rules(start_ioc, connected):
+    ioc = start_ioc(width=320, height=240, max_pixels=320 * 240 + 16)
+    source = connected(ioc.camera_config())
+    assert_pattern(read_frame(source).image, 320, 240)
+
+    ioc.command("resize 200 100")
+    frame = wait_until(lambda: (f := source.read(0.5)) is not None and f.image.shape == (100, 200) and f, 10,
+                       "a frame with the new shape")
+    assert_pattern(frame.image, 200, 100)
+    assert source.geometry() == (200, 100)
+    after = [read_frame(source) for _ in range(3)]
+    assert all(f.image.shape == (100, 200) for f in after)  # no old-shape frame after a new-shape one
+
+    ioc.command("extra 7")  # longer waveform than WIDTH*HEIGHT: truncated, image intact
+    wait_until(lambda: source.read(0.5) is not None and source.stats["truncated"] > 0, 10, "a truncated frame")
+    frame = read_frame(source)
+    assert_pattern(frame.image, 200, 100)
+
+    ioc.command("extra -1")  # shorter: dropped
+    wait_until(lambda: source.read(0.2) is None and source.stats["short_dropped"] >= 3, 10, "short frames dropped")
+    assert source.read(0.3) is None
+
+    ioc.command("extra 0")
+    assert_pattern(read_frame(source).image, 200, 100)
+
+
+def test_not_initialised_and_back_online(start_ioc, connected):
+    ioc = start_ioc(width=32, height=8)
+    ioc.command("offline")
+    source = EpicsCameraSource(ioc.camera_config())
+    with pytest.raises(CameraOffline) as info:
+        source.connect()
+    assert str(info.value) == f"Camera with prefix {ioc.prefix} is not initialized - Status OFFLINE"
+    assert source.last_error == str(info.value)
+    assert not source.connected
+
+    ioc.command("status BUSY")
+    with pytest.raises(CameraOffline, match=r"is not initialized - Status BUSY$"):
+        source.connect()
+
+    ioc.command("online")
+    source.connect()  # the same source object, once the camera is initialised
+    assert source.connected and source.last_error is None
+    source.close()
+    source = connected(ioc.camera_config())
+    assert source.connected
+    assert_pattern(read_frame(source).image, 32, 8)
+
+
+def test_nonexistent_prefix_is_offline_within_timeout():
+    prefix = f"NOSUCH{time.monotonic_ns()}:CAM"
+    source = EpicsCameraSource({"source": prefix, "connection_timeout": 1.0})
+    started = time.monotonic()
+    with pytest.raises(CameraOffline) as info:
+        source.connect()
+    elapsed = time.monotonic() - started
+    assert str(info.value) == f"Camera with prefix {prefix} is offline"
+    assert elapsed < 4.0  # bounded by connection_timeout (1 s), generous margin for a loaded machine
+    assert not source.connected
+    assert source.read(0.05) is None
+
+
+def test_frames_resume_after_ioc_killed_and_restarted(start_ioc, connected):
+    ioc = start_ioc(width=128, height=64, rate=20)
+    source = connected(ioc.camera_config())
+    read_frame(source)
+
+    ioc.kill()
+    wait_until(lambda: not source.connected, 10, "the source to notice the IOC is gone")
+    assert "disconnected" in source.status and ioc.prefix in source.status
+    while source.read(0.1) is not None:  # frames queued before the crash
+        pass
+    assert source.read(0.5) is None
+
+    ioc.start()
+    frame = read_frame(source, timeout=30)
+    assert_pattern(frame.image, 128, 64)
+    assert source.connected
+    assert int(frame.image[0, 0]) < int(counter_pixel(200, "uint16"))  # a fresh IOC: its counter restarted
+    assert "online" in source.status

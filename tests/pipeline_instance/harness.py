@@ -1,0 +1,252 @@
+"""Test harness: a fake camera stream (bsread Sender in a thread), a pipeline instance in a real forkserver child,
+and a receiver on its output stream."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cam_server.bsread import PUB, PULL, SUB, Message, Sender, Source
+from cam_server.common.process import InstanceProcess
+from cam_server.pipeline.config import expand_config
+from cam_server.pipeline.instance import run_instance
+from cam_server.pipeline.instance_spec import InstanceSpec
+from tests.helpers.net import free_port
+from tests.helpers.procs import wait_until
+
+WIDTH, HEIGHT = 80, 60
+CENTER_X, CENTER_Y = 30.0, 40.0
+SIGMA = 4.0
+AMPLITUDE, OFFSET = 4000, 100
+PRELOAD = ("cam_server.pipeline.instance", "cam_server.processing.default", "numpy", "scipy.ndimage")
+
+
+def gaussian_image(width: int = WIDTH, height: int = HEIGHT, cx: float = CENTER_X, cy: float = CENTER_Y,
+                   sigma: float = SIGMA, amplitude: int = AMPLITUDE, offset: int = OFFSET) -> np.ndarray:
+    """uint16 (height, width) image: offset + a gaussian spot with its peak at column cx, row cy."""
+    cols = np.arange(width)[None, :]
+    rows = np.arange(height)[:, None]
+    spot = amplitude * np.exp(-((cols - cx) ** 2 + (rows - cy) ** 2) / (2 * sigma ** 2))
+    return (offset + spot).astype(np.uint16)
+
+
+class FakeCamera:
+    """A camera stream: the six camera channels (plus optional extra channels) at ``rate`` Hz from a thread.
+
+    Sends the same read-only image every time (the sender never needs a fresh array for unchanged data).
+    """
+
+    def __init__(self, image: np.ndarray | None = None, rate: float = 50.0, start_pulse_id: int = 0,
+                 extra: dict[str, Any] | None = None) -> None:
+        self.image = gaussian_image() if image is None else image
+        self.image.flags.writeable = False
+        self.rate = rate
+        self.pulse_id = start_pulse_id
+        self.extra = extra or {}
+        self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _declare(self, sender: Sender) -> None:
+        h, w = self.image.shape
+        sender.add_channel("width", metadata={"type": "int64", "shape": [1]})
+        sender.add_channel("height", metadata={"type": "int64", "shape": [1]})
+        sender.add_channel("timestamp", metadata={"type": "float64", "shape": [1]})
+        sender.add_channel("image", metadata={"type": str(self.image.dtype), "shape": [w, h]})
+        sender.add_channel("x_axis", metadata={"type": "float32", "shape": [w]})
+        sender.add_channel("y_axis", metadata={"type": "float32", "shape": [h]})
+        for name, value in self.extra.items():
+            sender.add_channel(name, metadata={"type": "float64", "shape": [1]} if isinstance(value, float)
+                               else {"type": "int64", "shape": [1]})
+
+    def _run(self, sender: Sender) -> None:
+        h, w = self.image.shape
+        x_axis = np.arange(w, dtype=np.float32)
+        y_axis = np.arange(h, dtype=np.float32)
+        period = 1.0 / self.rate
+        next_time = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                now = time.time()
+                data = {"width": w, "height": h, "timestamp": now, "image": self.image, "x_axis": x_axis,
+                        "y_axis": y_axis, **self.extra}
+                sender.send(data, timestamp=now, pulse_id=self.pulse_id, check_data=False)
+                self.pulse_id += 1
+                self.sent += 1
+                next_time += period
+                self._stop.wait(max(0.0, next_time - time.monotonic()))
+        finally:
+            sender.close()
+
+    def start(self) -> FakeCamera:
+        sender = Sender(port=self.port, address="tcp://127.0.0.1", mode=PUB, queue_size=100, block=False)
+        self._declare(sender)
+        sender.open()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(sender,), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def __enter__(self) -> FakeCamera:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class RunningInstance:
+    process: InstanceProcess
+    spec: InstanceSpec
+    folders: Path
+    receivers: list[Source] = field(default_factory=list)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.spec.config
+
+    def update(self, **changes: Any) -> dict[str, Any]:
+        """Send a live config update (expanded like the server does) and return it."""
+        config = expand_config({**self.spec.config, **changes})
+        self.spec.config = config
+        self.process.update_config(config)
+        return config
+
+    def receiver(self, mode: int = SUB, queue_size: int = 100) -> Source:
+        source = Source(address=self.spec.stream_address, mode=mode, receive_timeout=200, queue_size=queue_size)
+        source.connect()
+        self.receivers.append(source)
+        return source
+
+    def info(self) -> dict[str, Any]:
+        return self.process.info()
+
+    def stats(self) -> dict[str, Any]:
+        return self.process.info()["statistics"]
+
+    def wait_exit(self, timeout: float = 15.0) -> int:
+        wait_until(lambda: not self.process.is_alive(), timeout, "the instance to exit")
+        self.process.wait(1)
+        return self.process.exitcode
+
+
+def receive(source: Source, count: int, timeout: float = 10.0, skip: int = 0) -> list[Message]:
+    """``count`` messages (after discarding ``skip``), failing clearly if they do not arrive in time."""
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while len(messages) < count + skip:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"received {len(messages)} of {count + skip} messages in {timeout} s")
+        message = source.receive()
+        if message is not None:
+            messages.append(message)
+    return messages[skip:]
+
+
+def receive_until(source: Source, predicate, timeout: float = 10.0, limit: int = 1000) -> list[Message]:
+    """Messages until one satisfies ``predicate`` (that one included)."""
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(messages) < limit:
+        message = source.receive()
+        if message is None:
+            continue
+        messages.append(message)
+        if predicate(message):
+            return messages
+    raise TimeoutError(f"no matching message among {len(messages)} received in {timeout} s")
+
+
+def values(message: Message) -> dict[str, Any]:
+    return {name: v.value for name, v in message.data.data.items()}
+
+
+def parameters(message: Message) -> dict[str, Any]:
+    return json.loads(message.data.data["processing_parameters"].value)
+
+
+@contextmanager
+def pipeline(tmp_path: Path, camera: FakeCamera | None = None, cam_server_url: str | None = None,
+             camera_stream: str | None = None, **config: Any) -> Iterator[RunningInstance]:
+    """A pipeline instance reading ``camera`` (or ``camera_stream``), stopped and checked at the end."""
+    config.setdefault("camera_name", "fake")
+    expanded = expand_config(config)
+    port = free_port()
+    backgrounds = tmp_path / "backgrounds"
+    scripts = tmp_path / "scripts"
+    backgrounds.mkdir(exist_ok=True)
+    scripts.mkdir(exist_ok=True)
+    spec = InstanceSpec(
+        instance_id="test",
+        config=expanded,
+        output_endpoint=f"tcp://127.0.0.1:{port}",
+        stream_address=f"tcp://127.0.0.1:{port}",
+        camera_stream=camera_stream or (camera.address if camera is not None else None),
+        cam_server_url=cam_server_url or f"http://127.0.0.1:{free_port()}",
+        background_folder=str(backgrounds),
+        scripts_folder=str(scripts),
+    )
+    process = InstanceProcess("test", run_instance, (spec,), preload=PRELOAD)
+    process.start()
+    running = RunningInstance(process, spec, tmp_path)
+    try:
+        yield running
+    finally:
+        for source in running.receivers:
+            source.disconnect()
+        process.stop(5)
+
+
+class FakeCameraServer:
+    """Answers ``GET /api/v1/cam/<name>`` with ``{"state": "ok", "stream": <address>}`` (a real HTTP server)."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.requests = 0
+        owner = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                owner.requests += 1
+                body = json.dumps({"state": "ok", "status": "ok", "stream": owner.stream}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeCameraServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+__all__ = ["FakeCamera", "FakeCameraServer", "PULL", "SUB", "pipeline", "receive", "receive_until", "values",
+           "parameters", "gaussian_image"]
