@@ -33,7 +33,6 @@ from cam_server.bsread.channels import (
 )
 from cam_server.bsread.compression import (
     BITSHUFFLE_LZ4,
-    LZ4,
     NONE,
     CompressionError,
     compress_data_header,
@@ -138,6 +137,7 @@ class Encoder:
         serializers = [make_serializer(s) for s in specs]
         frame = compress_data_header(data_header_bytes(entries), self._dh_mode)
         self._specs, self._serializers, self._header_frame = specs, serializers, frame
+        self._derived_key = None  # _derive sets it again when the header came from values
         self._hash = hashlib.md5(frame).hexdigest()
         dh = ""
         if self.data_header_compression is not None:
@@ -413,4 +413,4 @@ def _global_timestamp(main: dict[str, Any]) -> tuple[int | None, int | None]:
     return sec, gt["ns"]
 
 
-__all__ = ["Decoder", "Encoder", "encode_message", "split_timestamp", "data_header_bytes", "LZ4"]
+__all__ = ["Decoder", "Encoder", "encode_message", "split_timestamp", "data_header_bytes"]

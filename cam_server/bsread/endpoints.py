@@ -13,6 +13,8 @@ SUB: int = zmq.SUB
 BIND = "bind"
 CONNECT = "connect"
 
+_MODE_NAMES = {"push": PUSH, "pull": PULL, "pub": PUB, "sub": SUB}
+
 _TCP_WITH_PORT = re.compile(r"^tcp://(\[[^\]]*\]|[^:/\[\]]*):(\d+|\*)$")
 
 
@@ -46,3 +48,13 @@ def endpoint_port(endpoint: str) -> int | None:
     if not match or match.group(2) == "*":
         return None
     return int(match.group(2))
+
+
+def socket_mode(mode: int | str) -> int:
+    """A pyzmq socket type from an int or a name such as ``"SUB"`` / ``"pull"`` (cam_server configs use names)."""
+    if isinstance(mode, str):
+        try:
+            return _MODE_NAMES[mode.strip().lower()]
+        except KeyError:
+            raise ValueError(f"unknown socket mode {mode!r} (PUSH, PULL, PUB or SUB)") from None
+    return int(mode)

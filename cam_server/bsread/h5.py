@@ -14,7 +14,8 @@ File layout (one group per channel, one row per received message that carried th
 
 A "/" in a channel name becomes "_" in the group name (``attrs["channel"]`` keeps the real name). A channel
 that appears only after a data header change gets rows only from then on (its own ``pulse_id`` dataset says
-which messages). A channel without ``shape`` in the header takes its row shape from its first value. A value
+which messages). A channel without ``shape`` in the header takes its row shape from its first value (no ``data``
+dataset if it never had one). A value
 whose element count no longer fits the row (e.g. the image size changed) or whose type cannot be cast safely is
 skipped: its row is written with ``is_valid = False`` and a warning is logged once per channel; recording a
 stream whose image size changes therefore needs a new file.

@@ -14,7 +14,7 @@ from typing import Any
 import zmq
 
 from cam_server.bsread.codec import Decoder
-from cam_server.bsread.endpoints import BIND, CONNECT, PUB, PULL, PUSH, SUB, make_endpoint
+from cam_server.bsread.endpoints import BIND, CONNECT, PUB, PULL, PUSH, SUB, make_endpoint, socket_mode
 from cam_server.bsread.message import Message
 
 log = logging.getLogger(__name__)
@@ -34,17 +34,18 @@ class Source:
     """
 
     def __init__(self, host: str | None = None, port: int = 9999, config_port: int | None = None,
-                 conn_type: str = CONNECT, mode: int | None = None, queue_size: int = 100,
+                 conn_type: str = CONNECT, mode: int | str | None = None, queue_size: int = 100,
                  receive_timeout: int | None = None, address: str | None = None, stream: str | None = None,
                  allow_lz4: bool = True, context: zmq.Context | None = None):
-        mode = PULL if mode is None else mode
+        mode = PULL if mode is None else socket_mode(mode)
         if mode not in (PULL, SUB):
             raise ValueError(f"source mode must be PULL ({PULL}) or SUB ({SUB}), got {mode!r}")
         address = address or stream
         if address is None:
             if host is None and conn_type == CONNECT:
                 raise ValueError("give host and port or a stream address (no dispatcher support)")
-            address = f"tcp://{host or '*'}"
+            host = host or "*"
+            address = host if "://" in host else f"tcp://{host}"
         self.mode = mode
         self.conn_type = conn_type
         self.queue_size = queue_size

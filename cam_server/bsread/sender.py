@@ -20,7 +20,17 @@ from typing import Any
 import zmq
 
 from cam_server.bsread.codec import Encoder, Timestamp
-from cam_server.bsread.endpoints import BIND, CONNECT, PUB, PULL, PUSH, SUB, endpoint_port, make_endpoint
+from cam_server.bsread.endpoints import (
+    BIND,
+    CONNECT,
+    PUB,
+    PULL,
+    PUSH,
+    SUB,
+    endpoint_port,
+    make_endpoint,
+    socket_mode,
+)
 from cam_server.bsread.monitor import ClientMonitor
 
 log = logging.getLogger(__name__)
@@ -36,9 +46,10 @@ class Sender:
     """Sends bsread messages on one PUSH or PUB socket (bind by default)."""
 
     def __init__(self, queue_size: int = 10, port: int | None = 9999, address: str = "tcp://*",
-                 conn_type: str = BIND, mode: int = PUSH, block: bool = True, start_pulse_id: int = 0,
+                 conn_type: str = BIND, mode: int | str = PUSH, block: bool = True, start_pulse_id: int = 0,
                  data_header_compression: str | None = None, send_timeout: int | None = None,
                  data_compression: str | None = None, context: zmq.Context | None = None):
+        mode = socket_mode(mode)
         if mode not in (PUSH, PUB):
             raise ValueError(f"sender mode must be PUSH ({PUSH}) or PUB ({PUB}), got {mode!r}")
         self.queue_size = queue_size

@@ -117,6 +117,11 @@ class CameraConfig(BaseModel):
 
     @model_validator(mode="after")
     def _derived_defaults(self) -> CameraConfig:
+        if self.source_type == "bsread" and not _is_stream_address(self.source):
+            raise ValueError(f"'source' of a bsread camera must be a stream address like tcp://host:port, "
+                             f"got {self.source!r}")
+        if self.source_type == "epics" and not isinstance(self.source, str):
+            raise ValueError(f"'source' of an epics camera must be the PV prefix (a string), got {self.source!r}")
         if self.buffer_size is None:
             self.buffer_size = self.connections * 5
         return self
@@ -134,11 +139,20 @@ class CameraConfig(BaseModel):
         return self.model_dump(mode="json")
 
 
+def _is_stream_address(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    if value.startswith("ipc://"):
+        return len(value) > len("ipc://")
+    host, _, port = value.removeprefix("tcp://").rpartition(":")
+    return value.startswith("tcp://") and bool(host) and port.isdigit()
+
+
 def format_validation_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(x) for x in err.get("loc", ()))
-        msg = err.get("msg", "invalid")
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if err.get("type") == "missing":
             msg = "field required"
         parts.append(f"'{loc}': {msg}" if loc else msg)

@@ -112,9 +112,11 @@ class CameraPublisher:
         if extra:
             for name, value in extra.items():
                 data.setdefault(name, value)
-        sec = int(frame.timestamp)
-        ns = int((frame.timestamp - sec) * 1e9)
-        return self.sender.send(data, timestamp=(sec, ns), pulse_id=self._pulse_id(frame), check_data=False)
+        exact = getattr(frame, "global_timestamp", None)  # relayed frames keep the upstream (sec, ns)
+        if exact is None:
+            sec = int(frame.timestamp)
+            exact = (sec, int((frame.timestamp - sec) * 1e9))
+        return self.sender.send(data, timestamp=exact, pulse_id=self._pulse_id(frame), check_data=False)
 
 
 def _type_name(dtype: np.dtype) -> str:

@@ -34,20 +34,20 @@ class CamClient(RestClient):
         """Delete config of camera (stops its instance if it runs); returns the server response."""
         return self._delete(f"/{camera_name}/config")
 
-    def get_camera_geometry(self, camera_name: str) -> list[int]:
-        """Get cam geometry: [width, height]."""
-        return self._get(f"/{camera_name}/geometry")["geometry"]
+    def get_camera_geometry(self, camera_name: str, timeout: float | None = None) -> list[int]:
+        """Get cam geometry: [width, height] (``timeout``: how long the server waits for a frame, if it needs one)."""
+        return self._get(f"/{camera_name}/geometry", params=_params(timeout=timeout))["geometry"]
 
     def get_camera_image(self, camera_name: str, scale: float | None = None, min_value: float | None = None,
-                         max_value: float | None = None, colormap: str | None = None) -> bytes:
+                         max_value: float | None = None, colormap: str | None = None,
+                         timeout: float | None = None) -> bytes:
         """Return the cam image in PNG format (the response content)."""
-        params = {k: v for k, v in {"scale": scale, "min_value": min_value, "max_value": max_value,
-                                    "colormap": colormap}.items() if v is not None}
+        params = _params(scale=scale, min_value=min_value, max_value=max_value, colormap=colormap, timeout=timeout)
         return self._get_raw(f"/{camera_name}/image", params=params).content
 
-    def get_camera_image_bytes(self, camera_name: str) -> dict[str, Any]:
+    def get_camera_image_bytes(self, camera_name: str, timeout: float | None = None) -> dict[str, Any]:
         """Return the cam image bytes: {"bytes": base64, "dtype", "shape": [height, width], ...}."""
-        return self._get(f"/{camera_name}/image_bytes")["image"]
+        return self._get(f"/{camera_name}/image_bytes", params=_params(timeout=timeout))["image"]
 
     def get_instance_stream(self, camera_name: str) -> str:
         """Get the camera stream address (starts the camera instance if needed)."""
@@ -73,3 +73,7 @@ class CamClient(RestClient):
     def get_cameras_in_group(self, group: str) -> list[str]:
         """Camera names of one group."""
         return self._get(f"/groups/{group}")["cameras"]
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}

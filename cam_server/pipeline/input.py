@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import requests
+import zmq
 
 from cam_server.bsread import PULL, SUB, Message, Source
 from cam_server.common.errors import SourceUnavailable
@@ -42,8 +43,9 @@ class StreamInput:
     """Receives messages from one bsread stream; returns None on timeout (after handling the camera timeout)."""
 
     def __init__(self, address: str | None, config: dict[str, Any], cam_server_url: str | None = None,
-                 receive_timeout_ms: int = RECEIVE_TIMEOUT_MS) -> None:
+                 receive_timeout_ms: int = RECEIVE_TIMEOUT_MS, context: zmq.Context | None = None) -> None:
         self._config = config
+        self._context = context
         self._cam_server_url = cam_server_url
         self._receive_timeout_ms = receive_timeout_ms
         self.address = address
@@ -75,7 +77,7 @@ class StreamInput:
             self.address = self._resolve_address()
         mode = PULL if str(self._config.get("input_mode") or "SUB").upper() == "PULL" else SUB
         self._source = Source(address=self.address, mode=mode, receive_timeout=self._receive_timeout_ms,
-                              queue_size=INPUT_QUEUE_SIZE)
+                              queue_size=INPUT_QUEUE_SIZE, context=self._context)
         self._source.connect()
         self._last_message = time.monotonic()
         log.info("connected to %s (%s)", self.address, "PULL" if mode == PULL else "SUB")

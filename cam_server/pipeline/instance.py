@@ -14,6 +14,8 @@ import logging
 import os
 from typing import Any
 
+import zmq
+
 from cam_server.common.errors import CamServerError
 from cam_server.common.process import InstanceChannel
 from cam_server.pipeline.input import StreamInput
@@ -25,6 +27,7 @@ from cam_server.pipeline.output import OutputStream
 log = logging.getLogger(__name__)
 
 SUPPORTED_TYPES = ("processing", "store")
+ZMQ_IO_THREADS = 2
 
 
 def make_handler(spec: InstanceSpec) -> Any:
@@ -53,8 +56,11 @@ def _run(channel: InstanceChannel, spec: InstanceSpec) -> int:
     if str(config.get("mode") or "PUB").upper() == "FILE":
         raise CamServerError("Output mode 'FILE' is not supported yet")
     handler = make_handler(spec)
-    source = StreamInput(spec.camera_stream, config, spec.cam_server_url)
-    output = OutputStream(spec.output_endpoint, config).open()
+    # Two ZeroMQ I/O threads: receiving a large frame and sending the previous one are both memory copies done
+    # by I/O threads; with one thread they would serialise.
+    context = zmq.Context(io_threads=ZMQ_IO_THREADS)
+    source = StreamInput(spec.camera_stream, config, spec.cam_server_url, context=context)
+    output = OutputStream(spec.output_endpoint, config, context=context).open()
     try:
         source.connect()
         loop = InstanceLoop(channel, handler, source, output, config.get("processing_threads") or 0)
@@ -62,6 +68,7 @@ def _run(channel: InstanceChannel, spec: InstanceSpec) -> int:
     finally:
         source.close()
         output.close()
+        context.term()
     return EXIT_OK
 
 

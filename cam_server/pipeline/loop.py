@@ -37,17 +37,22 @@ class AbortInstance(Exception):  # noqa: N818 - control flow carrying the error 
 
 
 class _ErrorReporter:
-    """Reports errors to the parent without flooding it: a repeated message at most once per second."""
+    """Reports errors to the parent without flooding it (a failing frame at 100 Hz): at most one report per
+    second, the first one at once; ``force`` for the final error of an aborting instance."""
 
     def __init__(self, channel: InstanceChannel) -> None:
         self._channel = channel
-        self._last: tuple[str, float] | None = None
+        self._last = -ERROR_REPORT_INTERVAL_S
+        self._suppressed = 0
 
-    def __call__(self, message: str) -> None:
+    def __call__(self, message: str, force: bool = False) -> None:
         now = time.monotonic()
-        if self._last is not None and self._last[0] == message and now - self._last[1] < ERROR_REPORT_INTERVAL_S:
+        if not force and now - self._last < ERROR_REPORT_INTERVAL_S:
+            self._suppressed += 1
             return
-        self._last = (message, now)
+        if self._suppressed:
+            message = f"{message} (and {self._suppressed} more errors)"
+        self._last, self._suppressed = now, 0
         log.error("%s", message)
         self._channel.report_error(message)
 
@@ -151,8 +156,9 @@ class InstanceLoop:
         except (ProcessingError, ValueError) as exc:
             stats.add("errors")
             message = str(exc) if isinstance(exc, ProcessingError) else f"Cannot send pulse id {job.pulse_id}: {exc}"
-            self.report(message)
-            if self.handler.abort_on_error:
+            abort = self.handler.abort_on_error
+            self.report(message, force=abort)
+            if abort:
                 raise AbortInstance(message) from exc
             return False
         if sent:

@@ -10,6 +10,7 @@ the same pipeline cannot change what the other sees. Private instances accept li
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import threading
@@ -34,6 +35,9 @@ from cam_server.pipeline.store import PipelineConfigStore, validate_pipeline_nam
 log = logging.getLogger(__name__)
 
 PRELOAD = ("numpy", "scipy.optimize", "zmq", "cam_server.bsread", "cam_server.processing.default")
+# Also preloaded when it imports cleanly (saves ~80 ms of imports per instance start); a module that fails to
+# import must not be preloaded, the forkserver would die on it.
+INSTANCE_MODULES = ("cam_server.pipeline.instance", "cam_server.pipeline.processing_pipeline")
 # Keys that define the instance's sockets and source; changing them needs a new instance.
 STRUCTURAL_KEYS = ("camera_name", "pipeline_type", "mode", "input_stream", "input_pipeline", "input_mode",
                    "output_stream", "output_pipeline", "file")
@@ -229,9 +233,21 @@ class PipelineManager:
 
     def warm_up(self) -> None:
         """Start the forkserver now (preloading numpy, scipy, zmq, ...) instead of on the first client's request."""
-        process = InstanceProcess("warm-up", _noop_instance, preload=PRELOAD)
+        process = InstanceProcess("warm-up", _noop_instance, preload=self._preload())
         process.start()
         process.stop(10)
+
+    def _preload(self) -> tuple[str, ...]:
+        modules = list(PRELOAD)
+        if self._target is None:
+            for name in INSTANCE_MODULES:
+                try:
+                    importlib.import_module(name)
+                except Exception as exc:  # noqa: BLE001 - reported when an instance is created
+                    log.warning("not preloading %s: %s", name, exc)
+                else:
+                    modules.append(name)
+        return tuple(modules)
 
     # --- single message -----------------------------------------------------------------------------------
     def get_instance_message(self, instance_id: str, timeout: float = MESSAGE_TIMEOUT) -> dict[str, Any]:
@@ -324,7 +340,7 @@ class PipelineManager:
                             cam_server_url=self.cam_client.get_address(),
                             background_folder=str(self.background_store.folder), scripts_folder=self.scripts_folder)
         try:
-            process = InstanceProcess(instance_id, target, (spec,), preload=PRELOAD)
+            process = InstanceProcess(instance_id, target, (spec,), preload=self._preload())
             process.start()
         except Exception as exc:
             with self._lock:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import zmq
 
 from cam_server.bsread import PUB, PUSH, Sender
 from cam_server.bsread.channels import ChannelError, derived_header
@@ -62,7 +63,7 @@ def normalise_values(values: Mapping[str, Any]) -> dict[str, Any]:
 class OutputStream:
     """Sends processed messages; ``finished`` / ``no_clients`` tell the loop when the instance should end."""
 
-    def __init__(self, endpoint: str, config: dict[str, Any]) -> None:
+    def __init__(self, endpoint: str, config: dict[str, Any], context: zmq.Context | None = None) -> None:
         mode = str(config.get("mode") or "PUB").upper()
         if mode not in ("PUB", "PUSH"):
             raise ValueError(f"Output mode {mode!r} is not supported by this pipeline (use PUB or PUSH)")
@@ -74,7 +75,7 @@ class OutputStream:
         # never stops the loop from seeing stop requests and config changes.
         self._sender = Sender(queue_size=self.queue_size, address=endpoint, port=None,
                               mode=PUSH if mode == "PUSH" else PUB, block=self.block,
-                              send_timeout=BLOCK_TIMEOUT_MS if self.block else None)
+                              send_timeout=BLOCK_TIMEOUT_MS if self.block else None, context=context)
         timeout = config.get("no_client_timeout", DEFAULT_NO_CLIENT_TIMEOUT)
         self._no_client_timeout = DEFAULT_NO_CLIENT_TIMEOUT if timeout is None else float(timeout)
         self._no_clients = threading.Event()
@@ -85,6 +86,7 @@ class OutputStream:
         self.last_pulse_id: int | None = None
         self._buffer: queue.Queue | None = None
         self._buffer_thread: threading.Thread | None = None
+        self._closing = False
         self.update_config(config)
 
     def update_config(self, config: dict[str, Any]) -> None:
@@ -110,11 +112,14 @@ class OutputStream:
         return self
 
     def close(self) -> None:
+        self._closing = True
         if self._buffer_thread is not None and self._buffer is not None:
-            try:
-                self._buffer.put(None, timeout=1.0)
-            except queue.Full:
+            try:  # unsent buffered messages are discarded on close
+                while True:
+                    self._buffer.get_nowait()
+            except queue.Empty:
                 pass
+            self._buffer.put(None)
             self._buffer_thread.join(2.0)
             if self._buffer_thread.is_alive():
                 log.warning("output thread still blocked in send; leaving the socket to process exit")
@@ -187,15 +192,18 @@ class OutputStream:
         self._declared_once = True
 
     def _drain(self) -> None:
-        """Buffer thread: sends queued messages in order (blocking sends wait here, not in the frame loop)."""
+        """Buffer thread: sends queued messages in order. A blocking send that times out is retried (the buffer
+        exists to hold messages until a client reads them) until the stream closes."""
         assert self._buffer is not None
         while True:
             item = self._buffer.get()
             if item is None:
                 return
             try:
-                if not self._send_now(*item):
-                    self.dropped += 1
+                while not self._send_now(*item):
+                    if not self.block or self._closing:
+                        self.dropped += 1
+                        break
             except (ChannelError, ValueError) as exc:
                 log.error("buffered send of pulse %s failed: %s", item[1], exc)
                 self.dropped += 1

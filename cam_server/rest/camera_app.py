@@ -15,12 +15,14 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from cam_server.camera.manager import CameraInstanceManager
+from cam_server.camera.manager import FRAME_TIMEOUT, CameraInstanceManager
 from cam_server.camera.render import image_bytes_payload, render_png
+from cam_server.common.errors import CamServerError
 from cam_server.processing.camera_transforms import camera_geometry
 from cam_server.rest.envelope import install_error_handlers, json_body, ok
 
 API = "/api/v1/cam"
+MAX_FRAME_TIMEOUT = 120.0
 
 
 def create_camera_app(manager: CameraInstanceManager) -> FastAPI:
@@ -94,7 +96,7 @@ def create_camera_app(manager: CameraInstanceManager) -> FastAPI:
         return ok(f"Camera '{camera}' configuration deleted.")
 
     @app.get(f"{API}/{{camera_name}}/geometry")
-    def get_camera_geometry(camera_name: str) -> dict[str, Any]:
+    def get_camera_geometry(camera_name: str, timeout: float = FRAME_TIMEOUT) -> dict[str, Any]:
         config = store.load(camera_name)
         if config.source_type == "simulation":
             from cam_server.camera.sources.simulation import simulation_geometry
@@ -103,20 +105,28 @@ def create_camera_app(manager: CameraInstanceManager) -> FastAPI:
             geometry = camera_geometry(width, height, rotate=config.rotate, binning_x=config.binning_x,
                                        binning_y=config.binning_y, roi=config.roi)
         else:
-            image, _ = manager.get_frame(camera_name)
+            image, _ = manager.get_frame(camera_name, _timeout(timeout))
             geometry = (image.shape[1], image.shape[0])
         return ok(f"Geometry of camera '{camera_name}'.", geometry=[int(geometry[0]), int(geometry[1])])
 
     @app.get(f"{API}/{{camera_name}}/image")
     def get_camera_image(camera_name: str, scale: float | None = None, min_value: float | None = None,
-                         max_value: float | None = None, colormap: str = "gray") -> Response:
-        image, _ = manager.get_frame(camera_name)
+                         max_value: float | None = None, colormap: str = "gray",
+                         timeout: float = FRAME_TIMEOUT) -> Response:
+        image, _ = manager.get_frame(camera_name, _timeout(timeout))
         png = render_png(image, scale=scale, min_value=min_value, max_value=max_value, colormap=colormap)
         return Response(content=png, media_type="image/png")
 
     @app.get(f"{API}/{{camera_name}}/image_bytes")
-    def get_camera_image_bytes(camera_name: str) -> dict[str, Any]:
-        image, header = manager.get_frame(camera_name)
+    def get_camera_image_bytes(camera_name: str, timeout: float = FRAME_TIMEOUT) -> dict[str, Any]:
+        image, header = manager.get_frame(camera_name, _timeout(timeout))
         return ok(f"Image of camera '{camera_name}'.", image=image_bytes_payload(image, header))
 
     return app
+
+
+def _timeout(value: float) -> float:
+    """The wait for a frame (query ``timeout``, seconds)."""
+    if not 0 < value <= MAX_FRAME_TIMEOUT:
+        raise CamServerError(f"Invalid timeout {value}: must be > 0 and <= {MAX_FRAME_TIMEOUT:g} seconds.")
+    return value

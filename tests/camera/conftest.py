@@ -29,11 +29,12 @@ TEST_CAMERA = {
 }
 
 
-def write_config_dir(folder: Path) -> Path:
+def write_config_dir(folder: Path, test_camera: dict | None = None) -> Path:
+    """The bundled example cameras plus ``test_camera`` (default :data:`TEST_CAMERA`)."""
     folder.mkdir(parents=True, exist_ok=True)
     for path in (EXAMPLE_CONFIG / "camera_config").glob("*.json"):
         shutil.copy(path, folder / path.name)
-    (folder / "test_camera.json").write_text(json.dumps(TEST_CAMERA, indent=2))
+    (folder / "test_camera.json").write_text(json.dumps(test_camera or TEST_CAMERA, indent=2))
     return folder
 
 

@@ -14,7 +14,11 @@ from tests.ioc.camera_ioc import base_pattern, counter_pixel
 
 
 def read_frame(source: EpicsCameraSource, timeout: float = 10.0) -> RawFrame:
-    frame = wait_until(lambda: source.read(0.5), timeout, f"a frame from {source.prefix}")
+    try:
+        frame = wait_until(lambda: source.read(0.5), timeout, f"a frame from {source.prefix}")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; status: {source.status}; stats: {source.stats}; "
+                             f"PVs: {list(source._pvs.values())}") from None
     assert isinstance(frame, RawFrame)
     return frame
 

@@ -37,7 +37,8 @@ def one_output(tmp_path, camera, skip: int = 1, **config):
 def test_image_threshold_float_and_int(tmp_path, camera, threshold):
     out = one_output(tmp_path, camera, image_threshold=threshold)
     # decision of the processing layer: the float is used as given, pixel < 150.5 → 0 (and < 150 for the int)
-    expected = np.where(EXPECTED < threshold, 0, EXPECTED)
+    source = EXPECTED
+    expected = np.where(source < threshold, 0, source)
     np.testing.assert_array_equal(out["image"], expected)
     assert out["min_value"] == 0
 

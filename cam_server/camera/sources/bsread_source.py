@@ -16,6 +16,7 @@ import itertools
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,13 @@ RECEIVE_POLL_MS = 100
 RECEIVE_QUEUE = 10  # ZeroMQ receive high-water mark per connection (messages)
 MAX_HOLD_S = 0.2  # longest a message waits in the merge buffer for an earlier pulse id
 CAMERA_CHANNELS = frozenset({"image", "width", "height", "timestamp", "x_axis", "y_axis"})
+
+
+@dataclass
+class RelayedFrame(RawFrame):
+    """A frame that keeps the upstream (sec, ns) global timestamp exactly (a float loses the nanoseconds)."""
+
+    global_timestamp: tuple[int, int] | None = None
 
 
 def validate_stream_address(address: Any) -> str:
@@ -65,9 +73,11 @@ class _FrameExtractor:
         if not isinstance(image, np.ndarray) or image.ndim != 2:
             return None
         sec, ns = data.global_timestamp, data.global_timestamp_offset
+        exact = (int(sec), int(ns or 0)) if sec is not None else None
         timestamp = sec + (ns or 0) * 1e-9 if sec is not None else time.time()
         extra = {name: data.data[name].value for name in self._extra if name in data.data} if self._extra else None
-        return RawFrame(image=image, timestamp=timestamp, pulse_id=data.pulse_id, extra=extra)
+        return RelayedFrame(image=image, timestamp=timestamp, pulse_id=data.pulse_id, extra=extra,
+                            global_timestamp=exact)
 
 
 def _image_channel(data: Any) -> tuple[str | None, tuple[str, ...]]:

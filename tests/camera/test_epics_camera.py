@@ -1,0 +1,56 @@
+"""End to end: an EPICS camera IOC streamed through the camera server (loopback-only namespace only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import requests
+
+from cam_server.client.cam_client import CamClient
+from tests.camera.stream_helpers import receive, values
+from tests.epics.conftest import epics_client_env, start_ioc  # noqa: F401 - fixtures (autouse: netns check + env)
+from tests.helpers.net import EPICS_ENV
+from tests.helpers.servers import RunningServer, camera_server
+from tests.ioc.camera_ioc import base_pattern
+
+
+@pytest.fixture
+def epics_server(tmp_path) -> Iterator[RunningServer]:
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    with camera_server(tmp_path, config_dir=configs, env=EPICS_ENV) as server:
+        yield server
+
+
+def test_epics_camera_stream(epics_server: RunningServer, start_ioc) -> None:  # noqa: F811
+    ioc = start_ioc(width=64, height=48, rate=20.0)
+    client = CamClient(epics_server.url)
+    client.set_camera_config("epics_cam", ioc.camera_config(mirror_x=True))
+    messages = receive(client.get_instance_stream("epics_cam"), count=3, timeout=20)
+    expected = base_pattern(64, 48, "uint16")[:, ::-1]
+    for message in messages:
+        data = values(message)
+        assert message.data.channel("image").shape == (64, 48)
+        assert data["image"].dtype == np.uint16 and (data["width"], data["height"]) == (64, 48)
+        # everything but the counter pixel (top left before mirroring → top right after)
+        np.testing.assert_array_equal(data["image"][:, :-1], expected[:, :-1])
+        np.testing.assert_array_equal(data["image"][1:, -1], expected[1:, -1])
+    pulse_ids = [m.data.pulse_id for m in messages]
+    assert pulse_ids == list(range(pulse_ids[0], pulse_ids[0] + 3))
+    assert client.get_camera_geometry("epics_cam") == [64, 48]
+    client.stop_all_instances()
+
+
+def test_offline_epics_camera_is_a_clear_error(epics_server: RunningServer) -> None:
+    client = CamClient(epics_server.url)
+    client.set_camera_config("offline_cam", {"source": "NO:SUCH:CAMERA", "source_type": "epics",
+                                             "connection_timeout": 1.0})
+    response = requests.get(f"{epics_server.url}/api/v1/cam/offline_cam", timeout=30)
+    assert response.status_code == 503
+    assert response.json()["status"] == ("Cannot start camera 'offline_cam': Camera with prefix NO:SUCH:CAMERA "
+                                         "is offline")
+    assert client.get_server_info()["active_instances"] == {}
+    assert client.get_server_info()["ended_instances"] == {}
+    assert client.get_cameras() == ["offline_cam"]  # the server stays healthy

@@ -1,0 +1,118 @@
+"""Instance life: live config updates, camera timeout and reconnection, stop, store type, processing threads."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from tests.helpers.procs import wait_until
+from tests.pipeline_instance.harness import (
+    FakeCamera,
+    FakeCameraServer,
+    gaussian_image,
+    pipeline,
+    receive,
+    receive_until,
+    values,
+)
+
+
+def test_live_config_applies_within_a_couple_of_frames(tmp_path):
+    with FakeCamera(rate=50) as camera, pipeline(tmp_path, camera, function="transparent") as inst:
+        rx = inst.receiver()
+        receive(rx, 2)
+        inst.update(image_region_of_interest=[0, 16, 0, 8])
+        sent_at = camera.pulse_id
+        changed = receive_until(rx, lambda m: values(m)["width"] == 16)[-1]
+        # the camera pulse id when the update was sent vs the first frame processed with it (50 Hz camera)
+        assert changed.data.pulse_id - sent_at <= 5
+        assert values(changed)["image"].shape == (8, 16)
+
+
+def test_stop_request_exits_zero(tmp_path):
+    with FakeCamera(rate=50) as camera, pipeline(tmp_path, camera) as inst:
+        receive(inst.receiver(), 1)
+        inst.process.stop(5)
+        assert inst.process.exitcode == 0
+
+
+def test_camera_timeout_reconnects_to_the_stream_from_the_camera_server(tmp_path):
+    first = FakeCamera(rate=50, start_pulse_id=0).start()
+    second = FakeCamera(rate=50, start_pulse_id=100000)
+    try:
+        with FakeCameraServer(second.address) as server, \
+                pipeline(tmp_path, first, cam_server_url=server.url, camera_timeout=1.0,
+                         function="transparent") as inst:
+            rx = inst.receiver()
+            assert receive(rx, 2)[0].data.pulse_id < 100000
+            first.stop()  # camera restarted elsewhere: the camera server now gives the second address
+            second.start()
+            message = receive_until(rx, lambda m: m.data.pulse_id >= 100000, timeout=15)[-1]
+            assert values(message)["width"] == 80
+            assert server.requests >= 1
+            assert inst.process.is_alive()
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_camera_timeout_gives_up_when_camera_server_unreachable(tmp_path):
+    camera = FakeCamera(rate=50).start()
+    try:
+        with pipeline(tmp_path, camera, camera_timeout=1.0) as inst:
+            receive(inst.receiver(), 1)
+            camera.stop()
+            assert inst.wait_exit() == 1
+            assert "Cannot reach camera server" in inst.info()["last_error"]
+    finally:
+        camera.stop()
+
+
+def test_camera_timeout_disabled_keeps_waiting(tmp_path):
+    camera = FakeCamera(rate=50).start()
+    try:
+        with pipeline(tmp_path, camera, camera_timeout=0, no_client_timeout=0) as inst:
+            wait_until(lambda: inst.stats()["frames_in"] >= 2, 10, "frames")
+            camera.stop()
+            time.sleep(2.5)  # longer than a 1 s camera timeout would allow
+            assert inst.process.is_alive()
+    finally:
+        camera.stop()
+
+
+def test_initial_camera_stream_is_requested_from_the_camera_server(tmp_path):
+    with FakeCamera(rate=50) as camera, FakeCameraServer(camera.address) as server, \
+            pipeline(tmp_path, cam_server_url=server.url, function="transparent") as inst:
+        assert values(receive(inst.receiver(), 1)[0])["width"] == 80
+        assert server.requests == 1
+
+
+def test_input_stream_instead_of_camera(tmp_path):
+    with FakeCamera(rate=50) as camera, \
+            pipeline(tmp_path, camera_name=None, input_stream=camera.address, function="transparent") as inst:
+        assert values(receive(inst.receiver(), 1)[0])["height"] == 60
+
+
+def test_store_pipeline_forwards_camera_channels(tmp_path):
+    with FakeCamera(rate=50, extra={"extra_value": 1.5}) as camera, \
+            pipeline(tmp_path, camera, pipeline_type="store", exclude=["timestamp"]) as inst:
+        message = receive(inst.receiver(), 1, skip=1)[0]
+    out = values(message)
+    assert list(out) == ["width", "height", "image", "x_axis", "y_axis", "extra_value"]
+    np.testing.assert_array_equal(out["image"], gaussian_image())
+    assert out["extra_value"] == 1.5
+
+
+def test_processing_threads_keep_order_and_results(tmp_path):
+    with FakeCamera(rate=100) as camera, pipeline(tmp_path, camera, processing_threads=2) as inst:
+        messages = receive(inst.receiver(), 20, skip=1)
+    pids = [m.data.pulse_id for m in messages]
+    assert pids == sorted(pids) and len(set(pids)) == 20
+    assert all(values(m)["max_value"] == 4100 for m in messages)
+
+
+def test_unsupported_pipeline_type_fails_clearly(tmp_path):
+    with FakeCamera(rate=50) as camera, pipeline(tmp_path, camera, pipeline_type="fanin") as inst:
+        assert inst.wait_exit() == 1
+        assert "pipeline_type 'fanin' is not supported" in inst.info()["last_error"]

@@ -1,0 +1,52 @@
+"""The instance against the real camera server streaming the simulation camera."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tests.helpers.servers import camera_server
+from tests.pipeline_instance.harness import pipeline, receive, values
+
+
+def _small_simulation(tmp_path):
+    folder = tmp_path / "cameras"
+    folder.mkdir()
+    (folder / "simulation.json").write_text(json.dumps({
+        "name": "simulation", "source": "simulation", "source_type": "simulation", "mirror_x": False,
+        "mirror_y": False, "rotate": 0, "camera_calibration": None, "size_x": 320, "size_y": 240,
+        "frame_rate": 20}))
+    return folder
+
+
+def test_simulation_camera_through_the_instance(tmp_path):
+    with camera_server(tmp_path, config_dir=_small_simulation(tmp_path)) as cam, \
+            pipeline(tmp_path, cam_server_url=cam.url, camera_name="simulation",
+                     image_region_of_interest=[10, 200, 20, 100]) as inst:
+        messages = receive(inst.receiver(), 3, timeout=20)
+        out = values(messages[-1])
+        assert out["image"].shape == (100, 200) and out["image"].dtype == np.uint16
+        np.testing.assert_array_equal(out["x_axis"], np.arange(10, 210, dtype=np.float32))
+        # the simulated beam core is saturated at 0.9 * 65535 and lies inside this ROI
+        assert out["max_value"] == 58981
+        assert 60 < out["x_fit_mean"] < 210 and 20 < out["y_fit_mean"] < 120
+        pids = [m.data.pulse_id for m in messages]
+        assert pids == sorted(pids)
+
+
+def test_reconnects_after_the_camera_instance_was_stopped(tmp_path):
+    import requests
+
+    from tests.pipeline_instance.harness import receive_until
+
+    with camera_server(tmp_path, config_dir=_small_simulation(tmp_path)) as cam, \
+            pipeline(tmp_path, cam_server_url=cam.url, camera_name="simulation", camera_timeout=1.0,
+                     function="transparent") as inst:
+        rx = inst.receiver()
+        before = receive(rx, 2, timeout=20)[-1].data.pulse_id
+        assert requests.delete(f"{cam.url}/api/v1/cam/simulation", timeout=10).json()["state"] == "ok"
+        # a new camera instance restarts its pulse ids at 0
+        message = receive_until(rx, lambda m: m.data.pulse_id < before, timeout=20)[-1]
+        assert values(message)["width"] == 320
+        assert inst.process.is_alive()
