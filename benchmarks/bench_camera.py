@@ -105,7 +105,8 @@ def measure(address: str, pid: int, seconds: float, warmup: float = 1.0) -> dict
             count += 1
         elapsed = time.monotonic() - t0
         cpu = cpu_seconds(pid) - cpu0
-    return {"fps": count / elapsed, "cpu": 100 * cpu / elapsed, "gaps": gaps}
+    return {"fps": count / elapsed, "cpu": 100 * cpu / elapsed, "cpu_ms_per_frame": 1000 * cpu / max(count, 1),
+            "gaps": gaps}
 
 
 def start_server(config_dir: Path) -> tuple[subprocess.Popen, str]:
@@ -179,7 +180,7 @@ def summarize(name: str, runs: list[dict[str, float]]) -> str:
         values = [r[key] for r in runs]
         return f"{min(values):7.1f} / {statistics.median(values):7.1f}"
 
-    return f"| {name:<38} | {stat('fps')} | {stat('cpu')} | {stat('gaps')} |"
+    return f"| {name:<38} | {stat('fps')} | {stat('cpu')} | {stat('cpu_ms_per_frame')} | {stat('gaps')} |"
 
 
 def main() -> None:
@@ -207,8 +208,8 @@ def main() -> None:
         shutil.rmtree(config_dir, ignore_errors=True)
     print(f"{args.repeats} runs of {args.seconds:g} s each; min / median; CPU = % of one core of the generating or "
           f"relaying process")
-    print(f"| {'case':<38} | {'frames/s':^17} | {'CPU %':^17} | {'pulse-id gaps':^17} |")
-    print(f"|{'-' * 40}|{'-' * 19}|{'-' * 19}|{'-' * 19}|")
+    print(f"| {'case':<38} | {'frames/s':^17} | {'CPU %':^17} | {'CPU ms/frame':^17} | {'pulse-id gaps':^17} |")
+    print(f"|{'-' * 40}|{'-' * 19}|{'-' * 19}|{'-' * 19}|{'-' * 19}|")
     for name, runs in results.items():
         print(summarize(name, runs))
     if args.json:

@@ -1,0 +1,1 @@
+"""Pipeline server side (config, stores, manager) and the pipeline instance loop."""

@@ -34,6 +34,8 @@ LEADING_KEYS = ("image_background_enable", "image_background", "image_threshold"
                 "image_good_region", "image_slices", "pipeline_type")
 # Keys whose default depends on other fields (None in the model means "derive it").
 DERIVED_KEYS = ("mode", "block", "input_mode")
+# Parameters for which null is a value, not "use the default" (README: camera_timeout null disables the timeout).
+NULL_IS_VALUE = frozenset({"camera_timeout"})
 # README example spelling of the background id; accepted as an alias of image_background (see docs/pipeline.md).
 BACKGROUND_ALIAS = "background_id"
 
@@ -295,7 +297,7 @@ def expand_config(config: dict[str, Any]) -> dict[str, Any]:
         raise InvalidConfig(f"Invalid pipeline config: must be a JSON object, not {type(config).__name__}")
     config = _normalise_alias(config)
     # A None value means "default" (README: unset fields are None), also for fields whose default is not None.
-    given = {k: v for k, v in config.items() if not (v is None and k in _KNOWN)}
+    given = {k: v for k, v in config.items() if not (v is None and k in _KNOWN and k not in NULL_IS_VALUE)}
     try:
         model = PipelineConfig.model_validate(given)
     except ValidationError as exc:
@@ -316,6 +318,7 @@ def expand_config(config: dict[str, Any]) -> dict[str, Any]:
 def update_config(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """Apply an incremental change: only the keys of ``update`` change; a key set to None returns to its default.
 
+    Exception: ``camera_timeout: null`` disables the camera timeout (README), as in :func:`expand_config`.
     Derived defaults follow their inputs: if ``current`` still has the derived value of e.g. ``block`` and the update
     changes ``mode``, ``block`` is derived again.
     """
@@ -328,7 +331,7 @@ def update_config(current: dict[str, Any], update: dict[str, Any]) -> dict[str, 
         if key not in update and merged.get(key) == old_derived[key]:
             merged.pop(key, None)
     for key, value in update.items():
-        if value is None:
+        if value is None and key not in NULL_IS_VALUE:
             merged.pop(key, None)
             if key not in _KNOWN:
                 merged[key] = None  # an unknown (user) key set to None stays, as None

@@ -20,8 +20,9 @@ from cam_server.common.errors import SourceUnavailable
 log = logging.getLogger(__name__)
 
 RECEIVE_TIMEOUT_MS = 1000
-INPUT_QUEUE_SIZE = 100
+INPUT_QUEUE_SIZE = 20  # messages; large frames: 20 x 11 MB already bounds memory at ~220 MB
 REQUEST_TIMEOUT_S = 10.0
+INPUT_KEYS = ("camera_name", "input_stream", "input_mode")
 
 
 def request_camera_stream(cam_server_url: str, camera_name: str) -> str:
@@ -56,7 +57,14 @@ class StreamInput:
     # -- config ---------------------------------------------------------------------------------------
 
     def update_config(self, config: dict[str, Any]) -> None:
+        """Take a new config; a changed input (camera_name, input_stream, input_mode) reconnects on the next
+        receive, asking the camera server for the new camera's stream."""
+        changed = any(config.get(key) != self._config.get(key) for key in INPUT_KEYS)
         self._config = config
+        if changed:
+            log.info("input changed; reconnecting")
+            self.close()
+            self.address = None
 
     @property
     def camera_name(self) -> str | None:
@@ -120,6 +128,9 @@ class StreamInput:
             return message
         timeout = self.camera_timeout
         if timeout is not None and now - self._last_message > timeout and self._source.timed_out:
+            if self._config.get("abort_on_timeout"):
+                raise SourceUnavailable(f"No message from {self.address} for {now - self._last_message:.1f} s "
+                                        "(abort_on_timeout)")
             log.warning("no message from %s for %.1f s; reconnecting", self.address, now - self._last_message)
             self.reconnect()
         return None

@@ -68,7 +68,7 @@ def _run(channel: InstanceChannel, spec: InstanceSpec) -> int:
     finally:
         source.close()
         output.close()
-        context.term()
+        context.destroy(linger=1000)  # also closes a socket a stuck output thread still holds
     return EXIT_OK
 
 

@@ -8,8 +8,9 @@ in parallel (numpy releases the GIL) and sent in their original order.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
@@ -70,27 +71,28 @@ class InstanceLoop:
         self.rate = RateMeter(channel.stats)
         self.report = _ErrorReporter(channel)
         self.threads = max(0, int(processing_threads or 0))
-        self._pending: deque[tuple[Job, Future]] = deque()
+        self._ended = threading.Event()  # set by the output thread when the instance should end
         self.end_reason = ""
+        self._dropped = 0  # frames dropped before the output (gates, functions returning None)
 
     # -- main loop ------------------------------------------------------------------------------------
 
     def run(self) -> None:
         self.stats.set("start_time", time.time())
-        executor = ThreadPoolExecutor(self.threads, thread_name_prefix="processing") if self.threads else None
-        try:
-            self._loop(executor)
-        finally:
-            if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
+        if self.threads:
+            self._run_parallel()
+        else:
+            self._loop(self._finish_job_now)
         log.info("instance finished: %s", self.end_reason)
 
-    def _loop(self, executor: ThreadPoolExecutor | None) -> None:
+    def _loop(self, dispatch: Callable[[Job], bool]) -> None:
+        """Receive and prepare messages in order; ``dispatch(job)`` computes/sends them (True = end)."""
         channel, stats, source, output = self.channel, self.stats, self.source, self.output
-        max_pending = 2 * self.threads
         while True:
             if channel.should_stop():
                 self.end_reason = "stop requested"
+                return
+            if self._ended.is_set():
                 return
             config = channel.poll_config()
             if config is not None:
@@ -101,36 +103,69 @@ class InstanceLoop:
                 return
             message = source.receive()
             if message is None:
-                if self._drain(0) is not None:
+                if self._ended.is_set():
                     return
                 continue
             stats.add("frames_in")
             try:
                 job = self.handler.prepare(message)
             except FinishInstance as finish:
-                self._drain(0)
                 self.end_reason = str(finish)
                 return
             if job is None:
-                stats.add("dropped")
+                self._dropped += 1
+                stats.set("dropped", self._dropped + output.dropped)
                 continue
-            if executor is None:
-                if self._finish_job(job, job.compute):
-                    return
-                continue
-            self._pending.append((job, executor.submit(job.compute)))
-            if self._drain(max_pending) is not None:
+            if dispatch(job):
                 return
 
-    def _drain(self, keep: int) -> bool | None:
-        """Send finished jobs in order; wait for the oldest while more than ``keep`` are pending.
-        Returns True when the instance should end."""
-        pending = self._pending
-        while pending and (len(pending) > keep or pending[0][1].done()):
-            job, future = pending.popleft()
-            if self._finish_job(job, future.result):
-                return True
-        return None
+    def _finish_job_now(self, job: Job) -> bool:
+        return self._finish_job(job, job.compute)
+
+    # -- parallel processing --------------------------------------------------------------------------
+
+    def _run_parallel(self) -> None:
+        """Frames are computed by a thread pool and sent by one output thread in message order, as soon as
+        each is ready (sending never waits for the next camera frame)."""
+        executor = ThreadPoolExecutor(self.threads, thread_name_prefix="processing")
+        results: queue.Queue[tuple[Job, Future] | None] = queue.Queue(maxsize=2 * self.threads)
+        failure: list[BaseException] = []
+
+        def send_in_order() -> None:
+            try:
+                while (item := results.get()) is not None:
+                    job, future = item
+                    if self._finish_job(job, future.result):
+                        break
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread (AbortInstance, bugs)
+                failure.append(exc)
+            self._ended.set()
+
+        def dispatch(job: Job) -> bool:
+            item = (job, executor.submit(job.compute))
+            while not self._ended.is_set():
+                try:
+                    results.put(item, timeout=0.1)
+                    return False
+                except queue.Full:
+                    continue
+            return True
+
+        sender = threading.Thread(target=send_in_order, name="output-order", daemon=True)
+        sender.start()
+        try:
+            self._loop(dispatch)
+        finally:
+            while sender.is_alive():  # let the output thread send what is pending, then end it
+                try:
+                    results.put(None, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            sender.join()
+            executor.shutdown(wait=True, cancel_futures=True)
+        if failure:
+            raise failure[0]
 
     def _apply_config(self, config: dict[str, Any]) -> None:
         try:
@@ -150,7 +185,7 @@ class InstanceLoop:
         try:
             values = result()
             if values is None:
-                stats.add("dropped")
+                self._dropped += 1
                 return False
             sent = self.output.send(values, job.pulse_id, job.timestamp)
         except (ProcessingError, ValueError) as exc:
@@ -165,8 +200,7 @@ class InstanceLoop:
             stats.add("frames_out")
             stats.set("last_frame_time", time.time())
             self.rate.tick()
-        else:
-            stats.add("dropped")
+        stats.set("dropped", self._dropped + self.output.dropped)  # output drops: queue full, enforce_pid
         if self.output.finished:
             self.end_reason = f"{self.output.records} records sent"
             return True

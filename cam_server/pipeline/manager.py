@@ -226,10 +226,13 @@ class PipelineManager:
             self._stop(instance)
 
     def close(self) -> None:
-        """Stop everything (server shutdown)."""
+        """Stop everything (server shutdown); idempotent."""
+        if self._closing.is_set():
+            return
         self._closing.set()
         self.stop_all_instances()
         self._reaper.join(2)
+        log.info("pipeline manager closed")
 
     def warm_up(self) -> None:
         """Start the forkserver now (preloading numpy, scipy, zmq, ...) instead of on the first client's request."""
@@ -377,14 +380,23 @@ class PipelineManager:
         except requests.RequestException as exc:
             raise SourceUnavailable(f"Camera server {self.cam_client.get_address()} is not reachable: {exc}") from None
         except ValueError as exc:
-            if camera not in self.get_camera_list():
+            if not self._camera_exists(camera):
                 raise NotFound(f"Camera '{camera}' does not exist on the camera server.") from None
             raise SourceUnavailable(f"Camera '{camera}' cannot be streamed: {exc}") from None
 
     def _check_camera_known(self, config: dict[str, Any]) -> None:
         camera = config.get("camera_name")
-        if camera and camera not in self.get_camera_list():
+        if camera and not self._camera_exists(camera):
             raise NotFound(f"Camera '{camera}' does not exist on the camera server.")
+
+    def _camera_exists(self, camera: str) -> bool:
+        """A camera name or alias known to the camera server."""
+        if camera in self.get_camera_list():
+            return True
+        try:
+            return camera in self.cam_client.get_camera_aliases()
+        except Exception:  # noqa: BLE001 - older camera servers may not list aliases
+            return False
 
     def _check_background(self, config: dict[str, Any]) -> None:
         """An enabled background must exist, be readable and (if the camera server tells) match the image shape."""

@@ -66,9 +66,9 @@ class ParameterBuilder:
     """Turns configs into :class:`LiveParameters`, keeping the loaded function and background between configs
     when their keys did not change (a background file is read again only if its id changes)."""
 
-    def __init__(self, background_folder: str, scripts_folder: str, entry: str = "process_image") -> None:
+    def __init__(self, background_folder: str, scripts_folder: str) -> None:
         self._background_folder = background_folder
-        self._functions = FunctionCache(scripts_folder, entry)
+        self._functions = FunctionCache(scripts_folder)
         self._background_key: tuple[Any, ...] | None = None
         self._background: np.ndarray | None = None
 

@@ -54,10 +54,8 @@ def _value(message: Message, name: str) -> Any:
 class ProcessingHandler:
     """Turns camera messages into output values with the live parameters (swapped atomically on update)."""
 
-    entry = "process_image"
-
     def __init__(self, config: dict[str, Any], background_folder: str, scripts_folder: str) -> None:
-        self._builder = ParameterBuilder(background_folder, scripts_folder, self.entry)
+        self._builder = ParameterBuilder(background_folder, scripts_folder)
         self._downsampler = Downsampler()
         self._rate_limiter = FrameRateLimiter()
         self._averager: Averager | None = None

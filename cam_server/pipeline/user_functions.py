@@ -61,7 +61,7 @@ def load_module(name_or_path: str, scripts_folder: str | os.PathLike | None = No
     with _cache_lock:
         if not reload and key in _cache:
             return _cache[key]
-        module = _import_file(path) if path else _import_module(name_or_path, scripts_folder)
+        module = _import_file(path) if path else _import_module(name_or_path, scripts_folder, reload)
         _cache[key] = module
         return module
 
@@ -147,12 +147,12 @@ def _import_file(path: str) -> ModuleType:
     return module
 
 
-def _import_module(name: str, scripts_folder: str | os.PathLike | None) -> ModuleType:
+def _import_module(name: str, scripts_folder: str | os.PathLike | None, reload: bool) -> ModuleType:
     if "/" in name or os.sep in name or name.endswith(".py"):
         where = f" (scripts folder: {os.fspath(scripts_folder)})" if scripts_folder else ""
         raise UserScriptError(f"script '{name}' not found{where}")
     try:
-        if name in sys.modules:
+        if reload and name in sys.modules:
             return importlib.reload(sys.modules[name])
         return importlib.import_module(name)
     except ModuleNotFoundError as ex:

@@ -8,10 +8,13 @@ in its threadpool and concurrent clients do not wait for each other. Fixed path 
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from cam_server import __version__
 from cam_server.pipeline.manager import PipelineManager
@@ -23,7 +26,13 @@ _JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": 
 
 def create_pipeline_app(manager: PipelineManager) -> FastAPI:
     """The FastAPI application serving ``/api/v1/pipeline`` (OpenAPI at /docs and /openapi.json)."""
-    app = FastAPI(title="cam_server pipeline server", version=__version__,
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Server shutdown (SIGTERM/SIGINT): uvicorn re-raises the signal after this, so stop instances here.
+        await run_in_threadpool(manager.close)
+
+    app = FastAPI(title="cam_server pipeline server", version=__version__, lifespan=lifespan,
                   description="Create, configure and stop image-processing pipeline instances.")
     install_error_handlers(app)
 

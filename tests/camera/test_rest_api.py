@@ -121,7 +121,7 @@ def test_raw_http_envelope_and_routes(server) -> None:
 
 
 def test_instance_started_by_image_stops_without_clients(client: CamClient) -> None:
-    client.set_camera_config("short_lived", {**TEST_CAMERA, "alias": [], "no_client_timeout": 0.5})
+    client.set_camera_config("short_lived", {**TEST_CAMERA, "alias": [], "no_client_timeout": 1.5})
     client.get_camera_image("short_lived")
     pid = client.get_server_info()["active_instances"]["short_lived"]["pid"]
     wait_until(lambda: "short_lived" not in client.get_server_info()["active_instances"], 15,
@@ -130,3 +130,14 @@ def test_instance_started_by_image_stops_without_clients(client: CamClient) -> N
     assert ended["exit_code"] == 0 and ended["last_error"] is None
     assert not psutil.pid_exists(pid)
     client.delete_camera_config("short_lived")
+
+
+def test_concurrent_requests_start_one_instance(client: CamClient) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client.set_camera_config("busy", {**TEST_CAMERA, "alias": []})
+    with ThreadPoolExecutor(6) as pool:
+        streams = list(pool.map(lambda _: CamClient(client.get_address()).get_instance_stream("busy"), range(6)))
+    assert len(set(streams)) == 1
+    assert list(client.get_server_info()["active_instances"]) == ["busy"]
+    client.delete_camera_config("busy")

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         "FRAME": builder.longIn("FRAME", initial_value=0),
         "FPICTURE": builder.WaveformIn("FPICTURE", length=args.max_pixels, datatype=FTVL_DTYPES[args.ftvl]),
     }
-    builder.stringOut("SIM_CMD", initial_value="", always_update=True,
+    builder.stringOut("SIM_CMD", initial_value="", always_update=True, blocking=True,
                       on_update=lambda text: camera_holder[0].command(text))
     builder.LoadDatabase()
     softioc.iocInit(dispatcher, enable_pva=False)

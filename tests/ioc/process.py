@@ -102,6 +102,19 @@ class CameraIoc:
         result = epics.caput(f"{self.prefix}:SIM_CMD", text, wait=True, timeout=timeout)
         if result != 1:
             raise RuntimeError(f"caput {self.prefix}:SIM_CMD {text!r} failed ({result!r})")
+        # The put completes once the IOC applied the command; the records it changed are processed by an EPICS
+        # scan thread a moment later, so wait until a fresh read shows them.
+        words = text.split()
+        expected: dict[str, object] = {}
+        if words[:1] == ["resize"]:
+            expected = {"WIDTH": int(words[1]), "HEIGHT": int(words[2])}
+        elif words[:1] in (["offline"], ["online"], ["status"]):
+            init = {"offline": "OFFLINE", "online": "INIT"}.get(words[0], " ".join(words[1:]))
+            expected = {"INIT": init}
+        for suffix, value in expected.items():
+            wait_until(lambda s=suffix, v=value: epics.caget(f"{self.prefix}:{s}", as_string=isinstance(v, str),
+                                                             timeout=1.0) == v,
+                       timeout, f"{self.prefix}:{suffix} to read {value!r} after {text!r}")
 
     def camera_config(self, **overrides: Any) -> dict[str, Any]:
         """A camera config dict for this IOC (``source_type`` epics), with ``overrides`` applied."""

@@ -74,14 +74,16 @@ def test_reload_reloads_the_file_and_resets_itself(tmp_path, camera):
 def test_missing_function_fails_start_with_clear_error(tmp_path, camera):
     with pipeline(tmp_path, camera, function="nothing_here") as inst:
         assert inst.wait_exit() == 1
-        assert "Function 'nothing_here' not found" in inst.info()["last_error"]
+        error = inst.info()["last_error"]
+        assert "'nothing_here' not found" in error and str(tmp_path / "scripts") in error
 
 
 def test_function_file_with_syntax_error(tmp_path, camera):
     _write(tmp_path, "broken.py", "def process_image(:\n")
     with pipeline(tmp_path, camera, function="broken.py") as inst:
         assert inst.wait_exit() == 1
-        assert "SyntaxError" in inst.info()["last_error"]
+        error = inst.info()["last_error"]
+        assert "syntax error" in error.lower() and "broken.py" in error and "line 1" in error
 
 
 def test_abort_on_error_true_exits_2(tmp_path, camera):

@@ -116,3 +116,49 @@ def test_unsupported_pipeline_type_fails_clearly(tmp_path):
     with FakeCamera(rate=50) as camera, pipeline(tmp_path, camera, pipeline_type="fanin") as inst:
         assert inst.wait_exit() == 1
         assert "pipeline_type 'fanin' is not supported" in inst.info()["last_error"]
+
+
+def test_processing_threads_with_records_and_abort(tmp_path):
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "fail_late.py").write_text(
+        "def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):\n"
+        "    if parameters.get('fail'):\n"
+        "        raise RuntimeError('late failure')\n"
+        "    return {'pulse': pulse_id}\n")
+    with FakeCamera(rate=100) as camera:
+        with pipeline(tmp_path, camera, processing_threads=2, records=5, paused=True) as inst:
+            rx = inst.receiver()
+            wait_until(lambda: inst.stats()["clients"] >= 1, 10, "the receiver")
+            inst.update(paused=False)
+            assert inst.wait_exit() == 0
+            assert len(receive(rx, 5)) == 5 and rx.receive() is None
+        with pipeline(tmp_path, camera, processing_threads=2, function="fail_late.py") as inst:
+            receive(inst.receiver(), 2)
+            inst.update(fail=True)
+            assert inst.wait_exit() == 2
+            assert "RuntimeError: late failure" in inst.info()["last_error"]
+
+
+def test_abort_on_timeout_stops_instead_of_reconnecting(tmp_path):
+    camera = FakeCamera(rate=50).start()
+    try:
+        with FakeCameraServer(camera.address) as server, \
+                pipeline(tmp_path, camera, cam_server_url=server.url, camera_timeout=1.0,
+                         abort_on_timeout=True) as inst:
+            receive(inst.receiver(), 1)
+            camera.stop()
+            assert inst.wait_exit() == 1
+            assert "abort_on_timeout" in inst.info()["last_error"]
+            assert server.requests == 0
+    finally:
+        camera.stop()
+
+
+def test_live_change_of_input_stream_reconnects(tmp_path):
+    with FakeCamera(rate=50, start_pulse_id=0) as first, FakeCamera(rate=50, start_pulse_id=500000) as second, \
+            pipeline(tmp_path, camera_name=None, input_stream=first.address, function="transparent") as inst:
+        rx = inst.receiver()
+        assert receive(rx, 1)[0].data.pulse_id < 500000
+        inst.update(input_stream=second.address)
+        receive_until(rx, lambda m: m.data.pulse_id >= 500000)

@@ -112,7 +112,8 @@ def test_accepted_values_and_normalisation():
     assert expand_config({"camera_name": "s", "rotation": {"mode": 5}})["rotation"]["mode"] == "5.0"
     file_cfg = expand_config({"camera_name": "s", "mode": "FILE", "file": "/tmp/x.h5", "layout": "flat"})
     assert (file_cfg["layout"], file_cfg["localtime"], file_cfg["change"]) == ("FLAT", True, False)
-    assert expand_config({"camera_name": "s", "camera_timeout": None})["camera_timeout"] == 10.0
+    assert expand_config({"camera_name": "s", "camera_timeout": None})["camera_timeout"] is None  # disabled
+    assert expand_config({"camera_name": "s", "queue_size": None})["queue_size"] == 10
 
 
 def test_inputs_other_than_a_camera():
@@ -152,6 +153,7 @@ def test_update_changes_only_given_fields_and_none_resets_to_default():
     assert reset["image_threshold"] is None and reset["queue_size"] == 5
     reset = update_config(reset, {"queue_size": None, "image_background_enable": None})
     assert reset["queue_size"] == 10 and reset["image_background_enable"] is False
+    assert update_config(current, {"camera_timeout": None})["camera_timeout"] is None  # README: null disables
     with pytest.raises(InvalidConfig, match="'averaging'"):
         update_config(current, {"averaging": 0})
     assert current["image_threshold"] == 3.0  # the input is not modified

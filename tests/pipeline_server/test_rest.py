@@ -57,7 +57,8 @@ def test_private_instance_lifecycle(servers, client: PipelineClient):
     server_info = client.get_server_info()
     assert server_info["instances"][instance_id]["config"]["my_param"] == 7
 
-    changed = client.set_instance_config(instance_id, {"image_threshold": 10, "image_region_of_interest": [0, 64, 0, 32]})
+    changed = client.set_instance_config(instance_id, {"image_threshold": 10,
+                                                       "image_region_of_interest": [0, 64, 0, 32]})
     assert changed["image_threshold"] == 10.0 and changed["my_param"] == 7
     assert client.get_instance_config(instance_id) == changed
     reset = client.set_instance_config(instance_id, {"image_threshold": None})
@@ -257,3 +258,21 @@ def test_get_instance_message_refuses_store_pipelines(client):
     instance_id, _ = client.create_instance_from_config({"camera_name": "simulation", "pipeline_type": "store"})
     with pytest.raises(ValueError, match="is a 'store' pipeline"):
         client.get_instance_message(instance_id)
+
+
+def test_camera_alias_is_accepted(client):
+    assert client.save_pipeline_config("alias_pipeline", {"camera_name": "sim"})["camera_name"] == "sim"
+    client.delete_pipeline_config("alias_pipeline")
+    instance_id, _ = client.create_instance_from_config({"camera_name": "sim"})
+    assert client.get_instance_message(instance_id)["width"] == 1280
+
+
+def test_client_stop_all_instances(client):
+    ids = [client.create_instance_from_config({"camera_name": "simulation"})[0] for _ in range(2)]
+    client.get_instance_stream("simulation_sp")
+    assert set(client.get_server_info()["active_instances"]) == {*ids, "simulation_sp"}
+    client.stop_all_instances()
+    info = client.get_server_info()
+    assert info["active_instances"] == [] and info["instances"] == {}
+    assert {*ids, "simulation_sp"} <= set(info["finished_instances"])
+    assert client.get_address() == client.get_address().rstrip("/")

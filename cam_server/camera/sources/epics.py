@@ -219,7 +219,8 @@ class EpicsCameraSource:
             return max(deadline - time.monotonic(), 0.01)
 
         init = self._pvs["INIT"]
-        status = init.get(as_string=True, timeout=remaining()) if init.wait_for_connection(remaining()) else None
+        status = (init.get(as_string=True, timeout=remaining(), use_monitor=False)
+                  if init.wait_for_connection(remaining()) else None)
         if status is None:
             raise CameraOffline(f"Camera with prefix {self.prefix} is offline")
         if status != "INIT":
@@ -231,7 +232,7 @@ class EpicsCameraSource:
                 raise CameraOffline(f"Camera with prefix {self.prefix} is offline "
                                     f"({names[suffix]} did not connect within {self.connection_timeout:g} s)")
         for suffix in ("WIDTH", "HEIGHT"):
-            value = self._pvs[suffix].get(timeout=remaining())
+            value = self._pvs[suffix].get(timeout=remaining(), use_monitor=False)
             if value is None:
                 raise CameraOffline(f"Camera with prefix {self.prefix} is offline "
                                     f"(no value from {names[suffix]} within {self.connection_timeout:g} s)")

@@ -60,10 +60,3 @@ class SimulationSource:
     def close(self) -> None:
         pass
 
-
-def single_simulated_frame(config: CameraConfig) -> np.ndarray:
-    """One frame from a fresh simulation (the one-off image request of a camera that is not streaming)."""
-    width, height = simulation_geometry(config)
-    beam = SimulatedBeam(size_x=width, size_y=height, dtype=np.dtype(config.dtype).name,
-                         image_type=config.image_type or "beam")
-    return beam.next_frame()
