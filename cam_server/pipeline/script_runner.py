@@ -121,14 +121,19 @@ def load_script(path_or_name: str, scripts_folder: str | os.PathLike | None,
         signature = inspect.signature(run)
     except (TypeError, ValueError):
         return run, ""
-    try:
-        signature.bind(None, None, None)
-    except TypeError:
-        raise UserScriptError(f"'run' in {where} must accept (stop_event, parameters, sender); "
-                              f"its signature is run{signature}") from None
     params = list(signature.parameters.values())
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(positional) >= 4 or any(p.kind is p.VAR_POSITIONAL for p in params):
+    takes_more = len(positional) >= 4 or any(p.kind is p.VAR_POSITIONAL for p in params)
+    for n_args in ((3, 4) if takes_more else (3,)):
+        try:
+            signature.bind(*([None] * n_args))
+            break
+        except TypeError:
+            continue
+    else:
+        raise UserScriptError(f"'run' in {where} must accept (stop_event, parameters, sender[, context]); "
+                              f"its signature is run{signature}")
+    if takes_more:
         return run, "positional"
     if "context" in signature.parameters or any(p.kind is p.VAR_KEYWORD for p in params):
         return run, "keyword"

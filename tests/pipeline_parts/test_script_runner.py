@@ -35,13 +35,17 @@ def test_script_runs_sends_sees_live_parameters_and_stops(tmp_path):
     result = {}
 
     def target():
-        result["sender"] = run_script("counter", tmp_path, stop, lambda: params,
-                                      lambda d, p, t: sent.append((d, p, t)), client_count=lambda: 3,
-                                      instance_id="inst")
+        try:
+            result["sender"] = run_script("counter", tmp_path, stop, lambda: params,
+                                          lambda d, p, t: sent.append((d, p, t)), client_count=lambda: 3,
+                                          instance_id="inst")
+        except Exception as ex:
+            result["error"] = ex
 
     thread = threading.Thread(target=target)
     thread.start()
-    wait_until(lambda: len(sent) >= 5, 10, "first messages")
+    wait_until(lambda: len(sent) >= 5 or "error" in result, 10, "first messages")
+    assert "error" not in result
     params = {"gain": 7}  # a config update: the script sees it on its next access
     wait_until(lambda: sent[-1][0]["gain"] == 7, 10, "updated parameter seen")
     stop.set()
@@ -96,7 +100,7 @@ def test_interface_errors(tmp_path):
         run_script("norun", tmp_path, threading.Event(), dict, lambda *a: None)
     _script(tmp_path, "tworun.py", "def run(stop_event, parameters):\n    pass\n")
     with pytest.raises(UserScriptError, match=r"'run' in script tworun\.py must accept \(stop_event, parameters, "
-                                              r"sender\); its signature is run\(stop_event, parameters\)"):
+                                              r"sender\[, context\]\); its signature is run\(stop_event, parameters\)"):
         run_script("tworun", tmp_path, threading.Event(), dict, lambda *a: None)
     _script(tmp_path, "syn.py", "def run(a, b, c)\n    pass\n")
     with pytest.raises(UserScriptError, match=r"syntax error in script syn\.py line 1"):
