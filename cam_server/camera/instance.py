@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 import time
 from typing import Any
@@ -30,14 +31,18 @@ EXIT_ERROR = 1
 READ_TIMEOUT = 0.2  # seconds; bounds how late a stop request or config change is seen
 
 
+# Not "/tmp/cam_server": a folder of that name would shadow the package for scripts run from /tmp.
+IPC_FOLDER = os.path.join(tempfile.gettempdir(), "cam_server-ipc")
+
+
 def ipc_address(name: str, port: int) -> str:
-    return f"ipc:///tmp/cam_server/{name}-{port}"
+    return f"ipc://{IPC_FOLDER}/{name}-{port}"
 
 
 def bind_address(config: CameraConfig, port: int) -> str:
     """The endpoint the instance binds (tcp on all interfaces, or an ipc path)."""
     if config.protocol == "ipc":
-        os.makedirs("/tmp/cam_server", exist_ok=True)
+        os.makedirs(IPC_FOLDER, exist_ok=True)
         return ipc_address(config.name or "camera", port)
     return f"tcp://*:{port}"
 

@@ -107,7 +107,7 @@ def test_other_dtype_and_simulated_pulse_id(client: CamClient) -> None:
 def test_ipc_protocol(client: CamClient) -> None:
     client.set_camera_config("ipc_cam", {**IDENTITY, "protocol": "ipc"})
     stream = client.get_instance_stream("ipc_cam")
-    assert stream.startswith("ipc:///tmp/cam_server/ipc_cam-")
+    assert stream.startswith("ipc:///tmp/cam_server-ipc/ipc_cam-")
     (message,) = receive(stream)
     assert values(message)["image"].shape == (48, 64)
     client.delete_camera_config("ipc_cam")
