@@ -164,6 +164,9 @@ def main() -> None:
     parser.add_argument("--transport", choices=("ipc", "tcp"), default="ipc", help="camera → pipeline transport")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from cam_server.pipeline.instance import _configure_memory
+
+    _configure_memory()  # the client receives multi-MB frames too: same allocator settings as the instance
 
     columns = ["size", "rate", "threads", "sent/s", "delivered/s", "missing", "sent-delivered", "p50 ms", "p99 ms",
                "max ms", "cpu %", "rss MB"]

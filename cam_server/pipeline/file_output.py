@@ -95,13 +95,10 @@ def normalize_value(value: Any) -> np.ndarray | None:
 
 
 def _fill_for(dtype: np.dtype) -> Any:
-    if dtype.kind in "fc":
-        return np.nan
-    if dtype.kind == "b":
-        return False
+    """Fill value of the dataset's own dtype (h5py cannot convert a float NaN into a complex fill)."""
     if dtype.kind == "O":
         return None
-    return 0
+    return np.array(np.nan if dtype.kind in "fc" else 0, dtype=dtype)[()]
 
 
 class _Column:
@@ -193,7 +190,7 @@ class FileWriter:
     (:attr:`done`). A channel whose shape/dtype changes is written to a new dataset with ``change=True``;
     with ``change=False`` that channel is marked invalid in the row, the rest of the row is written, and
     :class:`FileOutputError` is raised naming the channel and both formats. The file is refused if it
-    exists, unless ``overwrite``.
+    exists, unless ``overwrite``. Not thread-safe: one thread writes.
     """
 
     def __init__(self, file: str | os.PathLike, layout: str = "DEFAULT", localtime: bool = True,
@@ -218,6 +215,7 @@ class FileWriter:
             os.makedirs(parent, exist_ok=True)
             self._file = h5py.File(self.path, "w" if overwrite else "w-")
         except (OSError, ValueError) as ex:
+            self._closed = True
             if os.path.exists(self.path) and not overwrite:
                 raise FileOutputError(f"FILE output: {self.path} already exists (refusing to overwrite)") from None
             raise FileOutputError(f"FILE output: cannot create {self.path}: {ex}") from None

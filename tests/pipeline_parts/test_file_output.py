@@ -227,3 +227,15 @@ def test_bad_values_names_and_settings(tmp_path):
     w.close()
     with pytest.raises(FileOutputError, match="is closed"):
         w.write(1, (T0, 0), {"a": 1})
+
+
+def test_complex_string_arrays_and_numpy_scalars(tmp_path):
+    path = tmp_path / "types.h5"
+    with FileWriter(path) as w:
+        w.write(1, (T0, 0), {"c": np.complex64(1 + 2j), "s": np.array(["a", "bb"]), "i8": np.int8(-3)})
+        w.write(2, (T0, 0), {"c": None, "s": ["c", "d"], "i8": np.int8(4)})
+    with h5py.File(path, "r") as f:
+        assert f["data/c/data"].dtype == np.complex64 and f["data/c/data"][0] == 1 + 2j
+        assert np.isnan(f["data/c/data"][1].real)
+        assert [[x.decode() for x in row] for row in f["data/s/data"][:]] == [["a", "bb"], ["c", "d"]]
+        assert f["data/i8/data"].dtype == np.int8 and f["data/i8/data"][:].tolist() == [-3, 4]

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from cam_server.camera.sources.base import CameraOffline, RawFrame
+from cam_server.camera.sources.base import CameraOffline, FrameSource, RawFrame
 from cam_server.common.errors import InvalidConfig
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,27 @@ EPICS_ENVIRONMENT_DEFAULTS = {
 }
 
 
+_fork_guard_installed = False
+
+
+def _warn_if_forking_with_ca() -> None:
+    """A forked child inherits the parent's CA context threads and sockets in a broken state."""
+    import epics.ca
+
+    if epics.ca.libca is not None:
+        log.error("os.fork() in a process that holds an EPICS Channel Access context: the child must not use "
+                  "EPICS; start camera processes with the multiprocessing 'spawn' method")
+
+
 def configure_epics_environment() -> None:
     """Set EPICS defaults (``setdefault``: the deployment's own values win) before the first CA context exists.
 
     libca reads the environment once, when the context is created, so a call after the first PV has no effect.
     """
+    global _fork_guard_installed
+    if not _fork_guard_installed:
+        os.register_at_fork(before=_warn_if_forking_with_ca)
+        _fork_guard_installed = True
     changed = [key for key in EPICS_ENVIRONMENT_DEFAULTS if key not in os.environ]
     for key in changed:
         os.environ[key] = EPICS_ENVIRONMENT_DEFAULTS[key]
@@ -93,7 +109,7 @@ def _parse_config(config: Mapping[str, Any]) -> tuple[str, np.dtype, float]:
     dtype_name = config.get("dtype") or DEFAULT_DTYPE
     try:
         dtype = np.dtype(dtype_name)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise InvalidConfig(f"camera 'dtype' {dtype_name!r} is not a numpy dtype") from exc
     if dtype.kind not in "iuf":
         raise InvalidConfig(f"camera 'dtype' {dtype_name!r} must be an integer or float type")
@@ -104,7 +120,7 @@ def _parse_config(config: Mapping[str, Any]) -> tuple[str, np.dtype, float]:
     return prefix.strip(), dtype, float(timeout)
 
 
-class EpicsCameraSource:
+class EpicsCameraSource(FrameSource):
     """A :class:`~cam_server.camera.sources.base.FrameSource` reading an EPICS camera IOC over Channel Access."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
