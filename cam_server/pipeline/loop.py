@@ -24,6 +24,7 @@ from cam_server.pipeline.output import OutputStream
 log = logging.getLogger(__name__)
 
 ERROR_REPORT_INTERVAL_S = 1.0
+RATE_STALE_S = 2.0
 
 
 class Handler(Protocol):
@@ -102,9 +103,11 @@ class InstanceLoop:
                 self.end_reason = "no clients connected"
                 return
             message = source.receive()
-            if message is None:
+            if message is None:  # receive timeout (about 1 s)
                 if self._ended.is_set():
                     return
+                if time.time() - stats.get("last_frame_time") > RATE_STALE_S:
+                    stats.set("rate", 0.0)  # the rate meter only updates when messages are sent
                 continue
             stats.add("frames_in")
             try:

@@ -24,6 +24,7 @@ import zmq
 
 from cam_server.bsread import PUB, PUSH, Sender
 from cam_server.bsread.channels import ChannelError, derived_header
+from cam_server.bsread.endpoints import BIND, CONNECT
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,12 @@ class OutputStream:
         self.queue_size = int(config.get("queue_size") or 10)
         # A blocking send gives up after BLOCK_TIMEOUT_MS (frame counted as dropped) so that a stuck client
         # never stops the loop from seeing stop requests and config changes.
-        self._sender = Sender(queue_size=self.queue_size, address=endpoint, port=None,
-                              mode=PUSH if mode == "PUSH" else PUB, block=self.block,
-                              send_timeout=BLOCK_TIMEOUT_MS if self.block else None, context=context)
+        # output_stream: send to someone else's bound socket (e.g. a fan-in pipeline) instead of binding ours.
+        target = config.get("output_stream")
+        self._sender = Sender(queue_size=self.queue_size, address=str(target or endpoint), port=None,
+                              conn_type=CONNECT if target else BIND, mode=PUSH if mode == "PUSH" else PUB,
+                              block=self.block, send_timeout=BLOCK_TIMEOUT_MS if self.block else None,
+                              context=context)
         timeout = config.get("no_client_timeout", DEFAULT_NO_CLIENT_TIMEOUT)
         self._no_client_timeout = DEFAULT_NO_CLIENT_TIMEOUT if timeout is None else float(timeout)
         self._no_clients = threading.Event()

@@ -1,11 +1,17 @@
-"""Batched Levenberg-Marquardt fit of ``offset + amplitude·exp(-(x-mean)²/(2σ²))`` (spec 3.2).
+"""Least-squares fit of ``offset + amplitude·exp(-(x-mean)²/(2σ²))`` to profiles, in batches (spec 3.2).
 
 Why not ``scipy.optimize.curve_fit``: its per-call overhead (~200 µs) dominates the per-frame budget, and a frame
-needs 2 to 4 fits (x, y, good region) plus one per slice. Fitting all profiles of one frame in one vectorised LM
-loop (rows padded to a common length and masked) costs a handful of numpy calls per iteration for all of them.
-The algorithm is Marquardt's (damping scaled by diag(JᵀJ), like MINPACK's lmder behind curve_fit), it starts from
-the spec's initial guesses and converges to the same least-squares minimum. On any failure (non-finite input, fewer
-than 4 points, singular system, no convergence within the evaluation budget) the initial guesses are returned.
+needs 2 to 4 fits (x, y, good region) plus one per slice. All profiles of a call are padded to a common length
+(edge values repeated, so min/max/argmax/trapezoid are unchanged) and solved together:
+
+1. the spec's initial guesses for every row (vectorised, identical to :func:`initial_guess`);
+2. the fast path (:mod:`cam_server.processing.gauss_newton`): Newton from a half-maximum estimate, 3-6 iterations
+   to the least-squares minimum of the full profile (~1e-9 relative);
+3. the rows it gives up on go to the robust Levenberg-Marquardt from the spec's guesses
+   (:mod:`cam_server.processing.gauss_lm`), the algorithm of the original;
+4. on any failure (non-finite input, fewer than 4 points, zero amplitude or width, singular system, no
+   convergence) the spec's initial guesses are returned.
+
 Profiles are fitted in float64 (the original converted them to float32 — precision loss above ~1.7e7).
 """
 
@@ -15,10 +21,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-FTOL = 1.49012e-08  # scipy's leastsq default ftol / xtol
-XTOL = 1.49012e-08
-MAX_EVALUATIONS = 1000  # scipy's default maxfev for 4 parameters: 200·(4+1)
+from cam_server.processing.gauss_lm import FTOL, MAX_EVALUATIONS, XTOL, levenberg_marquardt
+from cam_server.processing.gauss_newton import newton_fit, start_estimate
+
+__all__ = ["FTOL", "XTOL", "MAX_EVALUATIONS", "GaussResult", "initial_guess", "gaussian", "fit_many", "fit_profiles",
+           "gauss_fit"]
+
 _SQRT_2PI = float(np.sqrt(2.0 * np.pi))
+_MIN_POINTS = 4  # fewer points than parameters: no fit
 
 GaussResult = tuple[np.ndarray, float, float, float, float]
 
@@ -44,41 +54,49 @@ def gaussian(axis: np.ndarray, offset: float, amplitude: float, mean: float, sig
         return offset + amplitude * np.exp(-((x - mean) ** 2) / (2.0 * sigma * sigma))
 
 
-def _curve(axis: np.ndarray, params: Sequence[float]) -> np.ndarray:
-    curve = gaussian(axis, *params)
-    # The curve follows the axis dtype (float32 axes -> float32 curve), as in the original.
-    if axis.dtype.kind == "f" and axis.dtype != np.float64:
-        return curve.astype(axis.dtype)
-    return curve
-
-
 def fit_many(problems: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[GaussResult]:
     """Fit each (axis, profile) pair; returns (curve, offset, amplitude, mean, abs(sigma)) per pair.
 
     Raises ValueError when an axis and its profile differ in length (spec: "Invalid axis passed").
     """
-    count = len(problems)
-    guesses: list[tuple[float, float, float, float]] = []
-    fittable: list[int] = []
-    for i, (axis, profile) in enumerate(problems):
+    for axis, profile in problems:
         if len(axis) != len(profile):
             raise ValueError(f"Invalid axis passed: axis length {len(axis)} != profile length {len(profile)}")
-        guess = initial_guess(axis, profile)
-        guesses.append(guess)
-        if len(profile) >= 4 and np.all(np.isfinite(guess)) and guess[1] != 0 and guess[3] != 0:
-            fittable.append(i)
-    params: list[tuple[float, float, float, float]] = list(guesses)
-    if fittable:
-        fitted = _levenberg_marquardt([problems[i] for i in fittable], np.array([guesses[i] for i in fittable]))
-        for j, i in enumerate(fittable):
-            if fitted[j] is not None:
-                params[i] = fitted[j]
-    results: list[GaussResult] = []
-    for i in range(count):
-        offset, amplitude, mean, sigma = params[i]
-        results.append((_curve(problems[i][0], params[i]), float(offset), float(amplitude), float(mean),
-                        float(abs(sigma))))
-    return results
+    if not problems:
+        return []
+    lengths = np.array([len(profile) for _, profile in problems], dtype=np.intp)
+    width = max(int(lengths.max()), 1)
+    x = np.empty((len(problems), width))
+    y = np.empty((len(problems), width))
+    for row, (axis, profile) in enumerate(problems):
+        n = len(profile)
+        if n == 0:
+            x[row] = np.nan
+            y[row] = np.nan
+            continue
+        x[row, :n] = axis
+        y[row, :n] = profile
+        if n < width:  # edge padding keeps min, max, first argmax and the trapezoid integral
+            x[row, n:] = x[row, n - 1]
+            y[row, n:] = y[row, n - 1]
+    return _fit_packed(x, y, lengths, [axis for axis, _ in problems], problems)
+
+
+def fit_profiles(axis: np.ndarray, profiles: np.ndarray) -> list[GaussResult]:
+    """Fit every row of ``profiles`` (K, N) on the same ``axis`` (N); same results as :func:`fit_many`."""
+    profiles = np.asarray(profiles)
+    if profiles.ndim != 2 or profiles.shape[1] != len(axis):
+        raise ValueError(f"Invalid axis passed: axis length {len(axis)} != profile length "
+                         f"{profiles.shape[-1] if profiles.ndim else 0}")
+    count, width = profiles.shape
+    if count == 0:
+        return []
+    if width == 0:
+        return fit_many([(axis, row) for row in profiles])
+    x = np.broadcast_to(np.asarray(axis, dtype=np.float64), (count, width))
+    y = profiles.astype(np.float64)
+    return _fit_packed(x, y, np.full(count, width, dtype=np.intp), [axis] * count,
+                       lambda rows: [(axis, profiles[i]) for i in rows])
 
 
 def gauss_fit(axis: np.ndarray, profile: np.ndarray) -> GaussResult:
@@ -86,129 +104,56 @@ def gauss_fit(axis: np.ndarray, profile: np.ndarray) -> GaussResult:
     return fit_many([(axis, profile)])[0]
 
 
-def _levenberg_marquardt(problems: Sequence[tuple[np.ndarray, np.ndarray]], p0: np.ndarray
-                         ) -> list[tuple[float, float, float, float] | None]:
-    """Vectorised LM over B problems padded to a common length; None for a problem that failed."""
-    batch = len(problems)
-    length = max(len(p) for _, p in problems)
-    x = np.zeros((batch, length))
-    y = np.zeros((batch, length))
-    mask = None
-    for b, (axis, profile) in enumerate(problems):
-        n = len(profile)
-        x[b, :n] = axis
-        y[b, :n] = profile
-        if n != length:
-            if mask is None:
-                mask = np.ones((batch, length))
-            mask[b, n:] = 0.0
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        # Non-finite data: fit only the clean rows (rare path, keep it simple by recursion on them).
-        good = [b for b in range(batch) if np.isfinite(x[b]).all() and np.isfinite(y[b]).all()]
-        out: list[tuple[float, float, float, float] | None] = [None] * batch
-        if good:
-            sub = _levenberg_marquardt([problems[b] for b in good], p0[good])
-            for j, b in enumerate(good):
-                out[b] = sub[j]
-        return out
-
-    p = p0.astype(np.float64).copy()
-    jac = np.empty((batch, 4, length))
-    jac[:, 0, :] = 1.0 if mask is None else mask
-
-    def evaluate(params: np.ndarray, jout: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Residuals (B, N) and cost (B,); fills rows 1..3 of jout with the Jacobian of the model."""
-        offset = params[:, 0:1]
-        amplitude = params[:, 1:2]
-        mean = params[:, 2:3]
-        inv_var = 1.0 / (params[:, 3:4] * params[:, 3:4])
-        d = x - mean
-        e = jout[:, 1, :]
-        np.multiply(d, d, out=e)
-        e *= -0.5 * inv_var
-        np.exp(e, out=e)
-        if mask is not None:
-            e *= mask
-        residual = y - offset
-        residual -= amplitude * e
-        if mask is not None:
-            residual *= mask
-        dm = jout[:, 2, :]
-        np.multiply(e, amplitude * inv_var, out=dm)
-        dm *= d
-        ds = jout[:, 3, :]
-        np.multiply(dm, d, out=ds)
-        ds /= params[:, 3:4]
-        cost = np.einsum("bn,bn->b", residual, residual)
-        return residual, cost
-
+def _initial_guesses(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spec guesses of every padded row as (B, 4), plus the first argmax index and the maximum per row."""
+    batch = len(y)
+    low = y.min(axis=1)
+    peak = y.argmax(axis=1)
+    high = y[np.arange(batch), peak]
+    guesses = np.empty((batch, 4))
+    guesses[:, 0] = low
+    guesses[:, 1] = high - low
+    guesses[:, 2] = x[np.arange(batch), peak]
     with np.errstate(all="ignore"):
-        residual, cost = evaluate(p, jac)
-        trial_jac = jac.copy()
-        lam = np.full(batch, 1e-3)
-        nu = np.full(batch, 2.0)
-        scale = np.zeros((batch, 4))
-        active = np.isfinite(cost)
-        failed = ~active
-        evaluations = 1
-        while evaluations < MAX_EVALUATIONS:
-            system = np.matmul(jac, jac.transpose(0, 2, 1))
-            grad = np.matmul(jac, residual[:, :, None])
-            flat = system.reshape(batch, 16)
-            np.maximum(scale, flat[:, ::5], out=scale)
-            scale[scale == 0.0] = 1.0
-            damping = lam[:, None] * scale
-            flat[:, ::5] += damping
-            try:
-                step = np.linalg.solve(system, grad)[:, :, 0]
-            except np.linalg.LinAlgError:
-                step = _solve_each(system, grad[:, :, 0], failed)
-                active &= ~failed
-            grad = grad[:, :, 0]
-            trial = p + step
-            trial_residual, trial_cost = evaluate(trial, trial_jac)
-            evaluations += 1
-            # Predicted reduction of the linearised cost: (A + λD)δ = g  =>  2δᵀg − δᵀAδ = δᵀg + λδᵀDδ.
-            predicted = np.einsum("bi,bi->b", step, grad + damping * step)
-            reduction = cost - trial_cost
-            accept = active & (trial_cost < cost)
-            small_step = np.max(np.abs(step) / (np.abs(p) + XTOL), axis=1) <= XTOL
-            converged = (((np.abs(reduction) <= FTOL * cost) & (predicted <= FTOL * cost))
-                         | small_step | (cost == 0.0) | (lam > 1e16))
-            if accept.all():
-                p, trial = trial, p
-                residual, trial_residual = trial_residual, residual
-                cost = trial_cost
-                jac, trial_jac = trial_jac, jac
-            elif accept.any():
-                p[accept] = trial[accept]
-                residual[accept] = trial_residual[accept]
-                cost[accept] = trial_cost[accept]
-                jac[accept] = trial_jac[accept]
-            # Nielsen's damping update: shrink by how well the linear model predicted the gain, grow
-            # geometrically on consecutive failures (far fewer evaluations than a fixed x10 / /10 rule).
-            gain = reduction / np.where(predicted > 0, predicted, np.inf)
-            shrink = np.maximum(1.0 / 3.0, 1.0 - (2.0 * gain - 1.0) ** 3)
-            lam = np.where(accept, lam * shrink, lam * nu)
-            nu = np.where(accept, 2.0, nu * 2.0)
-            np.maximum(lam, 1e-12, out=lam)
-            # Converged / stuck problems are frozen by zeroing their rows' future steps via a huge damping.
-            active &= ~converged
-            if not active.any():
-                break
-            lam[~active] = 1e30
-        failed |= active  # evaluation budget exhausted -> no convergence
-        failed |= ~np.isfinite(p).all(axis=1)
-    return [None if failed[b] else (float(p[b, 0]), float(p[b, 1]), float(p[b, 2]), float(p[b, 3]))
-            for b in range(batch)]
+        shifted = y - low[:, None]
+        integral = (np.diff(x, axis=1) * (shifted[:, 1:] + shifted[:, :-1]) / 2.0).sum(axis=1)
+        guesses[:, 3] = integral / (guesses[:, 1] * _SQRT_2PI)
+    return guesses, peak, high
 
 
-def _solve_each(system: np.ndarray, grad: np.ndarray, failed: np.ndarray) -> np.ndarray:
-    """Per-problem fallback when the batched solve hits a singular system; marks those problems failed."""
-    step = np.zeros_like(grad)
-    for b in range(len(grad)):
-        try:
-            step[b] = np.linalg.solve(system[b], grad[b])
-        except np.linalg.LinAlgError:
-            failed[b] = True
-    return step
+def _fit_packed(x: np.ndarray, y: np.ndarray, lengths: np.ndarray, axes: Sequence[np.ndarray], problems) -> list[
+        GaussResult]:
+    """Steps 1-4 of the module docstring on padded rows; ``problems`` (list or row -> problems) feeds the LM."""
+    guesses, peak, high = _initial_guesses(x, y)
+    params = guesses.copy()
+    fittable = (lengths >= _MIN_POINTS) & np.isfinite(guesses).all(axis=1) & (guesses[:, 1] != 0) & (
+        guesses[:, 3] != 0)
+    if fittable.any():
+        rows = np.flatnonzero(fittable)
+        every = len(rows) == len(lengths)
+        fx, fy, flen = (x, y, lengths) if every else (x[rows], y[rows], lengths[rows])
+        mask = None
+        if (flen != fx.shape[1]).any():
+            mask = (np.arange(fx.shape[1]) < flen[:, None]).astype(np.float64)
+        start = start_estimate(fx, fy, flen, peak[rows], high[rows])
+        fitted, failed = newton_fit(fx, fy, mask, start)
+        good = ~failed
+        params[rows[good]] = fitted[good]
+        retry = rows[failed]
+        if retry.size:
+            chosen = problems(retry) if callable(problems) else [problems[i] for i in retry]
+            for i, result in zip(retry, levenberg_marquardt(chosen, guesses[retry]), strict=True):
+                if result is not None:
+                    params[i] = result
+    with np.errstate(all="ignore"):
+        offset, amplitude, mean, sigma = (params[:, i:i + 1] for i in range(4))
+        curves = offset + amplitude * np.exp(-((x - mean) ** 2) / (2.0 * sigma * sigma))
+    results: list[GaussResult] = []
+    for row, axis in enumerate(axes):
+        curve = curves[row, :lengths[row]]
+        # The curve follows the axis dtype (float32 axes -> float32 curve), as in the original.
+        if axis.dtype.kind == "f" and axis.dtype != np.float64:
+            curve = curve.astype(axis.dtype)
+        o, a, m, s = params[row].tolist()
+        results.append((curve, o, a, m, abs(s)))
+    return results

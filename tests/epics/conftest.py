@@ -1,7 +1,8 @@
 """Fixtures for EPICS tests: a loopback-only namespace, the EPICS client environment, simulated camera IOCs.
 
 Reuse from another test module in this folder: request ``start_ioc`` (a factory) or ``camera_ioc`` (a default
-1280x1024 uint16 IOC at 20 Hz). Every IOC started through them is stopped by PID at the end of the test.
+1280x1024 uint16 IOC at 20 Hz); both include ``epics_client_env``. A test that uses Channel Access without an IOC
+requests ``epics_client_env`` itself. Every IOC started through them is stopped by PID at the end of the test.
 """
 
 from __future__ import annotations
@@ -16,18 +17,19 @@ from tests.helpers.net import EPICS_ENV, require_loopback_netns
 from tests.ioc.process import CameraIoc, unique_prefix
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def epics_client_env() -> None:
     """Skip/fail outside a loopback-only namespace; give this (client) process the EPICS environment.
 
-    Must run before the first Channel Access context of the process exists, which is why it is autouse here.
+    Every test that talks Channel Access requests it (directly or through ``start_ioc``), so it runs before the
+    first CA context of the process exists.
     """
     require_loopback_netns()
     os.environ.update(EPICS_ENV)
 
 
 @pytest.fixture
-def start_ioc(tmp_path: Path) -> Iterator[Callable[..., CameraIoc]]:
+def start_ioc(epics_client_env: None, tmp_path: Path) -> Iterator[Callable[..., CameraIoc]]:
     """Factory: ``start_ioc(width=1280, height=1024, rate=20.0, dtype="uint16", ftvl=None, max_pixels=None,
     prefix=None) -> CameraIoc`` (already serving). All of them are stopped by PID at teardown."""
     started: list[CameraIoc] = []

@@ -151,6 +151,7 @@ def test_not_initialised_and_back_online(start_ioc, connected):
     wait_until(lambda: source.status == expected, 10, "the status to show the camera went offline")
 
 
+@pytest.mark.usefixtures("epics_client_env")
 def test_nonexistent_prefix_is_offline_within_timeout():
     prefix = f"NOSUCH{time.monotonic_ns()}:CAM"
     source = EpicsCameraSource({"source": prefix, "connection_timeout": 1.0})

@@ -162,3 +162,10 @@ def test_live_change_of_input_stream_reconnects(tmp_path):
         assert receive(rx, 1)[0].data.pulse_id < 500000
         inst.update(input_stream=second.address)
         receive_until(rx, lambda m: m.data.pulse_id >= 500000)
+
+
+def test_start_fails_clearly_when_camera_server_is_down(tmp_path):
+    with pipeline(tmp_path) as inst:  # no camera stream given and nothing listening at cam_server_url
+        assert inst.wait_exit() == 1
+        error = inst.info()["last_error"]
+        assert "Cannot reach camera server" in error and "'fake'" in error

@@ -127,3 +127,15 @@ def test_buffer_size_holds_messages_until_a_client_reads(tmp_path, camera):
         # the oldest messages were kept: the first 20+ arrive in sequence from the instance's start
         assert pids[:20] == list(range(pids[0], pids[0] + 20))
         assert pids[0] <= first_in + 5
+
+
+def test_output_stream_connects_to_a_bound_receiver(tmp_path, camera):
+    from cam_server.bsread import Source
+    from cam_server.bsread.endpoints import BIND
+    from tests.helpers.net import free_port
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with Source(address=address, mode=PULL, conn_type=BIND, receive_timeout=200) as rx, \
+            pipeline(tmp_path, camera, output_stream=address, mode="PUSH", function="transparent") as inst:
+        assert values(receive(rx, 2)[-1])["width"] == 80
+        assert inst.stats()["clients"] == 1

@@ -188,3 +188,12 @@ def test_processing_parameters_are_the_expanded_config(tmp_path, camera):
     assert params["camera_name"] == "fake"
     for key in ("no_client_timeout", "queue_size", "mode", "block"):
         assert params[key] == config[key]
+
+
+def test_good_region_and_slices_channels_are_produced(tmp_path, camera):
+    out = one_output(tmp_path, camera, image_good_region={"threshold": 0.3},
+                     image_slices={"number_of_slices": 3, "orientation": "vertical"})
+    assert out["gr_x_fit_mean"] == pytest.approx(30.0, abs=0.5)
+    assert out["gr_y_fit_mean"] == pytest.approx(40.0, abs=0.5)
+    assert out["slice_amount"] == 3
+    assert "slice_2_center_x" in out

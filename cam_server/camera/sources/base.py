@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from cam_server.common.errors import SourceUnavailable
+
 
 @dataclass
 class RawFrame:
@@ -20,7 +22,7 @@ class RawFrame:
     extra: dict[str, Any] | None = None  # additional channels (bsread sources)
 
 
-class CameraOffline(RuntimeError):
+class CameraOffline(SourceUnavailable, RuntimeError):
     """The camera cannot be reached or is not ready; the message says which and why."""
 
 

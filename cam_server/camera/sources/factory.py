@@ -18,7 +18,8 @@ def create_source(config: CameraConfig) -> FrameSource:
 
         return BsreadCameraSource(config)
     if config.source_type == "epics":
-        from cam_server.camera.sources.epics import EpicsCameraSource
+        from cam_server.camera.sources.epics import EpicsCameraSource, configure_epics_environment
 
+        configure_epics_environment()  # before the first PV of this process is created
         return EpicsCameraSource(config.to_dict())
     raise InvalidConfig(f"Invalid camera config: 'source_type' {config.source_type!r} is not supported.")
