@@ -7,9 +7,15 @@ The camera is a separate process (bsread PUB, the six camera channels, uint16 ga
 from a few pre-generated arrays) sending at the given rate or as fast as it can ("max"); it binds an ipc://
 endpoint (or tcp) that the pipeline instance (a real forkserver child running ``run_instance``) reads. The client
 (this process) SUBscribes to the pipeline output over tcp on 127.0.0.1. Latency = client receive time − the
-camera's send timestamp carried through the pipeline (same host clock). Reported per case: camera frames sent,
-frames delivered/s, drops (sent − delivered), p50/p99/max latency, pipeline CPU % (of one core) and RSS.
-The first second is warm-up and not counted.
+camera's send timestamp carried through the pipeline (same host clock). Reported per case:
+- camera/s: messages the camera offered per second (at "max" its PUB socket silently discards what the pipeline
+  cannot take, so this is not a delivery rate),
+- delivered/s: messages the client received per second,
+- missing: gaps in the delivered pulse ids (frames lost anywhere on the path),
+- sent-delivered: camera messages minus delivered ones in the window (includes frames still in flight),
+- p50/p99/max latency, pipeline CPU % (all its threads, 100 = one core) and RSS at the end, and the CPU % of
+  the camera and client processes (all three share the machine).
+The first second is warm-up and not counted. At "max" the latency is queueing time (HWM-deep queues are full).
 """
 
 from __future__ import annotations
@@ -114,6 +120,8 @@ def run_case(width: int, height: int, rate: float | None, duration: float, threa
     latencies: list[float] = []
     pids: list[int] = []
     proc = psutil.Process(instance.pid)
+    camera_proc = psutil.Process(camera.pid)
+    client_proc = psutil.Process()
     try:
         while client.receive() is None and instance.is_alive():  # wait for the first frame
             pass
@@ -122,7 +130,8 @@ def run_case(width: int, height: int, rate: float | None, duration: float, threa
         while time.monotonic() < warm:
             client.receive()
         sent_start = sent.value
-        proc.cpu_percent(None)
+        for p in (proc, camera_proc, client_proc):
+            p.cpu_percent(None)
         end = warm + duration
         while time.monotonic() < end:
             message = client.receive()
@@ -133,6 +142,7 @@ def run_case(width: int, height: int, rate: float | None, duration: float, threa
             latencies.append(now - (data.global_timestamp + data.global_timestamp_offset * 1e-9))
             pids.append(data.pulse_id)
         cpu = proc.cpu_percent(None)
+        camera_cpu, client_cpu = camera_proc.cpu_percent(None), client_proc.cpu_percent(None)
         rss = proc.memory_info().rss
         sent_count = sent.value - sent_start
         stats = instance.info()["statistics"]
@@ -146,10 +156,11 @@ def run_case(width: int, height: int, rate: float | None, duration: float, threa
     expected = (pids[-1] - pids[0] + 1) if pids else 0
     return {
         "size": f"{width}x{height}", "rate": "max" if not rate else f"{rate:g} Hz", "threads": threads,
-        "sent/s": sent_count / duration, "delivered/s": len(pids) / duration,
+        "camera/s": sent_count / duration, "delivered/s": len(pids) / duration,
         "missing": expected - len(pids), "sent-delivered": sent_count - len(pids),
         "p50 ms": float(np.percentile(lat, 50)), "p99 ms": float(np.percentile(lat, 99)),
         "max ms": float(lat.max()), "cpu %": cpu, "rss MB": rss / 1e6,
+        "camera cpu %": camera_cpu, "client cpu %": client_cpu,
         "in": stats["frames_in"], "out": stats["frames_out"], "dropped": stats["dropped"],
     }
 
@@ -164,12 +175,12 @@ def main() -> None:
     parser.add_argument("--transport", choices=("ipc", "tcp"), default="ipc", help="camera → pipeline transport")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from cam_server.pipeline.instance import _configure_memory
+    from cam_server.pipeline.instance import configure_memory
 
-    _configure_memory()  # the client receives multi-MB frames too: same allocator settings as the instance
+    configure_memory()  # the client receives multi-MB frames too: same allocator settings as the instance
 
-    columns = ["size", "rate", "threads", "sent/s", "delivered/s", "missing", "sent-delivered", "p50 ms", "p99 ms",
-               "max ms", "cpu %", "rss MB"]
+    columns = ["size", "rate", "threads", "camera/s", "delivered/s", "missing", "sent-delivered", "p50 ms", "p99 ms",
+               "max ms", "cpu %", "rss MB", "camera cpu %", "client cpu %"]
     print(f"function={args.function or 'default'} transport={args.transport} duration={args.duration:g}s "
           f"cores={os.cpu_count()}")
     print("| " + " | ".join(columns) + " |")

@@ -1,6 +1,8 @@
 """Processing cost as a ratio to one ``image.sum()`` of the same uint16 image, and simulation frame rate.
 
 Run: ``.venv/bin/python benchmarks/bench_processing.py [--repeat N]``. Prints a markdown table (min / median).
+Pre-processing gets a :class:`FrameWorkspace` as a pipeline passes it; the last column is the background case
+without one (a new frame buffer per frame).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 import numpy as np
 
 from cam_server.processing.default import preprocess_frame, process_image
+from cam_server.processing.preprocess import FrameWorkspace
 from cam_server.processing.simulation import SimulatedBeam
 
 SIZES = ((640, 480), (1280, 1024), (2560, 2160))
@@ -21,6 +24,7 @@ CASES = {
                             "image_slices": {"number_of_slices": 5, "scale": 2.0, "orientation": "vertical"}},
     "+background+threshold": {"image_background_enable": True, "image_threshold": 100.5},
 }
+NO_WORKSPACE = "+background+threshold, no workspace"
 
 
 def _time_per_call(func, number: int) -> float:
@@ -36,8 +40,9 @@ def _measure(func, repeat: int, number: int) -> list[float]:
 
 
 def bench_processing(repeat: int) -> list[str]:
-    rows = ["| size | image.sum() µs | " + " | ".join(f"{name} ratio min / median" for name in CASES) + " |",
-            "|---|---|" + "---|" * len(CASES)]
+    names = [*CASES, NO_WORKSPACE]
+    rows = ["| size | image.sum() µs | " + " | ".join(f"{name} ratio min / median" for name in names) + " |",
+            "|---|---|" + "---|" * len(names)]
     for width, height in SIZES:
         image = SimulatedBeam(width, height, seed=1).next_frame()
         image.flags.writeable = False  # as received from the stream
@@ -48,10 +53,14 @@ def bench_processing(repeat: int) -> list[str]:
         base = _measure(image.sum, repeat, number * 4)
         base_min = min(base)
         cells = []
-        for params in CASES.values():
+        for name in names:
+            params = CASES.get(name, CASES["+background+threshold"])
+            workspace = None if name == NO_WORKSPACE else FrameWorkspace()
+
             def run(params: dict = params, image: np.ndarray = image, x_axis: np.ndarray = x_axis,
-                    y_axis: np.ndarray = y_axis, background: np.ndarray = background) -> None:
-                img, xa, ya = preprocess_frame(image, x_axis, y_axis, params, background)
+                    y_axis: np.ndarray = y_axis, background: np.ndarray = background,
+                    workspace: FrameWorkspace | None = workspace) -> None:
+                img, xa, ya = preprocess_frame(image, x_axis, y_axis, params, background, workspace=workspace)
                 process_image(img, 1, (0, 0), xa, ya, params)
             times = _measure(run, repeat, number)
             cells.append(f"{min(times) / base_min:.2f} / {statistics.median(times) / statistics.median(base):.2f}")

@@ -5,14 +5,17 @@ Exit codes: 0 finished normally (stop requested, records reached, pid_range stop
 run (bad config, unreachable camera, unexpected error), 2 aborted on a processing error (``abort_on_error``).
 Every non-zero exit reports its reason through ``channel.report_error`` first.
 
-Pipeline types are separate modules; this file only picks the handler. Supported here: processing, store.
+Pipeline types are separate modules; this file only picks the runner (``PIPELINE_RUNNERS``). Supported here:
+processing, store.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -27,13 +30,20 @@ from cam_server.pipeline.output import OutputStream
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_TYPES = ("processing", "store")
 ZMQ_IO_THREADS = 2
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
+# pipeline_type → "module:function" running that type: ``function(channel, spec) -> exit code``. Types built on
+# the shared receive → handle → send loop use run_stream_pipeline; a type with its own loop (script, fanin, ...)
+# adds its own runner here. Imported lazily so an instance loads only what its type needs.
+PIPELINE_RUNNERS: dict[str, str] = {
+    "processing": "cam_server.pipeline.instance:run_stream_pipeline",
+    "store": "cam_server.pipeline.instance:run_stream_pipeline",
+}
+
 
 def make_handler(spec: InstanceSpec) -> Any:
-    """The per-message handler for the config's pipeline_type; raises CamServerError for unsupported ones."""
+    """The per-message handler of a stream-in/stream-out pipeline type (see :class:`loop.Handler`)."""
     config = spec.config
     pipeline_type = config.get("pipeline_type") or "processing"
     if pipeline_type == "processing":
@@ -44,8 +54,16 @@ def make_handler(spec: InstanceSpec) -> Any:
         from cam_server.pipeline.store_pipeline import StoreHandler
 
         return StoreHandler(config)
-    raise CamServerError(f"pipeline_type {pipeline_type!r} is not supported yet (supported: "
-                         f"{', '.join(SUPPORTED_TYPES)})")
+    raise CamServerError(f"pipeline_type {pipeline_type!r} has no message handler")
+
+
+def pipeline_runner(pipeline_type: str) -> Callable[[InstanceChannel, InstanceSpec], int]:
+    target = PIPELINE_RUNNERS.get(pipeline_type)
+    if target is None:
+        raise CamServerError(f"pipeline_type {pipeline_type!r} is not supported yet (supported: "
+                             f"{', '.join(PIPELINE_RUNNERS)})")
+    module_name, _, function_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), function_name)
 
 
 def _configure_threads() -> None:
@@ -53,7 +71,7 @@ def _configure_threads() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def _configure_memory() -> None:
+def configure_memory() -> None:
     """Keep freed large buffers in the heap (glibc): every frame is a fresh multi-MB ZeroMQ message, and with
     the default thresholds each one is a new mmap whose pages fault in again (~1 ms per 10 MB)."""
     try:
@@ -64,7 +82,8 @@ def _configure_memory() -> None:
         log.debug("mallopt not available")
 
 
-def _run(channel: InstanceChannel, spec: InstanceSpec) -> int:
+def run_stream_pipeline(channel: InstanceChannel, spec: InstanceSpec) -> int:
+    """Camera/stream in → handler → bsread out, until the loop ends (exit code 0) or raises."""
     config = spec.config
     if str(config.get("mode") or "PUB").upper() == "FILE":
         raise CamServerError("Output mode 'FILE' is not supported yet")
@@ -88,11 +107,11 @@ def _run(channel: InstanceChannel, spec: InstanceSpec) -> int:
 def run_instance(channel: InstanceChannel, spec: InstanceSpec) -> None:
     """Run one pipeline instance until it should end; exits the process with the code described above."""
     _configure_threads()
-    _configure_memory()
+    configure_memory()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{spec.instance_id}] %(name)s: "
                                                    "%(message)s")
     try:
-        code = _run(channel, spec)
+        code = pipeline_runner(spec.config.get("pipeline_type") or "processing")(channel, spec)
     except AbortInstance as exc:
         log.error("aborted: %s", exc)  # already reported by the loop
         code = EXIT_ABORTED

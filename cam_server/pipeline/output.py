@@ -1,5 +1,6 @@
-"""The instance's output: a bound bsread Sender with the pipeline's header strategy, pulse-id enforcement,
-record counting, no-client detection and optional buffered (threaded) sending.
+"""The instance's output: a bsread Sender (bound at the instance's endpoint, or connected to ``output_stream``)
+with the pipeline's header strategy, pulse-id enforcement, record counting, no-client detection and optional
+buffered (threaded) sending (``buffer_size``).
 
 Header strategies (``create_header``):
 * ``on_change`` (default): a cheap signature of the channel set (names, Python types, dtypes, shapes, list

@@ -16,6 +16,7 @@ from cam_server.processing import good_region as gr
 from cam_server.processing import slices as sl
 from cam_server.processing.gauss_fit import fit_many
 from cam_server.processing.preprocess import (
+    FrameWorkspace,
     apply_roi,
     apply_threshold,
     background_mode,
@@ -31,14 +32,15 @@ PASSIVE_BACKGROUND_KEY = "background_data"
 
 
 def preprocess_frame(image: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray, parameters: dict[str, Any],
-                     background: np.ndarray | None = None, *, in_place: bool = False
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     background: np.ndarray | None = None, *, in_place: bool = False,
+                     workspace: FrameWorkspace | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spec 2 step 9 in order: binning, background, rotation, ROI, threshold.
 
     Also does the ortho axis remap of step 5 (so callers must not call ``rotate_axes_ortho`` themselves); the
     result is identical because nothing between steps 5 and 9 touches the axes. With a "passive" background the
     array is stored in ``parameters["background_data"]`` for the processing function. The input image is never
-    modified unless ``in_place`` (then a writable input may be reused); at most one full-frame copy is made.
+    modified unless ``in_place`` (then a writable input may be reused); at most one full-frame copy is made, into
+    a ring buffer of ``workspace`` when given (see :class:`FrameWorkspace` for when it is reused).
     """
     image, x_axis, y_axis = bin_for_pipeline(image, x_axis, y_axis, parameters.get("binning_x") or 1,
                                              parameters.get("binning_y") or 1,
@@ -50,7 +52,7 @@ def preprocess_frame(image: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray, 
             parameters[PASSIVE_BACKGROUND_KEY] = background
     elif mode is not None and background is not None:
         image = subtract_background(image, background, "signed" if mode == "signed" else True,
-                                    in_place=owned)
+                                    in_place=owned, workspace=workspace)
         owned = True
     angle, order, rotation_mode = rotation_settings(parameters.get("rotation"))
     if angle:
@@ -59,7 +61,7 @@ def preprocess_frame(image: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray, 
         image = rotate_image(image, angle, order, rotation_mode)
         owned = True
     image, x_axis, y_axis = apply_roi(image, x_axis, y_axis, parameters.get("image_region_of_interest"))
-    image = apply_threshold(image, parameters.get("image_threshold"), in_place=owned)
+    image = apply_threshold(image, parameters.get("image_threshold"), in_place=owned, workspace=workspace)
     return image, x_axis, y_axis
 
 

@@ -22,10 +22,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from cam_server.processing.gauss_lm import FTOL, MAX_EVALUATIONS, XTOL, levenberg_marquardt
-from cam_server.processing.gauss_newton import newton_fit, start_estimate
+from cam_server.processing.gauss_newton import FAR, newton_fit, start_estimate
 
-__all__ = ["FTOL", "XTOL", "MAX_EVALUATIONS", "GaussResult", "initial_guess", "gaussian", "fit_many", "fit_profiles",
-           "gauss_fit"]
+__all__ = ["FTOL", "XTOL", "MAX_EVALUATIONS", "GaussResult", "initial_guess", "gaussian", "fit_many", "gauss_fit"]
 
 _SQRT_2PI = float(np.sqrt(2.0 * np.pi))
 _MIN_POINTS = 4  # fewer points than parameters: no fit
@@ -79,24 +78,7 @@ def fit_many(problems: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[GaussRes
         if n < width:  # edge padding keeps min, max, first argmax and the trapezoid integral
             x[row, n:] = x[row, n - 1]
             y[row, n:] = y[row, n - 1]
-    return _fit_packed(x, y, lengths, [axis for axis, _ in problems], problems)
-
-
-def fit_profiles(axis: np.ndarray, profiles: np.ndarray) -> list[GaussResult]:
-    """Fit every row of ``profiles`` (K, N) on the same ``axis`` (N); same results as :func:`fit_many`."""
-    profiles = np.asarray(profiles)
-    if profiles.ndim != 2 or profiles.shape[1] != len(axis):
-        raise ValueError(f"Invalid axis passed: axis length {len(axis)} != profile length "
-                         f"{profiles.shape[-1] if profiles.ndim else 0}")
-    count, width = profiles.shape
-    if count == 0:
-        return []
-    if width == 0:
-        return fit_many([(axis, row) for row in profiles])
-    x = np.broadcast_to(np.asarray(axis, dtype=np.float64), (count, width))
-    y = profiles.astype(np.float64)
-    return _fit_packed(x, y, np.full(count, width, dtype=np.intp), [axis] * count,
-                       lambda rows: [(axis, profiles[i]) for i in rows])
+    return _fit_packed(x, y, lengths, problems)
 
 
 def gauss_fit(axis: np.ndarray, profile: np.ndarray) -> GaussResult:
@@ -104,8 +86,8 @@ def gauss_fit(axis: np.ndarray, profile: np.ndarray) -> GaussResult:
     return fit_many([(axis, profile)])[0]
 
 
-def _initial_guesses(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Spec guesses of every padded row as (B, 4), plus the first argmax index and the maximum per row."""
+def _initial_guesses(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spec guesses of every padded row as (B, 4)."""
     batch = len(y)
     low = y.min(axis=1)
     peak = y.argmax(axis=1)
@@ -118,13 +100,13 @@ def _initial_guesses(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
         shifted = y - low[:, None]
         integral = (np.diff(x, axis=1) * (shifted[:, 1:] + shifted[:, :-1]) / 2.0).sum(axis=1)
         guesses[:, 3] = integral / (guesses[:, 1] * _SQRT_2PI)
-    return guesses, peak, high
+    return guesses
 
 
-def _fit_packed(x: np.ndarray, y: np.ndarray, lengths: np.ndarray, axes: Sequence[np.ndarray], problems) -> list[
-        GaussResult]:
-    """Steps 1-4 of the module docstring on padded rows; ``problems`` (list or row -> problems) feeds the LM."""
-    guesses, peak, high = _initial_guesses(x, y)
+def _fit_packed(x: np.ndarray, y: np.ndarray, lengths: np.ndarray,
+                problems: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[GaussResult]:
+    """Steps 1-4 of the module docstring on the padded rows of ``problems``."""
+    guesses = _initial_guesses(x, y)
     params = guesses.copy()
     fittable = (lengths >= _MIN_POINTS) & np.isfinite(guesses).all(axis=1) & (guesses[:, 1] != 0) & (
         guesses[:, 3] != 0)
@@ -132,16 +114,18 @@ def _fit_packed(x: np.ndarray, y: np.ndarray, lengths: np.ndarray, axes: Sequenc
         rows = np.flatnonzero(fittable)
         every = len(rows) == len(lengths)
         fx, fy, flen = (x, y, lengths) if every else (x[rows], y[rows], lengths[rows])
-        mask = None
-        if (flen != fx.shape[1]).any():
-            mask = (np.arange(fx.shape[1]) < flen[:, None]).astype(np.float64)
-        start = start_estimate(fx, fy, flen, peak[rows], high[rows])
-        fitted, failed = newton_fit(fx, fy, mask, start)
+        start = start_estimate(fx, fy, flen)
+        if (flen != fx.shape[1]).any():  # padded points far away, where the model is exactly the offset
+            fx = np.where(np.arange(fx.shape[1]) < flen[:, None], fx, FAR)
+        fitted, failed = newton_fit(fx, fy, start)
+        if failed.any():  # second chance from the spec's guesses (noise-dominated profiles fool the estimate)
+            again = np.flatnonzero(failed)
+            fitted[again], failed[again] = newton_fit(fx[again], fy[again], guesses[rows[again]])
         good = ~failed
         params[rows[good]] = fitted[good]
         retry = rows[failed]
         if retry.size:
-            chosen = problems(retry) if callable(problems) else [problems[i] for i in retry]
+            chosen = [problems[i] for i in retry]
             for i, result in zip(retry, levenberg_marquardt(chosen, guesses[retry]), strict=True):
                 if result is not None:
                     params[i] = result
@@ -149,7 +133,7 @@ def _fit_packed(x: np.ndarray, y: np.ndarray, lengths: np.ndarray, axes: Sequenc
         offset, amplitude, mean, sigma = (params[:, i:i + 1] for i in range(4))
         curves = offset + amplitude * np.exp(-((x - mean) ** 2) / (2.0 * sigma * sigma))
     results: list[GaussResult] = []
-    for row, axis in enumerate(axes):
+    for row, (axis, _) in enumerate(problems):
         curve = curves[row, :lengths[row]]
         # The curve follows the axis dtype (float32 axes -> float32 curve), as in the original.
         if axis.dtype.kind == "f" and axis.dtype != np.float64:

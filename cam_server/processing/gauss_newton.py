@@ -1,20 +1,25 @@
 """Fast path of the gaussian fit: a batched Newton solver started from a close estimate (spec 3.2, step 3).
 
 Why: the robust Levenberg-Marquardt (:mod:`cam_server.processing.gauss_lm`) needs ~40 evaluations from the spec's
-initial guesses, and numpy's per-call overhead, not arithmetic, is what each evaluation costs for profiles of a few
-hundred points. Here the start comes from the half-maximum crossings of the profile (a few % off the minimum), and
-each iteration computes every sum it needs with one matrix product, so 3-5 iterations give the least-squares minimum
-of the full profile to ~1e-9 relative.
+initial guesses, and for profiles of a few hundred points each evaluation costs numpy call overhead, not
+arithmetic. Here the start comes from the half-maximum crossings of the (3-point smoothed) profile, a few % off the
+minimum, and one iteration is ~25 numpy calls for all problems of the batch, so 3-5 iterations give the
+least-squares minimum of the full profile to ~1e-8 relative.
 
-Maths. Model ``f = o + a·E``, ``E = exp(−d²/2s²)``, ``d = x − μ``. With the scaled variables μ' = μ·a/s²,
-s' = s·a/s³ (at the current point) the Jacobian columns are ``[1, E, E·d, E·d²]``, so J'ᵀJ', J'ᵀr, the second-order
-terms Σ r·∇²f (sums ``Σ r·E·dᵏ``, k = 0..4) and the cost Σ r² are all entries of ``U·Vᵀ`` with
-``U = [E·d, E·d², E·d³, E·d⁴, 1, E, r]`` and ``V = [1, E, r]``. The first iterations are Gauss-Newton (robust far
-away), then full Newton (quadratic convergence also for noisy, large-residual profiles, where Gauss-Newton is only
-linear). A problem stops when its Newton step is below :data:`NEWTON_STEP_TOL` (so the error after that step is of
-order its square) or its Gauss-Newton step below :data:`GN_STEP_TOL`. Any sign of trouble (cost increase, singular
-system, non-finite values, no convergence within :data:`MAX_ITERATIONS`) marks the problem failed: the caller then
-falls back to the Levenberg-Marquardt from the spec's guesses, so results never depend on this path being lucky.
+Maths. Model ``f = o + a·E``, ``E = exp(−d²/2s²)``, ``d = x − μ``, residual ``r = y − f``. In the variables
+(o, a, μ·a/s², s·a/s³) — a linear rescaling at the current point — the Jacobian columns are ``[1, E, E·d, E·d²]``.
+Every sum an iteration needs (JᵀJ, Jᵀr, the second-order terms Σ r·∇²f = Σ r·E·dᵏ for k ≤ 4) is a linear
+combination of the entries of one matrix product ``U·Vᵀ`` with ``U = [1, E, E·d, E·d², E·d³, E·d⁴]`` and
+``V = [y, 1, E]`` (the residual never has to be formed: Σ Uᵢ·r = Σ Uᵢ·y − o·Σ Uᵢ − a·Σ Uᵢ·E), and the Newton system
+is one constant matrix applied to those sums. A problem takes Gauss-Newton steps (robust far from the minimum)
+until its relative step is below :data:`NEWTON_FROM`, then full Newton steps (quadratic convergence, also for noisy
+large-residual profiles where Gauss-Newton is only linear); it has converged when a Newton step is below
+:data:`NEWTON_STEP_TOL` (the error left after applying it is of the order of its square). Padded points sit at
+x = :data:`FAR` where E is exactly 0, so they add nothing to any sum.
+
+Anything unusual — singular or non-finite system, no convergence within :data:`MAX_ITERATIONS`, a final cost above
+the starting cost — marks the problem failed; the caller then falls back to the Levenberg-Marquardt from the spec's
+guesses, so the results never depend on this path being lucky.
 """
 
 from __future__ import annotations
@@ -28,131 +33,215 @@ try:  # the gufunc behind np.linalg.solve, without its ~5 µs Python wrapper (er
 except (ImportError, AttributeError):  # pragma: no cover - other numpy versions
     _solve = np.linalg.solve
 
-MAX_ITERATIONS = 12
-NEWTON_STEP_TOL = 1e-5  # relative Newton step: the remaining error is of order its square
-GN_STEP_TOL = 1e-10  # relative Gauss-Newton step (linear convergence)
-NEWTON_FROM = 0.3  # switch a problem to full Newton once its relative step is below this
-COST_RISE_TOL = 1e-9  # relative cost increase that counts as divergence (rounding of the sums is far below)
+MAX_ITERATIONS = 8
+NEWTON_STEP_TOL = 1e-4  # relative Newton step at which a problem has converged (error left ~ its square)
+HOPELESS_AFTER = 4  # iterations after which a problem still taking Gauss-Newton steps is given up
+NEWTON_FROM = 0.3  # a problem switches from Gauss-Newton to full Newton once its relative step is below this
+WINDOW_SIGMAS = 8.0  # exp(−8²/2) ≈ 1.3e-14: beyond this the model is the offset to double precision
+WINDOW_MARGIN = 2.0  # the window is cut around the start, whose σ may be off by this factor
+WINDOW_MAX_FRACTION = 0.7  # no window unless it is at most this part of the row
+FAR = 1e150  # x of padded points: exp(−(FAR−μ)²/2s²) == 0 while (FAR−μ)·0 stays 0
 HALF_MAX_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))  # σ = FWHM / 2.3548
 
-# Flat index (row·3 + column) into U·Vᵀ (7x3) of each sum; 21 is an extra zero slot.
-_ZERO = 21
-_SUM_E_D = [0, 3, 6, 9]  # Σ E·dᵏ, k = 1..4
-_SUM_E2_D = [1, 4, 7, 10]  # Σ E²·dᵏ, k = 1..4
-_SUM_R_E_D = [2, 5, 8, 11]  # Σ r·E·dᵏ, k = 1..4
-_ONE, _SUM_R, _SUM_E, _SUM_E2, _SUM_R_E, _COST = 12, 14, 15, 16, 17, 20
-_M_INDEX = np.array([[_ONE, _SUM_E, _SUM_E_D[0], _SUM_E_D[1]],
-                     [_SUM_E, _SUM_E2, _SUM_E2_D[0], _SUM_E2_D[1]],
-                     [_SUM_E_D[0], _SUM_E2_D[0], _SUM_E2_D[1], _SUM_E2_D[2]],
-                     [_SUM_E_D[1], _SUM_E2_D[1], _SUM_E2_D[2], _SUM_E2_D[3]]])
-_G_INDEX = np.array([_SUM_R, _SUM_R_E, _SUM_R_E_D[0], _SUM_R_E_D[1]])
-# a·(second-order term) = TA − s²·TB (in the scaled variables), see the module docstring.
-_S1, _S2, _S3, _S4 = _SUM_R_E_D
-_TA_INDEX = np.array([[_ZERO] * 4, [_ZERO, _ZERO, _S1, _S2], [_ZERO, _S1, _S2, _S3], [_ZERO, _S2, _S3, _S4]])
-_TB_INDEX = np.array([[_ZERO] * 4, [_ZERO] * 4, [_ZERO, _ZERO, _SUM_R_E, _S1], [_ZERO, _ZERO, _S1, _S2]])
-_TB_FACTOR = np.array([[0.0] * 4, [0.0] * 4, [0.0, 0.0, 1.0, 2.0], [0.0, 0.0, 2.0, 3.0]])
+
+def _system_matrix() -> np.ndarray:
+    """Constant (32, 20) map from the sums vector to the Newton system (H' flat 4x4, then g').
+
+    Sums vector: [0:18] U·Vᵀ (row i of U, column j of V at 3i + j); [18:24] R_i = Σ Uᵢ·r (Σr, Σ r·E, Σ r·E·dᵏ);
+    [24:29] w/a · Σ r·E·dᵏ for k = 0..4; [29:32] s²·w/a · Σ r·E·dᵏ for k = 0..2 (w = 1 for a Newton step).
+    """
+    c = np.zeros((32, 20))
+    for i in range(4):
+        for j in range(4):
+            if i == 0 or j == 0:
+                c[3 * max(i, j) + 1, 4 * i + j] = 1.0  # Σ Uⱼ·1
+            else:
+                c[3 * (i + j - 1) + 2, 4 * i + j] = 1.0  # Σ E²·d^(i+j−2)
+    # − (1/a)·Σ r·∇²f in the scaled variables: entries (μ,a)=S1, (s,a)=S2, (μ,μ)=S2−s²S0, (μ,s)=S3−2s²S1,
+    # (s,s)=S4−3s²S2 with S_k = Σ r·E·dᵏ.
+    second = {(1, 2): [(1, 1.0)], (1, 3): [(2, 1.0)], (2, 2): [(2, 1.0), (-0, -1.0)], (2, 3): [(3, 1.0), (-1, -2.0)],
+              (3, 3): [(4, 1.0), (-2, -3.0)]}
+    for (i, j), terms in second.items():
+        for k, factor in terms:
+            row = 24 + k if factor > 0 else 29 + (-k)
+            for a, b in {(i, j), (j, i)}:
+                c[row, 4 * a + b] -= factor
+    for i in range(4):
+        c[18 + i, 16 + i] = 1.0
+    return c
 
 
-def start_estimate(x: np.ndarray, y: np.ndarray, lengths: np.ndarray, peak: np.ndarray,
-                   maximum: np.ndarray) -> np.ndarray:
-    """(B, 4) starting points from the half-maximum crossings around the first maximum of each row.
+_SYSTEM = _system_matrix()
 
-    Baseline = median of the row (robust to noise, unlike the minimum), level = halfway to the maximum; the
-    crossings nearest to the peak on both sides (linearly interpolated) give the FWHM → σ and their midpoint → μ.
-    Rows are edge-padded to a common length (``lengths`` holds the real ones).
+
+def start_estimate(x: np.ndarray, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(B, 4) starting points from the half-maximum crossings around the maximum of each row.
+
+    Rows are edge-padded to a common length (``lengths`` holds the real ones). Baseline = median of the row
+    (robust, unlike the minimum), peak = maximum of the 3-point sums (far less noise-inflated than the raw
+    maximum); the interpolated crossings of the half level nearest to the peak give the FWHM → σ (corrected for
+    the smoothing) and their midpoint → μ.
     """
     batch, width = y.shape
     rows = np.arange(batch)
     base = np.partition(y, width // 2, axis=1)[:, width // 2]
-    level = 0.5 * (base + maximum)
-    columns = np.arange(width)
-    below = y <= level[:, None]
-    left = np.where(below & (columns < peak[:, None]), columns, -1).max(axis=1)
-    right = np.where(below & (columns > peak[:, None]), columns, width).min(axis=1)
-    last = lengths - 1
-    right = np.minimum(right, last)
-    left_in = np.maximum(left, 0)
-    left_next = np.minimum(left_in + 1, last)
-    right_prev = np.maximum(right - 1, 0)
+    if width >= 5:
+        smooth = y[:, :-2] + y[:, 1:-1]
+        smooth += y[:, 2:]
+        xs = x[:, 1:-1]
+        scale, widen = 3.0, 2.0 / 3.0
+    else:
+        smooth, xs, scale, widen = y, x, 1.0, 0.0
+    n = smooth.shape[1]
+    peak = smooth.argmax(axis=1)
+    top = smooth[rows, peak]
+    level = 0.5 * (scale * base + top)
+    columns = np.arange(n)
+    below = smooth <= level[:, None]
+    before = below & (columns < peak[:, None])
+    left = n - 1 - before[:, ::-1].argmax(axis=1)  # last point at or below the level left of the peak
+    left[~before[rows, left]] = 0  # none: the first point
+    after = below & (columns > peak[:, None])
+    right = after.argmax(axis=1)  # first one right of it
+    right[~after[rows, right]] = n - 1  # none: the last point
+    last = np.maximum(lengths - (3 if scale == 3.0 else 1), 0)
+    left = np.clip(left, 0, last)
+    right = np.clip(right, 0, last)
+    inner = np.stack([left, np.minimum(left + 1, last), np.maximum(right - 1, 0), right], axis=1)
+    ys = np.take_along_axis(smooth, inner, axis=1)
+    xc = np.take_along_axis(xs, inner, axis=1)
     with np.errstate(all="ignore"):
-        # Interpolated crossing points (fall back to the sample when the two samples are equal).
-        f_left = (level - y[rows, left_in]) / (y[rows, left_next] - y[rows, left_in])
-        f_right = (y[rows, right_prev] - level) / (y[rows, right_prev] - y[rows, right])
-        f_left = np.where(np.isfinite(f_left), np.clip(f_left, 0.0, 1.0), 0.0)
-        f_right = np.where(np.isfinite(f_right), np.clip(f_right, 0.0, 1.0), 1.0)
-        x_left = x[rows, left_in] + f_left * (x[rows, left_next] - x[rows, left_in])
-        x_right = x[rows, right_prev] + f_right * (x[rows, right] - x[rows, right_prev])
+        fraction = (level[:, None] - ys[:, 0::2]) / (ys[:, 1::2] - ys[:, 0::2])
+        fraction = np.where(np.isfinite(fraction), np.clip(fraction, 0.0, 1.0), 0.5)
+        crossing = xc[:, 0::2] + fraction * (xc[:, 1::2] - xc[:, 0::2])
+        step = np.abs(x[:, 1] - x[:, 0])
+        fwhm = np.abs(crossing[:, 1] - crossing[:, 0])
+        sigma = np.sqrt(np.maximum((fwhm * HALF_MAX_TO_SIGMA) ** 2 - widen * step * step, 0.25 * step * step))
     start = np.empty((batch, 4))
     start[:, 0] = base
-    start[:, 1] = maximum - base
-    start[:, 2] = 0.5 * (x_left + x_right)
-    start[:, 3] = np.abs(x_right - x_left) * HALF_MAX_TO_SIGMA
+    start[:, 1] = top / scale - base
+    start[:, 2] = 0.5 * (crossing[:, 0] + crossing[:, 1])
+    start[:, 3] = sigma
     return start
 
 
-def newton_fit(x: np.ndarray, y: np.ndarray, mask: np.ndarray | None, start: np.ndarray
-               ) -> tuple[np.ndarray, np.ndarray]:
+def newton_fit(x: np.ndarray, y: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares fit of each row of ``y`` (B, N) over ``x``; returns (params (B, 4), failed (B,) bool).
 
-    ``mask`` (B, N) of 1.0/0.0 marks the real points of padded rows (None when all rows are full).
+    Padded points must have x = :data:`FAR` (any finite y).
     """
-    batch, width = x.shape
+    batch = len(y)
     p = start.astype(np.float64, copy=True)
-    u = np.empty((batch, 7, width))
-    e_d, e_d2, e_d3, e_d4 = u[:, 0], u[:, 1], u[:, 2], u[:, 3]
-    u[:, 4] = 1.0 if mask is None else mask
-    e, r = u[:, 5], u[:, 6]
-    v_t = u[:, 4:7].transpose(0, 2, 1)
+    real = x < FAR
+    y_squared = np.einsum("ij,ij->i", y, y * real)
+    constants = np.stack([np.einsum("ij,ij->i", y, real), real.sum(axis=1)], axis=1)  # Σ y, n
+    x, y, radius = _window(x, y, p)
+    width = y.shape[1]
+    buffer = np.empty((batch, 7, width))  # rows: y, 1, E, E·d, E·d², E·d³, E·d⁴
+    buffer[:, 0] = y
+    np.less(x, FAR, out=buffer[:, 1], casting="unsafe")
+    e, e_d, e_d2, e_d3, e_d4 = (buffer[:, i] for i in range(2, 7))
+    u = buffer[:, 1:7]
+    v_t = buffer[:, 0:3].transpose(0, 2, 1)
     d = np.empty((batch, width))
-    sums = np.zeros((batch, 22))
-    active = np.ones(batch, dtype=bool)
-    failed = np.zeros(batch, dtype=bool)
-    newton = np.zeros((batch, 1, 1))
-    previous_cost = np.full(batch, np.inf)
-    denominator = np.empty((batch, 4))
+    sums = np.empty((batch, 32))
+    products = sums[:, :18].reshape(batch, 6, 3)
+    residual_sums = sums[:, 18:24, None]
+    coefficients = np.ones((batch, 3, 1))
+    system = np.empty((batch, 20))
+    hessian = system[:, :16].reshape(batch, 4, 4)
+    gradient = system[:, 16:20]
+    rescale = np.ones((batch, 4))
+    weight = np.zeros(batch)  # 1.0 once a problem takes Newton steps
+    inverse_a = np.empty(batch)
+    first_cost = None
+    relative = np.full(batch, np.inf)
+    hopeless = np.zeros(batch, dtype=bool)
     with np.errstate(all="ignore"):
-        for _ in range(MAX_ITERATIONS):
-            offset, amplitude, mean, sigma = p[:, 0:1], p[:, 1:2], p[:, 2:3], p[:, 3:4]
+        # Scale of each parameter for the convergence test: |o|+|a| for the linear ones, |σ| for μ and σ.
+        norm = np.empty((batch, 4))
+        norm[:, :2] = 1.0 / (np.abs(p[:, 0:1]) + np.abs(p[:, 1:2]))
+        norm[:, 2:] = 1.0 / np.abs(p[:, 3:4])
+        for iteration in range(MAX_ITERATIONS):
+            amplitude, mean, sigma = p[:, 1:2], p[:, 2:3], p[:, 3:4]
             s2 = sigma * sigma
             np.subtract(x, mean, out=d)
             np.multiply(d, d, out=e)
             e *= -0.5 / s2
             np.exp(e, out=e)
-            if mask is not None:
-                e *= mask
             np.multiply(e, d, out=e_d)
             np.multiply(e_d, d, out=e_d2)
             np.multiply(e_d2, d, out=e_d3)
             np.multiply(e_d3, d, out=e_d4)
-            np.multiply(e, amplitude, out=r)
-            np.subtract(y, r, out=r)
-            r -= offset
-            if mask is not None:
-                r *= mask
-            sums[:, :21] = np.matmul(u, v_t).reshape(batch, 21)
-            cost = sums[:, _COST]
-            failed |= active & ~(cost <= previous_cost * (1.0 + COST_RISE_TOL))
-            previous_cost = cost
-            second = (sums[:, _TA_INDEX] - s2[:, :, None] * _TB_FACTOR * sums[:, _TB_INDEX]) / amplitude[:, :, None]
-            hessian = sums[:, _M_INDEX] - newton * second
-            step = _solve(hessian, sums[:, _G_INDEX])
-            scale = s2[:, 0] / amplitude[:, 0]
-            step[:, 2] *= scale
-            step[:, 3] *= scale * sigma[:, 0]
-            np.abs(p, out=denominator)
-            denominator[:, 0] += denominator[:, 1]
-            denominator[:, 1] = denominator[:, 0]
-            denominator[:, 2] = denominator[:, 3]
-            relative = (np.abs(step) / denominator).max(axis=1)
-            used_newton = newton[:, 0, 0] > 0
-            done = np.where(used_newton, relative <= NEWTON_STEP_TOL, relative <= GN_STEP_TOL)
-            failed |= active & ~np.isfinite(relative)
-            active &= ~failed
-            step[~active] = 0.0
+            np.matmul(u, v_t, out=products)
+            if radius is not None:  # Σ y and n of the whole row, not only of the window
+                products[:, 0, 0:2] = constants
+            np.negative(p[:, 0:2, None], out=coefficients[:, 1:3])
+            np.matmul(products, coefficients, out=residual_sums)
+            if first_cost is None:
+                first_cost = _cost(y_squared, sums, coefficients)
+            np.divide(weight, amplitude[:, 0], out=inverse_a)
+            np.multiply(sums[:, 19:24], inverse_a[:, None], out=sums[:, 24:29])
+            np.multiply(sums[:, 24:27], s2, out=sums[:, 29:32])
+            np.matmul(sums, _SYSTEM, out=system)
+            step = _solve(hessian, gradient)
+            np.divide(s2, amplitude, out=rescale[:, 2:3])
+            np.multiply(rescale[:, 2:3], sigma, out=rescale[:, 3:4])
+            step *= rescale
             p += step
-            active &= ~done
-            if not active.any():
-                break
-            newton[relative < NEWTON_FROM] = 1.0
-        failed |= active | ~np.isfinite(p).all(axis=1)
+            np.abs(step, out=step)
+            step *= norm
+            relative = step.max(axis=1)
+            if iteration < HOPELESS_AFTER:
+                if weight.all() and np.fmax.reduce(relative) <= NEWTON_STEP_TOL:
+                    break
+            else:
+                # Still far off after HOPELESS_AFTER iterations (noise-only profiles): give up on those rows
+                # instead of making the whole batch run MAX_ITERATIONS.
+                hopeless |= ~(relative < NEWTON_FROM)
+                relevant = ~hopeless
+                if weight[relevant].all() and np.fmax.reduce(relative[relevant], initial=0.0) <= NEWTON_STEP_TOL:
+                    break
+            np.less(relative, NEWTON_FROM, out=weight, casting="unsafe")
+        last_cost = _cost(y_squared, sums, coefficients)
+        failed = hopeless | ~(relative <= NEWTON_STEP_TOL) | ~np.isfinite(p).all(axis=1)
+        if radius is not None:  # the window must hold every point where the final model is not the offset
+            failed |= ~(WINDOW_SIGMAS * np.abs(p[:, 3]) + np.abs(p[:, 2] - start[:, 2]) <= radius)
+        # The cost before the last (tiny) step must not be above the cost at the start.
+        failed |= ~(last_cost <= first_cost * (1.0 + 1e-9) + 1e-13 * y_squared)
     return p, failed
+
+
+def _window(x: np.ndarray, y: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Each row cut to the points within ``radius`` = WINDOW_MARGIN·WINDOW_SIGMAS·σ0 of μ0 (a common width).
+
+    Why: beyond WINDOW_SIGMAS·σ the gaussian is below 1e-14 of its amplitude and every sum but Σ y and n (kept
+    from the whole row) gets nothing from there, while the per-iteration work shrinks with the width. The rows
+    must be monotonic (points inside contiguous); otherwise, or when the window would not be much shorter than the
+    row, the rows are returned whole (radius None). The caller checks at the end that the window was wide enough.
+    """
+    batch, width = y.shape
+    with np.errstate(all="ignore"):
+        radius = (WINDOW_MARGIN * WINDOW_SIGMAS) * np.abs(start[:, 3])
+        inside = np.abs(x - start[:, 2:3]) <= radius[:, None]
+    count = np.count_nonzero(inside, axis=1)
+    span = int(count.max()) + 2
+    if span > WINDOW_MAX_FRACTION * width or not count.all():
+        return x, y, None
+    first = inside.argmax(axis=1)
+    last = width - 1 - inside[:, ::-1].argmax(axis=1)
+    if (last - first + 1 != count).any():
+        return x, y, None  # not contiguous: not a monotonic axis
+    index = np.maximum(first - 1, 0)[:, None] + np.arange(span)
+    beyond = index >= width
+    np.minimum(index, width - 1, out=index)
+    index += (np.arange(batch) * width)[:, None]
+    window_x = np.take(x, index)
+    window_x[beyond] = FAR
+    return window_x, np.take(y, index), radius
+
+
+def _cost(y_squared: np.ndarray, sums: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    """Σ r² = Σ y² − o·(Σ y + Σ r) − a·(Σ y·E + Σ r·E) from the sums of the current iteration."""
+    return y_squared + coefficients[:, 1, 0] * (sums[:, 0] + sums[:, 18]) + coefficients[:, 2, 0] * (
+        sums[:, 3] + sums[:, 19])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.helpers.procs import wait_until
 from tests.pipeline_instance.harness import (
     AMPLITUDE,
     CENTER_X,
@@ -53,5 +54,5 @@ def test_default_processing_statistics(tmp_path, camera):
         assert parameters(messages[-1])["camera_name"] == "fake"
         stats = inst.stats()
         assert stats["frames_out"] >= 3 and stats["frames_in"] >= stats["frames_out"]
-        assert stats["clients"] == 1
+        wait_until(lambda: inst.stats()["clients"] == 1, 10, "the client to be counted")
         assert stats["start_time"] > 0 and stats["last_frame_time"] >= stats["start_time"]

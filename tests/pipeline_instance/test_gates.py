@@ -29,8 +29,9 @@ def test_max_frame_rate_limits_output(tmp_path, camera):
     with pipeline(tmp_path, camera, max_frame_rate=4) as inst:
         pids = [m.data.pulse_id for m in receive(inst.receiver(), 3, skip=1)]
         assert inst.stats()["dropped"] > 0
-    # 50 Hz in, at most 4 Hz out: about 12 camera frames between outputs
-    assert min(b - a for a, b in zip(pids, pids[1:], strict=False)) >= 8
+    # 50 Hz in, at most 4 Hz out: about 12 camera frames between outputs (1 without the limit); the margin
+    # absorbs a stalled camera thread on a loaded machine
+    assert min(b - a for a, b in zip(pids, pids[1:], strict=False)) >= 4
 
 
 def test_paused_drops_everything_until_resumed(tmp_path, camera):

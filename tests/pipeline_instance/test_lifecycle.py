@@ -25,8 +25,9 @@ def test_live_config_applies_within_a_couple_of_frames(tmp_path):
         inst.update(image_region_of_interest=[0, 16, 0, 8])
         sent_at = camera.pulse_id
         changed = receive_until(rx, lambda m: values(m)["width"] == 16)[-1]
-        # the camera pulse id when the update was sent vs the first frame processed with it (50 Hz camera)
-        assert changed.data.pulse_id - sent_at <= 5
+        # the camera pulse id when the update was sent vs the first frame processed with it: the config is
+        # polled before every message, so this is 1-2 frames (50 Hz camera); the margin is for loaded machines
+        assert changed.data.pulse_id - sent_at <= 10
         assert values(changed)["image"].shape == (8, 16)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -77,10 +75,8 @@ def test_push_blocking_without_client_keeps_instance_responsive(tmp_path, camera
     with pipeline(tmp_path, camera, mode="PUSH", block=True, no_client_timeout=0, function="transparent") as inst:
         wait_until(lambda: inst.stats()["dropped"] >= 1, 10, "a blocked send to time out")
         assert inst.stats()["frames_out"] == 0
-        start = time.monotonic()
         inst.process.stop(5)
-        assert inst.process.exitcode == 0
-        assert time.monotonic() - start < 4.5
+        assert inst.process.exitcode == 0  # ended its loop itself (a terminated process has exit code -15)
 
 
 def test_no_client_timeout_exits_zero_when_nobody_listens(tmp_path, camera):
@@ -138,4 +134,4 @@ def test_output_stream_connects_to_a_bound_receiver(tmp_path, camera):
     with Source(address=address, mode=PULL, conn_type=BIND, receive_timeout=200) as rx, \
             pipeline(tmp_path, camera, output_stream=address, mode="PUSH", function="transparent") as inst:
         assert values(receive(rx, 2)[-1])["width"] == 80
-        assert inst.stats()["clients"] == 1
+        wait_until(lambda: inst.stats()["clients"] == 1, 10, "the connected peer to be counted")
