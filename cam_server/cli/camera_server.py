@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-i", "--interface", default="0.0.0.0", help="Hostname interface to bind to")
     parser.add_argument("-b", "--base", default="configuration/camera_config",
                         help="(Camera) Configuration base directory")
+    parser.add_argument("-u", "--user_scripts_base", default="configuration/user_scripts",
+                        help="User scripts directory (served under /api/v1/cam/script)")
     parser.add_argument("-n", "--hostname", default="localhost",
                         help="Hostname to use when returning the stream address.")
     parser.add_argument("--log_level", default="WARNING", choices=LOG_LEVELS, help="Log level to use.")
@@ -32,11 +34,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from cam_server.camera.manager import CameraInstanceManager
     from cam_server.camera.store import CameraConfigStore
+    from cam_server.common.scripts_store import ScriptStore
     from cam_server.rest.camera_app import create_camera_app
 
     manager = CameraInstanceManager(CameraConfigStore(args.base), hostname=args.hostname)
     threading.Thread(target=manager.warm_up, name="forkserver-warm-up", daemon=True).start()
-    app = create_camera_app(manager)
+    app = create_camera_app(manager, ScriptStore(args.user_scripts_base))
     log.info("camera server on %s:%s (configs %s, stream host %s)", args.interface, args.port, args.base,
              args.hostname)
     try:

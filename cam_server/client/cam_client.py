@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from cam_server.client.rest import RestClient
+from cam_server.client.user_scripts import UserScriptsMixin
 
 
-class CamClient(RestClient):
+class CamClient(UserScriptsMixin):
     """Wraps the camera server's REST API; every error raises ``ValueError`` with the server's message."""
 
     def __init__(self, address: str = "http://sf-daqsync-01:8888/", timeout: float = 30.0) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 from urllib.parse import quote
 
-from cam_server.client.rest import RestClient
+from cam_server.client.user_scripts import UserScriptsMixin
 
 
 def _seg(name: str) -> str:
@@ -13,7 +14,7 @@ def _seg(name: str) -> str:
     return quote(str(name), safe="")
 
 
-class PipelineClient(RestClient):
+class PipelineClient(UserScriptsMixin):
     """Wrapper around the pipeline server REST API; every error raises ``ValueError`` with the server's message."""
 
     def __init__(self, address: str = "http://sf-daqsync-01:8889/", timeout: float = 30.0) -> None:
@@ -95,3 +96,20 @@ class PipelineClient(RestClient):
     def stop_all_instances(self) -> None:
         """Stop all the instances on the server."""
         self._delete("")
+
+    def set_function_script(self, instance_id: str, script: str) -> dict[str, Any]:
+        """Make ``script`` the processing function of a private instance, live (``reload: true``).
+
+        ``script`` is a local ``.py`` file, uploaded as the user script of its file name, or the name of a script
+        already on the server. Returns the instance config (``reload`` is false again once applied).
+        """
+        if os.path.isfile(script):
+            with open(script, "rb") as f:
+                name = self.set_user_script(os.path.basename(script), f.read())
+        elif os.sep in script or "/" in script:
+            raise ValueError(f"Script file {script} does not exist.")
+        else:
+            name = script if script.endswith(".py") else script + ".py"
+            if name not in self.get_user_scripts():
+                raise ValueError(f"{script} is neither a local file nor a user script on the server.")
+        return self.set_instance_config(instance_id, {"function": name.removesuffix(".py"), "reload": True})

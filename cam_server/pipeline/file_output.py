@@ -13,6 +13,7 @@ and ``close()`` write everything out, so nothing is lost on a clean stop.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import time
@@ -391,3 +392,83 @@ class FileWriter:
 def _describe(dtype: np.dtype, shape: tuple[int, ...]) -> str:
     kind = "str" if dtype.kind == "O" else str(dtype)
     return f"{kind}{list(shape)}"
+
+
+class FileSendError(ValueError):
+    """A message the FILE output could not write completely (the loop reports it like a send error)."""
+
+
+def resolve_output_file(file: str) -> str:
+    """Absolute path of the ``file`` setting: ``~`` expanded, relative paths taken from the working directory of
+    the pipeline server (instances inherit it). Absolute paths are used as given; existing files are never
+    overwritten (see :class:`FileWriter`)."""
+    if not isinstance(file, str) or not file.strip():
+        raise FileOutputError(f"FILE output needs a 'file' name, got {file!r}")
+    return os.path.abspath(os.path.expanduser(file.strip()))
+
+
+class FileOutput:
+    """``mode: "FILE"``: the instance's output writing each message as one row of an HDF5 file.
+
+    Same interface as :class:`cam_server.pipeline.output.OutputStream` as far as the instance loop uses it
+    (``send``, ``finished``, ``no_clients``, ``client_count``, ``dropped``, ``records``, ``update_config``,
+    ``close``). Rows are written synchronously by the thread that sends, so every message ``send`` accepted is
+    in the file when :meth:`close` returns (nothing is lost on a stop). ``records`` is fixed at start (the
+    datasets are created with that many rows); the file is complete and closed when the last record is written.
+    """
+
+    def __init__(self, config: Mapping[str, Any], instance: str = "") -> None:
+        records = config.get("records") or None
+        self.path = resolve_output_file(config.get("file"))
+        self._writer = FileWriter(self.path, layout=config.get("layout") or "DEFAULT",
+                                  localtime=config.get("localtime", True) is not False,
+                                  change=bool(config.get("change")), records=records, instance=instance)
+        self.records = records
+        self.sent = 0
+        self.dropped = 0
+        self.last_pulse_id: int | None = None
+        self.enforce_pid = False
+        self.update_config(config)
+
+    def open(self) -> FileOutput:
+        return self
+
+    def update_config(self, config: Mapping[str, Any]) -> None:
+        """Live changes: ``enforce_pid`` only (``records`` fixes the dataset size, ``file``/``layout`` the file)."""
+        self.enforce_pid = bool(config.get("enforce_pid"))
+        if (config.get("records") or None) != self.records:
+            log.warning("FILE output: records cannot change while writing (keeping %s)", self.records)
+
+    @property
+    def client_count(self) -> int:
+        return 0
+
+    @property
+    def no_clients(self) -> bool:
+        return False  # a file needs no client: no_client_timeout does not apply
+
+    @property
+    def finished(self) -> bool:
+        return self._writer.done
+
+    @property
+    def rows(self) -> int:
+        return self._writer.rows
+
+    def send(self, values: Mapping[str, Any], pulse_id: int, timestamp: Timestamp) -> bool:
+        """Write one message; False when dropped by ``enforce_pid``. Raises :class:`FileSendError` (ValueError)
+        naming the channels that could not be stored (the other channels of the row are written)."""
+        if self.enforce_pid and self.last_pulse_id is not None and pulse_id <= self.last_pulse_id:
+            self.dropped += 1
+            return False
+        data = {name: json.dumps(v, default=str) if isinstance(v, dict) else v for name, v in values.items()}
+        try:
+            self._writer.write(pulse_id, timestamp, data)
+        except FileOutputError as exc:
+            raise FileSendError(str(exc)) from None
+        self.last_pulse_id = pulse_id
+        self.sent += 1
+        return True
+
+    def close(self) -> None:
+        self._writer.close()

@@ -5,8 +5,8 @@ Exit codes: 0 finished normally (stop requested, records reached, pid_range stop
 run (bad config, unreachable camera, unexpected error), 2 aborted on a processing error (``abort_on_error``).
 Every non-zero exit reports its reason through ``channel.report_error`` first.
 
-Pipeline types are separate modules; this file only picks the runner (``PIPELINE_RUNNERS``). Supported here:
-processing, store.
+Pipeline types are separate modules; this file only picks the runner (``PIPELINE_RUNNERS``): processing, store,
+stream and fanout run the shared loop here; custom, script and fanin have their own runners.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from cam_server.pipeline.input import StreamInput
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.loop import AbortInstance, InstanceLoop
 from cam_server.pipeline.outcomes import EXIT_ABORTED, EXIT_FAILURE, EXIT_OK
-from cam_server.pipeline.output import OutputStream
+from cam_server.pipeline.outputs import open_output
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,11 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 PIPELINE_RUNNERS: dict[str, str] = {
     "processing": "cam_server.pipeline.instance:run_stream_pipeline",
     "store": "cam_server.pipeline.instance:run_stream_pipeline",
+    "stream": "cam_server.pipeline.instance:run_stream_pipeline",
+    "fanout": "cam_server.pipeline.instance:run_stream_pipeline",
+    "custom": "cam_server.pipeline.custom_pipeline:run_custom_pipeline",
+    "script": "cam_server.pipeline.script_pipeline:run_script_pipeline",
+    "fanin": "cam_server.pipeline.fanin_pipeline:run_fanin_pipeline",
 }
 
 
@@ -50,10 +55,14 @@ def make_handler(spec: InstanceSpec) -> Any:
         from cam_server.pipeline.processing_pipeline import ProcessingHandler
 
         return ProcessingHandler(config, spec.background_folder, spec.scripts_folder)
-    if pipeline_type == "store":
+    if pipeline_type in ("store", "fanout"):  # fanout: forward the frames unchanged to the workers (PUSH)
         from cam_server.pipeline.store_pipeline import StoreHandler
 
         return StoreHandler(config)
+    if pipeline_type == "stream":
+        from cam_server.pipeline.stream_pipeline import StreamHandler
+
+        return StreamHandler(config, spec.scripts_folder)
     raise CamServerError(f"pipeline_type {pipeline_type!r} has no message handler")
 
 
@@ -85,14 +94,22 @@ def configure_memory() -> None:
 def run_stream_pipeline(channel: InstanceChannel, spec: InstanceSpec) -> int:
     """Camera/stream in → handler → bsread out, until the loop ends (exit code 0) or raises."""
     config = spec.config
-    if str(config.get("mode") or "PUB").upper() == "FILE":
-        raise CamServerError("Output mode 'FILE' is not supported yet")
     handler = make_handler(spec)
     # Two ZeroMQ I/O threads: receiving a large frame and sending the previous one are both memory copies done
     # by I/O threads; with one thread they would serialise.
     context = zmq.Context(io_threads=ZMQ_IO_THREADS)
-    source = StreamInput(spec.camera_stream, config, spec.cam_server_url, context=context)
-    output = OutputStream(spec.output_endpoint, config, context=context).open()
+    if config.get("pipeline_type") == "stream":  # input_stream, bsread_address or camera (stream_pipeline.py)
+        from cam_server.pipeline.stream_pipeline import StreamPipelineInput
+
+        source = StreamPipelineInput(spec, context=context)
+    else:
+        source = StreamInput(spec.camera_stream, config, spec.cam_server_url, context=context)
+    if (config.get("pipeline_type") or "processing") == "processing":
+        from cam_server.pipeline.merge_input import MergedInput, merge_configured
+
+        if merge_configured(config):  # bsread_address: frames paired with bsread data by pulse id
+            source = MergedInput(source, config)
+    output = open_output(spec, context)  # PUB / PUSH stream or FILE (outputs.py)
     try:
         source.connect()
         loop = InstanceLoop(channel, handler, source, output, config.get("processing_threads") or 0)

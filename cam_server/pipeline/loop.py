@@ -106,6 +106,7 @@ class InstanceLoop:
             if message is None:  # receive timeout (about 1 s)
                 if self._ended.is_set():
                     return
+                self._update_dropped()
                 if time.time() - stats.get("last_frame_time") > RATE_STALE_S:
                     stats.set("rate", 0.0)  # the rate meter only updates when messages are sent
                 continue
@@ -117,7 +118,7 @@ class InstanceLoop:
                 return
             if job is None:
                 self._dropped += 1
-                stats.set("dropped", self._dropped + output.dropped)
+                self._update_dropped()
                 continue
             if dispatch(job):
                 return
@@ -170,6 +171,11 @@ class InstanceLoop:
         if failure:
             raise failure[0]
 
+    def _update_dropped(self) -> None:
+        """Frames dropped by gates / functions returning None, by the output (queue full, enforce_pid) and by the
+        input (bsread merge: frames without data)."""
+        self.stats.set("dropped", self._dropped + self.output.dropped + getattr(self.source, "dropped", 0))
+
     def _apply_config(self, config: dict[str, Any]) -> None:
         try:
             self.handler.update(config)
@@ -203,7 +209,7 @@ class InstanceLoop:
             stats.add("frames_out")
             stats.set("last_frame_time", time.time())
             self.rate.tick()
-        stats.set("dropped", self._dropped + self.output.dropped)  # output drops: queue full, enforce_pid
+        self._update_dropped()
         if self.output.finished:
             self.end_reason = f"{self.output.records} records sent"
             return True

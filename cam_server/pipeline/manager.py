@@ -179,12 +179,12 @@ class PipelineManager:
         with self._lock:
             # Re-merge on the newest config in case another client changed it meanwhile.
             new = update_config(instance.config, update)
-            instance.config = new
+            instance.config = _without_reload(new)
             process = instance.process
         if process is not None:
-            process.update_config(new)
+            process.update_config(new)  # with reload: true, once; the instance resets it after reloading
         log.info("instance %s config updated: %s", instance_id, sorted(update))
-        return dict(new)
+        return _without_reload(new)
 
     def get_instance_info(self, instance_id: str) -> dict[str, Any]:
         validate_name(instance_id, "instance id")
@@ -334,8 +334,8 @@ class PipelineManager:
             if expanded.get("pipeline_type") == "fanin" and not expanded.get("input_stream"):
                 in_port = reserve_port(exclude=used | {port})
                 expanded["input_stream"] = f"tcp://{self.hostname}:{in_port}"
-            instance = _Instance(instance_id, expanded, f"tcp://{self.hostname}:{port}", port, read_only,
-                                 camera_stream)
+            instance = _Instance(instance_id, _without_reload(expanded), f"tcp://{self.hostname}:{port}", port,
+                                 read_only, camera_stream)
             self._instances[instance_id] = instance
             self._finished.pop(instance_id, None)
         spec = InstanceSpec(instance_id=instance_id, config=expanded, output_endpoint=f"tcp://*:{port}",
@@ -464,6 +464,12 @@ class PipelineManager:
             else:
                 log.info("instance %s finished (exit code %s)", instance.instance_id, code)
         return [i.instance_id for i in done]
+
+
+def _without_reload(config: dict[str, Any]) -> dict[str, Any]:
+    """README: ``reload`` resets itself once the function was reloaded, so the config the server shows (and merges
+    later updates into) has ``reload: false``; only the config sent to the instance carries ``reload: true``."""
+    return {**config, "reload": False} if config.get("reload") else config
 
 
 def to_json_value(value: Any) -> Any:

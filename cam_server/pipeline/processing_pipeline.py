@@ -121,9 +121,12 @@ class ProcessingHandler:
             return None
         timestamp = message_timestamp(message)
         bsdata = {name: value.value for name, value in message.data.data.items() if name not in CAMERA_CHANNELS}
+        merged = getattr(message, "merged", None)  # bsread merge (merge_input.MergedMessage): data of this pulse id
+        if merged:
+            bsdata.update(merged)
 
         def compute() -> dict[str, Any] | None:
-            return self.compute(live, image, x_axis, y_axis, pulse_id, timestamp, bsdata, owned)
+            return self.compute(live, image, x_axis, y_axis, pulse_id, timestamp, bsdata, owned, merged)
 
         return Job(pulse_id, timestamp, compute)
 
@@ -131,8 +134,12 @@ class ProcessingHandler:
 
     @staticmethod
     def compute(live: LiveParameters, image: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray, pulse_id: int,
-                timestamp: tuple[int, int], bsdata: dict[str, Any], owned: bool = False) -> dict[str, Any] | None:
-        """Steps 9-11: pre-processing, function, include/exclude; raises :class:`ProcessingError`."""
+                timestamp: tuple[int, int], bsdata: dict[str, Any], owned: bool = False,
+                merged: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """Steps 9-11: pre-processing, function, include/exclude; raises :class:`ProcessingError`.
+
+        ``merged`` (bsread merge) channels are added to the output under their own names, unless the function
+        returned a channel of the same name."""
         parameters = live.parameters
         try:
             image, x_axis, y_axis = preprocess_frame(image, x_axis, y_axis, parameters, live.background,
@@ -148,4 +155,6 @@ class ProcessingHandler:
             return None
         if not isinstance(values, dict):
             raise ProcessingError(f"Processing function returned {type(values).__name__}, expected a dict")
+        if merged:
+            values = {**values, **{name: v for name, v in merged.items() if name not in values}}
         return filter_output(values, live.include, live.exclude)

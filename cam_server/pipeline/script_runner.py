@@ -79,6 +79,9 @@ class ScriptSender:
 
     def send(self, data: Mapping[str, Any], pulse_id: int | None = None,
              timestamp: tuple[int, int] | float | None = None) -> Any:
+        if not isinstance(data, Mapping):
+            raise UserScriptError(f"sender.send(data): data must be a dict (channel name -> value), "
+                                  f"got {type(data).__name__}")
         data = validate_result(data, "script sender.send(data)")
         if pulse_id is None:
             pulse_id = self._next_pulse_id

@@ -37,16 +37,17 @@ class UserScriptError(CamServerError):
 def resolve_script(name_or_path: str, scripts_folder: str | os.PathLike | None) -> str | None:
     """Absolute path of the script file, or None when the name does not refer to a file.
 
-    Tried in order: an existing path as given (absolute, or relative to the working directory, only when it
-    ends with ``.py``), then ``<scripts_folder>/<name>`` and ``<scripts_folder>/<name>.py``.
+    Tried in order: for a bare name (no folder), ``<scripts_folder>/<name>`` and ``<scripts_folder>/<name>.py``
+    (so an uploaded script wins over a same-named file in the server's working directory); then an existing
+    path as given (absolute, or relative to the working directory, only when it ends with ``.py``).
     """
-    if name_or_path.endswith(".py") and os.path.isfile(name_or_path):
-        return os.path.abspath(name_or_path)
     if scripts_folder and os.path.basename(name_or_path) == name_or_path and name_or_path not in (".", ".."):
         for candidate in (name_or_path, name_or_path + ".py"):
             path = os.path.join(os.fspath(scripts_folder), candidate)
             if candidate.endswith(".py") and os.path.isfile(path):
                 return os.path.abspath(path)
+    if name_or_path.endswith(".py") and os.path.isfile(name_or_path):
+        return os.path.abspath(name_or_path)
     return None
 
 

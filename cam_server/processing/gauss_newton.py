@@ -17,9 +17,13 @@ large-residual profiles where Gauss-Newton is only linear); it has converged whe
 :data:`NEWTON_STEP_TOL` (the error left after applying it is of the order of its square). Padded points sit at
 x = :data:`FAR` where E is exactly 0, so they add nothing to any sum.
 
-Anything unusual — singular or non-finite system, no convergence within :data:`MAX_ITERATIONS`, a final cost above
-the starting cost — marks the problem failed; the caller then falls back to the Levenberg-Marquardt from the spec's
-guesses, so the results never depend on this path being lucky.
+Rows longer than :data:`WINDOW_MIN_WIDTH` are cut to a window of ±WINDOW_MARGIN·WINDOW_SIGMAS·σ0 around the start
+(Σ y and n taken from the whole row), checked at the end to hold ±WINDOW_SIGMAS·σ around the result.
+
+Anything unusual — singular or non-finite system, still taking Gauss-Newton steps after :data:`HOPELESS_AFTER`
+iterations (noise-only profiles), no convergence within :data:`MAX_ITERATIONS`, a final cost above the starting
+cost, a too narrow window — marks the problem failed; the caller then retries from the spec's guesses and finally
+falls back to the Levenberg-Marquardt from the spec's guesses, so the results never depend on this path being lucky.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ NEWTON_FROM = 0.3  # a problem switches from Gauss-Newton to full Newton once it
 WINDOW_SIGMAS = 8.0  # exp(−8²/2) ≈ 1.3e-14: beyond this the model is the offset to double precision
 WINDOW_MARGIN = 2.0  # the window is cut around the start, whose σ may be off by this factor
 WINDOW_MAX_FRACTION = 0.7  # no window unless it is at most this part of the row
+WINDOW_MIN_WIDTH = 1000  # below this the numpy call overhead, not the row length, sets the cost
 FAR = 1e150  # x of padded points: exp(−(FAR−μ)²/2s²) == 0 while (FAR−μ)·0 stays 0
 HALF_MAX_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))  # σ = FWHM / 2.3548
 
@@ -57,13 +62,12 @@ def _system_matrix() -> np.ndarray:
                 c[3 * max(i, j) + 1, 4 * i + j] = 1.0  # Σ Uⱼ·1
             else:
                 c[3 * (i + j - 1) + 2, 4 * i + j] = 1.0  # Σ E²·d^(i+j−2)
-    # − (1/a)·Σ r·∇²f in the scaled variables: entries (μ,a)=S1, (s,a)=S2, (μ,μ)=S2−s²S0, (μ,s)=S3−2s²S1,
-    # (s,s)=S4−3s²S2 with S_k = Σ r·E·dᵏ.
-    second = {(1, 2): [(1, 1.0)], (1, 3): [(2, 1.0)], (2, 2): [(2, 1.0), (-0, -1.0)], (2, 3): [(3, 1.0), (-1, -2.0)],
-              (3, 3): [(4, 1.0), (-2, -3.0)]}
+    # − (1/a)·Σ r·∇²f in the scaled variables: entries (a,μ)=S1, (a,s)=S2, (μ,μ)=S2−s²S0, (μ,s)=S3−2s²S1,
+    # (s,s)=S4−3s²S2 with S_k = Σ r·E·dᵏ; terms (row of S_k or of s²·S_k in the sums vector, factor).
+    second = {(1, 2): [(24 + 1, 1.0)], (1, 3): [(24 + 2, 1.0)], (2, 2): [(24 + 2, 1.0), (29 + 0, -1.0)],
+              (2, 3): [(24 + 3, 1.0), (29 + 1, -2.0)], (3, 3): [(24 + 4, 1.0), (29 + 2, -3.0)]}
     for (i, j), terms in second.items():
-        for k, factor in terms:
-            row = 24 + k if factor > 0 else 29 + (-k)
+        for row, factor in terms:
             for a, b in {(i, j), (j, i)}:
                 c[row, 4 * a + b] -= factor
     for i in range(4):
@@ -74,10 +78,10 @@ def _system_matrix() -> np.ndarray:
 _SYSTEM = _system_matrix()
 
 
-def start_estimate(x: np.ndarray, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def start_estimate(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(B, 4) starting points from the half-maximum crossings around the maximum of each row.
 
-    Rows are edge-padded to a common length (``lengths`` holds the real ones). Baseline = median of the row
+    Rows may be edge-padded to a common length (the padding never creates a crossing). Baseline = median of the row
     (robust, unlike the minimum), peak = maximum of the 3-point sums (far less noise-inflated than the raw
     maximum); the interpolated crossings of the half level nearest to the peak give the FWHM → σ (corrected for
     the smoothing) and their midpoint → μ.
@@ -88,10 +92,9 @@ def start_estimate(x: np.ndarray, y: np.ndarray, lengths: np.ndarray) -> np.ndar
     if width >= 5:
         smooth = y[:, :-2] + y[:, 1:-1]
         smooth += y[:, 2:]
-        xs = x[:, 1:-1]
         scale, widen = 3.0, 2.0 / 3.0
     else:
-        smooth, xs, scale, widen = y, x, 1.0, 0.0
+        smooth, scale, widen = y, 1.0, 0.0
     n = smooth.shape[1]
     peak = smooth.argmax(axis=1)
     top = smooth[rows, peak]
@@ -104,15 +107,19 @@ def start_estimate(x: np.ndarray, y: np.ndarray, lengths: np.ndarray) -> np.ndar
     after = below & (columns > peak[:, None])
     right = after.argmax(axis=1)  # first one right of it
     right[~after[rows, right]] = n - 1  # none: the last point
-    last = np.maximum(lengths - (3 if scale == 3.0 else 1), 0)
-    left = np.clip(left, 0, last)
-    right = np.clip(right, 0, last)
-    inner = np.stack([left, np.minimum(left + 1, last), np.maximum(right - 1, 0), right], axis=1)
-    ys = np.take_along_axis(smooth, inner, axis=1)
-    xc = np.take_along_axis(xs, inner, axis=1)
+    # Points around both crossings: [left, left+1, right-1, right] (padded points repeat the edge: harmless).
+    index = np.empty((batch, 4), dtype=np.intp)
+    index[:, 0] = left
+    index[:, 1] = left + 1
+    index[:, 2] = right - 1
+    index[:, 3] = right
+    index += (rows * n)[:, None]
+    ys = np.take(smooth, index)
+    index += (rows * (width - n) + (width - n) // 2)[:, None]  # same points in the unsmoothed x
+    xc = np.take(x, index)
     with np.errstate(all="ignore"):
         fraction = (level[:, None] - ys[:, 0::2]) / (ys[:, 1::2] - ys[:, 0::2])
-        fraction = np.where(np.isfinite(fraction), np.clip(fraction, 0.0, 1.0), 0.5)
+        fraction = np.fmin(np.fmax(fraction, 0.0), 1.0)  # NaN (flat) -> 0
         crossing = xc[:, 0::2] + fraction * (xc[:, 1::2] - xc[:, 0::2])
         step = np.abs(x[:, 1] - x[:, 0])
         fwhm = np.abs(crossing[:, 1] - crossing[:, 0])
@@ -134,8 +141,10 @@ def newton_fit(x: np.ndarray, y: np.ndarray, start: np.ndarray) -> tuple[np.ndar
     p = start.astype(np.float64, copy=True)
     real = x < FAR
     y_squared = np.einsum("ij,ij->i", y, y * real)
-    constants = np.stack([np.einsum("ij,ij->i", y, real), real.sum(axis=1)], axis=1)  # Σ y, n
-    x, y, radius = _window(x, y, p)
+    window_x, window_y, radius = _window(x, y, p)
+    if radius is not None:  # Σ y and n of the whole rows
+        constants = np.stack([np.einsum("ij,ij->i", y, real), real.sum(axis=1)], axis=1)
+    x, y = window_x, window_y
     width = y.shape[1]
     buffer = np.empty((batch, 7, width))  # rows: y, 1, E, E·d, E·d², E·d³, E·d⁴
     buffer[:, 0] = y
@@ -221,6 +230,8 @@ def _window(x: np.ndarray, y: np.ndarray, start: np.ndarray) -> tuple[np.ndarray
     row, the rows are returned whole (radius None). The caller checks at the end that the window was wide enough.
     """
     batch, width = y.shape
+    if width < WINDOW_MIN_WIDTH:
+        return x, y, None
     with np.errstate(all="ignore"):
         radius = (WINDOW_MARGIN * WINDOW_SIGMAS) * np.abs(start[:, 3])
         inside = np.abs(x - start[:, 2:3]) <= radius[:, None]

@@ -115,6 +115,7 @@ def slice_channels(region: GoodRegion | None, number_of_slices: int = DEFAULT_NU
     }
     wanted = ("horizontal",) if orientation == "horizontal" else ("vertical", "horizontal")
     problems: list[tuple[np.ndarray, np.ndarray]] = []
+    hints: list[tuple[float, float]] = []
     band_sets: dict[str, np.ndarray] = {}
     for name in wanted:
         boundaries, _ = plans[name]
@@ -124,7 +125,10 @@ def slice_channels(region: GoodRegion | None, number_of_slices: int = DEFAULT_NU
         band_sets[name] = bands
         fit_axis = region.x_axis if name == "vertical" else region.y_axis
         problems.extend((fit_axis, band) for band in bands)
-    fits = fit_many(problems) if problems else []
+        # A band of a (nearly separable) beam has about the good region's centre and width along the fit axis.
+        hint = (region.x_fit_mean, region.x_fit_std) if name == "vertical" else (region.y_fit_mean, region.y_fit_std)
+        hints.extend([hint] * len(bands))
+    fits = fit_many(problems, hints=np.array(hints)) if problems else []
     results: dict[str, list[GaussResult]] = {}
     offset = 0
     for name, bands in band_sets.items():

@@ -2,8 +2,8 @@
 
 Every answer is the JSON envelope (``state``, ``status``, one specific field) except ``/image`` (PNG). Blocking
 work (starting an instance, waiting for a frame) runs in FastAPI's thread pool (plain ``def`` handlers), so one
-slow camera never blocks the server. Fixed paths (``/info``, ``/aliases``, ``/groups``) are declared before
-``/{camera_name}`` so they are never taken as camera names.
+slow camera never blocks the server. Fixed paths (``/info``, ``/aliases``, ``/groups``, ``/script``) are declared
+before ``/{camera_name}`` so they are never taken as camera names.
 """
 
 from __future__ import annotations
@@ -18,15 +18,18 @@ from starlette.concurrency import run_in_threadpool
 from cam_server.camera.manager import FRAME_TIMEOUT, CameraInstanceManager
 from cam_server.camera.render import image_bytes_payload, render_png
 from cam_server.common.errors import CamServerError
+from cam_server.common.scripts_store import ScriptStore
 from cam_server.processing.camera_transforms import camera_geometry
 from cam_server.rest.envelope import install_error_handlers, json_body, ok
+from cam_server.rest.script_routes import install_script_routes
 
 API = "/api/v1/cam"
 MAX_FRAME_TIMEOUT = 120.0
 
 
-def create_camera_app(manager: CameraInstanceManager) -> FastAPI:
-    """The FastAPI app serving ``manager`` (instances are stopped when the app shuts down)."""
+def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | None = None) -> FastAPI:
+    """The FastAPI app serving ``manager`` (instances are stopped when the app shuts down) and the user scripts
+    folder ``scripts`` (``-u``; without one the script routes answer 404)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -61,6 +64,9 @@ def create_camera_app(manager: CameraInstanceManager) -> FastAPI:
     @app.get(f"{API}/groups/{{group}}")
     def get_group(group: str) -> dict[str, Any]:
         return ok(f"Cameras of group '{group}'.", cameras=store.group_cameras(group))
+
+    # User scripts (-u): /script, /script/<name>/script_bytes (see rest/script_routes.py), before /{camera_name}.
+    install_script_routes(app, API, scripts)
 
     @app.get(f"{API}/{{camera_name}}")
     def get_instance_stream(camera_name: str) -> dict[str, Any]:

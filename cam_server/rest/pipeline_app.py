@@ -2,7 +2,7 @@
 
 Handlers that block (process start/stop, camera server calls, stream reads) are plain ``def`` so FastAPI runs them
 in its threadpool and concurrent clients do not wait for each other. Fixed path segments (``info``, ``camera``,
-``instance``) are declared before the ``{pipeline_name}`` routes and are refused as pipeline names.
+``instance``, ``script``) are declared before the ``{pipeline_name}`` routes and are refused as pipeline names.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from cam_server import __version__
+from cam_server.common.scripts_store import ScriptStore
 from cam_server.pipeline.manager import PipelineManager
 from cam_server.rest.envelope import install_error_handlers, json_body, ok
+from cam_server.rest.script_routes import install_script_routes
 
 API = "/api/v1/pipeline"
 _JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
@@ -97,6 +99,9 @@ def create_pipeline_app(manager: PipelineManager) -> FastAPI:
                   pulse_id=message["pulse_id"], global_timestamp=message["global_timestamp"])
         # Serialised directly: FastAPI's generic encoder walks every pixel of a large image list far slower.
         return Response(json.dumps(body, allow_nan=False), media_type="application/json")
+
+    # User scripts (scripts folder -u): /script, /script/<name>/script_bytes (see rest/script_routes.py).
+    install_script_routes(app, API, ScriptStore(manager.scripts_folder))
 
     # --- named pipelines and instance ids -------------------------------------------------------------------
     @app.post(f"{API}/{{pipeline_name}}", summary="Create a private instance of a saved pipeline")

@@ -3,7 +3,12 @@ and a receiver on its output stream."""
 
 from __future__ import annotations
 
+import atexit
+import itertools
 import json
+import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +35,18 @@ AMPLITUDE, OFFSET = 4000, 100
 PRELOAD = ("cam_server.pipeline.instance", "cam_server.processing.default", "numpy", "scipy.ndimage")
 
 
+_IPC_DIR = tempfile.mkdtemp(prefix="cs-pi-")  # short: ipc paths are limited to ~100 characters
+_ipc_counter = itertools.count()
+atexit.register(shutil.rmtree, _IPC_DIR, ignore_errors=True)
+
+
+def unique_ipc_address(what: str) -> str:
+    """A stream address nobody else can hold: streams between test processes on one host use ipc, so tests
+    running in parallel (other pytest sessions on the machine) can never connect to each other's streams the
+    way a reused TCP port would let them."""
+    return f"ipc://{_IPC_DIR}/{what}-{os.getpid()}-{next(_ipc_counter)}"
+
+
 def gaussian_image(width: int = WIDTH, height: int = HEIGHT, cx: float = CENTER_X, cy: float = CENTER_Y,
                    sigma: float = SIGMA, amplitude: int = AMPLITUDE, offset: int = OFFSET) -> np.ndarray:
     """uint16 (height, width) image: offset + a gaussian spot with its peak at column cx, row cy."""
@@ -52,8 +69,7 @@ class FakeCamera:
         self.rate = rate
         self.pulse_id = start_pulse_id
         self.extra = extra or {}
-        self.port = free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.address = unique_ipc_address("camera")
         self.sent = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,7 +106,7 @@ class FakeCamera:
             sender.close()
 
     def start(self) -> FakeCamera:
-        sender = Sender(port=self.port, address="tcp://127.0.0.1", mode=PUB, queue_size=100, block=False)
+        sender = Sender(port=None, address=self.address, mode=PUB, queue_size=100, block=False)
         self._declare(sender)
         sender.open()
         self._stop.clear()
@@ -188,7 +204,7 @@ def pipeline(tmp_path: Path, camera: FakeCamera | None = None, cam_server_url: s
     """A pipeline instance reading ``camera`` (or ``camera_stream``), stopped and checked at the end."""
     config.setdefault("camera_name", "fake")
     expanded = expand_config(config)
-    port = free_port()
+    output = unique_ipc_address("output")
     backgrounds = tmp_path / "backgrounds"
     scripts = tmp_path / "scripts"
     backgrounds.mkdir(exist_ok=True)
@@ -196,8 +212,8 @@ def pipeline(tmp_path: Path, camera: FakeCamera | None = None, cam_server_url: s
     spec = InstanceSpec(
         instance_id="test",
         config=expanded,
-        output_endpoint=f"tcp://127.0.0.1:{port}",
-        stream_address=f"tcp://127.0.0.1:{port}",
+        output_endpoint=output,
+        stream_address=output,
         camera_stream=camera_stream or (camera.address if camera is not None else None),
         cam_server_url=cam_server_url or f"http://127.0.0.1:{free_port()}",
         background_folder=str(backgrounds),

@@ -23,14 +23,14 @@ def _small_simulation(tmp_path):
 def test_simulation_camera_through_the_instance(tmp_path):
     with camera_server(tmp_path, config_dir=_small_simulation(tmp_path)) as cam, \
             pipeline(tmp_path, cam_server_url=cam.url, camera_name="simulation",
-                     image_region_of_interest=[10, 200, 20, 100]) as inst:
+                     image_region_of_interest=[60, 200, 70, 100]) as inst:
         messages = receive(inst.receiver(), 3, timeout=20)
         out = values(messages[-1])
         assert out["image"].shape == (100, 200) and out["image"].dtype == np.uint16
-        np.testing.assert_array_equal(out["x_axis"], np.arange(10, 210, dtype=np.float32))
-        # the simulated beam core is saturated at 0.9 * 65535 and lies inside this ROI
+        np.testing.assert_array_equal(out["x_axis"], np.arange(60, 260, dtype=np.float32))
+        # the simulated beam core (centre of the 320x240 frame, saturated at 0.9 * 65535) lies inside this ROI
         assert out["max_value"] == 58981
-        assert 60 < out["x_fit_mean"] < 210 and 20 < out["y_fit_mean"] < 120
+        assert 100 < out["x_fit_mean"] < 200 and 90 < out["y_fit_mean"] < 150
         pids = [m.data.pulse_id for m in messages]
         assert pids == sorted(pids)
 

@@ -76,7 +76,7 @@ def test_agrees_with_the_levenberg_marquardt_of_the_previous_version():
 def test_start_estimate_is_close_for_a_clean_gaussian():
     axis = np.arange(500, dtype=np.float64)
     profile = _model([1000.0, 2e5, 210.4, 6.5], axis)
-    start = start_estimate(axis[None], profile[None], np.array([500]))[0]
+    start = start_estimate(axis[None], profile[None])[0]
     np.testing.assert_allclose(start, [1000.0, 2e5, 210.4, 6.5], rtol=0.05)
 
 
@@ -113,7 +113,7 @@ def test_noise_only_profile_falls_back_to_levenberg_marquardt():
         profile = np.random.default_rng(seed).integers(2000, 15000, 70)
         x, y = axis.astype(np.float64)[None], profile.astype(np.float64)[None]
         guess = np.array([initial_guess(axis, profile)])
-        _, failed_start = newton_fit(x, y, start_estimate(x, y, np.array([70])))
+        _, failed_start = newton_fit(x, y, start_estimate(x, y))
         _, failed_guess = newton_fit(x, y, guess)
         if failed_start[0] and failed_guess[0]:
             break
@@ -134,3 +134,17 @@ def test_newton_reports_failure_for_degenerate_rows():
     assert failed[0]
     _, failed = newton_fit(axis, flat, np.array([[5.0, 1.0, 10.0, np.nan]]))
     assert failed[0]
+
+
+def test_hints_change_the_start_not_the_minimum():
+    beam = SimulatedBeam(1200, 300, seed=6)  # x rows > WINDOW_MIN_WIDTH: also the windowed path
+    x_profile, y_profile = profiles(beam.next_frame())
+    problems = [(np.arange(1200, dtype=np.float32), x_profile), (np.arange(300, dtype=np.float32), y_profile)]
+    plain = fit_many(problems)
+    hinted = fit_many(problems, hints=np.array([[plain[0][3] + 3.0, plain[0][4] * 1.3],
+                                                [plain[1][3] - 1.0, plain[1][4] * 0.8]]))
+    for a, b, (axis, profile) in zip(plain, hinted, problems, strict=True):
+        assert _relative_error(b[1:], _reference(axis, profile, b[1:])) < 1e-6
+        assert _relative_error(a[1:], np.array([b[1], b[2], b[3], b[4]])) < 1e-6
+    with pytest.raises(ValueError, match="Invalid fit hints"):
+        fit_many(problems, hints=np.zeros((3, 2)))

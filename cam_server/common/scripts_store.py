@@ -1,0 +1,103 @@
+"""The user scripts folder (``-u`` of both servers): Python files that pipelines load as processing functions.
+
+Both servers serve the same routes (``.../script``, ``.../script/<name>/script_bytes``) from this one store.
+
+Names: a script is the file ``<folder>/<name>.py``. A name may be given with or without the ``.py`` suffix
+(``my_proc`` and ``my_proc.py`` are the same script); listings return the file names, with the suffix. Names
+follow :func:`validate_name` (no paths, no hidden files). Uploads must be non-empty UTF-8 Python source that
+compiles, so a syntax error is reported at upload (with its line) instead of when a pipeline loads the script.
+Writes are atomic: a pipeline (re)loading a script while it is uploaded sees the old or the new file, never half.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+from pathlib import Path
+
+from cam_server.common.config_store import atomic_write_bytes
+from cam_server.common.errors import CamServerError, NotFound
+from cam_server.common.names import validate_name
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".py"
+MAX_SCRIPT_BYTES = 4 * 1024 * 1024
+
+
+class ScriptTooLarge(CamServerError):
+    status_code = 413
+
+
+def script_file_name(name: object) -> str:
+    """``name`` as the script's file name (``.py`` appended when missing); raises InvalidName for unsafe names."""
+    validate_name(name, "script name")
+    assert isinstance(name, str)
+    return name if name.endswith(SUFFIX) else name + SUFFIX
+
+
+def check_script(file_name: str, data: bytes) -> str:
+    """The script text, if ``data`` is a non-empty UTF-8 Python source that compiles; else a clear 400 error."""
+    if len(data) > MAX_SCRIPT_BYTES:
+        raise ScriptTooLarge(f"Script {file_name} is too large: {len(data)} bytes (at most {MAX_SCRIPT_BYTES}).")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CamServerError(f"Script {file_name} is not UTF-8 text: {exc}") from None
+    if not text.strip():
+        raise CamServerError(f"Script {file_name} is empty: upload the Python source as the request body.")
+    try:
+        ast.parse(text, filename=file_name)
+    except SyntaxError as exc:
+        line = f": {exc.text.strip()}" if exc.text and exc.text.strip() else ""
+        raise CamServerError(f"Syntax error in script {file_name} line {exc.lineno}: {exc.msg}{line}") from None
+    except ValueError as exc:  # e.g. null bytes in the source
+        raise CamServerError(f"Script {file_name} is not valid Python source: {exc}") from None
+    return text
+
+
+class ScriptStore:
+    """``<folder>/<name>.py`` files; the folder is created on the first upload (not when a server starts)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def path(self, name: str) -> Path:
+        return self.folder / script_file_name(name)
+
+    def names(self) -> list[str]:
+        """File names of the stored scripts, sorted (hidden and temporary files are not scripts)."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(p.name for p in self.folder.glob(f"*{SUFFIX}") if p.is_file() and not p.name.startswith("."))
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).is_file()
+
+    def load(self, name: str) -> str:
+        """The script's source text; NotFound names the folder."""
+        path = self.path(name)
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFound(f"Script '{path.name}' does not exist in the scripts folder {self.folder}.") from None
+        return data.decode("utf-8", errors="replace")
+
+    def save(self, name: str, script: bytes | str) -> str:
+        """Check and store ``script`` (replacing an existing one); returns the file name."""
+        path = self.path(name)
+        data = script.encode("utf-8") if isinstance(script, str) else bytes(script)
+        check_script(path.name, data)
+        atomic_write_bytes(path, data)
+        log.info("saved user script %s (%d bytes)", path, len(data))
+        return path.name
+
+    def delete(self, name: str) -> str:
+        """Remove the script; returns its file name. Running pipelines keep the version they loaded."""
+        path = self.path(name)
+        try:
+            path.unlink()
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFound(f"Script '{path.name}' does not exist in the scripts folder {self.folder}.") from None
+        log.info("deleted user script %s", path)
+        return path.name

@@ -1,0 +1,31 @@
+"""Which output an instance sends to: a bsread stream (:class:`OutputStream`) or an HDF5 file (:class:`FileOutput`).
+
+Worker pipelines with ``output_stream`` (set by the server from ``output_pipeline``) connect to a fan-in
+pipeline, which binds PULL: their output is therefore PUSH, also when ``mode`` was left at its PUB default
+(a PUB socket cannot talk to a PULL socket, nothing would ever arrive).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zmq
+
+from cam_server.pipeline.file_output import FileOutput
+from cam_server.pipeline.instance_spec import InstanceSpec
+from cam_server.pipeline.output import OutputStream
+
+
+def output_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config the output socket is built from (``output_stream`` + PUB → PUSH, blocking)."""
+    if config.get("output_stream") and str(config.get("mode") or "PUB").upper() == "PUB":
+        return {**config, "mode": "PUSH", "block": True}
+    return config
+
+
+def open_output(spec: InstanceSpec, context: zmq.Context | None = None) -> OutputStream | FileOutput:
+    """Open the instance's output for its config (``mode`` PUB / PUSH / FILE)."""
+    config = spec.config
+    if str(config.get("mode") or "PUB").upper() == "FILE":
+        return FileOutput(config, instance=spec.instance_id).open()
+    return OutputStream(spec.output_endpoint, output_config(config), context=context).open()

@@ -1,0 +1,160 @@
+"""``pipeline_type: stream``: any bsread stream in → a user function → bsread out (no image processing).
+
+Input, first match wins: ``input_stream`` (also what ``input_pipeline`` resolves to) read with ``input_mode``;
+``bsread_address`` read with ``bsread_mode`` (PULL by default); the camera of ``camera_name``. Reading
+``bsread_channels`` from a dispatcher is not supported (no dispatcher here): the instance fails with a clear error.
+
+The function is ``process(stream_data, pulse_id, timestamp, parameters)`` of the user script named by
+``function`` (``stream_data``: channel name → value of the received message, ``timestamp``: (sec, ns)); it
+returns the dict to send, or None to send nothing for that message. Without ``function`` the message is passed
+through unchanged. The pipeline's gates (paused, pid_range, downsampling, max_frame_rate), include/exclude,
+processing_threads and the output options apply as for processing pipelines.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import zmq
+
+from cam_server.bsread import Message
+from cam_server.common.errors import InvalidConfig
+from cam_server.pipeline.gates import Downsampler, FrameRateLimiter, PidDecision, pid_range_decision
+from cam_server.pipeline.input import StreamInput
+from cam_server.pipeline.instance_spec import InstanceSpec
+from cam_server.pipeline.outcomes import FinishInstance, Job, ProcessingError
+from cam_server.pipeline.processing_pipeline import filter_output, message_timestamp
+from cam_server.pipeline.user_functions import describe_exception, load_function
+
+log = logging.getLogger(__name__)
+
+STREAM_FUNCTION = "process"
+STREAM_FUNCTION_ARGS = 4  # stream_data, pulse_id, timestamp, parameters
+PASS_THROUGH_NAMES = (None, "", "pass_through", "transparent")
+
+
+def pass_through(stream_data: dict[str, Any], pulse_id: int, timestamp: tuple[int, int],
+                 parameters: dict[str, Any]) -> dict[str, Any]:
+    """The built-in stream function: send the received channels unchanged."""
+    return stream_data
+
+
+def resolve_stream_function(name: str | None, scripts_folder: str | None, reload: bool = False,
+                            ) -> Callable[..., Any]:
+    """``function`` → callable; raises UserScriptError naming the script, line and problem."""
+    if name in PASS_THROUGH_NAMES:
+        return pass_through
+    return load_function(str(name), scripts_folder, STREAM_FUNCTION, reload=reload, n_args=STREAM_FUNCTION_ARGS)
+
+
+def call_user_function(function: Callable[..., Any], args: tuple, what: str, pulse_id: int,
+                       include: list[str] | None, exclude: frozenset[str]) -> dict[str, Any] | None:
+    """Call a stream/custom function and check its result; every failure is a :class:`ProcessingError` naming
+    the pulse id, the exception and the script line."""
+    try:
+        result = function(*args)
+    except Exception as exc:  # noqa: BLE001 - user functions can raise anything
+        raise ProcessingError(f"{what} failed at pulse id {pulse_id}: {describe_exception(exc)}") from exc
+    if result is None:  # the function chose to send nothing this time
+        return None
+    if not isinstance(result, Mapping):
+        raise ProcessingError(f"{what} returned {type(result).__name__} at pulse id {pulse_id}, expected a dict "
+                              "(channel name -> value) or None")
+    bad = [key for key in result if not isinstance(key, str)]
+    if bad:
+        raise ProcessingError(f"{what} returned a non-string channel name {bad[0]!r} at pulse id {pulse_id}")
+    return filter_output(dict(result), include, exclude)
+
+
+class MessageGates:
+    """paused, pid_range, downsampling and max_frame_rate for one message, in that order (processing.md 2)."""
+
+    def __init__(self) -> None:
+        self._downsampler = Downsampler()
+        self._rate_limiter = FrameRateLimiter()
+
+    def passes(self, config: Mapping[str, Any], pulse_id: int) -> bool:
+        """False when the message is dropped; raises :class:`FinishInstance` past the pid_range stop."""
+        if config.get("paused"):
+            return False
+        decision = pid_range_decision(config.get("pid_range"), pulse_id)
+        if decision is PidDecision.FINISH:
+            raise FinishInstance(f"pulse id {pulse_id} is past the pid_range stop {config['pid_range'][1]}")
+        if decision is PidDecision.DROP:
+            return False
+        if not self._downsampler.passes(config.get("downsampling")):
+            return False
+        return self._rate_limiter.passes(config.get("max_frame_rate"))
+
+
+class StreamHandler:
+    """Per-message handler of stream pipelines (see :class:`cam_server.pipeline.loop.Handler`)."""
+
+    def __init__(self, config: dict[str, Any], scripts_folder: str | None) -> None:
+        self._scripts_folder = scripts_folder
+        self._gates = MessageGates()
+        self._function_name: Any = object()
+        self._function: Callable[..., Any] = pass_through
+        self.update(config)
+
+    def update(self, config: dict[str, Any]) -> None:
+        """Take a new config; the function is (re)loaded when its name changes or ``reload`` is true (then
+        ``reload`` is reset, as for processing pipelines). Raises on a bad function; the old one stays."""
+        config = dict(config)
+        name, reload = config.get("function"), bool(config.get("reload"))
+        if reload or name != self._function_name:
+            self._function = resolve_stream_function(name, self._scripts_folder, reload=reload)
+            self._function_name = name
+            config["reload"] = False
+        self.config = config
+        include = config.get("include")
+        self._include = list(include) if include is not None else None
+        self._exclude = frozenset(config.get("exclude") or ())
+
+    @property
+    def abort_on_error(self) -> bool:
+        return self.config.get("abort_on_error", True) is not False
+
+    def prepare(self, message: Message) -> Job | None:
+        pulse_id = message.data.pulse_id
+        if not self._gates.passes(self.config, pulse_id):
+            return None
+        timestamp = message_timestamp(message)
+        stream_data = {name: value.value for name, value in message.data.data.items()}
+        function, parameters, include, exclude = self._function, self.config, self._include, self._exclude
+
+        def compute() -> dict[str, Any] | None:
+            return call_user_function(function, (stream_data, pulse_id, timestamp, parameters), "Stream function",
+                                      pulse_id, include, exclude)
+
+        return Job(pulse_id, timestamp, compute)
+
+
+def stream_input_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config :class:`StreamInput` reads (``input_stream`` / ``input_mode``) for a stream pipeline."""
+    if config.get("input_stream"):
+        return config
+    address = config.get("bsread_address")
+    if address:
+        return {**config, "input_stream": address, "input_mode": config.get("bsread_mode") or "PULL"}
+    if config.get("camera_name"):
+        return config
+    if config.get("bsread_channels"):
+        raise InvalidConfig("Stream pipeline: reading bsread_channels from the dispatcher is not supported; "
+                            "give bsread_address (or input_stream / input_pipeline)")
+    raise InvalidConfig("Stream pipeline has no input: set input_stream, input_pipeline, bsread_address or "
+                        "camera_name")
+
+
+class StreamPipelineInput(StreamInput):
+    """:class:`StreamInput` that maps ``bsread_address`` / ``bsread_mode`` onto the input, also on live updates."""
+
+    def __init__(self, spec: InstanceSpec, context: zmq.Context | None = None) -> None:
+        config = stream_input_config(spec.config)
+        address = None if config.get("input_stream") else spec.camera_stream
+        super().__init__(address, config, spec.cam_server_url, context=context)
+
+    def update_config(self, config: dict[str, Any]) -> None:
+        super().update_config(stream_input_config(config))

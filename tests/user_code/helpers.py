@@ -1,0 +1,185 @@
+"""Servers and streams for the user code tests: a camera server with a user scripts folder (``-u``), a pipeline
+server on top of it, an upstream bsread camera stream and readers of pipeline output streams."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+from cam_server.bsread import PUB, PUSH, SUB, Message, Sender, Source
+from tests.helpers.net import free_port
+from tests.helpers.procs import start_python, stop_pid, wait_until
+from tests.helpers.servers import EXAMPLE_CONFIG
+
+WIDTH, HEIGHT = 48, 32
+SPOT_X, SPOT_Y = 30.0, 10.0  # peak column / row of the upstream image
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int
+    log: Path
+    scripts: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def _wait_ready(proc: Any, url: str, log: Path, what: str) -> None:
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            return requests.get(url, timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    try:
+        wait_until(ready, 30, f"{what} at {url}")
+    except BaseException:
+        stop_pid(proc)
+        raise
+
+
+@contextmanager
+def camera_server_with_scripts(tmp: Path, cameras: dict[str, dict]) -> Iterator[Server]:
+    """``start_camera_server`` with ``-u <tmp>/camera_scripts``, the example cameras plus ``cameras``."""
+    base = tmp / "camera_config"
+    shutil.copytree(EXAMPLE_CONFIG / "camera_config", base, dirs_exist_ok=True)
+    for name, config in cameras.items():
+        (base / f"{name}.json").write_text(json.dumps({"name": name, **config}))
+    scripts = tmp / "camera_scripts"  # not created: the server creates it on the first upload
+    port = free_port()
+    log = tmp / "camera_server.log"
+    proc = start_python(["-m", "cam_server.start_camera_server", "-p", str(port), "-i", "127.0.0.1", "-b", str(base),
+                         "-u", str(scripts), "-n", "127.0.0.1", "--log_level", "INFO"], log_path=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, f"{url}/api/v1/cam", log, "camera server")
+        yield Server(url, proc.pid, log, scripts)
+    finally:
+        stop_pid(proc)
+
+
+@contextmanager
+def pipeline_server_with_scripts(tmp: Path, cam_url: str) -> Iterator[Server]:
+    """``start_pipeline_server`` with ``-u <tmp>/pipeline_scripts`` (created here, as a deployment would)."""
+    base = tmp / "pipeline_config"
+    backgrounds = tmp / "background_config"
+    scripts = tmp / "pipeline_scripts"
+    for folder in (base, backgrounds, scripts):
+        folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = tmp / "pipeline_server.log"
+    proc = start_python(["-m", "cam_server.start_pipeline_server", "-c", cam_url, "-p", str(port), "-i", "127.0.0.1",
+                         "-b", str(base), "-g", str(backgrounds), "-u", str(scripts), "-n", "127.0.0.1",
+                         "--log_level", "INFO"], log_path=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(proc, f"{url}/api/v1/pipeline", log, "pipeline server")
+        yield Server(url, proc.pid, log, scripts)
+    finally:
+        stop_pid(proc)
+
+
+def spot_image(width: int = WIDTH, height: int = HEIGHT, cx: float = SPOT_X, cy: float = SPOT_Y) -> np.ndarray:
+    """uint16 (height, width): a gaussian spot (peak at column cx, row cy) on a small offset; every pixel distinct
+    enough that any flip or rotation is visible."""
+    cols = np.arange(width)[None, :]
+    rows = np.arange(height)[:, None]
+    spot = 3000 * np.exp(-((cols - cx) ** 2 + (rows - cy) ** 2) / (2 * 3.0 ** 2))
+    return (10 + spot).astype(np.uint16)
+
+
+class Upstream:
+    """A camera stream (PUB, channel ``image`` = :func:`spot_image`) from ``start_pulse_id`` at ~``rate`` Hz, and
+    optionally a bsread data stream (PUSH, non-blocking) for the pulse ids ``data_for(pid)`` accepts, sent just
+    before the frame of the same pulse id. Read by bsread-source cameras with ``bsread_mode: SUB``."""
+
+    def __init__(self, rate: float = 100.0, start_pulse_id: int = 1000,
+                 data_for: Callable[[int], dict[str, Any] | None] | None = None) -> None:
+        self.image = spot_image()
+        self.image.flags.writeable = False
+        self.camera_port = free_port()
+        self.data_port = free_port()
+        self.rate = rate
+        self.pulse_id = start_pulse_id
+        self.data_for = data_for
+        self.data_sent: dict[int, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="upstream", daemon=True)
+
+    @property
+    def camera_address(self) -> str:
+        return f"tcp://127.0.0.1:{self.camera_port}"
+
+    @property
+    def data_address(self) -> str:
+        return f"tcp://127.0.0.1:{self.data_port}"
+
+    def _run(self) -> None:
+        camera = Sender(port=self.camera_port, address="tcp://127.0.0.1", mode=PUB, block=False, queue_size=20)
+        camera.open()
+        data_sender = None
+        if self.data_for is not None:
+            data_sender = Sender(port=self.data_port, address="tcp://127.0.0.1", mode=PUSH, block=False,
+                                 queue_size=200)
+            data_sender.open()
+        try:
+            while not self._stop.wait(1.0 / self.rate):
+                pid = self.pulse_id
+                timestamp = (1_700_000_000 + pid // 100, (pid % 100) * 10_000_000)
+                if data_sender is not None:
+                    data = self.data_for(pid)  # type: ignore[misc]
+                    if data is not None and data_sender.send(data, pulse_id=pid, timestamp=timestamp):
+                        self.data_sent[pid] = data
+                camera.send({"image": self.image}, pulse_id=pid, timestamp=timestamp)
+                self.pulse_id += 1
+        finally:
+            camera.close()
+            if data_sender is not None:
+                data_sender.close()
+
+    def __enter__(self) -> Upstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def relay_camera(upstream: Upstream, **overrides: Any) -> dict[str, Any]:
+    """Camera config of a bsread-source camera reading ``upstream`` (SUB, so several cameras can share it)."""
+    return {"source": upstream.camera_address, "source_type": "bsread", "bsread_mode": "SUB", "mirror_x": False,
+            "mirror_y": False, "rotate": 0, "camera_calibration": None, **overrides}
+
+
+def receive(stream: str, count: int, predicate: Callable[[Message], bool] | None = None, timeout: float = 15.0,
+            ) -> list[Message]:
+    """``count`` messages (each satisfying ``predicate``) of a pipeline stream; raises TimeoutError."""
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout
+    with Source(address=stream, mode=SUB, receive_timeout=200) as source:
+        while len(messages) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"got {len(messages)} of {count} messages from {stream} in {timeout} s")
+            message = source.receive()
+            if message is not None and (predicate is None or predicate(message)):
+                messages.append(message)
+    return messages
+
+
+def values(message: Message) -> dict[str, Any]:
+    return {name: v.value for name, v in message.data.data.items()}
