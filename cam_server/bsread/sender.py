@@ -88,14 +88,18 @@ class Sender:
             if self.send_timeout is not None:
                 sock.setsockopt(zmq.SNDTIMEO, int(self.send_timeout))
             sock.copy_threshold = COPY_THRESHOLD
+            # Attach the monitor before bind/connect: a peer that connects at once must not be missed.
+            self._monitor = ClientMonitor(sock, no_client_action, no_client_timeout,
+                                          count_connects=self.conn_type == CONNECT)
             if self.conn_type == BIND:
                 _bind_with_retry(sock, self._endpoint_request)
             else:
                 sock.connect(self._endpoint_request)
             self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT) or self._endpoint_request
-            self._monitor = ClientMonitor(sock, no_client_action, no_client_timeout,
-                                          count_connects=self.conn_type == CONNECT)
         except Exception:
+            if self._monitor is not None:
+                self._monitor.stop()
+                self._monitor = None
             sock.close(linger=0)
             raise
         self._socket = sock
