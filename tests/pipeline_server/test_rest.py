@@ -64,7 +64,9 @@ def test_private_instance_lifecycle(servers, client: PipelineClient):
     reset = client.set_instance_config(instance_id, {"image_threshold": None})
     assert reset["image_threshold"] is None and reset["image_region_of_interest"] == [0, 64, 0, 32]
 
-    message = client.get_instance_message(instance_id)  # live config reached the instance
+    # The live config reaches the instance within a couple of frames (one in flight may predate it).
+    message = wait_until(lambda: (m := client.get_instance_message(instance_id))["width"] == 64 and m, 10,
+                         "a message processed with the new ROI")
     assert message["width"] == 64 and message["height"] == 32
     assert np.asarray(message["image"]).shape == (32, 64)
     assert json.loads(message["processing_parameters"])["image_region_of_interest"] == [0, 64, 0, 32]
