@@ -37,9 +37,13 @@ def setup() -> None:
         print(f"creating virtual environment in {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True, clear=False).create(VENV)
     pip = [str(PY), "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.check_call([*pip, "install", "--upgrade", "pip"])
     print("installing cam_server and its dependencies (a minute on a fresh machine)", flush=True)
-    subprocess.check_call([*pip, "install", "-e", f"{ROOT}[test]"])
+    log = VENV / "install.log"
+    with open(log, "w") as out:
+        for args in (["install", "--upgrade", "pip"], ["install", "-e", f"{ROOT}[test]"]):
+            if subprocess.call([*pip, *args], stdout=out, stderr=subprocess.STDOUT) != 0:
+                sys.stdout.write(log.read_text())
+                raise SystemExit(f"installation failed (pip {' '.join(args)}); the log is above and in {log}")
     STAMP.write_text(_fingerprint())
 
 

@@ -88,8 +88,8 @@ def test_bad_send_from_script(tmp_path):
         def run(stop_event, parameters, sender):
             sender.send([1, 2])
     """)
-    with pytest.raises(UserScriptError, match=r"script badsend failed: script sender\.send\(data\) must return a "
-                                              r"dict, got list"):
+    with pytest.raises(UserScriptError, match=r"script badsend failed: sender\.send\(data\): data must be a dict "
+                                              r"\(channel name -> value\), got list"):
         run_script("badsend", tmp_path, threading.Event(), dict, lambda *a: None)
 
 
