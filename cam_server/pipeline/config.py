@@ -22,6 +22,9 @@ from cam_server.common.names import validate_name
 PIPELINE_TYPES = ("processing", "store", "stream", "custom", "script", "fanout", "fanin")
 # Types that need no input in the config (custom/script produce their own data, fanin binds its own input).
 NO_INPUT_TYPES = frozenset({"custom", "script", "fanin"})
+# Processing pipelines merge bsread data only from a given stream (no dispatcher client).
+DISPATCHER_NOT_SUPPORTED = ("bsread_channels without bsread_address would read from the dispatcher, which is not "
+                            "supported: set bsread_address to the bsread stream to merge (e.g. tcp://host:port)")
 OUTPUT_MODES = ("PUB", "PUSH", "FILE")
 INPUT_MODES = ("SUB", "PULL")
 HEADER_STRATEGIES = ("once", "always", "on_change")
@@ -245,6 +248,8 @@ class PipelineConfig(BaseModel):
             raise ValueError(f"camera_name is required for pipeline_type '{self.pipeline_type}' "
                              "(or give input_stream / input_pipeline"
                              + (" / bsread_address / bsread_channels)" if self.pipeline_type == "stream" else ")"))
+        if self.pipeline_type == "processing" and self.bsread_channels and not self.bsread_address:
+            raise ValueError(DISPATCHER_NOT_SUPPORTED)
         return self
 
 

@@ -105,10 +105,9 @@ def run_stream_pipeline(channel: InstanceChannel, spec: InstanceSpec) -> int:
     else:
         source = StreamInput(spec.camera_stream, config, spec.cam_server_url, context=context)
     if (config.get("pipeline_type") or "processing") == "processing":
-        from cam_server.pipeline.merge_input import MergedInput, merge_configured
+        from cam_server.pipeline.merge_input import MergedInput
 
-        if merge_configured(config):  # bsread_address: frames paired with bsread data by pulse id
-            source = MergedInput(source, config)
+        source = MergedInput(source, config)  # bsread_address: frames paired with bsread data by pulse id
     output = open_output(spec, context)  # PUB / PUSH stream or FILE (outputs.py)
     try:
         source.connect()

@@ -8,7 +8,9 @@ the data message when ``bsread_channels`` is None). Frames without data are drop
 
 The merge happens at the input, before the sequential gates (pause, pid_range, downsampling, max_frame_rate), so
 those gates see matched frames only and never pass a frame that would then be dropped for lack of data.
-Reading ``bsread_channels`` from a dispatcher (no ``bsread_address``) is not supported.
+Every processing instance's input is wrapped, so merging can be switched on, changed and off by live config
+updates; without ``bsread_address`` frames pass straight through. Reading ``bsread_channels`` from a dispatcher
+(no ``bsread_address``) is not supported (refused by the config validation, and here).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from cam_server.bsread import Message
 from cam_server.common.errors import InvalidConfig
+from cam_server.pipeline.config import DISPATCHER_NOT_SUPPORTED
 from cam_server.pipeline.merge import (
     DEFAULT_DATA_BUF,
     DEFAULT_IMAGE_BUF,
@@ -41,10 +44,6 @@ class MergedMessage(Message):
     """A camera message paired with the bsread data of its pulse id (``merged``: channel name → value)."""
 
     merged: dict[str, Any] = field(default_factory=dict)
-
-
-def merge_configured(config: dict[str, Any]) -> bool:
-    return bool(config.get("bsread_address") or config.get("bsread_channels"))
 
 
 class _Pairs:
@@ -78,6 +77,7 @@ class MergedInput:
         self._receiver: BsreadDataReceiver | None = None
         self._pairs: _Pairs | None = None
         self._dropped_before = 0  # drops of matchers replaced by a config change
+        self._connected = False
         self._configure(config)
 
     # -- config ---------------------------------------------------------------------------------------
@@ -86,9 +86,11 @@ class MergedInput:
         address = config.get("bsread_address")
         channels = config.get("bsread_channels")
         if not address:
-            raise InvalidConfig(f"bsread_channels {channels!r} without bsread_address would read from the dispatcher, "
-                                "which is not supported: set bsread_address to the bsread stream to merge "
-                                "(e.g. tcp://host:port)")
+            if channels:
+                raise InvalidConfig(DISPATCHER_NOT_SUPPORTED)
+            self._disable()
+            self._config = dict(config)
+            return
         mode = config.get("bsread_mode") or default_bsread_mode(address)
         image_buf = config.get("bsread_image_buf") or DEFAULT_IMAGE_BUF
         data_buf = config.get("bsread_data_buf") or DEFAULT_DATA_BUF
@@ -97,21 +99,30 @@ class MergedInput:
             receiver = BsreadDataReceiver(address, mode, channels, pairs)  # type: ignore[arg-type]
         except ValueError as exc:
             raise InvalidConfig(f"Invalid bsread merge config: {exc}") from None
-        old = self._receiver
-        if old is not None:
-            old.stop()
-            assert self._pairs is not None
-            self._dropped_before += self._pairs.matcher.dropped_images
+        restart = self._connected
+        self._disable()
         self._pairs, self._receiver, self._config = pairs, receiver, dict(config)
-        if old is not None:
+        if restart:
             receiver.start()
         log.info("merging bsread data from %s (%s, channels %s)", address, mode, channels or "all")
+
+    def _disable(self) -> None:
+        """Stop the data receiver (if any) and forget its buffers; frames then pass straight through."""
+        if self._receiver is not None:
+            self._receiver.stop()
+            log.info("bsread merge stopped")
+        if self._pairs is not None:
+            self._dropped_before += self._pairs.matcher.dropped_images
+        self._receiver = self._pairs = None
 
     def update_config(self, config: dict[str, Any]) -> None:
         """Pass the config on; a changed merge setting restarts the data receiver with fresh buffers."""
         self._inner.update_config(config)
         if any(config.get(key) != self._config.get(key) for key in MERGE_KEYS):
-            self._configure(config)
+            try:
+                self._configure(config)
+            except InvalidConfig as exc:  # the server validates configs first; keep merging as before
+                log.error("bsread merge settings not applied: %s", exc)
         else:
             self._config = dict(config)
 
@@ -119,14 +130,16 @@ class MergedInput:
 
     def connect(self) -> None:
         self._inner.connect()
-        assert self._receiver is not None
-        if not self._receiver.is_alive():
+        self._connected = True
+        if self._receiver is not None and not self._receiver.is_alive():
             self._receiver.start()
 
-    def receive(self) -> MergedMessage | None:
-        """The next matched frame, or None when none is ready within about a camera receive timeout."""
+    def receive(self) -> Message | None:
+        """The next matched frame, or None when none is ready within about a camera receive timeout (without
+        merging: the next camera message)."""
         pairs = self._pairs
-        assert pairs is not None
+        if pairs is None:
+            return self._inner.receive()
         deadline = time.monotonic() + MAX_RECEIVE_S
         while True:
             pair = pairs.pop()
@@ -144,17 +157,15 @@ class MergedInput:
     @property
     def dropped(self) -> int:
         """Camera frames dropped for lack of matching data (buffer overflow, older than the last match)."""
-        assert self._pairs is not None
-        return self._dropped_before + self._pairs.matcher.dropped_images
+        return self._dropped_before + (self._pairs.matcher.dropped_images if self._pairs is not None else 0)
 
     @property
-    def matcher(self) -> PulseMatcher:
-        assert self._pairs is not None
-        return self._pairs.matcher
+    def matcher(self) -> PulseMatcher | None:
+        return self._pairs.matcher if self._pairs is not None else None
 
     def close(self) -> None:
-        if self._receiver is not None:
-            self._receiver.stop()
+        self._disable()
+        self._connected = False
         self._inner.close()
 
     def __getattr__(self, name: str) -> Any:

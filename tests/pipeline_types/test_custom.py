@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pipeline_types.helpers import connect, pulse_ids, receive, values, wait_finished, write_script
+from tests.pipeline_types.helpers import PULL, connect, pulse_ids, receive, values, wait_finished, write_script
 
 COUNTER = """
     import numpy as np
@@ -40,10 +40,10 @@ def test_custom_records_end_the_instance(client, servers):
     write_script(servers.scripts, "counter_custom.py", COUNTER)
     instance_id, stream = client.create_instance_from_config(
         {"pipeline_type": "custom", "function": "counter_custom", "max_frame_rate": 100, "offset": 0,
-         "records": 30, "paused": True})
-    rx = connect(stream)
-    client.set_instance_config(instance_id, {"paused": False})
-    assert len(receive(rx, 30)) == 30
+         "records": 30, "paused": True, "mode": "PUSH"})
+    rx = connect(stream, mode=PULL)
+    client.set_instance_config(instance_id, {"paused": False, "mode": "PUSH"})
+    assert pulse_ids(receive(rx, 30)) == list(range(30))  # PUSH: every record reaches the client
     info = wait_finished(client, instance_id)
     assert info["exit_code"] == 0 and info["statistics"]["frames_out"] == 30
 

@@ -73,20 +73,23 @@ def test_function_output_wins_over_a_merged_channel_of_the_same_name(pipelines: 
 
 
 def test_dispatcher_is_not_supported(pipelines: PipelineClient) -> None:
-    instance_id, _ = pipelines.create_instance_from_config({"camera_name": "uc_relay",
-                                                            "bsread_channels": ["SARFE10-PBPG050:ENERGY"]})
+    message = "bsread_channels without bsread_address would read from the dispatcher, which is not supported"
+    with pytest.raises(ValueError, match=message):
+        pipelines.create_instance_from_config({"camera_name": "uc_relay", "bsread_channels": ["SARFE10:ENERGY"]})
+    instance_id, _ = pipelines.create_instance_from_config({"camera_name": "uc_relay"})
+    with pytest.raises(ValueError, match=message):
+        pipelines.set_instance_config(instance_id, {"bsread_channels": ["SARFE10:ENERGY"]})
 
-    def ended() -> bool:
-        try:
-            pipelines.get_instance_config(instance_id)
-        except ValueError:
-            return True
-        return False
 
-    wait_until(ended, 20, "the instance to end")
-    info = pipelines.get_instance_info(instance_id)
-    assert info["exit_code"] == 1
-    assert "without bsread_address would read from the dispatcher, which is not supported" in info["last_error"]
+def test_merging_switched_on_and_off_live(pipelines: PipelineClient, upstream: Upstream) -> None:
+    instance_id, stream = pipelines.create_instance_from_config({"camera_name": "uc_relay", "function": "transparent"})
+    assert any(m.data.pulse_id % 3 for m in receive(stream, 3))  # every frame
+    pipelines.set_instance_config(instance_id, {"bsread_address": upstream.data_address, "bsread_channels": ["energy"]})
+    messages = receive(stream, 4, lambda m: "energy" in values(m))
+    assert all(m.data.pulse_id % 3 == 0 and values(m)["energy"] == m.data.pulse_id / 10 for m in messages)
+    pipelines.set_instance_config(instance_id, {"bsread_address": None, "bsread_channels": None})
+    later = receive(stream, 1, lambda m: m.data.pulse_id % 3 != 0)[0]
+    assert "energy" not in values(later)
 
 
 def test_frames_without_data_wait_in_the_image_buffer_then_are_dropped(pipelines: PipelineClient) -> None:
