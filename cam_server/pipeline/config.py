@@ -259,9 +259,10 @@ _KNOWN = frozenset(FIELDS)
 
 def derived_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """The defaults of ``mode``, ``block`` and ``input_mode`` for this config (README: mode-dependent)."""
-    mode = config.get("mode") or ("PUSH" if config.get("pipeline_type") == "fanout" else "PUB")
+    default_mode = "PUSH" if config.get("pipeline_type") == "fanout" else "PUB"
+    mode = config.get("mode") or default_mode
     return {
-        "mode": mode,
+        "mode": default_mode,
         "block": str(mode).upper() == "PUSH",
         "input_mode": "PULL" if config.get("pipeline_type") == "fanin" else "SUB",
     }

@@ -166,3 +166,13 @@ def test_update_rederives_mode_dependent_defaults_unless_set_explicitly():
     assert update_config(push, {"mode": "PUB"})["block"] is False
     explicit = update_config(current, {"block": True})
     assert update_config(explicit, {"image_threshold": 1})["block"] is True
+
+
+def test_update_keeps_a_non_default_mode_and_rederives_block():
+    push = expand_config({"camera_name": "s", "mode": "PUSH"})
+    kept = update_config(push, {"image_threshold": 3})
+    assert (kept["mode"], kept["block"]) == ("PUSH", True)
+    file_cfg = expand_config({"camera_name": "s", "mode": "FILE", "file": "/tmp/x.h5"})
+    assert update_config(file_cfg, {"image_threshold": 3})["mode"] == "FILE"
+    back = update_config(push, {"mode": "PUB"})
+    assert (back["mode"], back["block"]) == ("PUB", False)

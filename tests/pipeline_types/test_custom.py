@@ -42,7 +42,7 @@ def test_custom_records_end_the_instance(client, servers):
         {"pipeline_type": "custom", "function": "counter_custom", "max_frame_rate": 100, "offset": 0,
          "records": 30, "paused": True, "mode": "PUSH"})
     rx = connect(stream, mode=PULL)
-    client.set_instance_config(instance_id, {"paused": False, "mode": "PUSH"})
+    client.set_instance_config(instance_id, {"paused": False})
     assert pulse_ids(receive(rx, 30)) == list(range(30))  # PUSH: every record reaches the client
     info = wait_finished(client, instance_id)
     assert info["exit_code"] == 0 and info["statistics"]["frames_out"] == 30

@@ -10,9 +10,6 @@ from cam_server.pipeline.file_output import FileOutputError, resolve_output_file
 from tests.helpers.procs import wait_until
 from tests.pipeline_types.helpers import TestCamera, wait_finished, write_script
 
-# "mode" is repeated in live updates: config.update_config currently resets a non-default mode (PUSH, FILE) to its
-# default when an update does not name it (reported to the lead), which the server refuses as a structural change.
-
 
 def _pids_consecutive(pids) -> bool:
     return list(pids) == list(range(int(pids[0]), int(pids[0]) + len(pids)))
@@ -68,7 +65,7 @@ def test_stop_instance_closes_a_complete_file_and_change_stores_new_shapes(clien
             {"input_stream": camera.address, "function": "transparent", "mode": "FILE", "file": str(path),
              "change": True, "processing_threads": 2})
         wait_until(lambda: client.get_instance_info(instance_id)["statistics"]["frames_out"] >= 5, 10, "rows")
-        client.set_instance_config(instance_id, {"image_region_of_interest": [0, 8, 0, 4], "mode": "FILE"})
+        client.set_instance_config(instance_id, {"image_region_of_interest": [0, 8, 0, 4]})
         wait_until(lambda: client.get_instance_info(instance_id)["statistics"]["frames_out"] >= 30, 10, "rows")
         client.stop_instance(instance_id)
     info = client.get_instance_info(instance_id)
@@ -92,7 +89,7 @@ def test_without_change_a_new_shape_is_an_error(client, servers):
         instance_id, _ = client.create_instance_from_config(
             {"input_stream": camera.address, "function": "transparent", "mode": "FILE", "file": str(path)})
         wait_until(lambda: client.get_instance_info(instance_id)["statistics"]["frames_out"] >= 3, 10, "rows")
-        client.set_instance_config(instance_id, {"image_region_of_interest": [0, 8, 0, 4], "mode": "FILE"})
+        client.set_instance_config(instance_id, {"image_region_of_interest": [0, 8, 0, 4]})
         info = wait_finished(client, instance_id)
     assert info["exit_code"] == 2
     assert "channel 'image': format changed from uint16[24, 32] to uint16[4, 8]" in info["last_error"]
