@@ -360,6 +360,10 @@ class PipelineManager:
         """Start what the instance reads from / writes to; returns the camera stream (None without camera)."""
         if config.get("input_pipeline"):
             config["input_stream"] = self.get_instance_stream(config["input_pipeline"])
+            with self._lock:
+                source = self._instances.get(config["input_pipeline"])
+            if source is not None and source.config.get("mode") == "PUSH" and config.get("input_mode") == "SUB":
+                config["input_mode"] = "PULL"  # a SUB socket never receives from PUSH (e.g. workers of a fanout)
         if config.get("output_pipeline"):
             target = config["output_pipeline"]
             self.get_instance_stream(target)

@@ -25,10 +25,12 @@ def test_three_workers_deliver_every_frame_once_in_order(client, servers):
                                            instance_id="fanout_t")
         assert client.get_instance_config("fanout_t")["mode"] == "PUSH"
         workers = [client.create_instance_from_config(
-            {"pipeline_type": "processing", "input_pipeline": "fanout_t", "input_mode": "PULL",
+            {"pipeline_type": "processing", "input_pipeline": "fanout_t",
              "output_pipeline": "fanin_t", "function": "worker"}, instance_id=f"worker_{i}")[0]
             for i in range(N_WORKERS)]
         for worker in workers:
+            # input_mode PULL is chosen by the server: the input pipeline pushes
+            assert client.get_instance_config(worker)["input_mode"] == "PULL"
             assert client.get_instance_config(worker)["output_stream"] == \
                 client.get_instance_config("fanin_t")["input_stream"]
         # wait until all workers take part, then check a window of consecutive frames
