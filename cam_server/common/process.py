@@ -21,6 +21,7 @@ import multiprocessing as mp
 import os
 import queue
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -182,6 +183,7 @@ class InstanceProcess:
         self._ps: psutil.Process | None = None
         self.last_error: str | None = None
         self.last_error_time: float | None = None
+        self._errors_lock = threading.Lock()
         self.created = time.time()
 
     def start(self) -> None:
@@ -224,8 +226,11 @@ class InstanceProcess:
         self._process.join(timeout)
 
     def _collect_errors(self) -> None:
-        for when, message in self.channel.drain_errors():
-            self.last_error, self.last_error_time = message, when
+        # One drain at a time: a concurrent drain (REST request vs reaper) could otherwise see the queue empty
+        # while the other holds its read lock, and record no error for an instance that reported one.
+        with self._errors_lock:
+            for when, message in self.channel.drain_errors():
+                self.last_error, self.last_error_time = message, when
 
     def info(self) -> dict[str, Any]:
         """Statistics and health, read without asking the child anything."""

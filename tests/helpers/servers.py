@@ -48,8 +48,10 @@ def camera_server(tmp_path: Path, config_dir: Path | None = None, env: dict[str,
     shutil.copytree(config_dir or EXAMPLE_CONFIG / "camera_config", base, dirs_exist_ok=True)
     port = free_port()
     log = tmp_path / "camera_server.log"
+    scripts = tmp_path / "camera_user_scripts"
     proc = start_python(["-m", "cam_server.start_camera_server", "-p", str(port), "-i", "127.0.0.1",
-                         "-b", str(base), "-n", "127.0.0.1", "--log_level", "INFO"], env=env, log_path=log)
+                         "-b", str(base), "-u", str(scripts), "-n", "127.0.0.1", "--log_level", "INFO"],
+                        env=env, log_path=log)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(proc, f"{url}/api/v1/cam", log, "camera server")
