@@ -113,6 +113,29 @@ def test_processing_threads_keep_order_and_results(tmp_path):
     assert all(values(m)["max_value"] == 4100 for m in messages)
 
 
+def test_processing_threads_deliver_failing_frames_in_order_without_abort(tmp_path):
+    """A frame whose function raises is counted and skipped in its place; the others keep their order."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "fail_some.py").write_text(
+        "import time\n"
+        "def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):\n"
+        "    time.sleep(0.002 * ((pulse_id * 7) % 5))  # later frames often finish first\n"
+        "    if pulse_id % 4 == 1:\n"
+        "        raise ValueError(f'bad frame {pulse_id}')\n"
+        "    return {'pid': pulse_id}\n")
+    with FakeCamera(rate=100) as camera, pipeline(tmp_path, camera, processing_threads=3, abort_on_error=False,
+                                                  function="fail_some.py") as inst:
+        messages = receive(inst.receiver(), 20, skip=1)
+        stats, info = inst.stats(), inst.info()
+    pids = [m.data.pulse_id for m in messages]
+    assert pids == sorted(set(pids)) and len(pids) == 20
+    assert all(pid % 4 != 1 for pid in pids)
+    assert all(values(m)["pid"] == m.data.pulse_id for m in messages)
+    assert stats["errors"] >= 1
+    assert "Processing function failed at pulse id" in info["last_error"]
+    assert "ValueError: bad frame" in info["last_error"]
+
+
 def test_unknown_pipeline_type_has_a_clear_error():
     import pytest
 

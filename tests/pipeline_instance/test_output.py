@@ -125,6 +125,17 @@ def test_buffer_size_holds_messages_until_a_client_reads(tmp_path, camera):
         assert pids[0] <= first_in + 5
 
 
+def test_buffer_size_drops_new_frames_while_the_buffer_is_full(tmp_path, camera):
+    """Once the buffer is full the newest frames are dropped (counted), so the buffered first frames survive."""
+    with pipeline(tmp_path, camera, mode="PUSH", queue_size=1, buffer_size=10, no_client_timeout=0,
+                  function="transparent") as inst:
+        wait_until(lambda: inst.stats()["dropped"] >= 20, 10, "frames dropped while nobody reads")
+        messages = receive(inst.receiver(mode=PULL), 15)
+    pids = [m.data.pulse_id for m in messages]
+    assert pids[:10] == list(range(pids[0], pids[0] + 10))  # the buffered first frames, in order
+    assert pids[14] - pids[0] >= 30  # then frames produced after the drops: nothing of those 20 was queued
+
+
 def test_output_stream_connects_to_a_bound_receiver(tmp_path, camera):
     from cam_server.bsread import Source
     from cam_server.bsread.endpoints import BIND
