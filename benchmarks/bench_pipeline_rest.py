@@ -1,6 +1,7 @@
 """REST latency of the pipeline server: create + stop of an instance, sequential and with concurrent clients.
 
-Starts a real camera server and pipeline server (loopback, free ports, temporary config copy), then measures
+Starts a real camera server and pipeline server (``tests.helpers.servers``: loopback, free ports, temporary config
+copy), then measures
 ``POST /api/v1/pipeline`` (create, incl. the camera server call and the process start) and
 ``DELETE /api/v1/pipeline/<id>`` (stop, incl. joining the process). Prints a table with p50/p99 in ms.
 
@@ -11,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -23,31 +21,9 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test helpers (servers)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=open(log, "wb"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_ready(url: str, proc: subprocess.Popen) -> None:
-    for _ in range(600):
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode})")
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready")
+from tests.helpers.servers import camera_server, pipeline_server  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -89,19 +65,10 @@ def main() -> None:
     CONFIG.clear()
     CONFIG.update(json.loads(args.config))
 
-    work = Path(tempfile.mkdtemp(prefix="bench_pipeline_rest_"))
-    shutil.copytree(ROOT / "configuration", work / "configuration")
-    cfg = work / "configuration"
-    cam_port, pipe_port = free_port(), free_port()
-    cam_url, pipe_url = f"http://127.0.0.1:{cam_port}", f"http://127.0.0.1:{pipe_port}"
-    procs = [start(["cam_server.start_camera_server", "-p", str(cam_port), "-i", "127.0.0.1", "-b",
-                    str(cfg / "camera_config"), "-n", "127.0.0.1"], work / "cam.log")]
-    procs.append(start(["cam_server.start_pipeline_server", "-c", cam_url, "-p", str(pipe_port), "-i", "127.0.0.1",
-                        "-b", str(cfg / "pipeline_config"), "-g", str(cfg / "background_config"), "-u",
-                        str(cfg / "user_scripts"), "-n", "127.0.0.1"], work / "pipe.log"))
-    try:
-        wait_ready(f"{cam_url}/api/v1/cam", procs[0])
-        wait_ready(f"{pipe_url}/api/v1/pipeline", procs[1])
+    with tempfile.TemporaryDirectory(prefix="bench_pipeline_rest_") as tmp, \
+            camera_server(Path(tmp), log_level="WARNING") as cam, \
+            pipeline_server(Path(tmp), cam.url, log_level="WARNING") as pipe:
+        pipe_url = pipe.url
         session = requests.Session()
         # Keep the camera running (its stream is shared by all instances) and warm everything up.
         keep = session.post(f"{pipe_url}/api/v1/pipeline", json={"camera_name": "simulation",
@@ -147,15 +114,6 @@ def main() -> None:
         total = args.clients * args.n
         print(f"\nconcurrent throughput: {total / wall:.1f} create+stop cycles/s "
               f"(sequential: {1000 / statistics.mean(seq[2]):.1f}/s)")
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
 """Processing cost as a ratio to one ``image.sum()`` of the same uint16 image, and simulation frame rate.
 
 Run: ``.venv/bin/python benchmarks/bench_processing.py [--repeat N]``. Prints a markdown table (min / median).
-The last column repeats the background case with a :class:`FrameWorkspace` (reused frame buffers) passed to
-``preprocess_frame``; the other columns call it as the pipeline does today (no workspace).
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ import time
 import numpy as np
 
 from cam_server.processing.default import preprocess_frame, process_image
-from cam_server.processing.preprocess import FrameWorkspace
 from cam_server.processing.simulation import SimulatedBeam
 
 SIZES = ((640, 480), (1280, 1024), (2560, 2160))
@@ -24,7 +21,6 @@ CASES = {
                             "image_slices": {"number_of_slices": 5, "scale": 2.0, "orientation": "vertical"}},
     "+background+threshold": {"image_background_enable": True, "image_threshold": 100.5},
 }
-WITH_WORKSPACE = "+background+threshold, workspace"
 
 
 def _time_per_call(func, number: int) -> float:
@@ -40,9 +36,8 @@ def _measure(func, repeat: int, number: int) -> list[float]:
 
 
 def bench_processing(repeat: int) -> list[str]:
-    names = [*CASES, WITH_WORKSPACE]
-    rows = ["| size | image.sum() µs | " + " | ".join(f"{name} ratio min / median" for name in names) + " |",
-            "|---|---|" + "---|" * len(names)]
+    rows = ["| size | image.sum() µs | " + " | ".join(f"{name} ratio min / median" for name in CASES) + " |",
+            "|---|---|" + "---|" * len(CASES)]
     for width, height in SIZES:
         image = SimulatedBeam(width, height, seed=1).next_frame()
         image.flags.writeable = False  # as received from the stream
@@ -53,14 +48,10 @@ def bench_processing(repeat: int) -> list[str]:
         base = _measure(image.sum, repeat, number * 4)
         base_min = min(base)
         cells = []
-        for name in names:
-            params = CASES.get(name, CASES["+background+threshold"])
-            workspace = FrameWorkspace() if name == WITH_WORKSPACE else None
-
+        for params in CASES.values():
             def run(params: dict = params, image: np.ndarray = image, x_axis: np.ndarray = x_axis,
-                    y_axis: np.ndarray = y_axis, background: np.ndarray = background,
-                    workspace: FrameWorkspace | None = workspace) -> None:
-                img, xa, ya = preprocess_frame(image, x_axis, y_axis, params, background, workspace=workspace)
+                    y_axis: np.ndarray = y_axis, background: np.ndarray = background) -> None:
+                img, xa, ya = preprocess_frame(image, x_axis, y_axis, params, background)
                 process_image(img, 1, (0, 0), xa, ya, params)
             times = _measure(run, repeat, number)
             cells.append(f"{min(times) / base_min:.2f} / {statistics.median(times) / statistics.median(base):.2f}")

@@ -299,8 +299,3 @@ def make_serializer(spec: ChannelSpec) -> Serializer:
         return arr if arr.ndim else arr.reshape(1)
 
     return serialize_number
-
-
-def value_nbytes(frame: Any) -> int:
-    """Byte length of a serialized value frame (bytes or numpy array)."""
-    return frame.nbytes if isinstance(frame, np.ndarray) else len(frame)

@@ -127,10 +127,6 @@ class CameraConfig(BaseModel):
         return self
 
     # --- convenience ------------------------------------------------------------------------------------------
-    @property
-    def width_height(self) -> tuple[int | None, int | None]:
-        return self.size_x, self.size_y
-
     def calibration_dict(self) -> dict[str, Any] | None:
         return None if self.camera_calibration is None else self.camera_calibration.model_dump()
 

@@ -90,9 +90,6 @@ class CameraConfigStore:
             return False
         return True
 
-    def load_raw(self, name: str) -> dict[str, Any]:
-        return self._files.load(self.resolve(name))
-
     def load(self, name: str) -> CameraConfig:
         """The validated config of the camera ``name`` (or alias); InvalidConfig names the broken field."""
         camera = self.resolve(name)

@@ -123,12 +123,6 @@ class InstanceChannel:
                 return True
         return False
 
-    def stop_requested(self) -> bool:
-        return self._stop.is_set()
-
-    def wait_stop(self, timeout: float) -> bool:
-        return self._stop.wait(timeout)
-
     def poll_config(self) -> dict[str, Any] | None:
         """The newest config sent by the parent since the last call, or None."""
         latest = None

@@ -20,8 +20,8 @@ from cam_server.common.errors import InvalidConfig
 from cam_server.common.process import InstanceChannel
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.loop import InstanceLoop
-from cam_server.pipeline.outcomes import EXIT_OK, Job
-from cam_server.pipeline.outputs import open_output
+from cam_server.pipeline.outcomes import EXIT_OK, Job, aborts_on_error
+from cam_server.pipeline.outputs import channel_selection, open_output
 from cam_server.pipeline.stream_pipeline import call_user_function
 from cam_server.pipeline.user_functions import load_function
 
@@ -87,9 +87,7 @@ class CustomHandler:
     def _set_config(self, config: dict[str, Any]) -> None:
         config = dict(config, reload=False)
         self.config = config
-        include = config.get("include")
-        self._include = list(include) if include is not None else None
-        self._exclude = frozenset(config.get("exclude") or ())
+        self._include, self._exclude = channel_selection(config)
 
     def update(self, config: dict[str, Any]) -> None:
         name, reload = config.get("function"), bool(config.get("reload"))
@@ -100,7 +98,7 @@ class CustomHandler:
 
     @property
     def abort_on_error(self) -> bool:
-        return self.config.get("abort_on_error", True) is not False
+        return aborts_on_error(self.config)
 
     def prepare(self, call_time: float) -> Job:
         pulse_id = self._pulse_id

@@ -7,8 +7,11 @@ last processed time), so a live change does not restart counting.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import Enum
+from typing import Any
+
+from cam_server.pipeline.outcomes import FinishInstance
 
 
 class PidDecision(Enum):
@@ -67,3 +70,24 @@ class FrameRateLimiter:
             return False
         self._last = now
         return True
+
+
+class MessageGates:
+    """paused, pid_range, downsampling and max_frame_rate for one message, in that order (processing.md 2)."""
+
+    def __init__(self) -> None:
+        self._downsampler = Downsampler()
+        self._rate_limiter = FrameRateLimiter()
+
+    def passes(self, config: Mapping[str, Any], pulse_id: int) -> bool:
+        """False when the message is dropped; raises :class:`FinishInstance` past the pid_range stop."""
+        if config.get("paused"):
+            return False
+        decision = pid_range_decision(config.get("pid_range"), pulse_id)
+        if decision is PidDecision.FINISH:
+            raise FinishInstance(f"pulse id {pulse_id} is past the pid_range stop {config['pid_range'][1]}")
+        if decision is PidDecision.DROP:
+            return False
+        if not self._downsampler.passes(config.get("downsampling")):
+            return False
+        return self._rate_limiter.passes(config.get("max_frame_rate"))

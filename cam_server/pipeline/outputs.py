@@ -16,6 +16,12 @@ from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.output import OutputStream
 
 
+def channel_selection(config: dict[str, Any]) -> tuple[list[str] | None, frozenset[str]]:
+    """``include`` (None: all channels) and ``exclude`` of a config, in the form ``filter_output`` takes."""
+    include = config.get("include")
+    return (list(include) if include is not None else None), frozenset(config.get("exclude") or ())
+
+
 def output_config(config: dict[str, Any]) -> dict[str, Any]:
     """The config the output socket is built from (``output_stream`` + PUB → PUSH, blocking)."""
     if config.get("output_stream") and str(config.get("mode") or "PUB").upper() == "PUB":

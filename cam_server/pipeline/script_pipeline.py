@@ -26,9 +26,9 @@ from cam_server.common.process import InstanceChannel, RateMeter
 from cam_server.pipeline.file_output import FileOutput
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.loop import AbortInstance
-from cam_server.pipeline.outcomes import EXIT_OK
+from cam_server.pipeline.outcomes import EXIT_OK, aborts_on_error
 from cam_server.pipeline.output import OutputStream
-from cam_server.pipeline.outputs import open_output
+from cam_server.pipeline.outputs import channel_selection, open_output
 from cam_server.pipeline.processing_pipeline import filter_output
 from cam_server.pipeline.script_runner import load_script, run_script
 from cam_server.pipeline.user_functions import UserScriptError
@@ -53,9 +53,7 @@ class ScriptHost:
 
     def _apply(self, config: dict[str, Any]) -> None:
         self.config = dict(config, reload=False)  # one atomic swap: the script sees the old or the new dict
-        include = config.get("include")
-        self._include = list(include) if include is not None else None
-        self._exclude = frozenset(config.get("exclude") or ())
+        self._include, self._exclude = channel_selection(config)
 
     def parameters(self) -> Mapping[str, Any]:
         return self.config
@@ -101,7 +99,7 @@ class ScriptHost:
             stats.add("errors")
             message = f"Cannot send pulse id {pulse_id}: {exc}"
             self.channel.report_error(message)
-            if self.config.get("abort_on_error", True) is not False:
+            if aborts_on_error(self.config):
                 raise UserScriptError(message) from None
             return False
         if sent:

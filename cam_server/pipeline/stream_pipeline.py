@@ -21,10 +21,11 @@ import zmq
 
 from cam_server.bsread import Message
 from cam_server.common.errors import InvalidConfig
-from cam_server.pipeline.gates import Downsampler, FrameRateLimiter, PidDecision, pid_range_decision
+from cam_server.pipeline.gates import MessageGates
 from cam_server.pipeline.input import StreamInput
 from cam_server.pipeline.instance_spec import InstanceSpec
-from cam_server.pipeline.outcomes import FinishInstance, Job, ProcessingError
+from cam_server.pipeline.outcomes import Job, ProcessingError, aborts_on_error
+from cam_server.pipeline.outputs import channel_selection
 from cam_server.pipeline.processing_pipeline import filter_output, message_timestamp
 from cam_server.pipeline.user_functions import describe_exception, load_function
 
@@ -68,27 +69,6 @@ def call_user_function(function: Callable[..., Any], args: tuple, what: str, pul
     return filter_output(dict(result), include, exclude)
 
 
-class MessageGates:
-    """paused, pid_range, downsampling and max_frame_rate for one message, in that order (processing.md 2)."""
-
-    def __init__(self) -> None:
-        self._downsampler = Downsampler()
-        self._rate_limiter = FrameRateLimiter()
-
-    def passes(self, config: Mapping[str, Any], pulse_id: int) -> bool:
-        """False when the message is dropped; raises :class:`FinishInstance` past the pid_range stop."""
-        if config.get("paused"):
-            return False
-        decision = pid_range_decision(config.get("pid_range"), pulse_id)
-        if decision is PidDecision.FINISH:
-            raise FinishInstance(f"pulse id {pulse_id} is past the pid_range stop {config['pid_range'][1]}")
-        if decision is PidDecision.DROP:
-            return False
-        if not self._downsampler.passes(config.get("downsampling")):
-            return False
-        return self._rate_limiter.passes(config.get("max_frame_rate"))
-
-
 class StreamHandler:
     """Per-message handler of stream pipelines (see :class:`cam_server.pipeline.loop.Handler`)."""
 
@@ -109,13 +89,11 @@ class StreamHandler:
             self._function_name = name
             config["reload"] = False
         self.config = config
-        include = config.get("include")
-        self._include = list(include) if include is not None else None
-        self._exclude = frozenset(config.get("exclude") or ())
+        self._include, self._exclude = channel_selection(config)
 
     @property
     def abort_on_error(self) -> bool:
-        return self.config.get("abort_on_error", True) is not False
+        return aborts_on_error(self.config)
 
     def prepare(self, message: Message) -> Job | None:
         pulse_id = message.data.pulse_id

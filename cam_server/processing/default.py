@@ -14,9 +14,8 @@ import numpy as np
 
 from cam_server.processing import good_region as gr
 from cam_server.processing import slices as sl
-from cam_server.processing.gauss_fit import fit_many
+from cam_server.processing.gauss_fit import fit_channels, fit_many
 from cam_server.processing.preprocess import (
-    FrameWorkspace,
     apply_roi,
     apply_threshold,
     background_mode,
@@ -32,15 +31,14 @@ PASSIVE_BACKGROUND_KEY = "background_data"
 
 
 def preprocess_frame(image: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray, parameters: dict[str, Any],
-                     background: np.ndarray | None = None, *, in_place: bool = False,
-                     workspace: FrameWorkspace | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     background: np.ndarray | None = None, *,
+                     in_place: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spec 2 step 9 in order: binning, background, rotation, ROI, threshold.
 
     Also does the ortho axis remap of step 5 (so callers must not call ``rotate_axes_ortho`` themselves); the
     result is identical because nothing between steps 5 and 9 touches the axes. With a "passive" background the
     array is stored in ``parameters["background_data"]`` for the processing function. The input image is never
-    modified unless ``in_place`` (then a writable input may be reused); at most one full-frame copy is made, into
-    a ring buffer of ``workspace`` when given (see :class:`FrameWorkspace` for when it is reused).
+    modified unless ``in_place`` (then a writable input may be reused); at most one full-frame copy is made.
     """
     image, x_axis, y_axis = bin_for_pipeline(image, x_axis, y_axis, parameters.get("binning_x") or 1,
                                              parameters.get("binning_y") or 1,
@@ -52,7 +50,7 @@ def preprocess_frame(image: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray, 
             parameters[PASSIVE_BACKGROUND_KEY] = background
     elif mode is not None and background is not None:
         image = subtract_background(image, background, "signed" if mode == "signed" else True,
-                                    in_place=owned, workspace=workspace)
+                                    in_place=owned)
         owned = True
     angle, order, rotation_mode = rotation_settings(parameters.get("rotation"))
     if angle:
@@ -61,7 +59,7 @@ def preprocess_frame(image: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray, 
         image = rotate_image(image, angle, order, rotation_mode)
         owned = True
     image, x_axis, y_axis = apply_roi(image, x_axis, y_axis, parameters.get("image_region_of_interest"))
-    image = apply_threshold(image, parameters.get("image_threshold"), in_place=owned, workspace=workspace)
+    image = apply_threshold(image, parameters.get("image_threshold"), in_place=owned)
     return image, x_axis, y_axis
 
 
@@ -133,13 +131,8 @@ def process_image(image: np.ndarray, pulse_id: int, timestamp: tuple[int, int], 
     out["processing_parameters"] = processing_parameters_json(parameters)
     out["x_center_of_mass"], out["x_rms"] = center_of_mass_and_rms(x_axis, x_profile)
     out["y_center_of_mass"], out["y_rms"] = center_of_mass_and_rms(y_axis, y_profile)
-    for prefix, fit in (("x", fits[0]), ("y", fits[1])):
-        curve, offset, amplitude, mean, std = fit
-        out[f"{prefix}_fit_gauss_function"] = curve
-        out[f"{prefix}_fit_offset"] = offset
-        out[f"{prefix}_fit_amplitude"] = amplitude
-        out[f"{prefix}_fit_standard_deviation"] = std
-        out[f"{prefix}_fit_mean"] = mean
+    out.update(fit_channels("x", fits[0]))
+    out.update(fit_channels("y", fits[1]))
 
     if region_config is not None:
         out.update(gr.good_region_channels(region))

@@ -24,12 +24,21 @@ import numpy as np
 from cam_server.processing.gauss_lm import FTOL, MAX_EVALUATIONS, XTOL, levenberg_marquardt
 from cam_server.processing.gauss_newton import FAR, newton_fit, start_estimate
 
-__all__ = ["FTOL", "XTOL", "MAX_EVALUATIONS", "GaussResult", "initial_guess", "gaussian", "fit_many", "gauss_fit"]
+__all__ = ["FTOL", "XTOL", "MAX_EVALUATIONS", "GaussResult", "initial_guess", "gaussian", "fit_many", "gauss_fit",
+           "fit_channels"]
 
 _SQRT_2PI = float(np.sqrt(2.0 * np.pi))
 _MIN_POINTS = 4  # fewer points than parameters: no fit
 
 GaussResult = tuple[np.ndarray, float, float, float, float]
+
+
+def fit_channels(prefix: str, fit: GaussResult) -> dict[str, object]:
+    """The five ``<prefix>_fit_*`` output channels of one fit, in output order (spec 3.2)."""
+    curve, offset, amplitude, mean, std = fit
+    return {f"{prefix}_fit_gauss_function": curve, f"{prefix}_fit_offset": offset,
+            f"{prefix}_fit_amplitude": amplitude, f"{prefix}_fit_standard_deviation": std,
+            f"{prefix}_fit_mean": mean}
 
 
 def initial_guess(axis: np.ndarray, profile: np.ndarray) -> tuple[float, float, float, float]:

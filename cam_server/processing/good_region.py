@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from cam_server.processing.gauss_fit import GaussResult
+from cam_server.processing.gauss_fit import GaussResult, fit_channels
 from cam_server.processing.statistics import profiles
 
 DEFAULT_THRESHOLD = 0.3
@@ -110,12 +110,7 @@ def good_region_channels(region: GoodRegion | None) -> dict[str, Any]:
     channels["gr_y_axis"] = region.y_axis
     channels["gr_x_profile"] = region.x_profile
     channels["gr_y_profile"] = region.y_profile
-    for prefix, fit in (("gr_x", region.x_fit), ("gr_y", region.y_fit)):
-        curve, offset, amplitude, mean, std = fit
-        channels[f"{prefix}_fit_gauss_function"] = curve
-        channels[f"{prefix}_fit_offset"] = offset
-        channels[f"{prefix}_fit_amplitude"] = amplitude
-        channels[f"{prefix}_fit_standard_deviation"] = std
-        channels[f"{prefix}_fit_mean"] = mean
+    channels.update(fit_channels("gr_x", region.x_fit))
+    channels.update(fit_channels("gr_y", region.y_fit))
     channels["gr_intensity"] = region.x_profile.sum()
     return channels

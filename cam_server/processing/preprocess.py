@@ -54,13 +54,12 @@ def background_mode(enable: object) -> str | None:
 
 
 def subtract_background(image: np.ndarray, background: np.ndarray, mode: bool | str = True, *,
-                        in_place: bool = False, workspace: FrameWorkspace | None = None) -> np.ndarray:
+                        in_place: bool = False) -> np.ndarray:
     """Background subtraction (spec 2 step 9.2).
 
     normal (True): ``I − B`` where ``B ≤ I`` else 0, in the image dtype (computed as ``max(I, B) − B``: two
     vectorised passes, no mask). "signed": int32 ``I − B``. "passive": the image unchanged.
-    The result goes into the image itself (``in_place`` and writable), else into the next ring buffer of
-    ``workspace``, else into a new array.
+    The result goes into the image itself (``in_place`` and writable), else into a new array.
     """
     kind = background_mode(mode)
     if kind is None or kind == "passive":
@@ -68,16 +67,8 @@ def subtract_background(image: np.ndarray, background: np.ndarray, mode: bool | 
     if background.shape != image.shape:
         raise ValueError(f"Invalid background_image size {background.shape} compared to image size {image.shape}")
     if kind == "signed":
-        if workspace is None:
-            return np.subtract(image, background, dtype=np.int32)
-        return np.subtract(image, background, dtype=np.int32,
-                           out=workspace.frame_buffer(image.shape, np.dtype(np.int32)))
-    if in_place and image.flags.writeable:
-        out = image
-    elif workspace is not None:
-        out = workspace.frame_buffer(image.shape, image.dtype)
-    else:
-        out = np.empty_like(image)
+        return np.subtract(image, background, dtype=np.int32)
+    out = image if in_place and image.flags.writeable else np.empty_like(image)
     np.maximum(image, background, out=out, casting="unsafe")
     np.subtract(out, background, out=out, casting="unsafe")
     return out
@@ -146,14 +137,12 @@ def apply_roi(image: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray,
     return image[oy:oy + sy, ox:ox + sx], x_axis[ox:ox + sx], y_axis[oy:oy + sy]
 
 
-def apply_threshold(image: np.ndarray, threshold: float | None, *, in_place: bool = False,
-                    workspace: FrameWorkspace | None = None) -> np.ndarray:
+def apply_threshold(image: np.ndarray, threshold: float | None, *, in_place: bool = False) -> np.ndarray:
     """Set every pixel below ``threshold`` to 0 (only for threshold > 0).
 
     Decision: the float threshold is used as given (the original truncated it to int first, so 0.5 did nothing);
     for integer images that is the exact integer comparison ``pixel < ceil(threshold)``. Works in place when
-    allowed, else on a copy in the next ring buffer of ``workspace`` (or a new array); the keep-mask goes to the
-    workspace's scratch buffer.
+    allowed, else on a copy.
     """
     if threshold is None:
         return image
@@ -163,13 +152,7 @@ def apply_threshold(image: np.ndarray, threshold: float | None, *, in_place: boo
         raise ValueError(f"Invalid image_threshold {threshold!r}: must be a number") from exc
     if not threshold > 0:
         return image
-    if in_place and image.flags.writeable:
-        out = image
-    elif workspace is not None:
-        out = workspace.frame_buffer(image.shape, image.dtype)
-        np.copyto(out, image)
-    else:
-        out = image.copy()
+    out = image if in_place and image.flags.writeable else image.copy()
     if out.dtype.kind in "ui":
         info = np.iinfo(out.dtype)
         limit = min(math.ceil(threshold), info.max + 1)
@@ -180,56 +163,8 @@ def apply_threshold(image: np.ndarray, threshold: float | None, *, in_place: boo
     else:
         level = out.dtype.type(threshold)
     # Multiply by the keep-mask: branch-free, unlike copyto(where=) which is ~30x slower on noisy masks.
-    keep = None if workspace is None else workspace.scratch(out.shape, np.dtype(np.bool_))
-    keep = np.greater_equal(out, level, out=keep)
-    np.multiply(out, keep, out=out)
+    np.multiply(out, np.greater_equal(out, level), out=out)
     return out
-
-
-class FrameWorkspace:
-    """Reusable full-frame buffers for pre-processing, so that no frame-sized array is allocated per frame.
-
-    Why: a fresh multi-megabyte array per frame costs page faults (the allocator returns large blocks to the OS)
-    comparable to the subtraction itself. Output images rotate through a ring of ``depth`` buffers per
-    (shape, dtype): the image returned for frame k is overwritten by frame k + depth. The pipeline sends the
-    image zero-copy, so it must have been sent (or copied) before ``depth`` more frames are pre-processed —
-    true for a pipeline that sends each frame before processing the next, with ``depth`` >= 2 as a margin;
-    a pipeline with a send queue needs ``depth`` > queue length + 1. One workspace per processing thread.
-    """
-
-    def __init__(self, depth: int = 3) -> None:
-        if int(depth) < 1:
-            raise ValueError(f"Invalid workspace depth {depth!r}: must be at least 1")
-        self.depth = int(depth)
-        self._rings: dict[tuple[tuple[int, ...], np.dtype], list[np.ndarray]] = {}
-        self._next: dict[tuple[tuple[int, ...], np.dtype], int] = {}
-        self._scratch: dict[tuple[tuple[int, ...], np.dtype], np.ndarray] = {}
-
-    def frame_buffer(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """The next ring buffer for images of this shape and dtype (contents undefined)."""
-        key = (tuple(shape), np.dtype(dtype))
-        ring = self._rings.get(key)
-        if ring is None:
-            if len(self._rings) >= 4:  # shapes changed (ROI, binning): drop the old buffers
-                self._rings.clear()
-                self._next.clear()
-            ring = self._rings[key] = []
-            self._next[key] = 0
-        index = self._next[key]
-        self._next[key] = (index + 1) % self.depth
-        if index == len(ring):
-            ring.append(np.empty(key[0], dtype=key[1]))
-        return ring[index]
-
-    def scratch(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """A temporary buffer, valid until the next call with the same shape and dtype."""
-        key = (tuple(shape), np.dtype(dtype))
-        buffer = self._scratch.get(key)
-        if buffer is None:
-            if len(self._scratch) >= 4:
-                self._scratch.clear()
-            buffer = self._scratch[key] = np.empty(key[0], dtype=key[1])
-        return buffer
 
 
 class Averager:

@@ -41,43 +41,42 @@ def _wait_ready(proc, url: str, log: Path, what: str) -> None:
 
 
 @contextmanager
-def camera_server(tmp_path: Path, config_dir: Path | None = None, env: dict[str, str] | None = None,
-                  ) -> Iterator[RunningServer]:
-    """A camera server on a free port with a copy of ``config_dir`` (default: the bundled example cameras)."""
-    base = tmp_path / "camera_config"
-    shutil.copytree(config_dir or EXAMPLE_CONFIG / "camera_config", base, dirs_exist_ok=True)
+def _server(tmp_path: Path, what: str, module: str, config: str, config_dir: Path | None, args: list[str],
+            ready_path: str, env: dict[str, str] | None, log_level: str) -> Iterator[RunningServer]:
+    """Run ``python -m module`` on a free port with a copy of ``config_dir`` (default: the bundled ``config``)."""
+    base = tmp_path / config
+    shutil.copytree(config_dir or EXAMPLE_CONFIG / config, base, dirs_exist_ok=True)
     port = free_port()
-    log = tmp_path / "camera_server.log"
-    scripts = tmp_path / "camera_user_scripts"
-    proc = start_python(["-m", "cam_server.start_camera_server", "-p", str(port), "-i", "127.0.0.1",
-                         "-b", str(base), "-u", str(scripts), "-n", "127.0.0.1", "--log_level", "INFO"],
-                        env=env, log_path=log)
+    log = tmp_path / f"{what.replace(' ', '_')}.log"
+    proc = start_python(["-m", module, "-p", str(port), "-i", "127.0.0.1", "-b", str(base), *args,
+                         "-n", "127.0.0.1", "--log_level", log_level], env=env, log_path=log)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(proc, f"{url}/api/v1/cam", log, "camera server")
+        _wait_ready(proc, f"{url}{ready_path}", log, what)
         yield RunningServer(url, proc.pid, log, base)
     finally:
         stop_pid(proc)
 
 
 @contextmanager
+def camera_server(tmp_path: Path, config_dir: Path | None = None, env: dict[str, str] | None = None,
+                  log_level: str = "INFO") -> Iterator[RunningServer]:
+    """A camera server on a free port with a copy of ``config_dir`` (default: the bundled example cameras)."""
+    scripts = tmp_path / "camera_user_scripts"
+    with _server(tmp_path, "camera server", "cam_server.start_camera_server", "camera_config", config_dir,
+                 ["-u", str(scripts)], "/api/v1/cam", env, log_level) as server:
+        yield server
+
+
+@contextmanager
 def pipeline_server(tmp_path: Path, cam_url: str, config_dir: Path | None = None, env: dict[str, str] | None = None,
-                    ) -> Iterator[RunningServer]:
+                    log_level: str = "INFO") -> Iterator[RunningServer]:
     """A pipeline server on a free port using the camera server at ``cam_url``."""
-    base = tmp_path / "pipeline_config"
-    shutil.copytree(config_dir or EXAMPLE_CONFIG / "pipeline_config", base, dirs_exist_ok=True)
     backgrounds = tmp_path / "background_config"
     scripts = tmp_path / "user_scripts"
     backgrounds.mkdir(exist_ok=True)
     scripts.mkdir(exist_ok=True)
-    port = free_port()
-    log = tmp_path / "pipeline_server.log"
-    proc = start_python(["-m", "cam_server.start_pipeline_server", "-c", cam_url, "-p", str(port), "-i", "127.0.0.1",
-                         "-b", str(base), "-g", str(backgrounds), "-u", str(scripts), "-n", "127.0.0.1",
-                         "--log_level", "INFO"], env=env, log_path=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(proc, f"{url}/api/v1/pipeline", log, "pipeline server")
-        yield RunningServer(url, proc.pid, log, base)
-    finally:
-        stop_pid(proc)
+    with _server(tmp_path, "pipeline server", "cam_server.start_pipeline_server", "pipeline_config", config_dir,
+                 ["-c", cam_url, "-g", str(backgrounds), "-u", str(scripts)], "/api/v1/pipeline", env,
+                 log_level) as server:
+        yield server

@@ -1,5 +1,5 @@
-"""Test harness: a fake camera stream (bsread Sender in a thread), a pipeline instance in a real forkserver child,
-and a receiver on its output stream."""
+"""Test harness: a fake camera stream (:class:`tests.helpers.streams.CameraStream`), a pipeline instance in a real
+forkserver child, and a receiver on its output stream."""
 
 from __future__ import annotations
 
@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from cam_server.bsread import PUB, PULL, SUB, Message, Sender, Source
+from cam_server.bsread import PULL, SUB, Message, Sender, Source
 from cam_server.common.process import InstanceProcess
 from cam_server.pipeline.config import expand_config
 from cam_server.pipeline.instance import run_instance
 from cam_server.pipeline.instance_spec import InstanceSpec
 from tests.helpers.net import free_port
 from tests.helpers.procs import wait_until
+from tests.helpers.streams import CameraStream, receive, values
 
 WIDTH, HEIGHT = 80, 60
 CENTER_X, CENTER_Y = 30.0, 40.0
@@ -56,25 +57,17 @@ def gaussian_image(width: int = WIDTH, height: int = HEIGHT, cx: float = CENTER_
     return (offset + spot).astype(np.uint16)
 
 
-class FakeCamera:
-    """A camera stream: the six camera channels (plus optional extra channels) at ``rate`` Hz from a thread.
-
-    Sends the same read-only image every time (the sender never needs a fresh array for unchanged data).
-    """
+class FakeCamera(CameraStream):
+    """A camera stream on a private ipc address: the six camera channels (declared up front) plus ``extra``
+    channels (constant values) at ``rate`` Hz from a thread."""
 
     def __init__(self, image: np.ndarray | None = None, rate: float = 50.0, start_pulse_id: int = 0,
                  extra: dict[str, Any] | None = None) -> None:
-        self.image = gaussian_image() if image is None else image
-        self.image.flags.writeable = False
-        self.rate = rate
-        self.pulse_id = start_pulse_id
+        super().__init__(gaussian_image() if image is None else image, unique_ipc_address("camera"), rate,
+                         start_pulse_id)
         self.extra = extra or {}
-        self.address = unique_ipc_address("camera")
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def _declare(self, sender: Sender) -> None:
+    def declare(self, sender: Sender) -> bool:
         h, w = self.image.shape
         sender.add_channel("width", metadata={"type": "int64", "shape": [1]})
         sender.add_channel("height", metadata={"type": "int64", "shape": [1]})
@@ -85,46 +78,10 @@ class FakeCamera:
         for name, value in self.extra.items():
             sender.add_channel(name, metadata={"type": "float64", "shape": [1]} if isinstance(value, float)
                                else {"type": "int64", "shape": [1]})
+        return True
 
-    def _run(self, sender: Sender) -> None:
-        h, w = self.image.shape
-        x_axis = np.arange(w, dtype=np.float32)
-        y_axis = np.arange(h, dtype=np.float32)
-        period = 1.0 / self.rate
-        next_time = time.monotonic()
-        try:
-            while not self._stop.is_set():
-                now = time.time()
-                data = {"width": w, "height": h, "timestamp": now, "image": self.image, "x_axis": x_axis,
-                        "y_axis": y_axis, **self.extra}
-                sender.send(data, timestamp=now, pulse_id=self.pulse_id, check_data=False)
-                self.pulse_id += 1
-                self.sent += 1
-                next_time += period
-                self._stop.wait(max(0.0, next_time - time.monotonic()))
-        finally:
-            sender.close()
-
-    def start(self) -> FakeCamera:
-        sender = Sender(port=None, address=self.address, mode=PUB, queue_size=100, block=False)
-        self._declare(sender)
-        sender.open()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(sender,), daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-
-    def __enter__(self) -> FakeCamera:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def extra_values(self, pulse_id: int) -> dict[str, Any]:
+        return self.extra
 
 
 @dataclass
@@ -163,19 +120,6 @@ class RunningInstance:
         return self.process.exitcode
 
 
-def receive(source: Source, count: int, timeout: float = 10.0, skip: int = 0) -> list[Message]:
-    """``count`` messages (after discarding ``skip``), failing clearly if they do not arrive in time."""
-    messages: list[Message] = []
-    deadline = time.monotonic() + timeout
-    while len(messages) < count + skip:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"received {len(messages)} of {count + skip} messages in {timeout} s")
-        message = source.receive()
-        if message is not None:
-            messages.append(message)
-    return messages[skip:]
-
-
 def receive_until(source: Source, predicate, timeout: float = 10.0, limit: int = 1000) -> list[Message]:
     """Messages until one satisfies ``predicate`` (that one included)."""
     messages: list[Message] = []
@@ -188,10 +132,6 @@ def receive_until(source: Source, predicate, timeout: float = 10.0, limit: int =
         if predicate(message):
             return messages
     raise TimeoutError(f"no matching message among {len(messages)} received in {timeout} s")
-
-
-def values(message: Message) -> dict[str, Any]:
-    return {name: v.value for name, v in message.data.data.items()}
 
 
 def parameters(message: Message) -> dict[str, Any]:

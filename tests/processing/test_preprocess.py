@@ -132,35 +132,30 @@ def _frame(seed: int) -> np.ndarray:
     return frame
 
 
-def test_workspace_gives_identical_results_without_touching_the_input():
+def _normal_subtraction(image: np.ndarray, background: np.ndarray) -> np.ndarray:
+    return np.where(image >= background, image - background, 0).astype(image.dtype)
+
+
+def _zero_below(image: np.ndarray, level: int) -> np.ndarray:
+    return np.where(image >= level, image, 0).astype(image.dtype)
+
+
+def test_preprocess_of_a_read_only_frame_gives_the_reference_result_without_touching_it():
     from cam_server.processing.default import preprocess_frame
-    from cam_server.processing.preprocess import FrameWorkspace
 
     background = np.random.default_rng(9).integers(0, 2000, (48, 64)).astype(np.uint16)
     x_axis, y_axis = np.arange(64, dtype=np.float32), np.arange(48, dtype=np.float32)
-    cases = [{"image_background_enable": True, "image_threshold": 100.5},
-             {"image_background_enable": "signed"},
-             {"image_threshold": 1500},
-             {"image_background_enable": True, "image_region_of_interest": [5, 20, 3, 30], "image_threshold": 7}]
-    workspace = FrameWorkspace(depth=2)
-    for params in cases:
+    cases = [({"image_background_enable": True, "image_threshold": 100.5},
+              lambda i: _zero_below(_normal_subtraction(i, background), 101)),
+             ({"image_background_enable": "signed"}, lambda i: i.astype(np.int32) - background),
+             ({"image_threshold": 1500}, lambda i: _zero_below(i, 1500)),
+             ({"image_background_enable": True, "image_region_of_interest": [5, 20, 3, 30], "image_threshold": 7},
+              lambda i: _zero_below(_normal_subtraction(i, background)[3:33, 5:25], 7))]
+    for params, reference in cases:
         for seed in range(3):
             image = _frame(seed)
-            expected = preprocess_frame(image, x_axis, y_axis, dict(params), background)[0]
-            got = preprocess_frame(image, x_axis, y_axis, dict(params), background, workspace=workspace)[0]
+            got = preprocess_frame(image, x_axis, y_axis, dict(params), background)[0]
+            expected = reference(_frame(seed))
             np.testing.assert_array_equal(got, expected)
             assert got.dtype == expected.dtype
             np.testing.assert_array_equal(image, _frame(seed))
-
-
-def test_workspace_ring_reuses_a_buffer_only_after_depth_frames():
-    from cam_server.processing.preprocess import FrameWorkspace, subtract_background
-
-    workspace = FrameWorkspace(depth=3)
-    background = np.zeros((4, 5), dtype=np.uint16)
-    outputs = [subtract_background(_frame(seed)[:4, :5], background, True, workspace=workspace) for seed in range(4)]
-    assert not np.shares_memory(outputs[0], outputs[1]) and not np.shares_memory(outputs[0], outputs[2])
-    assert outputs[3] is outputs[0]  # frame k + depth reuses the buffer of frame k
-    np.testing.assert_array_equal(outputs[1], _frame(1)[:4, :5])
-    with pytest.raises(ValueError, match="workspace depth"):
-        FrameWorkspace(depth=0)

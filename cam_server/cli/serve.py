@@ -1,0 +1,45 @@
+"""What the camera and pipeline server commands share: common arguments, logging, running the app."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+log = logging.getLogger(__name__)
+
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+def add_listen_arguments(parser: argparse.ArgumentParser, port: int, port_help: str) -> None:
+    """``-p/--port`` and ``-i/--interface`` (the help texts are the README's)."""
+    parser.add_argument("-p", "--port", type=int, default=port, help=port_help)
+    parser.add_argument("-i", "--interface", default="0.0.0.0", help="Hostname interface to bind to")
+
+
+def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log_level", default="WARNING", choices=LOG_LEVELS, help="Log level to use.")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def warm_up_in_background(warm_up: Callable[[], Any]) -> None:
+    """Start the instance fork server while the REST app starts, so the first instance starts quickly."""
+    threading.Thread(target=warm_up, name="forkserver-warm-up", daemon=True).start()
+
+
+def run(app: Any, args: argparse.Namespace, close: Callable[[], Any], what: str) -> None:
+    """Serve ``app`` on ``args.interface:args.port`` until SIGINT/SIGTERM, then ``close()`` the instances."""
+    try:
+        # uvicorn handles SIGINT/SIGTERM by finishing the requests in flight and returning here.
+        uvicorn.run(app, host=args.interface, port=args.port, log_level=args.log_level.lower(),
+                    timeout_graceful_shutdown=5)
+    finally:
+        close()
+        log.info("%s stopped", what)
