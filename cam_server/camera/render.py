@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from typing import Any
 
 import numpy as np
@@ -61,12 +62,15 @@ def render_png(image: np.ndarray, scale: float | None = None, min_value: float |
     """PNG bytes of a 2-D frame."""
     if image.ndim != 2:
         raise CamServerError(f"Cannot render an image of shape {image.shape}: expected 2-D.")
+    for name, value in (("min_value", min_value), ("max_value", max_value)):
+        if value is not None and not math.isfinite(value):
+            raise CamServerError(f"Invalid {name} {value}: must be a finite number.")
     lut = colormap_lut(colormap)
     rgb = lut[to_levels(image, min_value, max_value)]
     picture = Image.fromarray(rgb, mode="RGB")
     if scale is not None and scale != 1:
-        if not scale > 0:
-            raise CamServerError(f"Invalid scale {scale}: must be a positive number.")
+        if not 0 < scale < math.inf:
+            raise CamServerError(f"Invalid scale {scale}: must be a positive, finite number.")
         width, height = max(1, round(picture.width * scale)), max(1, round(picture.height * scale))
         if width * height > MAX_OUTPUT_PIXELS:
             raise CamServerError(f"Invalid scale {scale}: the picture would be {width}x{height} pixels.")

@@ -51,7 +51,10 @@ class CamClient(UserScriptsMixin):
 
     def get_instance_stream(self, camera_name: str) -> str:
         """Get the camera stream address (starts the camera instance if needed)."""
-        return self._get(f"/{camera_name}")["stream"]
+        answer = self._get(f"/{camera_name}")
+        if "stream" not in answer:  # e.g. "info": a fixed route of the camera server, not a camera
+            raise ValueError(f"Camera '{camera_name}' has no stream on the camera server (not a camera name).")
+        return answer["stream"]
 
     def stop_instance(self, camera_name: str) -> dict[str, Any]:
         """Stop the camera."""

@@ -25,6 +25,7 @@ from cam_server.rest.script_routes import install_script_routes
 
 API = "/api/v1/cam"
 MAX_FRAME_TIMEOUT = 120.0
+_JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
 
 
 def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | None = None) -> FastAPI:
@@ -36,7 +37,8 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
         yield
         await run_in_threadpool(manager.close)
 
-    app = FastAPI(title="cam_server camera server", lifespan=lifespan)
+    # No slash redirects: DELETE /api/v1/cam/ (or a name that is an encoded "/") must not become "stop all cameras".
+    app = FastAPI(title="cam_server camera server", lifespan=lifespan, redirect_slashes=False)
     install_error_handlers(app)
     store = manager.store
 
@@ -82,7 +84,7 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
     def get_camera_config(camera_name: str) -> dict[str, Any]:
         return ok(f"Camera '{camera_name}' configuration.", config=store.load(camera_name).to_dict())
 
-    @app.post(f"{API}/{{camera_name}}/config")
+    @app.post(f"{API}/{{camera_name}}/config", openapi_extra=_JSON_BODY)
     async def set_camera_config(camera_name: str, request: Request) -> dict[str, Any]:
         body = await json_body(request)
 

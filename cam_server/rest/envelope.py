@@ -6,6 +6,7 @@ so that clients (ours and PSI's) can show the message.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -17,6 +18,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cam_server.common.errors import CamServerError
 
 log = logging.getLogger(__name__)
+
+# Configs are small; a larger body is a mistake (and would travel with every pipeline message as processing_parameters).
+MAX_JSON_BODY_BYTES = 1024 * 1024
+
+
+class BodyTooLarge(CamServerError):
+    status_code = 413
 
 
 def ok(status: str, **fields: Any) -> dict[str, Any]:
@@ -48,8 +56,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail))
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, _http_message(request, exc))
 
     @app.exception_handler(ValueError)
     async def _value(_: Request, exc: ValueError) -> JSONResponse:
@@ -62,16 +70,54 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def json_body(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a clear 400 when it is missing or not an object."""
-    raw = await request.body()
+    """The request body as a JSON object, or a clear 4xx when it is missing, too large, not JSON or not an object."""
+    raw = await read_limited(request, MAX_JSON_BODY_BYTES)
     if not raw.strip():
         raise CamServerError("Request body is empty: a JSON object is required.")
     try:
-        import json
-
-        value = json.loads(raw)
-    except ValueError as exc:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise CamServerError("Request body is nested too deeply to be a configuration.") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise CamServerError(f"Request body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
-        raise CamServerError("Request body must be a JSON object.")
+        raise CamServerError(f"Request body must be a JSON object, not {_json_type(value)}.")
     return value
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) more than ``limit`` bytes before reading them all into memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"Request body too large: {int(declared)} bytes (at most {limit}).")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"Request body too large: more than {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _no_constant(name: str) -> Any:
+    """Python's json reads NaN/Infinity, which JSON does not have and our answers could not contain."""
+    raise ValueError(f"{name} is not a JSON value (use a number or null)")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a number")
+
+
+def _http_message(request: Request, exc: StarletteHTTPException) -> str:
+    """Starlette's bare "Not Found" / "Method Not Allowed" made specific: what was asked and what exists."""
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        return (f"Not found: {where} is not a route of this server (see /docs). Names cannot contain '/' "
+                "(nor an encoded %2F).")
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")
+        return f"Method {request.method} is not allowed on {request.url.path}" + (f"; use {allowed}." if allowed
+                                                                                    else ".")
+    return str(exc.detail)

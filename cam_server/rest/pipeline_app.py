@@ -34,7 +34,9 @@ def create_pipeline_app(manager: PipelineManager) -> FastAPI:
         # Server shutdown (SIGTERM/SIGINT): uvicorn re-raises the signal after this, so stop instances here.
         await run_in_threadpool(manager.close)
 
-    app = FastAPI(title="cam_server pipeline server", version=__version__, lifespan=lifespan,
+    # No slash redirects: DELETE /api/v1/pipeline/ (or an instance id that is an encoded "/") must not become
+    # "stop all instances".
+    app = FastAPI(title="cam_server pipeline server", version=__version__, lifespan=lifespan, redirect_slashes=False,
                   description="Create, configure and stop image-processing pipeline instances.")
     install_error_handlers(app)
 

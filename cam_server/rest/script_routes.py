@@ -18,8 +18,8 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 
 from cam_server.common.errors import NotFound
-from cam_server.common.scripts_store import ScriptStore
-from cam_server.rest.envelope import ok
+from cam_server.common.scripts_store import MAX_SCRIPT_BYTES, ScriptStore
+from cam_server.rest.envelope import ok, read_limited
 
 _SCRIPT_BODY = {"requestBody": {"required": True, "content": {
     "text/x-python": {"schema": {"type": "string"}},
@@ -43,7 +43,7 @@ def install_script_routes(app: FastAPI, api: str, store: ScriptStore | None) -> 
         return ok(f"Script {script_name}.", script=the_store().load(script_name))
 
     async def upload(script_name: str, request: Request) -> dict[str, Any]:
-        data = await request.body()
+        data = await read_limited(request, MAX_SCRIPT_BYTES)
         saved = await run_in_threadpool(the_store().save, script_name, data)
         return ok(f"Script {saved} saved.", script_name=saved)
 

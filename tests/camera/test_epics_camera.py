@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import requests
 
+from cam_server.bsread import SUB, Source
 from cam_server.client.cam_client import CamClient
 from tests.camera.stream_helpers import receive, values
 from tests.epics.conftest import epics_client_env, start_ioc  # noqa: F401 - fixtures (autouse: netns check + env)
@@ -54,3 +56,40 @@ def test_offline_epics_camera_is_a_clear_error(epics_server: RunningServer) -> N
     assert client.get_server_info()["active_instances"] == {}
     assert client.get_server_info()["ended_instances"] == {}
     assert client.get_cameras() == ["offline_cam"]  # the server stays healthy
+
+
+def _next_frame(stream: Source, predicate, timeout: float) -> dict:
+    """The first message on the open ``stream`` whose values satisfy ``predicate``; raises on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = stream.receive()
+        if message is not None and predicate(data := values(message)):
+            return data
+    raise TimeoutError(f"no matching frame within {timeout} s")
+
+
+def test_epics_camera_follows_resize_and_survives_ioc_restart(epics_server: RunningServer,
+                                                               start_ioc) -> None:  # noqa: F811
+    ioc = start_ioc(width=64, height=48, rate=20.0)
+    client = CamClient(epics_server.url)
+    client.set_camera_config("epics_cam", ioc.camera_config(no_client_timeout=60))
+    address = client.get_instance_stream("epics_cam")
+    pid = client.get_server_info()["active_instances"]["epics_cam"]["pid"]
+    with Source(address=address, mode=SUB, receive_timeout=200) as stream:
+        first = _next_frame(stream, lambda d: True, 20)
+        assert first["image"].shape == (48, 64)
+
+        ioc.command("resize 48 40")  # geometry change picked up live: channels and axes rebuilt
+        resized = _next_frame(stream, lambda d: d["width"] == 48, 20)
+        assert (resized["width"], resized["height"]) == (48, 40) and resized["image"].shape == (40, 48)
+        assert resized["x_axis"].shape == (48,) and resized["y_axis"].shape == (40,)
+        np.testing.assert_array_equal(resized["image"][1:], base_pattern(48, 40, "uint16")[1:])
+
+        ioc.kill()  # a crash: the camera goes silent, the instance keeps running
+        ioc.start()  # the restarted IOC serves 64x48 again; pyepics reconnects by itself (1-10 s)
+        again = _next_frame(stream, lambda d: d["width"] == 64, 30)
+        assert again["image"].shape == (48, 64)
+        np.testing.assert_array_equal(again["image"][1:], base_pattern(64, 48, "uint16")[1:])
+    info = client.get_server_info()["active_instances"]["epics_cam"]
+    assert info["pid"] == pid  # the same instance process resumed streaming
+    client.stop_all_instances()
