@@ -6,6 +6,7 @@ errors become :class:`~cam_server.common.errors.InvalidConfig` with a message na
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -17,6 +18,14 @@ from cam_server.common.names import validate_name
 SOURCE_TYPES = ("epics", "bsread", "simulation")
 PROTOCOLS = ("tcp", "ipc")
 
+# Sanity bounds: larger values are typing mistakes that would only fail later, inside the camera process.
+MAX_IMAGE_SIDE = 65536
+MAX_QUEUE = 1_000_000
+SIMULATION_IMAGE_TYPES = ("beam", "raw", "static_beam", "static_raw")
+# Numeric keys: JSON true/false is not a number here (pydantic would read it as 1/0).
+NUMBER_KEYS = ("rotate", "connections", "buffer_size", "frame_rate", "size_x", "size_y", "binning_x", "binning_y",
+               "port", "no_client_timeout", "queue_size")
+
 # Keys whose change requires a new frame source in a running instance (the rest applies per frame).
 SOURCE_KEYS = ("source", "source_type", "size_x", "size_y", "dtype", "frame_rate", "image_type", "connections",
                "buffer_size", "bsread_mode", "connection_timeout")
@@ -25,7 +34,7 @@ SOURCE_KEYS = ("source", "source_type", "size_x", "size_y", "dtype", "frame_rate
 class CameraCalibration(BaseModel):
     """Pixel → engineering units (processing spec 1.1); missing keys take these defaults."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     reference_marker: list[int | float] = Field(default_factory=lambda: [0, 0, 100, 100], min_length=4, max_length=4)
     reference_marker_width: float = 100.0
@@ -33,11 +42,20 @@ class CameraCalibration(BaseModel):
     angle_horizontal: float = 0.0
     angle_vertical: float = 0.0
 
+    @field_validator("reference_marker", "reference_marker_width", "reference_marker_height", "angle_horizontal",
+                     "angle_vertical", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, bool) for v in values):
+            raise ValueError(f"must be a number, not {value!r}")
+        return value
+
 
 class CameraConfig(BaseModel):
     """One camera. ``source`` meaning depends on ``source_type`` (PV prefix, bsread address, anything)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     name: str | None = None
     source: Any
@@ -51,24 +69,41 @@ class CameraConfig(BaseModel):
     group: list[str] = Field(default_factory=list)
     # bsread sources
     connections: int = Field(default=1, ge=1, le=64)
-    buffer_size: int | None = Field(default=None, ge=0)  # None → connections * 5
+    buffer_size: int | None = Field(default=None, ge=0, le=MAX_QUEUE)  # None → connections * 5
     bsread_mode: Literal["PULL", "SUB"] = "PULL"
     # acquisition / simulation
     frame_rate: float | None = Field(default=None, gt=0)
-    size_x: int | None = Field(default=None, gt=0)
-    size_y: int | None = Field(default=None, gt=0)
+    size_x: int | None = Field(default=None, gt=0, le=MAX_IMAGE_SIDE)
+    size_y: int | None = Field(default=None, gt=0, le=MAX_IMAGE_SIDE)
     dtype: str = "uint16"
     image_type: str | None = None
     simulate_pulse_id: bool = False
     # camera-side transforms
     roi: list[int] | None = Field(default=None, min_length=4, max_length=4)
-    binning_x: int = Field(default=1, ge=1)
-    binning_y: int = Field(default=1, ge=1)
+    binning_x: int = Field(default=1, ge=1, le=MAX_IMAGE_SIDE)
+    binning_y: int = Field(default=1, ge=1, le=MAX_IMAGE_SIDE)
     binning_mean: bool = False
     # stream
     port: int | None = Field(default=None, ge=1, le=65535)
     no_client_timeout: float = 10.0  # seconds; <= 0 keeps the instance running without clients
-    queue_size: int = Field(default=100, ge=1)
+    queue_size: int = Field(default=100, ge=1, le=MAX_QUEUE)
+
+    @field_validator(*NUMBER_KEYS, mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"must be a number, not {value!r}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _connection_timeout(cls, data: Any) -> Any:
+        """An extra key read by the EPICS source; checked here so a bad value fails on save, not on first stream."""
+        if isinstance(data, dict) and data.get("connection_timeout") is not None:
+            timeout = data["connection_timeout"]
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
+                raise ValueError(f"'connection_timeout' must be a positive number of seconds, not {timeout!r}")
+        return data
 
     @field_validator("source", mode="before")
     @classmethod
@@ -120,6 +155,9 @@ class CameraConfig(BaseModel):
         if self.source_type == "bsread" and not _is_stream_address(self.source):
             raise ValueError(f"'source' of a bsread camera must be a stream address like tcp://host:port, "
                              f"got {self.source!r}")
+        if self.source_type == "simulation" and self.image_type not in (None, *SIMULATION_IMAGE_TYPES):
+            raise ValueError(f"'image_type' of a simulation camera must be one of {', '.join(SIMULATION_IMAGE_TYPES)}"
+                             f" (or null), not {self.image_type!r}")
         if self.source_type == "epics" and not isinstance(self.source, str):
             raise ValueError(f"'source' of an epics camera must be the PV prefix (a string), got {self.source!r}")
         if self.buffer_size is None:

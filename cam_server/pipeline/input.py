@@ -1,8 +1,10 @@
-"""The instance's input: a bsread connection to the camera (or any) stream, with camera-timeout reconnection.
+"""The instance's input: a bsread connection to the camera (or any) stream, with timeout reconnection.
 
-``camera_timeout`` (default 10 s; None or <= 0 disables it): when no message arrived for that long, the stream
-address is asked again from the camera server (a restarted camera gets a new port) and the socket reconnected.
-If the camera server cannot give the stream, the instance gives up with :class:`SourceUnavailable`.
+``camera_timeout`` (camera input, default 10 s; None or <= 0 disables it): when no message arrived for that long,
+the stream address is asked again from the camera server (a restarted camera gets a new port) and the socket
+reconnected. If the camera server cannot give the stream, the instance gives up with :class:`SourceUnavailable`.
+``stream_timeout`` (plain ``input_stream`` input, default 10 s) does the same for a stream that is not a camera's:
+the socket is reconnected to the same address. With ``abort_on_timeout`` either timeout ends the instance instead.
 """
 
 from __future__ import annotations
@@ -74,8 +76,10 @@ class StreamInput:
         return self._config.get("camera_name")
 
     @property
-    def camera_timeout(self) -> float | None:
-        timeout = self._config.get("camera_timeout", 10.0)
+    def timeout(self) -> float | None:
+        """``camera_timeout`` for a camera input, ``stream_timeout`` for a plain stream; None when disabled."""
+        key = "camera_timeout" if self.camera_name else "stream_timeout"
+        timeout = self._config.get(key, 10.0)
         return float(timeout) if timeout is not None and float(timeout) > 0 else None
 
     # -- connection -----------------------------------------------------------------------------------
@@ -126,7 +130,7 @@ class StreamInput:
         if message is not None:
             self._last_message = now
             return message
-        timeout = self.camera_timeout
+        timeout = self.timeout
         if timeout is not None and now - self._last_message > timeout and self._source.timed_out:
             if self._config.get("abort_on_timeout"):
                 raise SourceUnavailable(f"No message from {self.address} for {now - self._last_message:.1f} s "

@@ -197,3 +197,16 @@ def test_start_fails_clearly_when_camera_server_is_down(tmp_path):
         assert inst.wait_exit() == 1
         error = inst.info()["last_error"]
         assert "Cannot reach camera server" in error and "'fake'" in error
+
+
+def test_stream_timeout_applies_to_a_plain_input_stream(tmp_path):
+    camera = FakeCamera(rate=50).start()
+    try:
+        with pipeline(tmp_path, camera_name=None, input_stream=camera.address, function="transparent",
+                      camera_timeout=None, stream_timeout=1.0, abort_on_timeout=True) as inst:
+            receive(inst.receiver(), 1)
+            camera.stop()
+            assert inst.wait_exit() == 1  # camera_timeout is disabled: stream_timeout ended it
+            assert "abort_on_timeout" in inst.info()["last_error"]
+    finally:
+        camera.stop()
