@@ -57,20 +57,27 @@ def to_levels(image: np.ndarray, min_value: float | None = None, max_value: floa
     return scaled.astype(np.uint8)
 
 
+def check_render_options(scale: float | None = None, min_value: float | None = None,
+                         max_value: float | None = None, colormap: str = "gray") -> None:
+    """Refuse bad rendering options (clear 400) before anyone waits for a frame."""
+    if scale is not None and not 0 < scale < math.inf:
+        raise CamServerError(f"Invalid scale {scale}: must be a positive, finite number.")
+    for name, value in (("min_value", min_value), ("max_value", max_value)):
+        if value is not None and not math.isfinite(value):
+            raise CamServerError(f"Invalid {name} {value}: must be a finite number.")
+    colormap_lut(colormap)
+
+
 def render_png(image: np.ndarray, scale: float | None = None, min_value: float | None = None,
                max_value: float | None = None, colormap: str = "gray") -> bytes:
     """PNG bytes of a 2-D frame."""
     if image.ndim != 2:
         raise CamServerError(f"Cannot render an image of shape {image.shape}: expected 2-D.")
-    for name, value in (("min_value", min_value), ("max_value", max_value)):
-        if value is not None and not math.isfinite(value):
-            raise CamServerError(f"Invalid {name} {value}: must be a finite number.")
+    check_render_options(scale, min_value, max_value, colormap)
     lut = colormap_lut(colormap)
     rgb = lut[to_levels(image, min_value, max_value)]
     picture = Image.fromarray(rgb, mode="RGB")
     if scale is not None and scale != 1:
-        if not 0 < scale < math.inf:
-            raise CamServerError(f"Invalid scale {scale}: must be a positive, finite number.")
         width, height = max(1, round(picture.width * scale)), max(1, round(picture.height * scale))
         if width * height > MAX_OUTPUT_PIXELS:
             raise CamServerError(f"Invalid scale {scale}: the picture would be {width}x{height} pixels.")

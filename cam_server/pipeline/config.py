@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from cam_server.common.errors import InvalidConfig, InvalidName
 from cam_server.common.names import validate_name
@@ -41,10 +41,24 @@ DERIVED_KEYS = ("mode", "block", "input_mode")
 NULL_IS_VALUE = frozenset({"camera_timeout"})
 # README example spelling of the background id; accepted as an alias of image_background (see docs/pipeline.md).
 BACKGROUND_ALIAS = "background_id"
+# Sanity bounds: larger values are typing mistakes that would only fail later, inside the instance process.
+MAX_COUNT = 2**31 - 1  # frames, records, queue and buffer sizes (ZeroMQ takes C ints)
+MAX_PROCESSING_THREADS = 256
+MAX_PULSE_ID = 2**63 - 1
+# Fields that hold a stream address (ZeroMQ endpoint).
+ADDRESS_KEYS = ("input_stream", "output_stream", "bsread_address")
 
 
 class _Block(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool(cls, v: Any) -> Any:
+        # JSON true/false is no number (pydantic would read 1/0); the blocks hold numbers, and strings for modes.
+        if isinstance(v, bool):
+            raise ValueError(f"must be a number, not {v!r}")
+        return v
 
 
 class GoodRegion(_Block):
@@ -53,7 +67,7 @@ class GoodRegion(_Block):
 
 
 class Slices(_Block):
-    number_of_slices: int = Field(1, gt=0)
+    number_of_slices: int = Field(1, gt=0, le=MAX_COUNT)
     scale: float = 2.0
     orientation: Literal["vertical", "horizontal"] = "vertical"
 
@@ -68,16 +82,17 @@ class Rotation(_Block):
     def _mode(cls, v: Any) -> str:
         if isinstance(v, bool):
             raise ValueError("must be one of reflect, nearest, mirror, wrap, ortho or a number")
-        if isinstance(v, int | float):
-            return str(float(v))
-        if isinstance(v, str):
+        if isinstance(v, int | float | str):
             if v in ROTATION_MODES:
                 return v
             try:
-                float(v)
-            except ValueError:
-                raise ValueError(f"must be one of {', '.join(ROTATION_MODES)} or a number, not {v!r}") from None
-            return v
+                number = float(v)
+            except (ValueError, OverflowError):
+                number = math.nan
+            if not math.isfinite(number):
+                raise ValueError(f"must be one of {', '.join(ROTATION_MODES)} or a finite number (the fill value), "
+                                 f"not {_short(v)}")
+            return v if isinstance(v, str) else str(number)
         raise ValueError("must be one of reflect, nearest, mirror, wrap, ortho or a number")
 
     @model_validator(mode="after")
@@ -87,17 +102,26 @@ class Rotation(_Block):
         return self
 
 
-def _int_like(v: Any, what: str) -> int:
-    """Accept ints and integral floats (JSON clients send 5.0); reject bools, strings and fractions."""
-    if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
-        raise ValueError(f"must be {what}, not {v!r}")
+def _short(v: Any) -> str:
+    """``repr(v)`` cut to a readable length (a 400-digit number in an error message helps nobody)."""
+    text = repr(v)
+    return text if len(text) <= 40 else text[:30] + f"... ({len(text)} characters)"
+
+
+def _int_like(v: Any, what: str, limit: int = MAX_COUNT) -> int:
+    """Accept ints and integral floats (JSON clients send 5.0) up to ``limit`` in size; reject bools, strings,
+    fractions and NaN/inf."""
+    if (isinstance(v, bool) or not isinstance(v, int | float)
+            or (isinstance(v, float) and not v.is_integer()) or abs(v) > limit):
+        raise ValueError(f"must be {what}" + (f" (at most {limit} in size)" if isinstance(v, int | float) else "")
+                         + f", not {_short(v)}")
     return int(v)
 
 
 class PipelineConfig(BaseModel):
     """All documented pipeline parameters (README "Pipeline configuration") with their defaults."""
 
-    model_config = ConfigDict(extra="allow", validate_default=False, populate_by_name=False)
+    model_config = ConfigDict(extra="allow", validate_default=False, populate_by_name=False, allow_inf_nan=False)
 
     # --- processing pre-processing (leading keys) -------------------------------------------------------
     image_background_enable: bool | Literal["passive", "signed"] = False
@@ -117,9 +141,9 @@ class PipelineConfig(BaseModel):
     bsread_address: str | None = None
     bsread_channels: list[str] | None = None
     bsread_mode: Literal["PULL", "SUB"] | None = None
-    bsread_image_buf: int = Field(1000, gt=0)
-    bsread_data_buf: int = Field(1000, gt=0)
-    pid_buffer: int = Field(0, ge=0)
+    bsread_image_buf: int = Field(1000, gt=0, le=MAX_COUNT)
+    bsread_data_buf: int = Field(1000, gt=0, le=MAX_COUNT)
+    pid_buffer: int = Field(0, ge=0, le=MAX_COUNT)
     # --- processing ---------------------------------------------------------------------------------------
     function: str | None = None
     reload: bool = False
@@ -140,7 +164,7 @@ class PipelineConfig(BaseModel):
     # --- output -------------------------------------------------------------------------------------------
     mode: Literal["PUB", "PUSH", "FILE"] | None = None  # derived
     create_header: Literal["once", "always", "on_change"] = "on_change"
-    queue_size: int = Field(10, gt=0)
+    queue_size: int = Field(10, gt=0, le=MAX_COUNT)
     block: bool | None = None  # derived
     no_client_timeout: float = 10.0
     buffer_size: int | None = None
@@ -156,6 +180,21 @@ class PipelineConfig(BaseModel):
     def _pipeline_type(cls, v: str) -> str:
         if v not in PIPELINE_TYPES:
             raise ValueError(f"unknown pipeline_type {v!r}; use one of {', '.join(PIPELINE_TYPES)}")
+        return v
+
+    @field_validator("stream_timeout", "camera_timeout", "no_client_timeout", "bsread_image_buf", "bsread_data_buf",
+                     "pid_buffer", "queue_size", mode="before")
+    @classmethod
+    def _no_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError(f"must be a number, not {v!r}")
+        return v
+
+    @field_validator(*ADDRESS_KEYS)
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None and not is_stream_address(v):
+            raise ValueError(f"must be a stream address like tcp://host:port (or ipc://path), not {v!r}")
         return v
 
     @field_validator("mode", "input_mode", "bsread_mode", "layout", mode="before")
@@ -206,10 +245,11 @@ class PipelineConfig(BaseModel):
 
     @field_validator("downsampling", "processing_threads", "records", "buffer_size", mode="before")
     @classmethod
-    def _non_negative_int(cls, v: Any) -> Any:
+    def _non_negative_int(cls, v: Any, info: ValidationInfo) -> Any:
         if v is None:
             return None
-        n = _int_like(v, "an integer >= 0")
+        limit = MAX_PROCESSING_THREADS if info.field_name == "processing_threads" else MAX_COUNT
+        n = _int_like(v, "an integer >= 0", limit)
         if n < 0:
             raise ValueError(f"must be an integer >= 0, not {v!r}")
         return n
@@ -217,8 +257,8 @@ class PipelineConfig(BaseModel):
     @field_validator("image_threshold", "max_frame_rate", mode="before")
     @classmethod
     def _number(cls, v: Any) -> Any:
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)):
-            raise ValueError(f"must be a number, not {v!r}")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not _finite(v)):
+            raise ValueError(f"must be a finite number, not {_short(v)}")
         return v
 
     @field_validator("pid_range", mode="before")
@@ -228,7 +268,7 @@ class PipelineConfig(BaseModel):
             return None
         if not isinstance(v, list | tuple) or len(v) != 2:
             raise ValueError(f"must be [start_pid, stop_pid], not {v!r}")
-        return [_int_like(x, "[start_pid, stop_pid] integers") for x in v]
+        return [_int_like(x, "[start_pid, stop_pid] integers", MAX_PULSE_ID) for x in v]
 
     @field_validator("image_good_region", "image_slices", "rotation", mode="before")
     @classmethod
@@ -251,6 +291,24 @@ class PipelineConfig(BaseModel):
         if self.pipeline_type == "processing" and self.bsread_channels and not self.bsread_address:
             raise ValueError(DISPATCHER_NOT_SUPPORTED)
         return self
+
+
+def _finite(v: int | float) -> bool:
+    """Finite and representable as a float (a huge JSON integer is neither a threshold nor a frame rate)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def is_stream_address(value: object) -> bool:
+    """``tcp://host:port`` (port 1-65535) or ``ipc://path``: what a ZeroMQ socket can connect to."""
+    if not isinstance(value, str):
+        return False
+    if value.startswith("ipc://"):
+        return len(value) > len("ipc://")
+    host, _, port = value.removeprefix("tcp://").rpartition(":")
+    return value.startswith("tcp://") and bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 FIELDS = tuple(f.alias or name for name, f in PipelineConfig.model_fields.items())

@@ -21,14 +21,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cam_server.processing import gauss_numba
 from cam_server.processing.gauss_lm import FTOL, MAX_EVALUATIONS, XTOL, levenberg_marquardt
-from cam_server.processing.gauss_newton import FAR, newton_fit, start_estimate
+from cam_server.processing.gauss_newton import _SYSTEM, FAR, newton_fit, start_estimate
 
 __all__ = ["FTOL", "XTOL", "MAX_EVALUATIONS", "GaussResult", "initial_guess", "gaussian", "fit_many", "gauss_fit",
            "fit_channels"]
 
 _SQRT_2PI = float(np.sqrt(2.0 * np.pi))
 _MIN_POINTS = 4  # fewer points than parameters: no fit
+
+# The compiled fit (gauss_numba) when numba is importable, else the numpy path below; a switch for tests.
+COMPILED = gauss_numba.AVAILABLE
+if COMPILED:  # compile now: a preloading fork server then does it once for all its children
+    gauss_numba.warm_up()
 
 GaussResult = tuple[np.ndarray, float, float, float, float]
 
@@ -123,7 +129,32 @@ def _initial_guesses(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _fit_packed(x: np.ndarray, y: np.ndarray, lengths: np.ndarray,
                 problems: Sequence[tuple[np.ndarray, np.ndarray]], hints: np.ndarray | None = None
                 ) -> list[GaussResult]:
-    """Steps 1-4 of the module docstring on the padded rows of ``problems``."""
+    """Steps 1-4 of the module docstring on the padded rows of ``problems`` (compiled or numpy)."""
+    if COMPILED:
+        params = np.empty((len(y), 4))
+        curves = np.zeros_like(y)  # the padding is cut off, but must not hold garbage for astype
+        status = gauss_numba.fit_rows(x, y, lengths, np.zeros((len(y), 2)) if hints is None else hints,
+                                      hints is not None, _SYSTEM, params, curves)
+        if (status == gauss_numba.NON_FINITE).any():  # not fitted: numpy's guesses (NaN semantics) and curves
+            rows = np.flatnonzero(status == gauss_numba.NON_FINITE)
+            params[rows] = _initial_guesses(x[rows], y[rows])
+            curves[rows] = _curves(x[rows], params[rows])
+    else:
+        params = _fit_numpy(x, y, lengths, problems, hints)
+        curves = _curves(x, params)
+    return _results(problems, lengths, params, curves)
+
+
+def _curves(x: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """The fitted model on every padded row."""
+    with np.errstate(all="ignore"):
+        offset, amplitude, mean, sigma = (params[:, i:i + 1] for i in range(4))
+        return offset + amplitude * np.exp(-((x - mean) ** 2) / (2.0 * sigma * sigma))
+
+
+def _fit_numpy(x: np.ndarray, y: np.ndarray, lengths: np.ndarray,
+               problems: Sequence[tuple[np.ndarray, np.ndarray]], hints: np.ndarray | None) -> np.ndarray:
+    """Steps 1-4 in batched numpy: (B, 4) parameters."""
     guesses = _initial_guesses(x, y)
     params = guesses.copy()
     fittable = (lengths >= _MIN_POINTS) & np.isfinite(guesses).all(axis=1) & (guesses[:, 1] != 0) & (
@@ -151,9 +182,12 @@ def _fit_packed(x: np.ndarray, y: np.ndarray, lengths: np.ndarray,
             for i, result in zip(retry, levenberg_marquardt(chosen, guesses[retry]), strict=True):
                 if result is not None:
                     params[i] = result
-    with np.errstate(all="ignore"):
-        offset, amplitude, mean, sigma = (params[:, i:i + 1] for i in range(4))
-        curves = offset + amplitude * np.exp(-((x - mean) ** 2) / (2.0 * sigma * sigma))
+    return params
+
+
+def _results(problems: Sequence[tuple[np.ndarray, np.ndarray]], lengths: np.ndarray, params: np.ndarray,
+             curves: np.ndarray) -> list[GaussResult]:
+    """One (curve, offset, amplitude, mean, abs(sigma)) per problem."""
     # The curve follows the axis dtype (float32 axes -> float32 curve), as in the original.
     dtypes = {axis.dtype for axis, _ in problems}
     common = dtypes.pop() if len(dtypes) == 1 else None

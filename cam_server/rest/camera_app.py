@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from cam_server.camera.manager import FRAME_TIMEOUT, CameraInstanceManager
-from cam_server.camera.render import image_bytes_payload, render_png
+from cam_server.camera.render import check_render_options, image_bytes_payload, render_png
 from cam_server.common.errors import CamServerError
 from cam_server.common.scripts_store import ScriptStore
 from cam_server.processing.camera_transforms import camera_geometry
@@ -121,6 +121,7 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
     def get_camera_image(camera_name: str, scale: float | None = None, min_value: float | None = None,
                          max_value: float | None = None, colormap: str = "gray",
                          timeout: float = FRAME_TIMEOUT) -> Response:
+        check_render_options(scale, min_value, max_value, colormap)
         image, _ = manager.get_frame(camera_name, _timeout(timeout))
         png = render_png(image, scale=scale, min_value=min_value, max_value=max_value, colormap=colormap)
         return Response(content=png, media_type="image/png")

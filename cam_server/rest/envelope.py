@@ -114,7 +114,7 @@ def _http_message(request: Request, exc: StarletteHTTPException) -> str:
     """Starlette's bare "Not Found" / "Method Not Allowed" made specific: what was asked and what exists."""
     where = f"{request.method} {request.url.path}"
     if exc.status_code == 404 and exc.detail == "Not Found":
-        return (f"Not found: {where} is not a route of this server (see /docs). Names cannot contain '/' "
+        return (f"Not Found: {where} is not a route of this server (see /docs). Names cannot contain '/' "
                 "(nor an encoded %2F).")
     if exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")

@@ -79,3 +79,16 @@ def test_config_store_roundtrip_and_errors(tmp_path):
     assert not store.exists("cam1")
     with pytest.raises(NotFound):
         store.delete("cam1")
+
+
+def test_config_files_get_ordinary_permissions(tmp_path):
+    JsonConfigStore(tmp_path, "camera").save("cam1", {"a": 1})
+    assert (tmp_path / "cam1.json").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
