@@ -80,7 +80,6 @@ def test_bad_bodies_are_refused_and_write_nothing(servers, path, body, status, m
     ("no_client_timeout", "Infinity", "'no_client_timeout': Input should be a finite number"),
     ("size_y", 10**50, "'size_y': Input should be less than or equal to 65536"),
     ("queue_size", 10**40, "'queue_size': Input should be less than or equal to 1000000"),
-    ("image_type", "bem", "'image_type' of a simulation camera must be one of beam, raw, static_beam, static_raw"),
     ("connection_timeout", "abc", "'connection_timeout' must be a positive number of seconds, not 'abc'"),
     ("camera_calibration", {"angle_horizontal": "NaN"},
      "'camera_calibration.angle_horizontal': Input should be a finite number"),
