@@ -44,6 +44,8 @@ def setup() -> None:
             if subprocess.call([*pip, *args], stdout=out, stderr=subprocess.STDOUT) != 0:
                 sys.stdout.write(log.read_text())
                 raise SystemExit(f"installation failed (pip {' '.join(args)}); the log is above and in {log}")
+        # Compile the numba kernels once now (they are cached on disk), not in the first server or test.
+        subprocess.call([str(PY), "-c", "import cam_server.processing.default"], stdout=out, stderr=subprocess.STDOUT)
     STAMP.write_text(_fingerprint())
 
 

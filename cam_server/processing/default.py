@@ -1,8 +1,8 @@
 """The default processing function, ``transparent`` (spec 3) and the one-call pre-processing of spec 2 step 9.
 
-Cost model: the profiles are the only full-frame passes (two 32-bit reductions for 16-bit images), min/max are
-two fast SIMD passes; everything else works on 1-D profiles. All gaussian fits of a frame (x, y and the good
-region's x, y) are solved in one vectorised Levenberg-Marquardt batch, the slice fits in a second one.
+Cost model: profiles and min/max are the only full-frame work (one compiled pass for 8/16-bit unsigned images,
+else two 32-bit reductions and two SIMD min/max passes); everything else works on 1-D profiles. All gaussian fits
+of a frame (x, y and the good region's x, y) are solved in one call, the slice fits in a second one.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from cam_server.processing.preprocess import (
     rotation_settings,
     subtract_background,
 )
-from cam_server.processing.statistics import center_of_mass_and_rms, fwhm, min_max, profiles
+from cam_server.processing.statistics import center_of_mass_and_rms, fwhm, profiles_min_max
 
 PASSIVE_BACKGROUND_KEY = "background_data"
 
@@ -105,8 +105,7 @@ def process_image(image: np.ndarray, pulse_id: int, timestamp: tuple[int, int], 
     if len(x_axis) != image.shape[1] or len(y_axis) != image.shape[0]:
         raise ValueError(f"Invalid axis passed: x_axis {len(x_axis)} / y_axis {len(y_axis)} for an image of "
                          f"{image.shape[1]}x{image.shape[0]}")
-    x_profile, y_profile = profiles(image)
-    low, high = min_max(image)
+    x_profile, y_profile, low, high = profiles_min_max(image)
 
     region = None
     region_config = parameters.get("image_good_region")

@@ -12,6 +12,9 @@ needs 2 to 4 fits (x, y, good region) plus one per slice. All profiles of a call
 4. on any failure (non-finite input, fewer than 4 points, zero amplitude or width, singular system, no
    convergence) the spec's initial guesses are returned.
 
+With numba installed, steps 1-4 run per row in compiled code (:mod:`cam_server.processing.gauss_numba`, same
+maths and decisions, < 1e-6 relative from this numpy path, which stays the fallback; switch: ``COMPILED``).
+
 Profiles are fitted in float64 (the original converted them to float32 — precision loss above ~1.7e7).
 """
 

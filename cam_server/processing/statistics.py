@@ -10,9 +10,16 @@ import warnings
 
 import numpy as np
 
+from cam_server.processing import image_numba
 from cam_server.processing.gauss_fit import fit_many, gauss_fit
 
-__all__ = ["profiles", "min_max", "center_of_mass_and_rms", "fwhm", "gauss_fit", "fit_many", "sum_dtype"]
+__all__ = ["profiles", "min_max", "profiles_min_max", "center_of_mass_and_rms", "fwhm", "gauss_fit", "fit_many",
+           "sum_dtype"]
+
+# The compiled one-pass kernel for 8/16-bit unsigned images (numpy below otherwise); a switch for tests.
+COMPILED = image_numba.AVAILABLE
+if COMPILED:  # compile now: a preloading fork server then does it once for all its children
+    image_numba.warm_up()
 
 _MAX_EXACT_32 = 65536  # rows/columns that a 32-bit accumulator can sum exactly for 16-bit pixels
 
@@ -34,6 +41,8 @@ def _profile_dtype(dtype: np.dtype) -> np.dtype:
 
 def profiles(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(x_profile, y_profile) = (column sums, row sums); int64 for integer images, float64 for float ones."""
+    if COMPILED and image_numba.supported(image):
+        return image_numba.profiles_min_max(image)[:2]
     height, width = image.shape
     out = _profile_dtype(image.dtype)
     x_profile = np.add.reduce(image, axis=0, dtype=sum_dtype(image.dtype, height))
@@ -48,6 +57,15 @@ def min_max(image: np.ndarray) -> tuple[np.generic, np.generic]:
             warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanmin(image), np.nanmax(image)
     return image.min(), image.max()
+
+
+def profiles_min_max(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.generic, np.generic]:
+    """:func:`profiles` and :func:`min_max` together: one pass over uint8/uint16 images when compiled."""
+    if COMPILED and image_numba.supported(image):
+        return image_numba.profiles_min_max(image)
+    x_profile, y_profile = profiles(image)
+    low, high = min_max(image)
+    return x_profile, y_profile, low, high
 
 
 def center_of_mass_and_rms(axis: np.ndarray, profile: np.ndarray) -> tuple[float, float]:
