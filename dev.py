@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import venv
@@ -72,7 +73,13 @@ def test(args: list[str]) -> int:
 
 def run(args: list[str]) -> int:
     setup()
-    return subprocess.call([str(PY), "-m", "cam_server.cli.demo", *args], cwd=ROOT)
+    demo = subprocess.Popen([str(PY), "-m", "cam_server.cli.demo", *args], cwd=ROOT)
+    while True:
+        try:
+            return demo.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reaches the demo too (same process group); let it stop its servers and wait for it.
+            demo.send_signal(signal.SIGINT)
 
 
 def main() -> int:

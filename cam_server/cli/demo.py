@@ -31,7 +31,18 @@ READY_TIMEOUT = 60.0
 def _start(args: list[str], log: IO[bytes]) -> subprocess.Popen:
     # Own session: Ctrl-C reaches only the demo, which then stops the servers in order.
     return subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if the demo itself dies without cleaning up (e.g. SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _wait_ready(proc: subprocess.Popen, url: str, log_path: Path, what: str) -> None:

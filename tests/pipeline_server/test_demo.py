@@ -55,3 +55,19 @@ def test_demo_prints_stream_values_and_stops_every_child(tmp_path):
         return not [p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
     wait_until(all_gone, 15, "demo children to exit")
+
+
+def test_servers_die_with_a_killed_demo(tmp_path):
+    log = tmp_path / "demo.log"
+    proc = start_python(["-m", "cam_server.cli.demo", "--camera-port", str(free_port()), "--pipeline-port",
+                         str(free_port())], log_path=log)
+    try:
+        wait_until(lambda: "pipeline stream:" in log.read_text() or proc.poll() is not None, 60, "demo to start")
+        servers = [p for p in _descendants(proc.pid) if "start_" in " ".join(p.cmdline())]
+        assert len(servers) == 2, log.read_text()
+        proc.kill()  # no chance to clean up: the servers must still go (parent-death signal)
+        proc.wait(10)
+        wait_until(lambda: not [p for p in servers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], 15,
+                   "the servers of a killed demo to exit")
+    finally:
+        stop_pid(proc)
