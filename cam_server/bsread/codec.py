@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -410,7 +411,13 @@ def _global_timestamp(main: dict[str, Any]) -> tuple[int | None, int | None]:
         raise DropMessage("main header global_timestamp has neither sec nor epoch")
     if "ns" not in gt:
         raise DropMessage("main header global_timestamp has no ns")
-    return sec, gt["ns"]
+    ns = gt["ns"]
+    # Stricter than the Python receiver (docs/bsread.md): a non-numeric time would make every consumer fail on
+    # int(sec) / sec + ns * 1e-9 later, ending a camera or pipeline instance over one bad message.
+    for key, value in (("sec", sec), ("ns", ns)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise DropMessage(f"main header global_timestamp {key} is not a number: {value!r}")
+    return sec, ns
 
 
 __all__ = ["Decoder", "Encoder", "encode_message", "split_timestamp", "data_header_bytes"]

@@ -17,6 +17,8 @@ import numpy as np
 from cam_server.common.errors import InvalidConfig, NotFound
 from cam_server.common.names import validate_name
 from cam_server.pipeline.functions import FunctionCache
+from cam_server.processing.default import PASSIVE_BACKGROUND_KEY
+from cam_server.processing.preprocess import background_mode
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ class ParameterBuilder:
         if mode and config.get("image_background"):
             background = self._load_background(config["image_background"])
             parameters["image_background_ok"] = True
+            if background_mode(mode) == "passive":  # set here, once: frames never write the shared dict
+                parameters[PASSIVE_BACKGROUND_KEY] = background
         elif mode:
             parameters["image_background_ok"] = False
 

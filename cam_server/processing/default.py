@@ -35,10 +35,11 @@ def preprocess_frame(image: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray, 
                      in_place: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spec 2 step 9 in order: binning, background, rotation, ROI, threshold.
 
-    Also does the ortho axis remap of step 5 (so callers must not call ``rotate_axes_ortho`` themselves); the
-    result is identical because nothing between steps 5 and 9 touches the axes. With a "passive" background the
-    array is stored in ``parameters["background_data"]`` for the processing function. The input image is never
-    modified unless ``in_place`` (then a writable input may be reused); at most one full-frame copy is made.
+    Also does the ortho axis remap of step 5 (so callers must not call ``rotate_axes_ortho`` themselves), after
+    the binning of the axes, so that they keep matching the binned and rotated image (docs/processing.md).
+    With a "passive" background the array is stored in ``parameters["background_data"]`` for the processing
+    function. The input image is never modified unless ``in_place`` (then a writable input may be reused); at
+    most one full-frame copy is made.
     """
     image, x_axis, y_axis = bin_for_pipeline(image, x_axis, y_axis, parameters.get("binning_x") or 1,
                                              parameters.get("binning_y") or 1,
@@ -46,7 +47,9 @@ def preprocess_frame(image: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray, 
     owned = in_place
     mode = background_mode(parameters.get("image_background_enable"))
     if mode == "passive":
-        if background is not None:
+        # Pipelines store it once per config (parameters.py); writing the shared dict per frame would race with
+        # other processing threads serialising it (json.dumps: "dictionary changed size during iteration").
+        if background is not None and parameters.get(PASSIVE_BACKGROUND_KEY) is not background:
             parameters[PASSIVE_BACKGROUND_KEY] = background
     elif mode is not None and background is not None:
         image = subtract_background(image, background, "signed" if mode == "signed" else True,

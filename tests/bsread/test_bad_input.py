@@ -34,7 +34,24 @@ BAD_MESSAGES = {
                         "channel 'v': timestamp frame of 8 bytes (need 16)"),
     "no pulse_id": ([json.dumps({"hash": "p1"}).encode(), _header(INT32), b"\x01\x00\x00\x00", GOOD_TS],
                     "main header has no pulse_id"),
+    # consumers do int(sec) / sec + ns * 1e-9: such a message must not reach them
+    "text timestamp": ([json.dumps({"hash": "s1", "pulse_id": 1, "global_timestamp": {"sec": "x", "ns": 0}}).encode(),
+                        _header(INT32), b"\x01\x00\x00\x00", GOOD_TS],
+                       "main header global_timestamp sec is not a number: 'x'"),
+    "null ns": ([json.dumps({"hash": "n1", "pulse_id": 1, "global_timestamp": {"epoch": 5, "ns": None}}).encode(),
+                 _header(INT32), b"\x01\x00\x00\x00", GOOD_TS],
+                "main header global_timestamp ns is not a number: None"),
 }
+
+
+def test_float_global_timestamp_is_accepted():
+    from cam_server.bsread.codec import Decoder
+
+    main = json.dumps({"hash": "f1", "pulse_id": 3, "global_timestamp": {"sec": 1700000000.0, "ns": 5}}).encode()
+    message = Decoder().decode([main, _header(INT32), b"\x07\x00\x00\x00", GOOD_TS])
+    assert message is not None
+    assert message.data.global_timestamp == 1700000000.0 and message.data.global_timestamp_offset == 5
+    assert message.data.data["v"].value == 7
 
 
 @pytest.fixture

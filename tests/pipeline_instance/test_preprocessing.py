@@ -197,3 +197,21 @@ def test_good_region_and_slices_channels_are_produced(tmp_path, camera):
     assert out["gr_y_fit_mean"] == pytest.approx(40.0, abs=0.5)
     assert out["slice_amount"] == 3
     assert "slice_2_center_x" in out
+
+
+def test_passive_background_is_stored_once_per_config_not_per_frame(tmp_path):
+    """Processing threads share the live parameters dict: a frame writing into it while another thread
+    serialises it (processing_parameters) fails with "dictionary changed size during iteration"."""
+    from cam_server.pipeline.parameters import ParameterBuilder
+    from cam_server.processing.default import preprocess_frame
+
+    background = np.full((HEIGHT, WIDTH), 7, dtype=np.uint16)
+    name = _save_background(tmp_path, background)
+    live = ParameterBuilder(str(tmp_path / "backgrounds"), str(tmp_path)).build(
+        {"image_background": name, "image_background_enable": "passive"})
+    np.testing.assert_array_equal(live.parameters["background_data"], background)
+    before = dict(live.parameters)
+    image = EXPECTED.copy()
+    axes = np.arange(WIDTH, dtype=np.float32), np.arange(HEIGHT, dtype=np.float32)
+    preprocess_frame(image, *axes, live.parameters, live.background)
+    assert live.parameters == before and live.parameters["background_data"] is before["background_data"]

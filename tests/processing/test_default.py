@@ -151,6 +151,20 @@ def test_preprocess_ortho_rotation_remaps_axes():
     np.testing.assert_array_equal(ya, x_axis[::-1])
 
 
+def test_preprocess_ortho_rotation_with_unequal_binning_keeps_axes_matching_the_image():
+    # Decision (docs/processing.md): axes are binned with the image, then remapped; the spec's order (remap at
+    # step 5, bin at 9.1) would bin the new x axis (old y) by binning_x and no longer match the image.
+    image = np.arange(24, dtype=np.uint16).reshape(4, 6)
+    x_axis = np.arange(6, dtype=np.float32)
+    y_axis = np.arange(10, 14, dtype=np.float32)
+    params = {"binning_x": 2, "binning_y": 1, "rotation": {"angle": 90, "mode": "ortho"}}
+    out, xa, ya = preprocess_frame(image, x_axis, y_axis, params)
+    assert out.shape == (3, 4)
+    np.testing.assert_array_equal(xa, [10, 11, 12, 13])
+    np.testing.assert_array_equal(ya, [4.5, 2.5, 0.5])
+    assert xa.dtype == ya.dtype == np.float32
+
+
 def test_simulated_frame_processes_with_the_beam_near_the_centre():
     image = SimulatedBeam(640, 480, seed=11).next_frame()
     x_axis, y_axis = _axes(image)

@@ -167,12 +167,12 @@ class BsreadCameraSource:
         while not self._stop.is_set():
             try:
                 message = source.receive()
-            except Exception as exc:  # noqa: BLE001 - a receiver must survive a bad message
+                if message is None:
+                    continue
+                frame = extract(message)
+            except Exception as exc:  # noqa: BLE001 - a receiver must survive a bad message (else: silent stall)
                 log.warning("bsread camera receiver error: %s", exc)
-                continue
-            if message is None:
-                continue
-            frame = extract(message)
+                frame = None
             with self._cond:
                 if frame is None:
                     self.dropped += 1
