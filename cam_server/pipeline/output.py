@@ -209,6 +209,6 @@ class OutputStream:
                     if not self.block or self._closing:
                         self.dropped += 1
                         break
-            except (ChannelError, ValueError) as exc:
+            except (ChannelError, ValueError, zmq.ZMQError) as exc:  # keep the thread: later messages still go
                 log.error("buffered send of pulse %s failed: %s", item[1], exc)
                 self.dropped += 1

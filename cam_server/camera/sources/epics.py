@@ -9,9 +9,10 @@ Threading: pyepics delivers monitor callbacks on a Channel Access thread. The ca
 call CA get/put. Reshaping and dtype conversion run in :meth:`EpicsCameraSource.read`, on the consumer's thread.
 
 Process model: the CA context belongs to the process that created it and must never be inherited through
-``fork``. The camera server runs every camera in its own process started with the multiprocessing "spawn"
-method; that process calls :func:`configure_epics_environment` before the first PV exists. pyepics reconnects by
-itself after an IOC restart (its searches retry with back-off); meanwhile :meth:`read` returns ``None`` and
+``fork``. The camera server runs every camera in its own process, forked from a clean multiprocessing fork server
+that never holds a CA context (``forkserver`` start method); that process calls
+:func:`configure_epics_environment` before the first PV exists. pyepics reconnects by itself after an IOC restart
+(its searches retry with back-off); meanwhile :meth:`read` returns ``None`` and
 :attr:`EpicsCameraSource.connected` / :attr:`EpicsCameraSource.status` say what is going on.
 
 Conversion of the waveform to the configured ``dtype`` (see :func:`to_camera_dtype`): Channel Access has no
@@ -60,7 +61,7 @@ def _warn_if_forking_with_ca() -> None:
 
     if epics.ca.libca is not None:
         log.error("os.fork() in a process that holds an EPICS Channel Access context: the child must not use "
-                  "EPICS; start camera processes with the multiprocessing 'spawn' method")
+                  "EPICS; start camera processes with the multiprocessing 'spawn' or 'forkserver' method")
 
 
 def configure_epics_environment() -> None:
@@ -137,6 +138,11 @@ class EpicsCameraSource(FrameSource):
         self._opened = False
 
     # -- FrameSource ---------------------------------------------------------------------------------------------
+
+    @property
+    def dropped(self) -> int:
+        """Frames lost here (queue full, waveform shorter than the geometry), for the camera's statistics."""
+        return self.stats["queue_dropped"] + self.stats["short_dropped"]
 
     def connect(self) -> None:
         """Check ``P:INIT``, read the geometry and start monitoring; raises :class:`CameraOffline`."""
