@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from cam_server.bsread import PUB, PUSH, Message, Sender, Source
+from cam_server.bsread import PUB, PUSH, SUB, Message, Sender, Source
 
 
 class CameraStream:
@@ -96,6 +97,21 @@ def receive(source: Source, count: int, timeout: float = 10.0, skip: int = 0) ->
         if message is not None:
             messages.append(message)
     return messages[skip:]
+
+
+def receive_from(address: str, count: int = 1, predicate: Callable[[Message], bool] | None = None,
+                 timeout: float = 10.0) -> list[Message]:
+    """``count`` messages (each satisfying ``predicate``) from a stream address, on a new SUB connection."""
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout
+    with Source(address=address, mode=SUB, receive_timeout=200) as source:
+        while len(messages) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"got {len(messages)} of {count} messages from {address} in {timeout} s")
+            message = source.receive()
+            if message is not None and (predicate is None or predicate(message)):
+                messages.append(message)
+    return messages
 
 
 def values(message: Message) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,10 +15,11 @@ from typing import Any
 import numpy as np
 import requests
 
-from cam_server.bsread import PUB, PUSH, SUB, Message, Sender, Source
+from cam_server.bsread import PUB, PUSH, Message, Sender
 from tests.helpers.net import free_port
 from tests.helpers.procs import start_python, stop_pid, wait_until
 from tests.helpers.servers import EXAMPLE_CONFIG
+from tests.helpers.streams import receive_from, values  # noqa: F401 - values is re-exported
 
 WIDTH, HEIGHT = 48, 32
 SPOT_X, SPOT_Y = 30.0, 10.0  # peak column / row of the upstream image
@@ -169,17 +169,4 @@ def relay_camera(upstream: Upstream, **overrides: Any) -> dict[str, Any]:
 def receive(stream: str, count: int, predicate: Callable[[Message], bool] | None = None, timeout: float = 15.0,
             ) -> list[Message]:
     """``count`` messages (each satisfying ``predicate``) of a pipeline stream; raises TimeoutError."""
-    messages: list[Message] = []
-    deadline = time.monotonic() + timeout
-    with Source(address=stream, mode=SUB, receive_timeout=200) as source:
-        while len(messages) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"got {len(messages)} of {count} messages from {stream} in {timeout} s")
-            message = source.receive()
-            if message is not None and (predicate is None or predicate(message)):
-                messages.append(message)
-    return messages
-
-
-def values(message: Message) -> dict[str, Any]:
-    return {name: v.value for name, v in message.data.data.items()}
+    return receive_from(stream, count, predicate, timeout)
