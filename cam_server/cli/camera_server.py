@@ -16,11 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_listen_arguments(parser, 8888, "Server cam_port")
     parser.add_argument("-b", "--base", default="configuration/camera_config",
                         help="(Camera) Configuration base directory")
-    parser.add_argument("-u", "--user_scripts_base", default="configuration/user_scripts",
-                        help="User scripts directory (served under /api/v1/cam/script)")
-    parser.add_argument("-n", "--hostname", default="localhost",
-                        help="Hostname to use when returning the stream address.")
-    serve.add_log_level_argument(parser)
+    serve.add_trailing_arguments(parser, "User scripts directory (served under /api/v1/cam/script)")
     return parser
 
 

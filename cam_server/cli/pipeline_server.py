@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import socket
 from collections.abc import Sequence
 
 from cam_server.cli import serve
@@ -14,17 +13,13 @@ log = logging.getLogger(__name__)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Pipeline processing server")
-    parser.add_argument("-c", "--cam_server", default="http://0.0.0.0:8888", help="Cam server rest api address.")
+    parser.add_argument("-c", "--cam_server", default="http://localhost:8888", help="Cam server rest api address.")
     serve.add_listen_arguments(parser, 8889, "Server port")
     parser.add_argument("-b", "--base", default="configuration/pipeline_config",
                         help="(Pipeline) Configuration base directory")
     parser.add_argument("-g", "--background_base", default="configuration/background_config",
                         help="Background (.npy) directory")
-    parser.add_argument("-u", "--user_scripts_base", default="configuration/user_scripts",
-                        help="User processing scripts directory")
-    parser.add_argument("-n", "--hostname", default=None,
-                        help="Hostname to use when returning the stream address (default: this host's name).")
-    serve.add_log_level_argument(parser)
+    serve.add_trailing_arguments(parser, "User processing scripts directory")
     return parser
 
 
@@ -40,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     manager = PipelineManager(CamClient(args.cam_server), PipelineConfigStore(args.base),
                               BackgroundStore(args.background_base), args.user_scripts_base,
-                              args.hostname or socket.gethostname())
+                              args.hostname)
     serve.warm_up_in_background(manager.warm_up)
     app = create_pipeline_app(manager)
     log.info("pipeline server on %s:%s (camera server %s, configs %s)", args.interface, args.port, args.cam_server,

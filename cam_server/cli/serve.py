@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -16,12 +17,16 @@ LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
 def add_listen_arguments(parser: argparse.ArgumentParser, port: int, port_help: str) -> None:
-    """``-p/--port`` and ``-i/--interface`` (the help texts are the README's)."""
+    """``-p/--port`` and ``-i/--interface`` (the help texts are the README's, as is the option order)."""
     parser.add_argument("-p", "--port", type=int, default=port, help=port_help)
     parser.add_argument("-i", "--interface", default="0.0.0.0", help="Hostname interface to bind to")
 
 
-def add_log_level_argument(parser: argparse.ArgumentParser) -> None:
+def add_trailing_arguments(parser: argparse.ArgumentParser, scripts_help: str) -> None:
+    """``-u``, ``-n`` and ``--log_level``, the same on both servers."""
+    parser.add_argument("-u", "--user_scripts_base", default="configuration/user_scripts", help=scripts_help)
+    parser.add_argument("-n", "--hostname", default=socket.gethostname(),
+                        help="Hostname to use when returning the stream address (default: this host's name).")
     parser.add_argument("--log_level", default="WARNING", choices=LOG_LEVELS, help="Log level to use.")
 
 
