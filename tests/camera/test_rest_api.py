@@ -141,3 +141,14 @@ def test_concurrent_requests_start_one_instance(client: CamClient) -> None:
     assert len(set(streams)) == 1
     assert list(client.get_server_info()["active_instances"]) == ["busy"]
     client.delete_camera_config("busy")
+
+
+def test_openapi_lists_every_readme_camera_route(server) -> None:
+    paths = requests.get(server.url + "/openapi.json", timeout=10).json()["paths"]
+    expected = {API: {"get", "delete"}, f"{API}/{{camera_name}}": {"get", "delete"},
+                f"{API}/{{camera_name}}/config": {"get", "post", "delete"}, f"{API}/{{camera_name}}/geometry": {"get"},
+                f"{API}/{{camera_name}}/image": {"get"}, f"{API}/{{camera_name}}/image_bytes": {"get"},
+                f"{API}/info": {"get"}}
+    for path, methods in expected.items():
+        assert methods <= set(paths.get(path, {})), (path, sorted(paths))
+    assert requests.get(server.url + "/docs", timeout=10).status_code == 200
