@@ -68,5 +68,13 @@ def wait_finished(client: PipelineClient, instance_id: str, timeout: float = 20.
         client.get_instance_info(instance_id)), timeout, f"instance {instance_id} to end")
 
 
-__all__ = ["PULL", "PUSH", "SUB", "TestCamera", "connect", "pulse_ids", "receive", "values", "wait_finished",
-           "write_script"]
+def assert_ended(client: PipelineClient, instance_id: str, exit_code: int, message: str) -> dict[str, Any]:
+    """Wait for the instance to end; check its exit code and that ``message`` is in its last error."""
+    info = wait_finished(client, instance_id)
+    assert info["exit_code"] == exit_code, info
+    assert message in (info["last_error"] or ""), info
+    return info
+
+
+__all__ = ["PULL", "PUSH", "SUB", "TestCamera", "assert_ended", "connect", "pulse_ids", "receive", "values",
+           "wait_finished", "write_script"]

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pipeline_types.helpers import PULL, connect, pulse_ids, receive, values, wait_finished, write_script
+from tests.pipeline_types.helpers import (
+    PULL,
+    assert_ended,
+    connect,
+    pulse_ids,
+    receive,
+    values,
+    wait_finished,
+    write_script,
+)
 
 COUNTER = """
     import numpy as np
@@ -63,12 +72,9 @@ def test_bad_custom_function(client, servers, script):
     body, code, message = BAD[script]
     (servers.scripts / script).write_text(body)
     instance_id, _ = client.create_instance_from_config({"pipeline_type": "custom", "function": script})
-    info = wait_finished(client, instance_id)
-    assert info["exit_code"] == code
-    assert message in info["last_error"]
+    assert_ended(client, instance_id, code, message)
 
 
 def test_custom_without_function_fails_clearly(client):
     instance_id, _ = client.create_instance_from_config({"pipeline_type": "custom"})
-    info = wait_finished(client, instance_id)
-    assert info["exit_code"] == 1 and "pipeline_type 'custom' needs 'function'" in info["last_error"]
+    assert_ended(client, instance_id, 1, "pipeline_type 'custom' needs 'function'")

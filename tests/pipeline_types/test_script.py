@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers.procs import wait_until
-from tests.pipeline_types.helpers import connect, pulse_ids, receive, values, wait_finished, write_script
+from tests.pipeline_types.helpers import assert_ended, connect, pulse_ids, receive, values, wait_finished, write_script
 
 GENERATOR = """
     def run(stop_event, parameters, sender, context):
@@ -74,12 +74,9 @@ def test_bad_script_gives_clear_error(client, servers, script):
     body, code, message = BAD[script]
     (servers.scripts / script).write_text(body)
     instance_id, _ = client.create_instance_from_config({"pipeline_type": "script", "function": script})
-    info = wait_finished(client, instance_id)
-    assert info["exit_code"] == code
-    assert message in info["last_error"]
+    assert_ended(client, instance_id, code, message)
 
 
 def test_script_without_function_fails_clearly(client):
     instance_id, _ = client.create_instance_from_config({"pipeline_type": "script"})
-    info = wait_finished(client, instance_id)
-    assert info["exit_code"] == 1 and "pipeline_type 'script' needs 'function'" in info["last_error"]
+    assert_ended(client, instance_id, 1, "pipeline_type 'script' needs 'function'")

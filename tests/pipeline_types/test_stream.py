@@ -9,6 +9,7 @@ from tests.helpers.procs import wait_until
 from tests.pipeline_types.helpers import (
     PUSH,
     TestCamera,
+    assert_ended,
     connect,
     known_image,
     pulse_ids,
@@ -119,5 +120,4 @@ def test_no_input_is_refused_or_reported(client):
     with pytest.raises(ValueError, match="bsread_address"):
         client.create_instance_from_config({"pipeline_type": "stream"})
     instance_id, _ = client.create_instance_from_config({"pipeline_type": "stream", "bsread_channels": ["A"]})
-    info = wait_finished(client, instance_id)
-    assert info["exit_code"] == 1 and "dispatcher is not supported" in info["last_error"]
+    assert_ended(client, instance_id, 1, "dispatcher is not supported")
