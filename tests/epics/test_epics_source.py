@@ -185,3 +185,19 @@ def test_frames_resume_after_ioc_killed_and_restarted(start_ioc, connected):
     assert source.connected
     assert frame.timestamp >= restarted_at - 1.0  # published by the new IOC, not left over from the old one
     assert "online" in source.status
+
+
+def test_a_frame_delivered_twice_is_emitted_once():
+    # Channel Access may hand the same record update to a new subscription twice (initial value + posted event).
+    source = EpicsCameraSource({"source": "NO:SUCH:CAM"})
+    source._width, source._height = 3, 2
+    first = np.arange(6, dtype=np.uint16)
+    source._on_picture(value=first, timestamp=100.0)
+    source._on_picture(value=first.copy(), timestamp=100.0)  # the repeat: same timestamp, same pixels
+    source._on_picture(value=first + 1, timestamp=100.0)  # same timestamp, other pixels: a real frame
+    source._on_picture(value=first.copy(), timestamp=100.1)  # same pixels, later: a real frame (static scene)
+    frames = [source.read(0.1) for _ in range(4)]
+    assert [int(f.image[0, 0]) for f in frames[:3]] == [0, 1, 0]
+    assert [f.timestamp for f in frames[:3]] == [100.0, 100.0, 100.1]
+    assert frames[3] is None
+    assert source.stats["duplicates"] == 1 and source.stats["received"] == 3 and source.dropped == 0

@@ -127,7 +127,8 @@ class EpicsCameraSource(FrameSource):
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.prefix, self.dtype, self.connection_timeout = _parse_config(config)
         self.last_error: str | None = None
-        self.stats = {"received": 0, "queue_dropped": 0, "short_dropped": 0, "truncated": 0, "clipped_frames": 0}
+        self.stats = {"received": 0, "queue_dropped": 0, "short_dropped": 0, "truncated": 0, "clipped_frames": 0,
+                      "duplicates": 0}
         self._width = 0
         self._height = 0
         self._init_status: str | None = None
@@ -135,6 +136,7 @@ class EpicsCameraSource(FrameSource):
         self._pv_connected: dict[str, bool] = {}
         self._frames: deque[tuple[np.ndarray, float, int, int]] = deque(maxlen=FRAME_QUEUE_SIZE)
         self._frames_ready = threading.Condition()
+        self._last_picture: tuple[np.ndarray, float | None] | None = None
         self._opened = False
 
     # -- FrameSource ---------------------------------------------------------------------------------------------
@@ -205,6 +207,7 @@ class EpicsCameraSource(FrameSource):
             self._pv_connected[name] = False
         with self._frames_ready:
             self._frames.clear()
+        self._last_picture = None
 
     # -- state ---------------------------------------------------------------------------------------------------
 
@@ -288,6 +291,8 @@ class EpicsCameraSource(FrameSource):
         if value is None:
             return
         data = value if isinstance(value, np.ndarray) else np.atleast_1d(np.asarray(value))
+        if self._is_repeat(data, timestamp):
+            return
         entry = (data, timestamp or time.time(), self._width, self._height)
         with self._frames_ready:
             if len(self._frames) == self._frames.maxlen:
@@ -295,6 +300,21 @@ class EpicsCameraSource(FrameSource):
             self._frames.append(entry)
             self.stats["received"] += 1
             self._frames_ready.notify()
+
+    def _is_repeat(self, data: np.ndarray, timestamp: float | None) -> bool:
+        """True for a second delivery of the frame just seen (same record timestamp and pixels).
+
+        Channel Access can deliver one record update twice when a subscription is created while the IOC is posting
+        it (the initial value and the posted event carry the same update). Pixels are compared only when the
+        timestamps match, so the normal path costs one float comparison.
+        """
+        last = self._last_picture
+        self._last_picture = (data, timestamp)
+        if last is None or timestamp is None or last[1] != timestamp or not np.array_equal(last[0], data):
+            return False
+        self.stats["duplicates"] += 1
+        log.debug("Camera with prefix %s: the same frame was delivered twice; dropped the repeat", self.prefix)
+        return True
 
     def _on_width(self, value: Any = None, **_: Any) -> None:
         if value is not None:
