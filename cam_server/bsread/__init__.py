@@ -23,10 +23,11 @@ from cam_server.bsread.endpoints import BIND, CONNECT, PUB, PULL, PUSH, SUB
 from cam_server.bsread.message import Message, MessageData, Statistics, Value
 from cam_server.bsread.receiver import Source, source
 from cam_server.bsread.sender import Sender
+from cam_server.bsread.wakeup import Wakeup
 
 __all__ = [
     "BIND", "CONNECT", "PUB", "PULL", "PUSH", "SUB", "ChannelError", "ChannelSpec", "CompressionError", "Decoder",
-    "Encoder", "Message", "MessageData", "Sender", "Source", "Statistics", "Value", "derive_type_shape",
+    "Encoder", "Message", "MessageData", "Sender", "Source", "Statistics", "Value", "Wakeup", "derive_type_shape",
     "encode_message", "h5", "make_reader", "make_serializer", "source", "split_timestamp",
 ]
 

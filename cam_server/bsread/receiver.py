@@ -16,6 +16,7 @@ import zmq
 from cam_server.bsread.codec import Decoder
 from cam_server.bsread.endpoints import BIND, CONNECT, PUB, PULL, PUSH, SUB, make_endpoint, socket_mode
 from cam_server.bsread.message import Message
+from cam_server.bsread.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,14 @@ class Source:
     Give either ``host`` + ``port`` or a full ``address``/``stream`` (``tcp://host:port``, ``ipc://...``).
     ``receive_timeout`` is in milliseconds (None = block). ``config_port`` is accepted and ignored (dispatcher
     features of the Python lib are not supported). Usable as a context manager (``__enter__`` connects;
-    calling ``connect()`` again is harmless).
+    calling ``connect()`` again is harmless). ``wakeup``: a :class:`Wakeup` another thread may set to make a
+    blocked :meth:`receive` return ``None`` at once (``interrupted`` tells it from a timeout).
     """
 
     def __init__(self, host: str | None = None, port: int = 9999, config_port: int | None = None,
                  conn_type: str = CONNECT, mode: int | str | None = None, queue_size: int = 100,
                  receive_timeout: int | None = None, address: str | None = None, stream: str | None = None,
-                 allow_lz4: bool = True, context: zmq.Context | None = None):
+                 allow_lz4: bool = True, context: zmq.Context | None = None, wakeup: Wakeup | None = None):
         mode = PULL if mode is None else socket_mode(mode)
         if mode not in (PULL, SUB):
             raise ValueError(f"source mode must be PULL ({PULL}) or SUB ({SUB}), got {mode!r}")
@@ -52,6 +54,9 @@ class Source:
         self.receive_timeout = receive_timeout
         self.endpoint = make_endpoint(address, port, conn_type)
         self.timed_out = False
+        self.interrupted = False
+        self._wakeup = wakeup
+        self._poller: zmq.Poller | None = None
         self._allow_lz4 = allow_lz4
         self._context = context
         self._socket: zmq.Socket | None = None
@@ -82,6 +87,10 @@ class Source:
             raise
         self._socket = sock
         self._decoder = Decoder(allow_lz4=self._allow_lz4)
+        if self._wakeup is not None:
+            self._poller = zmq.Poller()
+            self._poller.register(sock, zmq.POLLIN)
+            self._poller.register(self._wakeup.fileno(), zmq.POLLIN)
         return self
 
     def disconnect(self) -> None:
@@ -89,6 +98,7 @@ class Source:
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
+        self._poller = None
 
     def reconnect(self) -> Source:
         """Close and reopen the socket with a fresh decoder (header state forgotten)."""
@@ -118,6 +128,8 @@ class Source:
         sock = self._socket
         if sock is None:
             raise RuntimeError("source is not connected: call connect() first")
+        if self._poller is not None and not self._wait_readable(sock):
+            return None
         try:
             frames = sock.recv_multipart(copy=False)
         except zmq.Again:
@@ -125,6 +137,19 @@ class Source:
             return None
         self.timed_out = False
         return frames
+
+    def _wait_readable(self, sock: zmq.Socket) -> bool:
+        """Poll the socket and the wakeup together; False (and the reason in the flags) when there is no message."""
+        assert self._poller is not None and self._wakeup is not None
+        if self._wakeup.is_set():
+            self.interrupted = True
+            return False
+        ready = dict(self._poller.poll(self.receive_timeout))
+        if sock in ready:
+            return True
+        self.interrupted = self._wakeup.is_set()
+        self.timed_out = not self.interrupted
+        return False
 
     def receive(self, filter: Callable[[Message], bool] | None = None,
                 handler: Callable[[Sequence[zmq.Frame]], Any] | None = None) -> Any:

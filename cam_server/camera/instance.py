@@ -92,6 +92,8 @@ def _stream(channel: InstanceChannel, config: CameraConfig, source: FrameSource,
     rate = RateMeter(stats)
     publisher = CameraPublisher(sender, config)
     source_dropped = 0
+    current = [source]  # the source a config change may replace; a stop request interrupts whichever is current
+    channel.on_stop(lambda: current[0].interrupt())
     stats.set("start_time", time.time())
     log.info("camera %s streaming on %s", config.name, sender.endpoint)
     try:
@@ -102,6 +104,7 @@ def _stream(channel: InstanceChannel, config: CameraConfig, source: FrameSource,
             new = channel.poll_config()
             if new is not None:
                 config, source = _apply_config(config, new, source, publisher)
+                current[0] = source
             frame = source.read(READ_TIMEOUT)
             dropped = getattr(source, "dropped", 0)
             if dropped != source_dropped:

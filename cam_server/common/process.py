@@ -3,7 +3,10 @@
 Why processes: an instance that crashes, leaks or blocks in C code (EPICS, a user script) must never take the
 server down, and image processing must use more than one core. The parent talks to the child through:
 
-* a stop event,
+* a stop pipe: the parent closes its write end to ask for a stop, so the child sees end-of-file on its read end
+  (also when the server dies). A pipe, not a ``multiprocessing.Event``: a thread waiting on an Event in a child
+  that then exits leaves the Event's condition waiting for a wake-up acknowledgement that never comes, and the
+  parent's next ``set()`` hangs for ever;
 * a config queue (live config changes; the child takes the newest one),
 * an error queue (the child reports failures with a readable message),
 * :class:`SharedStats`, counters in shared memory the child updates per frame and the parent reads on demand,
@@ -100,21 +103,33 @@ class InstanceChannel:
     """The child's end: what an instance loop receives to know when to stop, get configs and report."""
 
     def __init__(self, ctx: Any) -> None:
-        self._stop = ctx.Event()
+        self._stop_reader, self._stop_writer = ctx.Pipe(duplex=False)
+        self._stopped = False  # child: the stop (or the parent's end) was seen
         self._configs = ctx.Queue()
         self._errors = ctx.Queue()
         self.stats = SharedStats(ctx)
         self._parent_pid = os.getpid()
         self._parent_checked = 0.0
         self._closed = False
+        self._wakers: list[Callable[[], None]] = []
+        self._watcher: threading.Thread | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What the child receives: never the stop pipe's write end (its end-of-file is the stop signal)."""
+        state = self.__dict__.copy()
+        state.update(_stop_writer=None, _wakers=[], _watcher=None)
+        return state
 
     # --- child side ---------------------------------------------------------------------------------------
     def should_stop(self) -> bool:
         """True when the parent asked us to stop, or the server process is gone (never outlive the server).
 
-        With forkserver the OS parent is the fork server, so we watch the server's PID (at most once a second).
+        The stop pipe reports both (end-of-file); the PID check (at most once a second; with forkserver the OS
+        parent is the fork server) is a backstop should the write end ever leak into another process.
         """
-        if self._stop.is_set():
+        if self._stopped:
+            return True
+        if self._stop_seen(0):
             return True
         now = time.monotonic()
         if now - self._parent_checked > 1.0:
@@ -122,6 +137,36 @@ class InstanceChannel:
             if not psutil.pid_exists(self._parent_pid):
                 return True
         return False
+
+    def on_stop(self, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` from a watcher thread as soon as the parent asks to stop.
+
+        A loop blocked in a receive or a sleep would otherwise see :meth:`should_stop` only at its next frame or
+        timeout; ``wake`` (e.g. :meth:`Wakeup.set <cam_server.bsread.Wakeup.set>`) ends that wait now.
+        """
+        self._wakers.append(wake)
+        if self._stopped:
+            wake()
+        elif self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch_stop, name="stop-watcher", daemon=True)
+            self._watcher.start()
+
+    def _stop_seen(self, timeout: float | None) -> bool:
+        try:
+            seen = self._stop_reader.poll(timeout)
+        except (OSError, EOFError, ValueError):  # closed: nobody can ask us anything any more
+            seen = True
+        if seen:
+            self._stopped = True
+        return seen
+
+    def _watch_stop(self) -> None:
+        self._stop_seen(None)
+        for wake in list(self._wakers):
+            try:
+                wake()
+            except Exception:  # noqa: BLE001 - a failing waker must not hide the stop from the others
+                log.exception("stop waker %r failed", wake)
 
     def poll_config(self) -> dict[str, Any] | None:
         """The newest config sent by the parent since the last call, or None."""
@@ -142,7 +187,22 @@ class InstanceChannel:
 
     # --- parent side --------------------------------------------------------------------------------------
     def request_stop(self) -> None:
-        self._stop.set()
+        """Write to and close the stop pipe; the child sees it at once, wherever it waits.
+
+        The byte matters with the ``fork`` start method, where sibling instances inherit copies of the write end
+        and end-of-file alone would never come.
+        """
+        writer, self._stop_writer = self._stop_writer, None
+        if writer is not None:
+            try:
+                writer.send_bytes(b"stop")
+            except OSError:  # the child is gone already
+                pass
+            writer.close()
+
+    def child_started(self) -> None:
+        """Drop the parent's copy of the child's end once the child has its own."""
+        self._stop_reader.close()
 
     def send_config(self, config: dict[str, Any]) -> None:
         self._configs.put(config)
@@ -162,6 +222,7 @@ class InstanceChannel:
         for q in (self._configs, self._errors):
             q.close()
             q.cancel_join_thread()
+        self.request_stop()
 
 
 class InstanceProcess:
@@ -182,6 +243,7 @@ class InstanceProcess:
 
     def start(self) -> None:
         self._process.start()
+        self.channel.child_started()
         try:
             self._ps = psutil.Process(self._process.pid)
             self._ps.cpu_percent(None)

@@ -16,6 +16,7 @@ from typing import Any
 
 import zmq
 
+from cam_server.bsread import Wakeup
 from cam_server.common.errors import InvalidConfig
 from cam_server.common.process import InstanceChannel
 from cam_server.pipeline.instance_spec import InstanceSpec
@@ -46,7 +47,12 @@ class CallTimer:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._next = time.monotonic()
+        self._wakeup = Wakeup()
         self.update_config(config)
+
+    def interrupt(self) -> None:
+        """From any thread: end the current wait; every later :meth:`receive` returns None at once."""
+        self._wakeup.set()
 
     def update_config(self, config: dict[str, Any]) -> None:
         rate = config.get("max_frame_rate")
@@ -60,15 +66,15 @@ class CallTimer:
         pass
 
     def receive(self) -> float | None:
+        if self._wakeup.is_set():
+            return None
         if self._paused:
-            time.sleep(PAUSED_WAIT_S)
+            self._wakeup.wait(PAUSED_WAIT_S)
             return None
         if self._period:
             wait = self._next - time.monotonic()
-            if wait > 0:
-                time.sleep(min(wait, MAX_WAIT_S))
-                if self._next > time.monotonic():
-                    return None
+            if wait > 0 and (self._wakeup.wait(min(wait, MAX_WAIT_S)) or self._next > time.monotonic()):
+                return None
             # never catch up with a burst after a slow call: the next call is one period from now at the earliest
             self._next = max(self._next + self._period, time.monotonic())
         return time.time()

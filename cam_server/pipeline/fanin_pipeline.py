@@ -18,7 +18,7 @@ from typing import Any
 
 import zmq
 
-from cam_server.bsread import PULL, Message, Source
+from cam_server.bsread import PULL, Message, Source, Wakeup
 from cam_server.bsread.endpoints import BIND, endpoint_port
 from cam_server.common.errors import InvalidConfig
 from cam_server.common.process import InstanceChannel
@@ -69,6 +69,11 @@ class FaninInput:
         self._buffer = PidReorderBuffer(int(config.get("pid_buffer") or 0))
         self._ready: deque[Message] = deque()
         self._last_message = time.monotonic()
+        self._wakeup = Wakeup()
+
+    def interrupt(self) -> None:
+        """From any thread: make a blocked :meth:`receive` (and every later one) return None at once."""
+        self._wakeup.set()
 
     def update_config(self, config: dict[str, Any]) -> None:
         size = int(config.get("pid_buffer") or 0)
@@ -81,7 +86,7 @@ class FaninInput:
         if self._source is None:
             self._source = Source(address=self.endpoint, mode=PULL, conn_type=BIND,
                                   receive_timeout=RECEIVE_TIMEOUT_MS, queue_size=INPUT_QUEUE_SIZE,
-                                  context=self._context).connect()
+                                  context=self._context, wakeup=self._wakeup).connect()
             log.info("fan-in bound to %s (PULL), pid_buffer %d", self.endpoint, self._buffer.size)
 
     def close(self) -> None:
@@ -98,6 +103,8 @@ class FaninInput:
     def receive(self) -> Message | _Late | None:
         if self._ready:
             return self._ready.popleft()
+        if self._wakeup.is_set():
+            return None
         if self._source is None:
             self.connect()
         assert self._source is not None

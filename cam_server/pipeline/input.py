@@ -16,7 +16,7 @@ from typing import Any
 import requests
 import zmq
 
-from cam_server.bsread import PULL, SUB, Message, Source
+from cam_server.bsread import PULL, SUB, Message, Source, Wakeup
 from cam_server.common.errors import SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,11 @@ class StreamInput:
         self.reconnects = 0
         self._source: Source | None = None
         self._last_message = time.monotonic()
+        self._wakeup = Wakeup()
+
+    def interrupt(self) -> None:
+        """From any thread: make a blocked :meth:`receive` (and every later one) return None at once."""
+        self._wakeup.set()
 
     # -- config ---------------------------------------------------------------------------------------
 
@@ -89,7 +94,7 @@ class StreamInput:
             self.address = self._resolve_address()
         mode = PULL if str(self._config.get("input_mode") or "SUB").upper() == "PULL" else SUB
         self._source = Source(address=self.address, mode=mode, receive_timeout=self._receive_timeout_ms,
-                              queue_size=INPUT_QUEUE_SIZE, context=self._context)
+                              queue_size=INPUT_QUEUE_SIZE, context=self._context, wakeup=self._wakeup)
         self._source.connect()
         self._last_message = time.monotonic()
         log.info("connected to %s (%s)", self.address, "PULL" if mode == PULL else "SUB")
@@ -122,6 +127,8 @@ class StreamInput:
 
     def receive(self) -> Message | None:
         """Next message, or None after a receive timeout (reconnects first if the camera timeout elapsed)."""
+        if self._wakeup.is_set():
+            return None
         if self._source is None:
             self.connect()
         assert self._source is not None

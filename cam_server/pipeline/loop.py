@@ -74,7 +74,12 @@ class InstanceLoop:
         self.threads = max(0, int(processing_threads or 0))
         self._ended = threading.Event()  # set by the output thread when the instance should end
         self.end_reason = ""
-        self._dropped = 0  # frames dropped before the output (gates, functions returning None)
+        # Frames dropped before the output, one counter per thread that drops (no shared read-modify-write):
+        self._dropped_prepare = 0  # by the receiving thread (gates)
+        self._dropped_compute = 0  # by the thread that finishes jobs (functions returning None)
+        interrupt = getattr(source, "interrupt", None)
+        if interrupt is not None:  # a stop request ends the wait for the next frame at once
+            channel.on_stop(interrupt)
 
     # -- main loop ------------------------------------------------------------------------------------
 
@@ -117,7 +122,7 @@ class InstanceLoop:
                 self.end_reason = str(finish)
                 return
             if job is None:
-                self._dropped += 1
+                self._dropped_prepare += 1
                 self._update_dropped()
                 continue
             if dispatch(job):
@@ -174,7 +179,8 @@ class InstanceLoop:
     def _update_dropped(self) -> None:
         """Frames dropped by gates / functions returning None, by the output (queue full, enforce_pid) and by the
         input (bsread merge: frames without data)."""
-        self.stats.set("dropped", self._dropped + self.output.dropped + getattr(self.source, "dropped", 0))
+        dropped_here = self._dropped_prepare + self._dropped_compute
+        self.stats.set("dropped", dropped_here + self.output.dropped + getattr(self.source, "dropped", 0))
 
     def _apply_config(self, config: dict[str, Any]) -> None:
         try:
@@ -194,7 +200,7 @@ class InstanceLoop:
         try:
             values = result()
             if values is None:
-                self._dropped += 1
+                self._dropped_compute += 1
                 return False
             sent = self.output.send(values, job.pulse_id, job.timestamp)
         except (ProcessingError, ValueError) as exc:

@@ -8,6 +8,7 @@ from cam_server.common.errors import InvalidConfig, InvalidName, NotFound
 from cam_server.common.names import validate_name
 from cam_server.common.process import InstanceProcess
 from tests.common import targets
+from tests.helpers.net import free_port
 from tests.helpers.procs import wait_until
 
 
@@ -92,3 +93,15 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_stop_request_wakes_a_receive_that_would_block_forever():
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing ever sends there
+    proc = InstanceProcess("blocked", targets.blocking_receive_loop, (address,))
+    proc.start()
+    try:
+        wait_until(lambda: proc.info()["statistics"]["clients"] == 1, 10, "the child to start its receive")
+    finally:
+        proc.stop(timeout=30)  # without the wakeup the child would block until terminated (exit code -15)
+    assert proc.exitcode == 0
+    assert proc.info()["last_error"] == "receive returned None, interrupted=True, timed_out=False"

@@ -33,4 +33,6 @@ class FrameSource(Protocol):
 
     def read(self, timeout: float) -> RawFrame | None: ...  # next frame, None on timeout
 
+    def interrupt(self) -> None: ...  # from any thread: a waiting read returns None now, and every later read too
+
     def close(self) -> None: ...

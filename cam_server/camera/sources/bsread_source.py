@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cam_server.bsread import PULL, SUB, Source
+from cam_server.bsread import PULL, SUB, Source, Wakeup
 from cam_server.bsread.message import Message
 from cam_server.camera.config import CameraConfig
 from cam_server.camera.sources.base import RawFrame
@@ -110,13 +110,15 @@ class BsreadCameraSource:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._last_pulse_id: int | None = None
+        self._wakeup = Wakeup()  # interrupts the single connection's receive (threads watch self._stop)
 
     def connect(self) -> None:
         self.close()
         self._stop.clear()
         timeout = RECEIVE_POLL_MS
         self._sources = [Source(address=self.address, mode=self.mode, receive_timeout=timeout,
-                                queue_size=RECEIVE_QUEUE).connect() for _ in range(self.connections)]
+                                queue_size=RECEIVE_QUEUE, wakeup=self._wakeup if self.connections == 1 else None
+                                ).connect() for _ in range(self.connections)]
         if self.connections > 1:
             self._threads = [threading.Thread(target=self._receive_loop, args=(s, _FrameExtractor()),
                                               name=f"bsread-camera-rx-{i}", daemon=True)
@@ -134,6 +136,11 @@ class BsreadCameraSource:
             h, w = frame.image.shape
             self._geometry = (w, h)
         return frame
+
+    def interrupt(self) -> None:
+        self._wakeup.set()
+        with self._cond:
+            self._cond.notify_all()
 
     def close(self) -> None:
         self._stop.set()
@@ -158,7 +165,7 @@ class BsreadCameraSource:
                 if frame is not None:
                     return frame
                 self.dropped += 1
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self._wakeup.is_set():
                 return None
 
     # --- several connections: receiver threads and a pulse-id ordered buffer ----------------------------
@@ -204,6 +211,6 @@ class BsreadCameraSource:
                     self._cond.notify_all()
                     return frame
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or self._wakeup.is_set():
                     return None
                 self._cond.wait(min(remaining, MAX_HOLD_S / 4))

@@ -137,6 +137,7 @@ class EpicsCameraSource(FrameSource):
         self._frames: deque[tuple[np.ndarray, float, int, int]] = deque(maxlen=FRAME_QUEUE_SIZE)
         self._frames_ready = threading.Condition()
         self._last_picture: tuple[np.ndarray, float | None] | None = None
+        self._interrupted = False
         self._opened = False
 
     # -- FrameSource ---------------------------------------------------------------------------------------------
@@ -181,6 +182,8 @@ class EpicsCameraSource(FrameSource):
         while True:
             with self._frames_ready:
                 while not self._frames:
+                    if self._interrupted:
+                        return None
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return None
@@ -189,6 +192,12 @@ class EpicsCameraSource(FrameSource):
             frame = self._to_frame(data, timestamp, width, height)
             if frame is not None:
                 return frame
+
+    def interrupt(self) -> None:
+        """From any thread: a waiting :meth:`read` returns None now, and every later one too."""
+        with self._frames_ready:
+            self._interrupted = True
+            self._frames_ready.notify_all()
 
     def close(self) -> None:
         """Stop monitoring and release the channels; safe to call twice."""

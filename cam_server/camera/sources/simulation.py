@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from cam_server.bsread import Wakeup
 from cam_server.camera.config import CameraConfig
 from cam_server.camera.sources.base import RawFrame
 from cam_server.processing.simulation import SimulatedBeam
@@ -37,6 +38,7 @@ class SimulationSource:
         self._period = 1.0 / self.frame_rate
         self._t0 = 0.0
         self._k = 0
+        self._wakeup = Wakeup()
 
     def connect(self) -> None:
         self._t0 = time.monotonic()
@@ -50,12 +52,18 @@ class SimulationSource:
         wait = due - time.monotonic()
         if wait > 0:
             if wait > timeout:
-                time.sleep(max(timeout, 0.0))
+                self._wakeup.wait(timeout)
                 return None
-            time.sleep(wait)
+            if self._wakeup.wait(wait):
+                return None
+        elif self._wakeup.is_set():
+            return None
         self._k += 1
         image = self._beam.next_frame()
         return RawFrame(image=image, timestamp=time.time())
+
+    def interrupt(self) -> None:
+        self._wakeup.set()
 
     def close(self) -> None:
         pass
