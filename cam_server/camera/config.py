@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cam_server.common.errors import InvalidConfig, InvalidName
 from cam_server.common.names import validate_name
 
-SOURCE_TYPES = ("epics", "bsread", "simulation")
+SOURCE_TYPES = ("epics", "area_detector", "bsread", "simulation")
+EPICS_SOURCE_TYPES = ("epics", "area_detector")  # source = PV prefix
 PROTOCOLS = ("tcp", "ipc")
 
 # Sanity bounds: larger values are typing mistakes that would only fail later, inside the camera process.
@@ -58,7 +59,7 @@ class CameraConfig(BaseModel):
 
     name: str | None = None
     source: Any
-    source_type: Literal["epics", "bsread", "simulation"]
+    source_type: Literal["epics", "area_detector", "bsread", "simulation"]
     mirror_x: bool = False
     mirror_y: bool = False
     rotate: int = 0
@@ -154,8 +155,9 @@ class CameraConfig(BaseModel):
         if self.source_type == "bsread" and not _is_stream_address(self.source):
             raise ValueError(f"'source' of a bsread camera must be a stream address like tcp://host:port, "
                              f"got {self.source!r}")
-        if self.source_type == "epics" and not isinstance(self.source, str):
-            raise ValueError(f"'source' of an epics camera must be the PV prefix (a string), got {self.source!r}")
+        if self.source_type in EPICS_SOURCE_TYPES and not isinstance(self.source, str):
+            raise ValueError(f"'source' of an {self.source_type} camera must be the PV prefix (a string), "
+                             f"got {self.source!r}")
         if self.buffer_size is None:
             self.buffer_size = self.connections * 5
         return self

@@ -3,8 +3,9 @@
 A camera streams from its own process (:mod:`cam_server.camera.instance`), started with
 :class:`~cam_server.common.process.InstanceProcess`. The manager waits until the child says it is streaming
 (``stats.start_time``) or has failed (exit code + error queue), so a request for an offline camera gets a clear
-error while the server itself stays healthy. A reaper thread joins instances that ended on their own (no clients
-for ``no_client_timeout``) so no zombie process is left behind.
+error while the server itself stays healthy. An :class:`~cam_server.common.instances.InstanceTable` tracks them; its
+reaper joins instances that ended on their own (no clients for ``no_client_timeout``) so no zombie process is left
+behind, and records how they ended.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from cam_server.camera.config import CameraConfig
 from cam_server.camera.instance import ipc_address, run_camera_instance
 from cam_server.camera.store import CameraConfigStore
 from cam_server.common.errors import NotFound, SourceUnavailable
+from cam_server.common.instances import InstanceTable
 from cam_server.common.process import InstanceProcess, reserve_port
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,6 @@ PRELOAD = ("numpy", "zmq", "cam_server.bsread", "cam_server.processing", "cam_se
            "cam_server.processing.simulation", "cam_server.camera.instance", "cam_server.camera.publisher",
            "cam_server.camera.sources.simulation", "cam_server.camera.sources.bsread_source")
 START_TIMEOUT = 20.0  # seconds; covers the first fork-server start and an EPICS connection timeout
-REAP_INTERVAL = 0.5
 FRAME_TIMEOUT = 10.0
 
 
@@ -61,13 +62,10 @@ class CameraInstanceManager:
         self.hostname = hostname
         self.start_timeout = start_timeout
         self.log_level = logging.getLogger().level if log_level is None else log_level
-        self._instances: dict[str, CameraInstance] = {}
-        self._lock = threading.RLock()
+        # Only instances that ended by themselves are recorded as ended (a stopped camera is simply gone).
+        self._table: InstanceTable[CameraInstance] = InstanceTable("camera", _ended_record, remember_stopped=False)
         self._start_locks: dict[str, threading.Lock] = {}
-        self._ended: dict[str, dict[str, Any]] = {}
-        self._closed = threading.Event()
-        self._reaper = threading.Thread(target=self._reap_loop, name="camera-reaper", daemon=True)
-        self._reaper.start()
+        self._start_locks_lock = threading.Lock()
 
     def warm_up(self) -> None:
         """Start the fork server now (preloading numpy, zmq, ...) so the first stream request is quick."""
@@ -85,23 +83,20 @@ class CameraInstanceManager:
 
     def get_instance(self, name: str) -> CameraInstance:
         camera = self.store.resolve(name)
-        with self._lock:
+        with self._start_locks_lock:
             lock = self._start_locks.setdefault(camera, threading.Lock())
         with lock:
-            with self._lock:
-                instance = self._instances.get(camera)
+            instance = self._table.get(camera)
             if instance is not None and instance.process.is_alive():
                 return instance
             if instance is not None:
-                self._forget(camera, instance)
+                self._table.reap()  # it ended and the reaper has not seen it yet: record how
             instance = self._start(camera)
-            with self._lock:
-                self._instances[camera] = instance
+            self._table.add(camera, instance)
             return instance
 
     def _used_ports(self) -> set[int]:
-        with self._lock:
-            return {i.port for i in self._instances.values()}
+        return {i.port for _, i in self._table.items()}
 
     def _start(self, camera: str) -> CameraInstance:
         config = self.store.load(camera)
@@ -126,7 +121,6 @@ class CameraInstanceManager:
         else:
             stream, local = f"tcp://{self.hostname}:{port}", f"tcp://127.0.0.1:{port}"
         log.info("camera %s started (pid %s) on %s", camera, process.pid, stream)
-        self._ended.pop(camera, None)
         return CameraInstance(camera, process, config, port, stream, local, time.time())
 
     # --- stopping -----------------------------------------------------------------------------------------
@@ -136,37 +130,24 @@ class CameraInstanceManager:
             camera = self.store.resolve(name)
         except NotFound:
             camera = name
-        with self._lock:
-            instance = self._instances.pop(camera, None)
-        if instance is None:
+        if self._table.stop(camera) is None:
             raise NotFound(f"Camera instance '{name}' is not running.")
-        instance.process.stop()
         log.info("camera %s stopped", camera)
 
     def stop_if_running(self, camera: str) -> bool:
-        with self._lock:
-            instance = self._instances.pop(camera, None)
-        if instance is None:
-            return False
-        instance.process.stop()
-        return True
+        return self._table.stop(camera) is not None
 
     def stop_all_instances(self) -> None:
-        with self._lock:
-            instances = list(self._instances.values())
-            self._instances.clear()
-        for instance in instances:
-            instance.process.stop()
+        """Stop every camera instance, in parallel."""
+        self._table.stop_all()
 
     def close(self) -> None:
-        self._closed.set()
-        self.stop_all_instances()
+        self._table.close()
 
     # --- config changes -----------------------------------------------------------------------------------
     def config_changed(self, camera: str, config: CameraConfig) -> None:
         """Apply a saved config to a running instance (live), or restart-on-demand if the endpoint changes."""
-        with self._lock:
-            instance = self._instances.get(camera)
+        instance = self._table.get(camera)
         if instance is None or not instance.process.is_alive():
             return
         if config.protocol != instance.config.protocol or (config.port and config.port != instance.port):
@@ -178,13 +159,10 @@ class CameraInstanceManager:
 
     # --- info ---------------------------------------------------------------------------------------------
     def running(self) -> list[str]:
-        with self._lock:
-            return [c for c, i in self._instances.items() if i.process.is_alive()]
+        return [c for c, i in self._table.items() if i.process.is_alive()]
 
     def info(self) -> dict[str, Any]:
-        with self._lock:
-            instances = dict(self._instances)
-            ended = dict(self._ended)
+        instances, ended = self._table.snapshot()
         return {"active_instances": {c: i.info() for c, i in instances.items()}, "ended_instances": ended}
 
     # --- frames -------------------------------------------------------------------------------------------
@@ -194,45 +172,29 @@ class CameraInstanceManager:
         Returns (image, header) with header = pulse_id, timestamp, width, height, x_axis, y_axis.
         """
         from cam_server.bsread import SUB, Source
+        from cam_server.bsread.wait import next_message
 
         instance = self.get_instance(name)
-        deadline = time.monotonic() + timeout
         with Source(address=instance.local_address, mode=SUB, receive_timeout=200, queue_size=2) as stream:
-            while time.monotonic() < deadline:
-                message = stream.receive()
-                if message is None:
-                    if not instance.process.is_alive():
-                        break
-                    continue
-                values = message.data.data
-                image = values.get("image")
-                if image is None or image.value is None:
-                    continue
-                header = {"pulse_id": message.data.pulse_id,
-                          "timestamp": _value(values, "timestamp"),
-                          "width": _value(values, "width"), "height": _value(values, "height"),
-                          "x_axis": _value(values, "x_axis"), "y_axis": _value(values, "y_axis")}
-                return image.value, header
+            message = next_message(stream, timeout, accept=lambda m: _value(m.data.data, "image") is not None,
+                                   alive=instance.process.is_alive)
+        if message is not None:
+            values = message.data.data
+            header = {"pulse_id": message.data.pulse_id,
+                      "timestamp": _value(values, "timestamp"),
+                      "width": _value(values, "width"), "height": _value(values, "height"),
+                      "x_axis": _value(values, "x_axis"), "y_axis": _value(values, "y_axis")}
+            return values["image"].value, header
         error = instance.process.last_error
         raise SourceUnavailable(f"No image from camera '{instance.camera}' within {timeout:g} s"
                                 + (f" ({error})" if error else ""))
 
-    # --- housekeeping -------------------------------------------------------------------------------------
-    def _forget(self, camera: str, instance: CameraInstance) -> None:
-        instance.process.stop(timeout=1.0)
-        with self._lock:
-            if self._instances.get(camera) is instance:
-                del self._instances[camera]
-            self._ended[camera] = {"exit_code": instance.process.exitcode, "last_error": instance.process.last_error,
-                                   "last_error_time": instance.process.last_error_time, "ended": time.time()}
 
-    def _reap_loop(self) -> None:
-        while not self._closed.wait(REAP_INTERVAL):
-            with self._lock:
-                dead = [(c, i) for c, i in self._instances.items() if not i.process.is_alive()]
-            for camera, instance in dead:
-                log.info("camera %s ended (exit code %s)", camera, instance.process.exitcode)
-                self._forget(camera, instance)
+def _ended_record(instance: CameraInstance) -> dict[str, Any]:
+    """What ``ended_instances`` shows of a camera instance that ended by itself."""
+    process = instance.process
+    return {"exit_code": process.exitcode, "last_error": process.last_error,
+            "last_error_time": process.last_error_time, "ended": time.time()}
 
 
 def _value(values: dict[str, Any], name: str) -> Any:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import queue
 import socket
@@ -239,6 +240,9 @@ class InstanceProcess:
         self.last_error: str | None = None
         self.last_error_time: float | None = None
         self._errors_lock = threading.Lock()
+        # The exit status of a forkserver child is read from a pipe: two threads polling at the moment it dies
+        # (a REST request and the reaper) would make the second read end-of-file and record exit code 255.
+        self._status_lock = threading.Lock()
         self.created = time.time()
 
     def start(self) -> None:
@@ -255,11 +259,21 @@ class InstanceProcess:
         return self._process.pid
 
     def is_alive(self) -> bool:
-        return self._process.is_alive()
+        with self._status_lock:
+            return self._process.is_alive()
 
     @property
     def exitcode(self) -> int | None:
-        return self._process.exitcode
+        with self._status_lock:
+            return self._process.exitcode
+
+    def _join(self, timeout: float | None) -> bool:
+        """Wait up to ``timeout`` for the end (outside the lock, so readers are not blocked); True when ended."""
+        try:
+            multiprocessing.connection.wait([self._process.sentinel], timeout)
+        except ValueError:  # never started
+            return True
+        return not self.is_alive()
 
     def update_config(self, config: dict[str, Any]) -> None:
         self.channel.send_config(config)
@@ -267,19 +281,17 @@ class InstanceProcess:
     def stop(self, timeout: float = 3.0) -> None:
         """Ask the instance to stop, then terminate and kill it if it does not; never leaves a process behind."""
         self.channel.request_stop()
-        self._process.join(timeout)
-        if self._process.is_alive():
+        if not self._join(timeout):
             log.warning("instance %s did not stop in %.1f s; terminating", self.instance_id, timeout)
             self._process.terminate()
-            self._process.join(2.0)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(2.0)
+            if not self._join(2.0):
+                self._process.kill()
+                self._join(2.0)
         self._collect_errors()
         self.channel.close()
 
     def wait(self, timeout: float | None = None) -> None:
-        self._process.join(timeout)
+        self._join(timeout)
 
     def _collect_errors(self) -> None:
         # One drain at a time: a concurrent drain (REST request vs reaper) could otherwise see the queue empty

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import logging
 import re
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -96,27 +95,23 @@ def check_n_images(n_images: Any) -> int:
 def average_stream_images(stream_address: str, n_images: int, timeout: float = 10.0) -> np.ndarray:
     """Subscribe to a camera stream and return the float64 mean of the next ``n_images`` images.
 
-    ``timeout`` is the longest wait for any single frame; a camera that stops sending raises SourceUnavailable.
+    ``timeout`` is the longest wait for any single image; a camera that stops sending images raises
+    SourceUnavailable.
     """
     from cam_server.bsread import SUB, source  # lazy: the bsread layer is only needed when collecting
+    from cam_server.bsread.wait import next_message
     from cam_server.utils import get_host_port_from_stream_address
 
     host, port = get_host_port_from_stream_address(stream_address)
     total: np.ndarray | None = None
     count = 0
     with source(host=host, port=port, mode=SUB, receive_timeout=200) as stream:
-        last = time.monotonic()
         while count < n_images:
-            message = stream.receive()
+            message = next_message(stream, timeout, accept=_has_image)
             if message is None:
-                if time.monotonic() - last > timeout:
-                    raise SourceUnavailable(f"No image from camera stream {stream_address} in {timeout:.0f} s "
-                                            f"(got {count} of {n_images}).")
-                continue
-            last = time.monotonic()
-            image = message.data.data["image"].value if "image" in message.data.data else None
-            if image is None or np.size(image) == 0:
-                continue
+                raise SourceUnavailable(f"No image from camera stream {stream_address} in {timeout:.0f} s "
+                                        f"(got {count} of {n_images}).")
+            image = message.data.data["image"].value
             if total is None:
                 total = np.zeros(image.shape, dtype=np.float64)
             elif total.shape != image.shape:
@@ -128,3 +123,8 @@ def average_stream_images(stream_address: str, n_images: int, timeout: float = 1
     assert total is not None
     total /= count
     return total
+
+
+def _has_image(message: Any) -> bool:
+    image = message.data.data.get("image")
+    return image is not None and image.value is not None and np.size(image.value) > 0

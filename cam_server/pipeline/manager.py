@@ -1,8 +1,9 @@
 """The pipeline server's state: running instances (shared read-only and private), saved configs and backgrounds.
 
 Each instance is an OS process (:class:`InstanceProcess`) running ``cam_server.pipeline.instance.run_instance``.
-The manager's lock only guards its dictionaries; everything slow (camera server calls, process start/stop, file IO)
-runs outside it, so concurrent REST clients do not queue behind each other.
+The instances are tracked by an :class:`~cam_server.common.instances.InstanceTable` (reaper, stop, bounded history
+of finished instances); its lock only guards the bookkeeping, everything slow (camera server calls, process
+start/stop, file IO) runs outside it, so concurrent REST clients do not queue behind each other.
 
 Shared instances have the saved pipeline's name as instance id and refuse config changes, so that two users watching
 the same pipeline cannot change what the other sees. Private instances accept live, incremental config changes.
@@ -13,10 +14,8 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 import requests
 
 from cam_server.common.errors import CamServerError, Conflict, InvalidConfig, NotFound, SourceUnavailable
+from cam_server.common.instances import InstanceTable
 from cam_server.common.names import validate_name
 from cam_server.common.process import InstanceProcess, reserve_port
 from cam_server.pipeline.backgrounds import BackgroundStore, average_stream_images, check_n_images
@@ -37,14 +37,13 @@ log = logging.getLogger(__name__)
 PRELOAD = ("numpy", "scipy.optimize", "zmq", "cam_server.bsread", "cam_server.processing.default")
 # Also preloaded when it imports cleanly (saves ~80 ms of imports per instance start); a module that fails to
 # import must not be preloaded, the forkserver would die on it.
-INSTANCE_MODULES = ("cam_server.pipeline.instance", "cam_server.pipeline.processing_pipeline")
+INSTANCE_MODULES = ("cam_server.pipeline.instance", "cam_server.pipeline.processing_pipeline",
+                    "cam_server.pipeline.merge_input")
 # Keys that define the instance's sockets and source; changing them needs a new instance.
 STRUCTURAL_KEYS = ("camera_name", "pipeline_type", "mode", "input_stream", "input_pipeline", "input_mode",
                    "output_stream", "output_pipeline", "file")
 # A background is "enabled" (must exist and match the image) for these values of image_background_enable.
 _BACKGROUND_APPLIED = (True, "signed", "passive")
-FINISHED_HISTORY = 100
-REAP_INTERVAL = 0.5
 MESSAGE_TIMEOUT = 10.0
 
 
@@ -83,12 +82,7 @@ class PipelineManager:
         self.hostname = hostname
         self._target = target
         self._stop_timeout = stop_timeout
-        self._lock = threading.Lock()
-        self._instances: dict[str, _Instance] = {}
-        self._finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._closing = threading.Event()
-        self._reaper = threading.Thread(target=self._reap_loop, name="pipeline-reaper", daemon=True)
-        self._reaper.start()
+        self._instances: InstanceTable[_Instance] = InstanceTable("pipeline", self._info, stop_timeout=stop_timeout)
 
     # --- saved pipelines ----------------------------------------------------------------------------------
     def get_pipeline_list(self) -> list[str]:
@@ -136,21 +130,19 @@ class PipelineManager:
         A saved pipeline named ``instance_id`` that is not running is started as a shared instance.
         """
         validate_name(instance_id, "instance id")
-        with self._lock:
-            running = self._instances.get(instance_id)
-            if running is not None and self._alive(running):
-                return running.stream_address
+        running = self._instances.get(instance_id)
+        if running is not None and self._alive(running):
+            return running.stream_address
         if not self.config_store.exists(instance_id):
             raise NotFound(f"Instance '{instance_id}' is not running and there is no saved pipeline of that name.")
         config = self.config_store.load(instance_id)
         try:
             _, stream, _ = self._create(config, instance_id, read_only=True)
         except Conflict:  # somebody else started it between our check and now
-            with self._lock:
-                running = self._instances.get(instance_id)
-                if running is None:
-                    raise
-                return running.stream_address
+            running = self._instances.get(instance_id)
+            if running is None:
+                raise
+            return running.stream_address
         return stream
 
     def create_instance_from_name(self, pipeline_name: str, instance_id: str | None = None,
@@ -176,7 +168,7 @@ class PipelineManager:
         new = update_config(instance.config, update)
         self._check_structural(instance, new)
         self._check_background(new)
-        with self._lock:
+        with self._instances.lock:
             # Re-merge on the newest config in case another client changed it meanwhile.
             new = update_config(instance.config, update)
             instance.config = _without_reload(new)
@@ -188,51 +180,43 @@ class PipelineManager:
 
     def get_instance_info(self, instance_id: str) -> dict[str, Any]:
         validate_name(instance_id, "instance id")
-        with self._lock:
+        with self._instances.lock:
             instance = self._instances.get(instance_id)
-            finished = self._finished.get(instance_id)
+            finished = self._instances.ended(instance_id)
         if instance is not None:
             return self._info(instance)
         if finished is not None:
-            return dict(finished)
+            return finished
         raise NotFound(f"Instance '{instance_id}' does not exist.")
 
     def get_info(self) -> dict[str, Any]:
-        with self._lock:
-            instances = list(self._instances.values())
-            finished = dict(self._finished)
+        instances, finished = self._instances.snapshot()
         return {
-            "active_instances": [i.instance_id for i in instances],
-            "instances": {i.instance_id: self._info(i) for i in instances},
+            "active_instances": list(instances),
+            "instances": {iid: self._info(i) for iid, i in instances.items()},
             "finished_instances": finished,
         }
 
     def stop_instance(self, instance_id: str) -> None:
         validate_name(instance_id, "instance id")
-        with self._lock:
-            instance = self._instances.pop(instance_id, None)
-        if instance is None:
+        if self._instances.stop(instance_id) is None:
             raise NotFound(f"Instance '{instance_id}' is not running.")
-        self._stop(instance)
+        log.info("stopped instance %s", instance_id)
 
     def stop_all_instances(self) -> None:
-        with self._lock:
-            instances = list(self._instances.values())
-            self._instances.clear()
-        for instance in instances:  # ask all first, so they stop in parallel
-            if instance.process is not None:
-                instance.process.channel.request_stop()
-        for instance in instances:
-            self._stop(instance)
+        """Stop every instance, in parallel."""
+        for instance_id in self._instances.stop_all():
+            log.info("stopped instance %s", instance_id)
 
     def close(self) -> None:
         """Stop everything (server shutdown); idempotent."""
-        if self._closing.is_set():
-            return
-        self._closing.set()
-        self.stop_all_instances()
-        self._reaper.join(2)
+        self.stop_all_instances()  # logs each instance it stops
+        self._instances.close()
         log.info("pipeline manager closed")
+
+    def reap(self) -> list[str]:
+        """Remove instances whose process ended (no clients, records reached, pid range done, crash)."""
+        return self._instances.reap()
 
     def warm_up(self) -> None:
         """Start the forkserver now (preloading numpy, scipy, zmq, ...) instead of on the first client's request."""
@@ -256,6 +240,7 @@ class PipelineManager:
     def get_instance_message(self, instance_id: str, timeout: float = MESSAGE_TIMEOUT) -> dict[str, Any]:
         """One message of the instance stream: {"pulse_id", "global_timestamp", "data": {channel: JSON value}}."""
         from cam_server.bsread import PULL, SUB, source
+        from cam_server.bsread.wait import next_message
         from cam_server.utils import get_host_port_from_stream_address
 
         instance = self._get(instance_id)
@@ -267,18 +252,15 @@ class PipelineManager:
             raise InvalidConfig(f"Instance '{instance_id}' writes to a file (mode FILE) and has no stream to read.")
         mode = PULL if config.get("mode") == "PUSH" else SUB
         host, port = get_host_port_from_stream_address(instance.stream_address)
-        deadline = time.monotonic() + timeout
+        process = instance.process
         with source(host=host, port=port, mode=mode, receive_timeout=200) as stream:
-            while True:
-                message = stream.receive()
-                if message is not None:
-                    break
-                if instance.process is not None and not instance.process.is_alive():
-                    info = instance.process.info()
-                    raise SourceUnavailable(f"Instance '{instance_id}' stopped (exit code {info['exit_code']}, "
-                                            f"last error: {info['last_error']}).")
-                if time.monotonic() > deadline:
-                    raise SourceUnavailable(f"No message from instance '{instance_id}' in {timeout:.0f} s.")
+            message = next_message(stream, timeout, alive=None if process is None else process.is_alive)
+        if message is None:
+            if process is not None and not process.is_alive():
+                info = process.info()
+                raise SourceUnavailable(f"Instance '{instance_id}' stopped (exit code {info['exit_code']}, "
+                                        f"last error: {info['last_error']}).")
+            raise SourceUnavailable(f"No message from instance '{instance_id}' in {timeout:.0f} s.")
         data = message.data
         return {
             "pulse_id": data.pulse_id,
@@ -289,9 +271,9 @@ class PipelineManager:
     # --- internals ----------------------------------------------------------------------------------------
     def _get(self, instance_id: str) -> _Instance:
         validate_name(instance_id, "instance id")
-        with self._lock:
+        with self._instances.lock:
             instance = self._instances.get(instance_id)
-            finished = self._finished.get(instance_id)
+            finished = self._instances.ended(instance_id)
         if instance is None:
             if finished is not None:
                 raise NotFound(f"Instance '{instance_id}' is not running any more (exit code {finished['exit_code']}, "
@@ -323,21 +305,19 @@ class PipelineManager:
         camera_stream = self._resolve_inputs(expanded)
         self._check_background(expanded)
         target = self._target or _default_target()
-        with self._lock:
+        with self._instances.lock:
             if instance_id is None:
                 instance_id = str(uuid.uuid4())
-            existing = self._instances.get(instance_id)
-            if existing is not None:
+            if instance_id in self._instances:
                 raise Conflict(f"Instance id '{instance_id}' is already in use.")
-            used = {i.port for i in self._instances.values()}
+            used = {i.port for _, i in self._instances.items()}
             port = reserve_port(exclude=used)
             if expanded.get("pipeline_type") == "fanin" and not expanded.get("input_stream"):
                 in_port = reserve_port(exclude=used | {port})
                 expanded["input_stream"] = f"tcp://{self.hostname}:{in_port}"
             instance = _Instance(instance_id, _without_reload(expanded), f"tcp://{self.hostname}:{port}", port,
                                  read_only, camera_stream)
-            self._instances[instance_id] = instance
-            self._finished.pop(instance_id, None)
+            self._instances.add(instance_id, instance)
         spec = InstanceSpec(instance_id=instance_id, config=expanded, output_endpoint=f"tcp://*:{port}",
                             stream_address=instance.stream_address, camera_stream=camera_stream,
                             cam_server_url=self.cam_client.get_address(),
@@ -346,12 +326,15 @@ class PipelineManager:
             process = InstanceProcess(instance_id, target, (spec,), preload=self._preload())
             process.start()
         except Exception as exc:
-            with self._lock:
-                self._instances.pop(instance_id, None)
+            self._instances.remove(instance_id, instance)
             log.exception("could not start instance %s", instance_id)
             raise CamServerError(f"Could not start instance '{instance_id}': {exc}") from exc
-        with self._lock:
+        with self._instances.lock:
             instance.process = process
+            stopped_while_starting = self._instances.get(instance_id) is not instance
+        if stopped_while_starting:  # stop / stop-all came while we started it: it must not run untracked
+            process.stop(self._stop_timeout)
+            raise Conflict(f"Instance '{instance_id}' was stopped while it was starting.")
         log.info("started %s instance %s (pid %s) on %s", "shared" if read_only else "private", instance_id,
                  process.pid, instance.stream_address)
         return instance_id, instance.stream_address, dict(expanded)
@@ -360,15 +343,13 @@ class PipelineManager:
         """Start what the instance reads from / writes to; returns the camera stream (None without camera)."""
         if config.get("input_pipeline"):
             config["input_stream"] = self.get_instance_stream(config["input_pipeline"])
-            with self._lock:
-                source = self._instances.get(config["input_pipeline"])
+            source = self._instances.get(config["input_pipeline"])
             if source is not None and source.config.get("mode") == "PUSH" and config.get("input_mode") == "SUB":
                 config["input_mode"] = "PULL"  # a SUB socket never receives from PUSH (e.g. workers of a fanout)
         if config.get("output_pipeline"):
             target = config["output_pipeline"]
             self.get_instance_stream(target)
-            with self._lock:
-                receiver = self._instances.get(target)
+            receiver = self._instances.get(target)
             if receiver is None or not receiver.config.get("input_stream"):
                 raise InvalidConfig(f"output_pipeline '{target}' has no input address (it must be a 'fanin' pipeline).")
             config["output_stream"] = receiver.config["input_stream"]
@@ -429,45 +410,6 @@ class PipelineManager:
         if changed:
             raise InvalidConfig(f"Cannot change {', '.join(changed)} of running instance '{instance.instance_id}': "
                                 "create a new instance with the new config.")
-
-    def _stop(self, instance: _Instance) -> None:
-        if instance.process is None:
-            return
-        instance.process.stop(self._stop_timeout)
-        self._remember(instance)
-        log.info("stopped instance %s", instance.instance_id)
-
-    def _remember(self, instance: _Instance) -> None:
-        info = self._info(instance)
-        with self._lock:
-            self._finished[instance.instance_id] = info
-            self._finished.move_to_end(instance.instance_id)
-            while len(self._finished) > FINISHED_HISTORY:
-                self._finished.popitem(last=False)
-
-    def _reap_loop(self) -> None:
-        while not self._closing.wait(REAP_INTERVAL):
-            try:
-                self.reap()
-            except Exception:  # noqa: BLE001 - the reaper must survive anything
-                log.exception("reaper failed")
-
-    def reap(self) -> list[str]:
-        """Remove instances whose process ended (no clients, records reached, pid range done, crash)."""
-        with self._lock:
-            done = [i for i in self._instances.values() if i.process is not None and not i.process.is_alive()]
-            for instance in done:
-                del self._instances[instance.instance_id]
-        for instance in done:
-            assert instance.process is not None
-            instance.process.stop(0.1)  # joins and collects the last error
-            self._remember(instance)
-            code, error = instance.process.exitcode, instance.process.last_error
-            if code:
-                log.warning("instance %s ended with exit code %s; last error: %s", instance.instance_id, code, error)
-            else:
-                log.info("instance %s finished (exit code %s)", instance.instance_id, code)
-        return [i.instance_id for i in done]
 
 
 def _without_reload(config: dict[str, Any]) -> dict[str, Any]:

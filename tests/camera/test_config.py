@@ -58,6 +58,13 @@ def test_invalid_values_name_the_field(change: dict, field: str) -> None:
     assert "cam" in str(info.value)
 
 
+@pytest.mark.parametrize("source_type", ["epics", "area_detector"])
+def test_epics_source_types_need_a_pv_prefix(source_type: str) -> None:
+    assert parse_camera_config({"source": "X:CAM", "source_type": source_type}).source_type == source_type
+    with pytest.raises(InvalidConfig, match=f"'source' of an {source_type} camera must be the PV prefix"):
+        parse_camera_config({"source": 12, "source_type": source_type})
+
+
 def test_missing_source_names_the_field() -> None:
     with pytest.raises(InvalidConfig, match="'source': field required"):
         parse_camera_config({"source_type": "simulation"})

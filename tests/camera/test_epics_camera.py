@@ -45,9 +45,28 @@ def test_epics_camera_stream(epics_server: RunningServer, start_ioc) -> None:  #
     client.stop_all_instances()
 
 
-def test_offline_epics_camera_is_a_clear_error(epics_server: RunningServer) -> None:
+def test_area_detector_camera_stream(epics_server: RunningServer, start_ioc) -> None:  # noqa: F811
+    ioc = start_ioc(width=64, height=48, rate=20.0, pv_names="area_detector")
     client = CamClient(epics_server.url)
-    client.set_camera_config("offline_cam", {"source": "NO:SUCH:CAMERA", "source_type": "epics",
+    client.set_camera_config("ad_cam", ioc.camera_config())
+    assert client.get_camera_config("ad_cam")["source_type"] == "area_detector"
+    messages = receive(client.get_instance_stream("ad_cam"), count=3, timeout=20)
+    expected = base_pattern(64, 48, "uint16")
+    for message in messages:
+        data = values(message)
+        assert data["image"].dtype == np.uint16 and (data["width"], data["height"]) == (64, 48)
+        np.testing.assert_array_equal(data["image"].reshape(-1)[1:], expected.reshape(-1)[1:])
+        # the pulse id is cam1:ArrayCounter_RBV, which the IOC also writes into pixel [0, 0]
+        assert message.data.pulse_id == int(data["image"][0, 0])
+    pulse_ids = [m.data.pulse_id for m in messages]
+    assert pulse_ids == sorted(set(pulse_ids))
+    client.stop_all_instances()
+
+
+@pytest.mark.parametrize("source_type", ["epics", "area_detector"])
+def test_offline_epics_camera_is_a_clear_error(epics_server: RunningServer, source_type: str) -> None:
+    client = CamClient(epics_server.url)
+    client.set_camera_config("offline_cam", {"source": "NO:SUCH:CAMERA", "source_type": source_type,
                                              "connection_timeout": 1.0})
     response = requests.get(f"{epics_server.url}/api/v1/cam/offline_cam", timeout=30)
     assert response.status_code == 503

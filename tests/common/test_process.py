@@ -1,3 +1,4 @@
+import threading
 import time
 
 import psutil
@@ -105,3 +106,25 @@ def test_stop_request_wakes_a_receive_that_would_block_forever():
         proc.stop(timeout=30)  # without the wakeup the child would block until terminated (exit code -15)
     assert proc.exitcode == 0
     assert proc.info()["last_error"] == "receive returned None, interrupted=True, timed_out=False"
+
+
+def test_exit_code_read_by_many_threads_at_once_is_the_real_one():
+    # Without one reader at a time, a second thread reading the forkserver status pipe gets end-of-file and
+    # records exit code 255.
+    for _ in range(3):
+        proc = InstanceProcess("racing", targets.exit_with, (3,))
+        proc.start()
+        seen: list[int | None] = []
+
+        def poll(proc: InstanceProcess = proc, seen: list = seen) -> None:
+            while proc.is_alive():
+                pass
+            seen.append(proc.exitcode)
+
+        threads = [threading.Thread(target=poll) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        proc.stop()
+        assert seen == [3] * 6 and proc.exitcode == 3

@@ -1,7 +1,8 @@
 """Fixtures for EPICS tests: a loopback-only namespace, the EPICS client environment, simulated camera IOCs.
 
 Reuse from another test module in this folder: request ``start_ioc`` (a factory) or ``camera_ioc`` (a default
-1280x1024 uint16 IOC at 20 Hz); both include ``epics_client_env``. A test that uses Channel Access without an IOC
+1280x1024 uint16 IOC at 20 Hz); both include ``epics_client_env``. ``connected`` connects an EpicsCameraSource for a
+config and closes it at teardown. A test that uses Channel Access without an IOC
 requests ``epics_client_env`` itself. Every IOC started through them is stopped by PID at the end of the test.
 """
 
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
+from cam_server.camera.sources.epics import EpicsCameraSource
 from tests.helpers.net import EPICS_ENV, require_loopback_netns
 from tests.ioc.process import CameraIoc, unique_prefix
 
@@ -49,3 +52,10 @@ def start_ioc(epics_client_env: None, tmp_path: Path) -> Iterator[Callable[..., 
 def camera_ioc(start_ioc: Callable[..., CameraIoc]) -> CameraIoc:
     """A running 1280x1024 uint16 camera IOC at 20 Hz (USHORT waveform, which CA delivers as int16)."""
     return start_ioc()
+
+
+@pytest.fixture
+def connected() -> Iterator[Callable[[dict], EpicsCameraSource]]:
+    """Connect an EpicsCameraSource for a config (its ``with`` block connects); closed at teardown."""
+    with ExitStack() as sources:
+        yield lambda config: sources.enter_context(EpicsCameraSource(config))

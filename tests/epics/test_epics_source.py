@@ -7,44 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from cam_server.camera.sources.base import CameraOffline, RawFrame
+from cam_server.camera.sources.base import CameraOffline
 from cam_server.camera.sources.epics import EpicsCameraSource
+from tests.epics.frames import assert_pattern, read_frame, resize_live
 from tests.helpers.procs import wait_until
 from tests.ioc.camera_ioc import base_pattern
-
-
-def read_frame(source: EpicsCameraSource, timeout: float = 10.0) -> RawFrame:
-    try:
-        frame = wait_until(lambda: source.read(0.5), timeout, f"a frame from {source.prefix}")
-    except TimeoutError as exc:
-        raise AssertionError(f"{exc}; status: {source.status}; stats: {source.stats}; "
-                             f"PVs: {list(source._pvs.values())}") from None
-    assert isinstance(frame, RawFrame)
-    return frame
-
-
-def assert_pattern(image: np.ndarray, width: int, height: int, expected: np.ndarray | None = None) -> None:
-    """Everything but the counter pixel [0, 0] is the IOC's gradient fold(r*16 + c*32)."""
-    expected = base_pattern(width, height, image.dtype) if expected is None else expected
-    assert image.shape == (height, width)
-    assert image.flags.c_contiguous
-    assert np.array_equal(image.reshape(-1)[1:], expected.reshape(-1)[1:])
-
-
-@pytest.fixture
-def connected(request):
-    """Connect an EpicsCameraSource for a config; closed at teardown."""
-    sources: list[EpicsCameraSource] = []
-
-    def connect(config: dict) -> EpicsCameraSource:
-        source = EpicsCameraSource(config)
-        sources.append(source)
-        source.connect()
-        return source
-
-    yield connect
-    for source in sources:
-        source.close()
 
 
 def test_uint16_frames_full_size(camera_ioc, connected):
@@ -103,13 +70,7 @@ def test_live_resize_and_waveform_length_rules(start_ioc, connected):
     source = connected(ioc.camera_config())
     assert_pattern(read_frame(source).image, 320, 240)
 
-    ioc.command("resize 200 100")
-    frame = wait_until(lambda: (f := source.read(0.5)) is not None and f.image.shape == (100, 200) and f, 10,
-                       "a frame with the new shape")
-    assert_pattern(frame.image, 200, 100)
-    assert source.geometry() == (200, 100)
-    after = [read_frame(source) for _ in range(3)]
-    assert all(f.image.shape == (100, 200) for f in after)  # no old-shape frame after a new-shape one
+    resize_live(ioc, source, 200, 100)
 
     ioc.command("extra 7")  # longer waveform than WIDTH*HEIGHT: truncated, image intact
     wait_until(lambda: source.read(0.5) is not None and source.stats["truncated"] > 0, 10, "a truncated frame")

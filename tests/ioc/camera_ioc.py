@@ -2,7 +2,7 @@
 
 Run as ``python tests/ioc/camera_ioc.py --prefix P --width 1280 --height 1024 --rate 20 --dtype uint16``.
 
-Records (``P`` = prefix):
+Records (``P`` = prefix) with ``--pv-names epics`` (the default):
 
 * ``P:INIT``      stringin, "INIT" while the camera is online (the ``offline`` / ``status`` commands change it)
 * ``P:WIDTH``, ``P:HEIGHT``  longin, current raw geometry
@@ -12,6 +12,12 @@ Records (``P`` = prefix):
 * ``P:SIM_CMD``   stringout control, write one of:
   ``resize W H`` | ``offline`` | ``online`` | ``status TEXT`` | ``extra N`` (publish N more/fewer elements than
   W*H, for the truncate / drop rules) | ``pause`` | ``resume``
+
+With ``--pv-names area_detector`` the same camera serves the names of a standard areaDetector IOC instead (see
+:data:`PV_NAMES`): ``P:cam1:Acquire`` (bi Done/Acquire: 1 while online, ``offline`` / ``status`` set 0),
+``P:image1:ArraySize0_RBV`` / ``P:image1:ArraySize1_RBV`` (width / height), ``P:image1:ArrayData`` (the waveform),
+``P:cam1:ArrayCounter_RBV`` (the frame counter, posted just before the image), ``P:cam1:ColorMode`` (0, Mono) and
+``P:cam1:DataType`` (the areaDetector code of ``--dtype``), left out with ``--no-unused-pvs``; ``P:SIM_CMD`` as above.
 
 Image pattern (see :func:`frame_pattern`): pixel [r, c] = fold(r*16 + c*32), pixel [0, 0] = fold(frame counter),
 so a client can check orientation, values above 32767 for uint16, and frame continuity. While INIT is not "INIT"
@@ -38,6 +44,15 @@ FTVL_DTYPES: dict[str, np.dtype] = {
 }
 NATURAL_FTVL = {dt.name: ftvl for ftvl, dt in FTVL_DTYPES.items()}
 READY_LINE = "camera IOC ready"
+# Record suffix (after "P:") of each role, per --pv-names (written from processing spec 5, not from cam_server).
+PV_NAMES: dict[str, dict[str, str]] = {
+    "epics": {"online": "INIT", "width": "WIDTH", "height": "HEIGHT", "image": "FPICTURE", "counter": "FRAME"},
+    "area_detector": {"online": "cam1:Acquire", "width": "image1:ArraySize0_RBV",
+                      "height": "image1:ArraySize1_RBV", "image": "image1:ArrayData",
+                      "counter": "cam1:ArrayCounter_RBV"},
+}
+AD_DATA_TYPES = {"int8": 0, "uint8": 1, "int16": 2, "uint16": 3, "int32": 4, "uint32": 5, "float32": 6,
+                 "float64": 7}
 
 
 def fold(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -97,6 +112,7 @@ class SimulatedCamera:
         self.records = records
         self.dtype = np.dtype(args.dtype)
         self.ftvl = args.ftvl
+        self.pv_names = args.pv_names
         self.max_pixels = args.max_pixels
         self.period = 1.0 / args.rate
         self.width, self.height = args.width, args.height
@@ -126,18 +142,12 @@ class SimulatedCamera:
                 raise ValueError(f"{width}x{height} does not fit NELM {self.max_pixels}")
             self.width, self.height = width, height
             self.base = base_pattern(width, height, self.dtype)
-            self.records["WIDTH"].set(width)
-            self.records["HEIGHT"].set(height)
-        elif verb == "offline":
-            self.online = False
-            self.records["INIT"].set("OFFLINE")
-        elif verb == "online":
-            self.online = True
-            self.records["INIT"].set("INIT")
-        elif verb == "status":
-            status = " ".join(words[1:])
+            self.records["width"].set(width)
+            self.records["height"].set(height)
+        elif verb in ("offline", "online", "status"):
+            status = {"offline": "OFFLINE", "online": "INIT"}.get(verb, " ".join(words[1:]))
             self.online = status == "INIT"
-            self.records["INIT"].set(status)
+            self.records["online"].set(status if self.pv_names == "epics" else int(self.online))
         elif verb == "extra":
             extra = int(words[1])
             if self.width * self.height + extra > self.max_pixels or self.width * self.height + extra < 1:
@@ -160,8 +170,11 @@ class SimulatedCamera:
                 payload = np.concatenate([payload, np.arange(self.extra, dtype=payload.dtype)])
             elif self.extra < 0:
                 payload = payload[: payload.size + self.extra].copy()
-            self.records["FPICTURE"].set(payload)
-            self.records["FRAME"].set(self.counter)
+            if self.pv_names == "area_detector":  # an areaDetector driver counts the array before plugins see it
+                self.records["counter"].set(self.counter)
+            self.records["image"].set(payload)
+            if self.pv_names == "epics":
+                self.records["counter"].set(self.counter)
             self.counter += 1
 
     def run(self) -> None:
@@ -185,6 +198,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="uint16", choices=sorted(NATURAL_FTVL))
     parser.add_argument("--ftvl", choices=sorted(FTVL_DTYPES), help="waveform element type (default: natural)")
     parser.add_argument("--max-pixels", type=int, help="waveform NELM (default width*height)")
+    parser.add_argument("--pv-names", choices=sorted(PV_NAMES), default="epics", help="which IOC flavour to serve")
+    parser.add_argument("--no-unused-pvs", action="store_true",
+                        help="area_detector: leave out cam1:ColorMode and cam1:DataType")
     args = parser.parse_args(argv)
     args.ftvl = args.ftvl or NATURAL_FTVL[args.dtype]
     args.max_pixels = args.max_pixels or args.width * args.height
@@ -202,13 +218,20 @@ def main(argv: list[str] | None = None) -> None:
     dispatcher = asyncio_dispatcher.AsyncioDispatcher()
     builder.SetDeviceName(args.prefix)
     camera_holder: list[SimulatedCamera] = []
+    names = PV_NAMES[args.pv_names]
     records = {
-        "INIT": builder.stringIn("INIT", initial_value="INIT"),
-        "WIDTH": builder.longIn("WIDTH", initial_value=args.width),
-        "HEIGHT": builder.longIn("HEIGHT", initial_value=args.height),
-        "FRAME": builder.longIn("FRAME", initial_value=0),
-        "FPICTURE": builder.WaveformIn("FPICTURE", length=args.max_pixels, datatype=FTVL_DTYPES[args.ftvl]),
+        "width": builder.longIn(names["width"], initial_value=args.width),
+        "height": builder.longIn(names["height"], initial_value=args.height),
+        "counter": builder.longIn(names["counter"], initial_value=0),
+        "image": builder.WaveformIn(names["image"], length=args.max_pixels, datatype=FTVL_DTYPES[args.ftvl]),
     }
+    if args.pv_names == "epics":
+        records["online"] = builder.stringIn(names["online"], initial_value="INIT")
+    else:
+        records["online"] = builder.boolIn(names["online"], "Done", "Acquire", initial_value=1)
+        if not args.no_unused_pvs:
+            builder.mbbIn("cam1:ColorMode", "Mono", "Bayer", "RGB1", initial_value=0)
+            builder.longIn("cam1:DataType", initial_value=AD_DATA_TYPES[args.dtype])
     builder.stringOut("SIM_CMD", initial_value="", always_update=True, blocking=True,
                       on_update=lambda text: camera_holder[0].command(text))
     builder.LoadDatabase()
@@ -218,8 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     camera_holder.append(camera)
     worker = threading.Thread(target=camera.run, name="frames", daemon=True)
     worker.start()
-    log.info("%s: prefix %s, %dx%d %s as FTVL %s, NELM %d, %.1f Hz", READY_LINE, args.prefix, args.width,
-             args.height, args.dtype, args.ftvl, args.max_pixels, args.rate)
+    log.info("%s: prefix %s (%s PV names), %dx%d %s as FTVL %s, NELM %d, %.1f Hz", READY_LINE, args.prefix,
+             args.pv_names, args.width, args.height, args.dtype, args.ftvl, args.max_pixels, args.rate)
     try:
         softioc.non_interactive_ioc()  # waits for SIGTERM / SIGINT, then exits the process
     finally:

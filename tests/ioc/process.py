@@ -16,7 +16,7 @@ from typing import Any
 
 from tests.helpers.net import EPICS_ENV
 from tests.helpers.procs import start_python, stop_pid, wait_until
-from tests.ioc.camera_ioc import READY_LINE
+from tests.ioc.camera_ioc import PV_NAMES, READY_LINE
 
 IOC_SCRIPT = "tests/ioc/camera_ioc.py"
 _prefix_numbers = itertools.count()
@@ -39,6 +39,8 @@ class CameraIoc:
     dtype: str = "uint16"
     ftvl: str | None = None
     max_pixels: int | None = None
+    pv_names: str = "epics"  # or "area_detector": which IOC flavour's PV names it serves
+    unused_pvs: bool = True  # area_detector: serve cam1:ColorMode and cam1:DataType
     proc: subprocess.Popen | None = field(default=None, repr=False)
     starts: int = 0
 
@@ -57,6 +59,7 @@ class CameraIoc:
             args += ["--ftvl", self.ftvl]
         if self.max_pixels:
             args += ["--max-pixels", str(self.max_pixels)]
+        args += ["--pv-names", self.pv_names] + ([] if self.unused_pvs else ["--no-unused-pvs"])
         return args
 
     def start(self, timeout: float = 20.0) -> None:
@@ -107,19 +110,23 @@ class CameraIoc:
         words = text.split()
         expected: dict[str, object] = {}
         if words[:1] == ["resize"]:
-            expected = {"WIDTH": int(words[1]), "HEIGHT": int(words[2])}
+            expected = {"width": int(words[1]), "height": int(words[2])}
         elif words[:1] in (["offline"], ["online"], ["status"]):
             init = {"offline": "OFFLINE", "online": "INIT"}.get(words[0], " ".join(words[1:]))
-            expected = {"INIT": init}
+            if self.pv_names == "area_detector":
+                init = "Acquire" if init == "INIT" else "Done"
+            expected = {"online": init}
+        names = PV_NAMES[self.pv_names]
+        expected = {names[role]: value for role, value in expected.items()}
         for suffix, value in expected.items():
             wait_until(lambda s=suffix, v=value: epics.caget(f"{self.prefix}:{s}", as_string=isinstance(v, str),
                                                              timeout=1.0) == v,
                        timeout, f"{self.prefix}:{suffix} to read {value!r} after {text!r}")
 
     def camera_config(self, **overrides: Any) -> dict[str, Any]:
-        """A camera config dict for this IOC (``source_type`` epics), with ``overrides`` applied."""
+        """A camera config dict for this IOC (``source_type`` = its PV names), with ``overrides`` applied."""
         config: dict[str, Any] = {
-            "name": self.prefix.replace(":", "_").lower(), "source": self.prefix, "source_type": "epics",
+            "name": self.prefix.replace(":", "_").lower(), "source": self.prefix, "source_type": self.pv_names,
             "mirror_x": False, "mirror_y": False, "rotate": 0, "dtype": self.dtype, "connection_timeout": 5.0,
         }
         config.update(overrides)

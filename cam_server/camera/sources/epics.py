@@ -1,8 +1,24 @@
-"""EPICS Channel Access camera source: frames from the ``P:FPICTURE`` waveform of a camera IOC.
+"""EPICS Channel Access camera sources: frames from the image waveform of a camera IOC.
 
-PVs (``P`` = the camera config ``source``): ``P:INIT`` (online check, must read "INIT"), ``P:WIDTH`` /
-``P:HEIGHT`` (raw geometry, read at connect then monitored), ``P:FPICTURE`` (monitored image waveform, one update =
-one frame).
+One source class serves two IOC flavours; they differ only in PV names and in two rules, held in :data:`PV_NAMES`
+(processing spec 5, ``P`` = the camera config ``source``):
+
+* ``epics``: ``P:INIT`` (online check, must read "INIT"), ``P:WIDTH`` / ``P:HEIGHT`` (raw geometry, read at connect
+  then monitored), ``P:FPICTURE`` (monitored image waveform, one update = one frame).
+* ``area_detector`` (a standard areaDetector IOC): ``P:cam1:Acquire`` (online check: it must connect and answer a
+  read; its value, acquiring or not, is not interpreted), ``P:image1:ArraySize0_RBV`` / ``P:image1:ArraySize1_RBV``
+  (width / height, read at connect then monitored), ``P:image1:ArrayData`` (the image) and
+  ``P:cam1:ArrayCounter_RBV`` (the frame's pulse id). ``P:cam1:ColorMode`` and ``P:cam1:DataType`` are monitored
+  but unused: a missing one does not make the camera offline and is left out of :attr:`EpicsCameraSource.connected`
+  (frames are read as mono, in the configured ``dtype``, whatever they say), so a reduced IOC still streams.
+
+Pulse id (area_detector): the counter and the image are separate monitors with no common key, so each image takes
+the latest counter value seen when it arrives (an IOC posts the counter with the array, on the same CA circuit, so
+in practice the two match; an IOC that always posts the counter after the image gives every frame the previous
+counter, a constant offset). When the counter has not moved since the previous image (its update is late, or it
+stopped), the image gets the previous id + 1 rather than a repeat; as soon as the counter moves its value is taken
+again as it is (also when it went down, a reset), so a late update costs at most one repeated id instead of a
+lasting offset. An image that arrives before the first counter value is dropped (``stats["no_pulse_id"]``).
 
 Threading: pyepics delivers monitor callbacks on a Channel Access thread. The callbacks here only store references
 (pyepics already hands each callback a freshly copied numpy array) in a bounded queue or a plain attribute; they never
@@ -34,6 +50,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,6 +68,26 @@ EPICS_ENVIRONMENT_DEFAULTS = {
     "EPICS_CA_MAX_ARRAY_BYTES": "40000000",
 }
 
+
+@dataclass(frozen=True)
+class PvNames:
+    """The PV suffixes (after ``P:``) and rules of one EPICS camera flavour."""
+
+    online: str  # connects and answers a read while the camera is online
+    width: str
+    height: str
+    image: str
+    online_value: str | None = None  # the online PV must read this string; None: any value will do
+    pulse_id: str | None = None  # counter used as the frame's pulse id; None: the instance numbers frames
+    unused: tuple[str, ...] = ()  # monitored, never required, values not used
+
+
+PV_NAMES: dict[str, PvNames] = {
+    "epics": PvNames(online="INIT", width="WIDTH", height="HEIGHT", image="FPICTURE", online_value="INIT"),
+    "area_detector": PvNames(online="cam1:Acquire", width="image1:ArraySize0_RBV", height="image1:ArraySize1_RBV",
+                             image="image1:ArrayData", pulse_id="cam1:ArrayCounter_RBV",
+                             unused=("cam1:ColorMode", "cam1:DataType")),
+}
 
 _fork_guard_installed = False
 
@@ -103,7 +140,10 @@ def to_camera_dtype(pixels: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, bo
     return pixels.astype(dtype), clipped
 
 
-def _parse_config(config: Mapping[str, Any]) -> tuple[str, np.dtype, float]:
+def _parse_config(config: Mapping[str, Any]) -> tuple[PvNames, str, np.dtype, float]:
+    source_type = config.get("source_type") or "epics"
+    if source_type not in PV_NAMES:
+        raise InvalidConfig(f"EPICS camera 'source_type' must be one of {', '.join(PV_NAMES)}, got {source_type!r}")
     prefix = config.get("source")
     if not isinstance(prefix, str) or not prefix.strip():
         raise InvalidConfig(f"EPICS camera 'source' must be the PV prefix (a non-empty string), got {prefix!r}")
@@ -118,23 +158,29 @@ def _parse_config(config: Mapping[str, Any]) -> tuple[str, np.dtype, float]:
     timeout = DEFAULT_CONNECTION_TIMEOUT if timeout is None else timeout
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise InvalidConfig(f"camera 'connection_timeout' must be a positive number of seconds, got {timeout!r}")
-    return prefix.strip(), dtype, float(timeout)
+    return PV_NAMES[source_type], prefix.strip(), dtype, float(timeout)
 
 
 class EpicsCameraSource(FrameSource):
-    """A :class:`~cam_server.camera.sources.base.FrameSource` reading an EPICS camera IOC over Channel Access."""
+    """A :class:`~cam_server.camera.sources.base.FrameSource` reading an EPICS camera IOC over Channel Access.
+
+    The config's ``source_type`` (``epics``, the default, or ``area_detector``) picks the PV names.
+    """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self.prefix, self.dtype, self.connection_timeout = _parse_config(config)
+        self.names, self.prefix, self.dtype, self.connection_timeout = _parse_config(config)
         self.last_error: str | None = None
         self.stats = {"received": 0, "queue_dropped": 0, "short_dropped": 0, "truncated": 0, "clipped_frames": 0,
-                      "duplicates": 0}
+                      "duplicates": 0, "no_pulse_id": 0}
         self._width = 0
         self._height = 0
-        self._init_status: str | None = None
+        self._online_status: str | None = None
+        self._counter: int | None = None  # latest pulse id counter value (area_detector)
+        self._last_pulse_id: int | None = None
+        self._last_counter: int | None = None  # the counter value the previous image was paired with
         self._pvs: dict[str, Any] = {}
         self._pv_connected: dict[str, bool] = {}
-        self._frames: deque[tuple[np.ndarray, float, int, int]] = deque(maxlen=FRAME_QUEUE_SIZE)
+        self._frames: deque[tuple[np.ndarray, float, int, int, int | None]] = deque(maxlen=FRAME_QUEUE_SIZE)
         self._frames_ready = threading.Condition()
         self._last_picture: tuple[np.ndarray, float | None] | None = None
         self._interrupted = False
@@ -148,19 +194,24 @@ class EpicsCameraSource(FrameSource):
         return self.stats["queue_dropped"] + self.stats["short_dropped"]
 
     def connect(self) -> None:
-        """Check ``P:INIT``, read the geometry and start monitoring; raises :class:`CameraOffline`."""
+        """Check the online PV, read the geometry and start monitoring; raises :class:`CameraOffline`."""
         self.close()
         configure_epics_environment()
         import epics
 
-        names = {suffix: f"{self.prefix}:{suffix}" for suffix in ("INIT", "WIDTH", "HEIGHT", "FPICTURE")}
-        callbacks = {"INIT": self._on_init, "WIDTH": self._on_width, "HEIGHT": self._on_height,
-                     "FPICTURE": self._on_picture}
+        callbacks = {"online": self._on_online, "width": self._on_width, "height": self._on_height}
+        if self.names.pulse_id is not None:  # subscribed before the image, so its first value tends to come first
+            callbacks["pulse_id"] = self._on_counter
+        callbacks["image"] = self._on_picture
+        names = {role: f"{self.prefix}:{getattr(self.names, role)}" for role in callbacks}
         self._pv_connected = dict.fromkeys(names.values(), False)
-        # Created together so the name searches run in parallel; FPICTURE is monitored whatever its size.
-        for suffix, name in names.items():
-            self._pvs[suffix] = epics.PV(name, form="time", auto_monitor=True, callback=callbacks[suffix],
-                                         connection_callback=self._on_connection)
+        self._counter = self._last_pulse_id = self._last_counter = None
+        # Created together so the name searches run in parallel; the image is monitored whatever its size.
+        for role, name in names.items():
+            self._pvs[role] = epics.PV(name, form="time", auto_monitor=True, callback=callbacks[role],
+                                       connection_callback=self._on_connection)
+        for suffix in self.names.unused:  # subscribed for the record, never waited for
+            self._pvs[suffix] = epics.PV(f"{self.prefix}:{suffix}", auto_monitor=True)
         self._opened = True
         try:
             self._check_online(names)
@@ -188,8 +239,8 @@ class EpicsCameraSource(FrameSource):
                     if remaining <= 0:
                         return None
                     self._frames_ready.wait(remaining)
-                data, timestamp, width, height = self._frames.popleft()
-            frame = self._to_frame(data, timestamp, width, height)
+                data, timestamp, width, height, pulse_id = self._frames.popleft()
+            frame = self._to_frame(data, timestamp, width, height, pulse_id)
             if frame is not None:
                 return frame
 
@@ -222,7 +273,7 @@ class EpicsCameraSource(FrameSource):
 
     @property
     def connected(self) -> bool:
-        """True while every camera PV has a live Channel Access connection."""
+        """True while every camera PV the frames need has a live Channel Access connection (``unused`` aside)."""
         return self._opened and bool(self._pv_connected) and all(self._pv_connected.values())
 
     @property
@@ -233,8 +284,8 @@ class EpicsCameraSource(FrameSource):
                 f" (last error: {self.last_error})" if self.last_error else "")
         if not self.connected:
             return self.last_error or f"Camera with prefix {self.prefix} is connecting"
-        if self._init_status is not None and self._init_status != "INIT":
-            return f"Camera with prefix {self.prefix} is not initialized - Status {self._init_status}"
+        if self._online_status is not None and self.names.online_value not in (None, self._online_status):
+            return f"Camera with prefix {self.prefix} is not initialized - Status {self._online_status}"
         return f"Camera with prefix {self.prefix} is online ({self._width}x{self._height})"
 
     def __enter__(self) -> EpicsCameraSource:
@@ -252,30 +303,34 @@ class EpicsCameraSource(FrameSource):
         def remaining() -> float:
             return max(deadline - time.monotonic(), 0.01)
 
-        init = self._pvs["INIT"]
-        status = (init.get(as_string=True, timeout=remaining(), use_monitor=False)
-                  if init.wait_for_connection(remaining()) else None)
+        online = self._pvs["online"]
+        status = (online.get(as_string=True, timeout=remaining(), use_monitor=False)
+                  if online.wait_for_connection(remaining()) else None)
         if status is None:
             raise CameraOffline(f"Camera with prefix {self.prefix} is offline")
-        if status != "INIT":
+        if self.names.online_value is not None and status != self.names.online_value:
             raise CameraOffline(f"Camera with prefix {self.prefix} is not initialized - Status {status}")
-        self._init_status = status
-        for suffix in ("WIDTH", "HEIGHT", "FPICTURE"):
-            pv = self._pvs[suffix]
-            if not pv.wait_for_connection(remaining()):
+        self._online_status = status
+        for role in names:
+            if not self._pvs[role].wait_for_connection(remaining()):
                 raise CameraOffline(f"Camera with prefix {self.prefix} is offline "
-                                    f"({names[suffix]} did not connect within {self.connection_timeout:g} s)")
-        for suffix in ("WIDTH", "HEIGHT"):
-            value = self._pvs[suffix].get(timeout=remaining(), use_monitor=False)
+                                    f"({names[role]} did not connect within {self.connection_timeout:g} s)")
+        for role in ("width", "height"):
+            value = self._pvs[role].get(timeout=remaining(), use_monitor=False)
             if value is None:
                 raise CameraOffline(f"Camera with prefix {self.prefix} is offline "
-                                    f"(no value from {names[suffix]} within {self.connection_timeout:g} s)")
-            if suffix == "WIDTH":
+                                    f"(no value from {names[role]} within {self.connection_timeout:g} s)")
+            if role == "width":
                 self._width = int(value)
             else:
                 self._height = int(value)
+        missing = [suffix for suffix in self.names.unused if not self._pvs[suffix].connected]
+        if missing:
+            log.info("Camera with prefix %s: %s not connected (monitored but unused; frames are not affected)",
+                     self.prefix, ", ".join(f"{self.prefix}:{suffix}" for suffix in missing))
 
-    def _to_frame(self, data: np.ndarray, timestamp: float, width: int, height: int) -> RawFrame | None:
+    def _to_frame(self, data: np.ndarray, timestamp: float, width: int, height: int,
+                  pulse_id: int | None) -> RawFrame | None:
         pixels = width * height
         if width <= 0 or height <= 0 or data.size < pixels:
             self.stats["short_dropped"] += 1
@@ -292,7 +347,7 @@ class EpicsCameraSource(FrameSource):
             if self.stats["clipped_frames"] in (1, 10, 100) or self.stats["clipped_frames"] % 1000 == 0:
                 log.warning("Camera with prefix %s: %s pixels outside the %s range were saturated (%d frames)",
                             self.prefix, data.dtype.name, self.dtype.name, self.stats["clipped_frames"])
-        return RawFrame(image=image.reshape(height, width), timestamp=timestamp)
+        return RawFrame(image=image.reshape(height, width), timestamp=timestamp, pulse_id=pulse_id)
 
     # Callbacks: run on a Channel Access thread; only bookkeeping, never CA calls.
 
@@ -302,7 +357,12 @@ class EpicsCameraSource(FrameSource):
         data = value if isinstance(value, np.ndarray) else np.atleast_1d(np.asarray(value))
         if self._is_repeat(data, timestamp):
             return
-        entry = (data, timestamp or time.time(), self._width, self._height)
+        pulse_id = None
+        if self.names.pulse_id is not None:
+            pulse_id = self._next_pulse_id()
+            if pulse_id is None:
+                return
+        entry = (data, timestamp or time.time(), self._width, self._height, pulse_id)
         with self._frames_ready:
             if len(self._frames) == self._frames.maxlen:
                 self.stats["queue_dropped"] += 1
@@ -325,6 +385,22 @@ class EpicsCameraSource(FrameSource):
         log.debug("Camera with prefix %s: the same frame was delivered twice; dropped the repeat", self.prefix)
         return True
 
+    def _next_pulse_id(self) -> int | None:
+        """The pulse id of the image just received: the latest counter value; previous id + 1 if it has not moved."""
+        counter = self._counter
+        if counter is None:
+            self.stats["no_pulse_id"] += 1
+            log.debug("Camera with prefix %s: an image before the first counter value was dropped", self.prefix)
+            return None
+        last = self._last_pulse_id
+        pulse_id = last + 1 if last is not None and counter == self._last_counter else counter
+        self._last_pulse_id, self._last_counter = pulse_id, counter
+        return pulse_id
+
+    def _on_counter(self, value: Any = None, **_: Any) -> None:
+        if value is not None:
+            self._counter = int(value)
+
     def _on_width(self, value: Any = None, **_: Any) -> None:
         if value is not None:
             self._width = int(value)
@@ -333,8 +409,8 @@ class EpicsCameraSource(FrameSource):
         if value is not None:
             self._height = int(value)
 
-    def _on_init(self, char_value: str | None = None, **_: Any) -> None:
-        self._init_status = char_value
+    def _on_online(self, char_value: str | None = None, **_: Any) -> None:
+        self._online_status = char_value
 
     def _on_connection(self, pvname: str | None = None, conn: bool = False, **_: Any) -> None:
         if pvname not in self._pv_connected:

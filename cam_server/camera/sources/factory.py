@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cam_server.camera.config import CameraConfig
+from cam_server.camera.config import EPICS_SOURCE_TYPES, CameraConfig
 from cam_server.camera.sources.base import FrameSource
 from cam_server.common.errors import InvalidConfig
 
@@ -17,9 +17,9 @@ def create_source(config: CameraConfig) -> FrameSource:
         from cam_server.camera.sources.bsread_source import BsreadCameraSource
 
         return BsreadCameraSource(config)
-    if config.source_type == "epics":
+    if config.source_type in EPICS_SOURCE_TYPES:
         from cam_server.camera.sources.epics import EpicsCameraSource, configure_epics_environment
 
         configure_epics_environment()  # before the first PV of this process is created
-        return EpicsCameraSource(config.to_dict())
+        return EpicsCameraSource(config.to_dict())  # source_type picks the PV names
     raise InvalidConfig(f"Invalid camera config: 'source_type' {config.source_type!r} is not supported.")
