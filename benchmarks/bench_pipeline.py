@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--transport", choices=("ipc", "tcp"), default="ipc", help="camera → pipeline transport")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from cam_server.pipeline.instance import configure_memory
+    from cam_server.common.process import configure_memory
 
     configure_memory()  # the client receives multi-MB frames too: same allocator settings as the instance
 

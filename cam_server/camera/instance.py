@@ -22,7 +22,7 @@ from typing import Any
 
 from cam_server.camera.config import SOURCE_KEYS, CameraConfig, parse_camera_config
 from cam_server.camera.sources.base import CameraOffline, FrameSource
-from cam_server.common.process import InstanceChannel, RateMeter
+from cam_server.common.process import InstanceChannel, RateMeter, configure_memory
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def _connect_source(config: CameraConfig) -> FrameSource:
 def run_camera_instance(channel: InstanceChannel, config_dict: dict[str, Any], port: int,
                         log_level: int = logging.WARNING) -> None:
     """Instance process entry point (module level: forkserver pickles it by reference)."""
+    configure_memory()
     logging.basicConfig(level=log_level, format=f"%(asctime)s camera[{config_dict.get('name')}] %(levelname)s "
                                                   "%(name)s: %(message)s")
     try:

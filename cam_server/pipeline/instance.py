@@ -11,7 +11,6 @@ stream and fanout run the shared loop here; custom, script and fanin have their 
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import logging
 import os
@@ -21,7 +20,7 @@ from typing import Any
 import zmq
 
 from cam_server.common.errors import CamServerError
-from cam_server.common.process import InstanceChannel
+from cam_server.common.process import InstanceChannel, configure_memory
 from cam_server.pipeline.input import StreamInput
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.loop import AbortInstance, InstanceLoop
@@ -31,7 +30,6 @@ from cam_server.pipeline.outputs import open_output
 log = logging.getLogger(__name__)
 
 ZMQ_IO_THREADS = 2
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 # pipeline_type → "module:function" running that type: ``function(channel, spec) -> exit code``. Types built on
 # the shared receive → handle → send loop use run_stream_pipeline; a type with its own loop (script, fanin, ...)
@@ -78,17 +76,6 @@ def pipeline_runner(pipeline_type: str) -> Callable[[InstanceChannel, InstanceSp
 def _configure_threads() -> None:
     """One OpenMP thread per instance (bitshuffle): instances already run in parallel (bsread.md section 18)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-def configure_memory() -> None:
-    """Keep freed large buffers in the heap (glibc): every frame is a fresh multi-MB ZeroMQ message, and with
-    the default thresholds each one is a new mmap whose pages fault in again (~1 ms per 10 MB)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024)
-        libc.mallopt(M_TRIM_THRESHOLD, 256 * 1024 * 1024)
-    except (OSError, AttributeError):  # not glibc: the defaults are fine, only slower for large frames
-        log.debug("mallopt not available")
 
 
 def run_stream_pipeline(channel: InstanceChannel, spec: InstanceSpec) -> int:
