@@ -60,6 +60,7 @@ class ScriptHost:
 
     def start(self) -> None:
         self.channel.stats.set("start_time", time.time())
+        self.channel.on_stop(lambda: self._stop("stop requested"))  # the script's stop_event is set at once
         self._watcher.start()
 
     def close(self) -> None:
