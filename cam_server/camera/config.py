@@ -17,6 +17,7 @@ from cam_server.common.names import validate_name
 
 SOURCE_TYPES = ("epics", "area_detector", "bsread", "simulation")
 EPICS_SOURCE_TYPES = ("epics", "area_detector")  # source = PV prefix
+# bsread: source = a stream address, or the PV prefix of a camera that publishes its own bsread stream (spec 5)
 PROTOCOLS = ("tcp", "ipc")
 
 # Sanity bounds: larger values are typing mistakes that would only fail later, inside the camera process.
@@ -152,9 +153,9 @@ class CameraConfig(BaseModel):
 
     @model_validator(mode="after")
     def _derived_defaults(self) -> CameraConfig:
-        if self.source_type == "bsread" and not _is_stream_address(self.source):
-            raise ValueError(f"'source' of a bsread camera must be a stream address like tcp://host:port, "
-                             f"got {self.source!r}")
+        if self.source_type == "bsread" and not (is_stream_address(self.source) or _is_bsread_pv_prefix(self.source)):
+            raise ValueError(f"'source' of a bsread camera must be a stream address like tcp://host:port, or the PV "
+                             f"prefix of a camera that publishes its own bsread stream, got {self.source!r}")
         if self.source_type in EPICS_SOURCE_TYPES and not isinstance(self.source, str):
             raise ValueError(f"'source' of an {self.source_type} camera must be the PV prefix (a string), "
                              f"got {self.source!r}")
@@ -171,13 +172,20 @@ class CameraConfig(BaseModel):
         return self.model_dump(mode="json")
 
 
-def _is_stream_address(value: Any) -> bool:
+def is_stream_address(value: Any) -> bool:
+    """True for ``tcp://host:port`` and ``ipc://path`` (a bsread camera's ``source`` that is not a PV prefix)."""
     if not isinstance(value, str):
         return False
     if value.startswith("ipc://"):
         return len(value) > len("ipc://")
     host, _, port = value.removeprefix("tcp://").rpartition(":")
     return value.startswith("tcp://") and bool(host) and port.isdigit()
+
+
+def _is_bsread_pv_prefix(value: Any) -> bool:
+    """A string that cannot be meant as a stream address: no ``scheme://`` (a broken address stays an error) and,
+    like every EPICS PV name, no white space."""
+    return isinstance(value, str) and "://" not in value and bool(value) and not any(c.isspace() for c in value)
 
 
 def format_validation_error(exc: ValidationError) -> str:

@@ -58,6 +58,21 @@ def test_invalid_values_name_the_field(change: dict, field: str) -> None:
     assert "cam" in str(info.value)
 
 
+@pytest.mark.parametrize("source", ["tcp://127.0.0.1:9999", "ipc:///tmp/cam", "X:CAM", "XF:23ID1-BI{Diag:6}"])
+def test_bsread_source_is_a_stream_address_or_a_pv_prefix(source: str) -> None:
+    assert parse_camera_config({"source": source, "source_type": "bsread"}).source == source
+
+
+@pytest.mark.parametrize("source", ["tcp://host", "tcp://:9999", "inproc://cam", "X CAM", 12, ["tcp://h:1"], ""])
+def test_bsread_source_that_is_neither_is_named(source: object) -> None:
+    expected = "'source': source must not be None or empty" if source == "" else (
+        "'source' of a bsread camera must be a stream address like tcp://host:port, or the PV prefix of a camera "
+        f"that publishes its own bsread stream, got {source!r}")
+    with pytest.raises(InvalidConfig) as info:
+        parse_camera_config({"source": source, "source_type": "bsread"}, "cam")
+    assert str(info.value) == f"Invalid camera config 'cam': {expected}"
+
+
 @pytest.mark.parametrize("source_type", ["epics", "area_detector"])
 def test_epics_source_types_need_a_pv_prefix(source_type: str) -> None:
     assert parse_camera_config({"source": "X:CAM", "source_type": source_type}).source_type == source_type

@@ -63,7 +63,26 @@ def test_area_detector_camera_stream(epics_server: RunningServer, start_ioc) -> 
     client.stop_all_instances()
 
 
-@pytest.mark.parametrize("source_type", ["epics", "area_detector"])
+def test_bsread_camera_by_pv_prefix_stream(epics_server: RunningServer, start_ioc) -> None:  # noqa: F811
+    # source = the PV prefix: P:INIT / P:WIDTH / P:HEIGHT checked over CA, frames from the stream in P:BSREADCONFIG
+    ioc = start_ioc(width=64, height=48, rate=20.0, pv_names="bsread", camera_name="bs_cam", bsread_flat=True)
+    client = CamClient(epics_server.url)
+    client.set_camera_config("bs_cam", ioc.camera_config(rotate=1))
+    assert client.get_camera_config("bs_cam")["source"] == ioc.prefix
+    messages = receive(client.get_instance_stream("bs_cam"), count=3, timeout=20)
+    expected = np.rot90(base_pattern(64, 48, "uint16"), 1)
+    for message in messages:
+        data = values(message)
+        assert data["image"].dtype == np.uint16 and (data["width"], data["height"]) == (48, 64)
+        assert message.data.pulse_id == int(data["image"][-1, 0])  # the IOC's frame counter, pixel [0, 0] rotated
+        np.testing.assert_array_equal(data["image"][:-1], expected[:-1])
+    pulse_ids = [m.data.pulse_id for m in messages]
+    assert pulse_ids == sorted(set(pulse_ids))
+    assert client.get_camera_geometry("bs_cam") == [48, 64]
+    client.stop_all_instances()
+
+
+@pytest.mark.parametrize("source_type", ["epics", "area_detector", "bsread"])
 def test_offline_epics_camera_is_a_clear_error(epics_server: RunningServer, source_type: str) -> None:
     client = CamClient(epics_server.url)
     client.set_camera_config("offline_cam", {"source": "NO:SUCH:CAMERA", "source_type": source_type,

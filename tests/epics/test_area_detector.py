@@ -102,5 +102,5 @@ def test_epics_source_type_has_no_pulse_id():
 
 
 def test_unknown_source_type_is_named():
-    with pytest.raises(InvalidConfig, match="'source_type' must be one of epics, area_detector, got 'gige'"):
+    with pytest.raises(InvalidConfig, match="'source_type' must be one of epics, area_detector, bsread, got 'gige'"):
         EpicsCameraSource({"source": "P", "source_type": "gige"})

@@ -19,6 +19,12 @@ With ``--pv-names area_detector`` the same camera serves the names of a standard
 ``P:cam1:ArrayCounter_RBV`` (the frame counter, posted just before the image), ``P:cam1:ColorMode`` (0, Mono) and
 ``P:cam1:DataType`` (the areaDetector code of ``--dtype``), left out with ``--no-unused-pvs``; ``P:SIM_CMD`` as above.
 
+With ``--pv-names bsread`` it is a camera that publishes its own bsread stream: ``P:INIT``, ``P:WIDTH``,
+``P:HEIGHT``, ``P:FRAME`` and ``P:SIM_CMD`` as for ``epics``, no ``P:FPICTURE``; the frames go out as the channel
+``--bsread-channel`` of a bsread PUSH stream bound on ``tcp://127.0.0.1:--bsread-port`` (pulse id = frame counter;
+2-D, or 1-D with ``--bsread-flat``), and ``P:BSREADCONFIG`` (a char waveform, long string) holds that address.
+The extra command ``bsreadconfig [TEXT]`` sets ``P:BSREADCONFIG`` (empty without TEXT).
+
 Image pattern (see :func:`frame_pattern`): pixel [r, c] = fold(r*16 + c*32), pixel [0, 0] = fold(frame counter),
 so a client can check orientation, values above 32767 for uint16, and frame continuity. While INIT is not "INIT"
 or the IOC is paused, no frames are published. The IOC logs "camera IOC ready" once it serves its PVs and stops
@@ -50,6 +56,8 @@ PV_NAMES: dict[str, dict[str, str]] = {
     "area_detector": {"online": "cam1:Acquire", "width": "image1:ArraySize0_RBV",
                       "height": "image1:ArraySize1_RBV", "image": "image1:ArrayData",
                       "counter": "cam1:ArrayCounter_RBV"},
+    "bsread": {"online": "INIT", "width": "WIDTH", "height": "HEIGHT", "counter": "FRAME",
+               "stream_address": "BSREADCONFIG"},
 }
 AD_DATA_TYPES = {"int8": 0, "uint8": 1, "int16": 2, "uint16": 3, "int32": 4, "uint32": 5, "float32": 6,
                  "float64": 7}
@@ -108,8 +116,11 @@ def check_lossless(dtype: np.dtype, ftvl: str) -> None:
 class SimulatedCamera:
     """Publishes frames at a fixed rate and applies SIM_CMD commands; all state guarded by one lock."""
 
-    def __init__(self, records: dict, args: argparse.Namespace) -> None:
+    def __init__(self, records: dict, args: argparse.Namespace, sender=None) -> None:
         self.records = records
+        self.sender = sender  # bsread: a cam_server.bsread.Sender, open
+        self.bsread_channel = args.bsread_channel
+        self.bsread_flat = args.bsread_flat
         self.dtype = np.dtype(args.dtype)
         self.ftvl = args.ftvl
         self.pv_names = args.pv_names
@@ -147,7 +158,9 @@ class SimulatedCamera:
         elif verb in ("offline", "online", "status"):
             status = {"offline": "OFFLINE", "online": "INIT"}.get(verb, " ".join(words[1:]))
             self.online = status == "INIT"
-            self.records["online"].set(status if self.pv_names == "epics" else int(self.online))
+            self.records["online"].set(int(self.online) if self.pv_names == "area_detector" else status)
+        elif verb == "bsreadconfig" and self.pv_names == "bsread":
+            self.records["stream_address"].set(" ".join(words[1:]))
         elif verb == "extra":
             extra = int(words[1])
             if self.width * self.height + extra > self.max_pixels or self.width * self.height + extra < 1:
@@ -165,6 +178,11 @@ class SimulatedCamera:
             if not self.online or self.paused:
                 return
             image = frame_pattern(self.width, self.height, self.dtype, self.counter, self.base)
+            if self.sender is not None and not self.bsread_flat:
+                self.sender.send({self.bsread_channel: image}, pulse_id=self.counter)  # dropped while no client
+                self.records["counter"].set(self.counter)
+                self.counter += 1
+                return
             payload = encode_for_waveform(image, self.ftvl)
             if self.extra > 0:
                 payload = np.concatenate([payload, np.arange(self.extra, dtype=payload.dtype)])
@@ -172,8 +190,11 @@ class SimulatedCamera:
                 payload = payload[: payload.size + self.extra].copy()
             if self.pv_names == "area_detector":  # an areaDetector driver counts the array before plugins see it
                 self.records["counter"].set(self.counter)
-            self.records["image"].set(payload)
-            if self.pv_names == "epics":
+            if self.sender is not None:
+                self.sender.send({self.bsread_channel: payload}, pulse_id=self.counter)
+            else:
+                self.records["image"].set(payload)
+            if self.pv_names != "area_detector":
                 self.records["counter"].set(self.counter)
             self.counter += 1
 
@@ -201,7 +222,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pv-names", choices=sorted(PV_NAMES), default="epics", help="which IOC flavour to serve")
     parser.add_argument("--no-unused-pvs", action="store_true",
                         help="area_detector: leave out cam1:ColorMode and cam1:DataType")
+    parser.add_argument("--bsread-port", type=int, help="bsread: the TCP port the stream is bound on (127.0.0.1)")
+    parser.add_argument("--bsread-channel", help="bsread: the image channel name, e.g. NAME:FPICTURE")
+    parser.add_argument("--bsread-flat", action="store_true", help="bsread: send the image 1-D (as a waveform)")
     args = parser.parse_args(argv)
+    if args.pv_names == "bsread" and not (args.bsread_port and args.bsread_channel):
+        parser.error("--pv-names bsread needs --bsread-port and --bsread-channel")
     args.ftvl = args.ftvl or NATURAL_FTVL[args.dtype]
     args.max_pixels = args.max_pixels or args.width * args.height
     if args.rate <= 0 or args.width < 1 or args.height < 1 or args.width * args.height > args.max_pixels:
@@ -223,9 +249,17 @@ def main(argv: list[str] | None = None) -> None:
         "width": builder.longIn(names["width"], initial_value=args.width),
         "height": builder.longIn(names["height"], initial_value=args.height),
         "counter": builder.longIn(names["counter"], initial_value=0),
-        "image": builder.WaveformIn(names["image"], length=args.max_pixels, datatype=FTVL_DTYPES[args.ftvl]),
     }
-    if args.pv_names == "epics":
+    sender = None
+    if args.pv_names == "bsread":
+        from cam_server.bsread import PUSH, Sender
+
+        sender = Sender(port=args.bsread_port, address="tcp://127.0.0.1", mode=PUSH, block=False, queue_size=4)
+        records["stream_address"] = builder.longStringIn(names["stream_address"], length=256,
+                                                         initial_value=f"tcp://127.0.0.1:{args.bsread_port}")
+    else:
+        records["image"] = builder.WaveformIn(names["image"], length=args.max_pixels, datatype=FTVL_DTYPES[args.ftvl])
+    if args.pv_names != "area_detector":
         records["online"] = builder.stringIn(names["online"], initial_value="INIT")
     else:
         records["online"] = builder.boolIn(names["online"], "Done", "Acquire", initial_value=1)
@@ -237,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     builder.LoadDatabase()
     softioc.iocInit(dispatcher, enable_pva=False)
 
-    camera = SimulatedCamera(records, args)
+    camera = SimulatedCamera(records, args, sender.open() if sender is not None else None)
     camera_holder.append(camera)
     worker = threading.Thread(target=camera.run, name="frames", daemon=True)
     worker.start()
@@ -247,6 +281,9 @@ def main(argv: list[str] | None = None) -> None:
         softioc.non_interactive_ioc()  # waits for SIGTERM / SIGINT, then exits the process
     finally:
         camera.stop.set()
+        if sender is not None:
+            worker.join(2)
+            sender.close()
 
 
 if __name__ == "__main__":

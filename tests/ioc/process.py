@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.net import EPICS_ENV
+from tests.helpers.net import EPICS_ENV, free_port
 from tests.helpers.procs import start_python, stop_pid, wait_until
 from tests.ioc.camera_ioc import PV_NAMES, READY_LINE
 
@@ -39,8 +39,11 @@ class CameraIoc:
     dtype: str = "uint16"
     ftvl: str | None = None
     max_pixels: int | None = None
-    pv_names: str = "epics"  # or "area_detector": which IOC flavour's PV names it serves
+    pv_names: str = "epics"  # or "area_detector" / "bsread": which IOC flavour's PV names it serves
     unused_pvs: bool = True  # area_detector: serve cam1:ColorMode and cam1:DataType
+    camera_name: str | None = None  # the camera config name (default from the prefix); bsread channel <name>:FPICTURE
+    bsread_port: int | None = None  # bsread: the stream's port (default: a free one, kept across restarts)
+    bsread_flat: bool = False  # bsread: send the image 1-D
     proc: subprocess.Popen | None = field(default=None, repr=False)
     starts: int = 0
 
@@ -60,13 +63,28 @@ class CameraIoc:
         if self.max_pixels:
             args += ["--max-pixels", str(self.max_pixels)]
         args += ["--pv-names", self.pv_names] + ([] if self.unused_pvs else ["--no-unused-pvs"])
+        if self.pv_names == "bsread":
+            args += ["--bsread-port", str(self.bsread_port), "--bsread-channel", f"{self.name}:FPICTURE"]
+            args += ["--bsread-flat"] if self.bsread_flat else []
         return args
+
+    @property
+    def name(self) -> str:
+        """The camera config name (:meth:`camera_config`)."""
+        return self.camera_name or self.prefix.replace(":", "_").lower()
+
+    @property
+    def stream_address(self) -> str:
+        """bsread: the address the IOC publishes its frames on (the initial value of P:BSREADCONFIG)."""
+        return f"tcp://127.0.0.1:{self.bsread_port}"
 
     def start(self, timeout: float = 20.0) -> None:
         """Start the IOC (again, after :meth:`kill`/:meth:`stop`) and wait until it serves its PVs."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError(f"IOC {self.prefix} is already running (pid {self.proc.pid})")
         self.starts += 1
+        if self.pv_names == "bsread" and self.bsread_port is None:
+            self.bsread_port = free_port()
         log_path = self.log_path
         self.proc = start_python(self.args(), env=EPICS_ENV, log_path=log_path)
 
@@ -99,7 +117,7 @@ class CameraIoc:
 
     def command(self, text: str, timeout: float = 5.0) -> None:
         """Write one SIM_CMD line (``resize W H``, ``offline``, ``online``, ``status TEXT``, ``extra N``, ``pause``,
-        ``resume``) and wait until the IOC has processed it."""
+        ``resume``, bsread: ``bsreadconfig [TEXT]``) and wait until the IOC has processed it."""
         import epics
 
         result = epics.caput(f"{self.prefix}:SIM_CMD", text, wait=True, timeout=timeout)
@@ -116,6 +134,8 @@ class CameraIoc:
             if self.pv_names == "area_detector":
                 init = "Acquire" if init == "INIT" else "Done"
             expected = {"online": init}
+        elif words[:1] == ["bsreadconfig"]:
+            expected = {"stream_address": " ".join(words[1:])}
         names = PV_NAMES[self.pv_names]
         expected = {names[role]: value for role, value in expected.items()}
         for suffix, value in expected.items():
@@ -126,7 +146,7 @@ class CameraIoc:
     def camera_config(self, **overrides: Any) -> dict[str, Any]:
         """A camera config dict for this IOC (``source_type`` = its PV names), with ``overrides`` applied."""
         config: dict[str, Any] = {
-            "name": self.prefix.replace(":", "_").lower(), "source": self.prefix, "source_type": self.pv_names,
+            "name": self.name, "source": self.prefix, "source_type": self.pv_names,
             "mirror_x": False, "mirror_y": False, "rotate": 0, "dtype": self.dtype, "connection_timeout": 5.0,
         }
         config.update(overrides)

@@ -7,6 +7,9 @@ pulse ids must not stall the camera). Late or duplicate pulse ids are dropped an
 
 The image is the channel named ``image``, or else the only 2-D channel; all other channels (except the camera
 stream's own ``width``/``height``/``timestamp``/``x_axis``/``y_axis``) are passed on in ``RawFrame.extra``.
+A caller that knows the image channel names it (``image_channel``) and may give the geometry a 1-D image is
+reshaped to (``flat_geometry``: a callable returning the current (width, height); shorter images are dropped, longer
+ones truncated), as for a camera that publishes its own stream (:mod:`~cam_server.camera.sources.epics_bsread`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,10 +54,15 @@ def validate_stream_address(address: Any) -> str:
     return address
 
 
+Geometry = Callable[[], tuple[int, int]]
+
+
 class _FrameExtractor:
     """Finds the image channel once per data header and builds RawFrames from messages."""
 
-    def __init__(self) -> None:
+    def __init__(self, image_channel: str | None = None, flat_geometry: Geometry | None = None) -> None:
+        self._channel = image_channel
+        self._flat_geometry = flat_geometry
         self._hash: str | None = None
         self._image: str | None = None
         self._extra: tuple[str, ...] = ()
@@ -62,14 +71,16 @@ class _FrameExtractor:
         data = message.data
         if data.hash != self._hash:
             self._hash = data.hash
-            self._image, self._extra = _image_channel(data)
+            self._image, self._extra = _image_channel(data, self._channel)
             if self._image is None:
-                log.warning("bsread stream has no 'image' channel and no single 2-D channel: %s",
-                            [c.name for c in data.channels])
+                wanted = f"no channel {self._channel!r}" if self._channel else "no 'image' channel and no single 2-D"
+                log.warning("bsread stream has %s channel: %s", wanted, [c.name for c in data.channels])
         if self._image is None:
             return None
         value = data.data.get(self._image)
         image = value.value if value is not None else None
+        if isinstance(image, np.ndarray) and image.ndim == 1 and self._flat_geometry is not None:
+            image = _unflatten(image, *self._flat_geometry())
         if not isinstance(image, np.ndarray) or image.ndim != 2:
             return None
         sec, ns = data.global_timestamp, data.global_timestamp_offset
@@ -80,9 +91,19 @@ class _FrameExtractor:
                             global_timestamp=exact)
 
 
-def _image_channel(data: Any) -> tuple[str | None, tuple[str, ...]]:
+def _unflatten(data: np.ndarray, width: int, height: int) -> np.ndarray | None:
+    """A 1-D image as (height, width) (a view); None if it holds fewer pixels, extra ones are cut off."""
+    pixels = width * height
+    if width <= 0 or height <= 0 or data.size < pixels:
+        return None
+    return data[:pixels].reshape(height, width)
+
+
+def _image_channel(data: Any, wanted: str | None = None) -> tuple[str | None, tuple[str, ...]]:
     names = [c.name for c in data.channels]
-    if "image" in names:
+    if wanted is not None:
+        image = wanted if wanted in names else None
+    elif "image" in names:
         image = "image"
     else:
         two_d = [c.name for c in data.channels if c.shape is not None and len(c.shape) == 2]
@@ -94,14 +115,18 @@ def _image_channel(data: Any) -> tuple[str | None, tuple[str, ...]]:
 class BsreadCameraSource:
     """A :class:`~cam_server.camera.sources.base.FrameSource` relaying images of a bsread stream."""
 
-    def __init__(self, config: CameraConfig) -> None:
-        self.address = validate_stream_address(config.source)
+    def __init__(self, config: CameraConfig, address: str | None = None, image_channel: str | None = None,
+                 flat_geometry: Geometry | None = None) -> None:
+        """``address`` overrides ``config.source``; ``image_channel`` and ``flat_geometry``: see the module doc."""
+        self.address = validate_stream_address(config.source if address is None else address)
+        self.image_channel = image_channel
+        self.flat_geometry = flat_geometry
         self.mode = SUB if config.bsread_mode == "SUB" else PULL
         self.connections = int(config.connections)
         self.buffer_size = int(config.buffer_size if config.buffer_size is not None else self.connections * 5)
         self.dropped = 0  # late / duplicate pulse ids and messages without an image
         self._sources: list[Source] = []
-        self._extract = _FrameExtractor()
+        self._extract = self._new_extractor()
         self._geometry = (0, 0)
         # merge state (connections > 1)
         self._heap: list[tuple[int, int, float, RawFrame]] = []
@@ -120,7 +145,7 @@ class BsreadCameraSource:
                                 queue_size=RECEIVE_QUEUE, wakeup=self._wakeup if self.connections == 1 else None
                                 ).connect() for _ in range(self.connections)]
         if self.connections > 1:
-            self._threads = [threading.Thread(target=self._receive_loop, args=(s, _FrameExtractor()),
+            self._threads = [threading.Thread(target=self._receive_loop, args=(s, self._new_extractor()),
                                               name=f"bsread-camera-rx-{i}", daemon=True)
                              for i, s in enumerate(self._sources)]
             for t in self._threads:
@@ -129,6 +154,9 @@ class BsreadCameraSource:
 
     def geometry(self) -> tuple[int, int]:
         return self._geometry
+
+    def _new_extractor(self) -> _FrameExtractor:
+        return _FrameExtractor(self.image_channel, self.flat_geometry)
 
     def read(self, timeout: float) -> RawFrame | None:
         frame = self._read_single(timeout) if self.connections == 1 else self._read_merged(timeout)

@@ -11,6 +11,10 @@ One source class serves two IOC flavours; they differ only in PV names and in tw
   ``P:cam1:ArrayCounter_RBV`` (the frame's pulse id). ``P:cam1:ColorMode`` and ``P:cam1:DataType`` are monitored
   but unused: a missing one does not make the camera offline and is left out of :attr:`EpicsCameraSource.connected`
   (frames are read as mono, in the configured ``dtype``, whatever they say), so a reduced IOC still streams.
+* ``bsread`` with a PV prefix as ``source`` (a camera that publishes its own bsread stream): ``P:INIT``,
+  ``P:WIDTH``, ``P:HEIGHT`` as for ``epics``, and ``P:BSREADCONFIG``, a string holding the camera's stream address,
+  read once at connect (:attr:`EpicsCameraSource.stream_address`). There is no image PV: this source only checks
+  and describes the camera, :mod:`~cam_server.camera.sources.epics_bsread` reads the frames from the stream.
 
 Pulse id (area_detector): the counter and the image are separate monitors with no common key, so each image takes
 the latest counter value seen when it arrives (an IOC posts the counter with the array, on the same CA circuit, so
@@ -76,8 +80,9 @@ class PvNames:
     online: str  # connects and answers a read while the camera is online
     width: str
     height: str
-    image: str
+    image: str | None  # None: the frames do not come over Channel Access (bsread)
     online_value: str | None = None  # the online PV must read this string; None: any value will do
+    stream_address: str | None = None  # string PV holding the camera's own bsread stream address, read at connect
     pulse_id: str | None = None  # counter used as the frame's pulse id; None: the instance numbers frames
     unused: tuple[str, ...] = ()  # monitored, never required, values not used
 
@@ -87,6 +92,8 @@ PV_NAMES: dict[str, PvNames] = {
     "area_detector": PvNames(online="cam1:Acquire", width="image1:ArraySize0_RBV", height="image1:ArraySize1_RBV",
                              image="image1:ArrayData", pulse_id="cam1:ArrayCounter_RBV",
                              unused=("cam1:ColorMode", "cam1:DataType")),
+    "bsread": PvNames(online="INIT", width="WIDTH", height="HEIGHT", image=None, online_value="INIT",
+                      stream_address="BSREADCONFIG"),
 }
 
 _fork_guard_installed = False
@@ -164,12 +171,13 @@ def _parse_config(config: Mapping[str, Any]) -> tuple[PvNames, str, np.dtype, fl
 class EpicsCameraSource(FrameSource):
     """A :class:`~cam_server.camera.sources.base.FrameSource` reading an EPICS camera IOC over Channel Access.
 
-    The config's ``source_type`` (``epics``, the default, or ``area_detector``) picks the PV names.
+    The config's ``source_type`` (``epics``, the default, ``area_detector`` or ``bsread``) picks the PV names.
     """
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.names, self.prefix, self.dtype, self.connection_timeout = _parse_config(config)
         self.last_error: str | None = None
+        self.stream_address: str | None = None  # value of the stream address PV at the last connect (bsread)
         self.stats = {"received": 0, "queue_dropped": 0, "short_dropped": 0, "truncated": 0, "clipped_frames": 0,
                       "duplicates": 0, "no_pulse_id": 0}
         self._width = 0
@@ -202,13 +210,16 @@ class EpicsCameraSource(FrameSource):
         callbacks = {"online": self._on_online, "width": self._on_width, "height": self._on_height}
         if self.names.pulse_id is not None:  # subscribed before the image, so its first value tends to come first
             callbacks["pulse_id"] = self._on_counter
-        callbacks["image"] = self._on_picture
-        names = {role: f"{self.prefix}:{getattr(self.names, role)}" for role in callbacks}
+        if self.names.image is not None:
+            callbacks["image"] = self._on_picture
+        roles = [*callbacks, *(["stream_address"] if self.names.stream_address is not None else [])]
+        names = {role: f"{self.prefix}:{getattr(self.names, role)}" for role in roles}
         self._pv_connected = dict.fromkeys(names.values(), False)
         self._counter = self._last_pulse_id = self._last_counter = None
+        self.stream_address = None
         # Created together so the name searches run in parallel; the image is monitored whatever its size.
         for role, name in names.items():
-            self._pvs[role] = epics.PV(name, form="time", auto_monitor=True, callback=callbacks[role],
+            self._pvs[role] = epics.PV(name, form="time", auto_monitor=role in callbacks, callback=callbacks.get(role),
                                        connection_callback=self._on_connection)
         for suffix in self.names.unused:  # subscribed for the record, never waited for
             self._pvs[suffix] = epics.PV(f"{self.prefix}:{suffix}", auto_monitor=True)
@@ -315,15 +326,17 @@ class EpicsCameraSource(FrameSource):
             if not self._pvs[role].wait_for_connection(remaining()):
                 raise CameraOffline(f"Camera with prefix {self.prefix} is offline "
                                     f"({names[role]} did not connect within {self.connection_timeout:g} s)")
-        for role in ("width", "height"):
-            value = self._pvs[role].get(timeout=remaining(), use_monitor=False)
+        for role in [role for role in ("width", "height", "stream_address") if role in names]:
+            value = self._pvs[role].get(timeout=remaining(), use_monitor=False, as_string=role == "stream_address")
             if value is None:
                 raise CameraOffline(f"Camera with prefix {self.prefix} is offline "
                                     f"(no value from {names[role]} within {self.connection_timeout:g} s)")
             if role == "width":
                 self._width = int(value)
-            else:
+            elif role == "height":
                 self._height = int(value)
+            else:
+                self.stream_address = str(value)
         missing = [suffix for suffix in self.names.unused if not self._pvs[suffix].connected]
         if missing:
             log.info("Camera with prefix %s: %s not connected (monitored but unused; frames are not affected)",
