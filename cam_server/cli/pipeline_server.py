@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="(Pipeline) Configuration base directory")
     parser.add_argument("-g", "--background_base", default="configuration/background_config",
                         help="Background (.npy) directory")
+    parser.add_argument("--file_folder", default=None,
+                        help="Confine FILE output to this directory (relative 'file' names are taken from it); "
+                             "default: anywhere, relative to the working directory")
     serve.add_trailing_arguments(parser, "User processing scripts directory")
     return parser
 
@@ -35,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     manager = PipelineManager(CamClient(args.cam_server), PipelineConfigStore(args.base),
                               BackgroundStore(args.background_base), args.user_scripts_base,
-                              args.hostname)
+                              args.hostname, file_folder=args.file_folder)
     serve.warm_up_in_background(manager.warm_up)
     app = create_pipeline_app(manager)
     log.info("pipeline server on %s:%s (camera server %s, configs %s)", args.interface, args.port, args.cam_server,

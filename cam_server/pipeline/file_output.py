@@ -23,7 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from cam_server.common.errors import CamServerError
+from cam_server.pipeline.file_path import FileOutputError, resolve_output_file
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,6 @@ FLAT_RESERVED = frozenset({"pulse_id", "global_timestamp", "global_timestamp_off
 CHUNK_BYTES = 1 << 20  # target chunk (and in-memory row buffer) size
 MAX_CHUNK_ROWS = 1024
 STR_DTYPE = h5py.string_dtype()
-
-
-class FileOutputError(CamServerError):
-    """A FILE output problem: bad settings, unwritable file, or channels of a message that could not be written."""
 
 
 Timestamp = tuple[int, int] | list | float | int | None
@@ -398,15 +394,6 @@ class FileSendError(ValueError):
     """A message the FILE output could not write completely (the loop reports it like a send error)."""
 
 
-def resolve_output_file(file: str) -> str:
-    """Absolute path of the ``file`` setting: ``~`` expanded, relative paths taken from the working directory of
-    the pipeline server (instances inherit it). Absolute paths are used as given; existing files are never
-    overwritten (see :class:`FileWriter`)."""
-    if not isinstance(file, str) or not file.strip():
-        raise FileOutputError(f"FILE output needs a 'file' name, got {file!r}")
-    return os.path.abspath(os.path.expanduser(file.strip()))
-
-
 class FileOutput:
     """``mode: "FILE"``: the instance's output writing each message as one row of an HDF5 file.
 
@@ -417,9 +404,9 @@ class FileOutput:
     datasets are created with that many rows); the file is complete and closed when the last record is written.
     """
 
-    def __init__(self, config: Mapping[str, Any], instance: str = "") -> None:
+    def __init__(self, config: Mapping[str, Any], instance: str = "", folder: str | None = None) -> None:
         records = config.get("records") or None
-        self.path = resolve_output_file(config.get("file"))
+        self.path = resolve_output_file(config.get("file"), folder)
         self._writer = FileWriter(self.path, layout=config.get("layout") or "DEFAULT",
                                   localtime=config.get("localtime", True) is not False,
                                   change=bool(config.get("change")), records=records, instance=instance)

@@ -18,3 +18,4 @@ class InstanceSpec:
     cam_server_url: str          # to re-request the camera stream after camera_timeout
     background_folder: str
     scripts_folder: str
+    file_folder: str | None = None  # FILE output confined to this folder (pipeline server --file_folder)

@@ -29,6 +29,7 @@ from cam_server.common.names import validate_name
 from cam_server.common.process import InstanceProcess, reserve_port
 from cam_server.pipeline.backgrounds import BackgroundStore, average_stream_images, check_n_images
 from cam_server.pipeline.config import expand_config, update_config
+from cam_server.pipeline.file_path import FileOutputError, resolve_output_file
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.store import PipelineConfigStore, validate_pipeline_name
 
@@ -74,11 +75,12 @@ class PipelineManager:
 
     def __init__(self, cam_client: Any, config_store: PipelineConfigStore, background_store: BackgroundStore,
                  scripts_folder: str, hostname: str, target: Callable[..., Any] | None = None,
-                 stop_timeout: float = 3.0) -> None:
+                 stop_timeout: float = 3.0, file_folder: str | None = None) -> None:
         self.cam_client = cam_client
         self.config_store = config_store
         self.background_store = background_store
         self.scripts_folder = str(scripts_folder)
+        self.file_folder = str(file_folder) if file_folder is not None else None
         self.hostname = hostname
         self._target = target
         self._stop_timeout = stop_timeout
@@ -281,6 +283,14 @@ class PipelineManager:
             raise NotFound(f"Instance '{instance_id}' does not exist.")
         return instance
 
+    def _check_output_file(self, config: dict[str, Any]) -> None:
+        """A FILE path outside ``--file_folder`` is a 400 at creation, not an instance that fails to start."""
+        if str(config.get("mode") or "").upper() == "FILE":
+            try:
+                resolve_output_file(config.get("file"), self.file_folder)
+            except FileOutputError as exc:
+                raise InvalidConfig(str(exc)) from None
+
     @staticmethod
     def _alive(instance: _Instance) -> bool:
         return instance.process is None or instance.process.is_alive()
@@ -302,6 +312,7 @@ class PipelineManager:
         expanded = expand_config(config)
         if instance_id is not None and instance_id in self._instances:
             self.reap()  # a finished, not yet reaped instance must not block its id
+        self._check_output_file(expanded)
         camera_stream = self._resolve_inputs(expanded)
         self._check_background(expanded)
         target = self._target or _default_target()
@@ -321,7 +332,8 @@ class PipelineManager:
         spec = InstanceSpec(instance_id=instance_id, config=expanded, output_endpoint=f"tcp://*:{port}",
                             stream_address=instance.stream_address, camera_stream=camera_stream,
                             cam_server_url=self.cam_client.get_address(),
-                            background_folder=str(self.background_store.folder), scripts_folder=self.scripts_folder)
+                            background_folder=str(self.background_store.folder), scripts_folder=self.scripts_folder,
+                            file_folder=self.file_folder)
         try:
             process = InstanceProcess(instance_id, target, (spec,), preload=self._preload())
             process.start()

@@ -33,5 +33,5 @@ def open_output(spec: InstanceSpec, context: zmq.Context | None = None) -> Outpu
     """Open the instance's output for its config (``mode`` PUB / PUSH / FILE)."""
     config = spec.config
     if str(config.get("mode") or "PUB").upper() == "FILE":
-        return FileOutput(config, instance=spec.instance_id).open()
+        return FileOutput(config, instance=spec.instance_id, folder=spec.file_folder).open()
     return OutputStream(spec.output_endpoint, output_config(config), context=context).open()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,13 +70,13 @@ def camera_server(tmp_path: Path, config_dir: Path | None = None, env: dict[str,
 
 @contextmanager
 def pipeline_server(tmp_path: Path, cam_url: str, config_dir: Path | None = None, env: dict[str, str] | None = None,
-                    log_level: str = "INFO") -> Iterator[RunningServer]:
-    """A pipeline server on a free port using the camera server at ``cam_url``."""
+                    log_level: str = "INFO", extra_args: Sequence[str] = ()) -> Iterator[RunningServer]:
+    """A pipeline server on a free port using the camera server at ``cam_url`` (``extra_args``: more options)."""
     backgrounds = tmp_path / "background_config"
     scripts = tmp_path / "user_scripts"
     backgrounds.mkdir(exist_ok=True)
     scripts.mkdir(exist_ok=True)
     with _server(tmp_path, "pipeline server", "cam_server.start_pipeline_server", "pipeline_config", config_dir,
-                 ["-c", cam_url, "-g", str(backgrounds), "-u", str(scripts)], "/api/v1/pipeline", env,
+                 ["-c", cam_url, "-g", str(backgrounds), "-u", str(scripts), *extra_args], "/api/v1/pipeline", env,
                  log_level) as server:
         yield server

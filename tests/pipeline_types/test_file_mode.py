@@ -5,9 +5,12 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+import requests
 
+from cam_server.client.pipeline_client import PipelineClient
 from cam_server.pipeline.file_output import FileOutputError, resolve_output_file
 from tests.helpers.procs import wait_until
+from tests.helpers.servers import pipeline_server
 from tests.pipeline_types.helpers import TestCamera, wait_finished, write_script
 
 
@@ -114,3 +117,36 @@ def test_relative_file_paths_resolve_against_the_working_directory(tmp_path, mon
     assert resolve_output_file("/abs/out.h5") == "/abs/out.h5"
     with pytest.raises(FileOutputError, match="needs a 'file' name"):
         resolve_output_file("  ")
+
+
+def test_file_folder_confines_paths(tmp_path):
+    folder = tmp_path / "data"
+    (folder / "runs").mkdir(parents=True)
+    (folder / "escape").symlink_to(tmp_path)  # a link inside that leads out
+    assert resolve_output_file("runs/a.h5", str(folder)) == str(folder / "runs" / "a.h5")
+    assert resolve_output_file(str(folder / "b.h5"), str(folder)) == str(folder / "b.h5")
+    for outside in ("../a.h5", "/tmp/a.h5", "runs/../../a.h5", "escape/a.h5", ".", str(folder)):
+        with pytest.raises(FileOutputError, match="is outside the folder this server writes to"):
+            resolve_output_file(outside, str(folder))
+
+
+def test_server_with_file_folder_writes_inside_and_refuses_outside(servers, tmp_path):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    with pipeline_server(tmp_path, servers.camera.url, extra_args=["--file_folder", str(folder)]) as pipe:
+        write_script(tmp_path / "user_scripts", "one_value.py", "def process(parameters):\n    return {'v': 1}\n")
+        client = PipelineClient(pipe.url)
+        base = {"pipeline_type": "custom", "function": "one_value", "mode": "FILE", "records": 3}
+        outside = tmp_path / "outside.h5"
+        for bad in (str(outside), "../outside.h5"):
+            response = requests.post(f"{pipe.url}/api/v1/pipeline", json={**base, "file": bad})
+            assert response.status_code == 400
+            body = response.json()
+            assert body["state"] == "error" and "is outside the folder this server writes to" in body["status"]
+        assert not outside.exists()
+        assert not client.get_server_info()["active_instances"]  # nothing was started
+        instance_id, _ = client.create_instance_from_config({**base, "file": "run/inside.h5"})
+        info = wait_finished(client, instance_id)
+        assert info["exit_code"] == 0, info["last_error"]
+        with h5py.File(folder / "run" / "inside.h5", "r") as f:
+            assert f["general/records"][()] == 3
