@@ -42,8 +42,10 @@ class Wakeup:
         """Sleep up to ``timeout`` seconds or until set; True when set."""
         if self._set:
             return True
+        poller = select.poll()  # not select(): it refuses descriptors >= 1024
         try:
-            select.select([self._read_fd], [], [], None if timeout is None else max(timeout, 0.0))
+            poller.register(self._read_fd, select.POLLIN)
+            poller.poll(None if timeout is None else max(timeout, 0.0) * 1000.0)
         except (OSError, ValueError):  # closed meanwhile
             pass
         return self._set

@@ -106,6 +106,8 @@ def _stream(channel: InstanceChannel, config: CameraConfig, source: FrameSource,
             if new is not None:
                 config, source = _apply_config(config, new, source, publisher)
                 current[0] = source
+                if channel.should_stop():  # a stop that arrived while the source was replaced woke the old one
+                    break
             frame = source.read(READ_TIMEOUT)
             dropped = getattr(source, "dropped", 0)
             if dropped != source_dropped:

@@ -27,7 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.file_folder is not None and not args.file_folder.strip():
+        parser.error("--file_folder must name a directory")
     serve.configure_logging(args.log_level)
 
     from cam_server.client.cam_client import CamClient

@@ -3,10 +3,11 @@
 Why processes: an instance that crashes, leaks or blocks in C code (EPICS, a user script) must never take the
 server down, and image processing must use more than one core. The parent talks to the child through:
 
-* a stop pipe: the parent closes its write end to ask for a stop, so the child sees end-of-file on its read end
-  (also when the server dies). A pipe, not a ``multiprocessing.Event``: a thread waiting on an Event in a child
-  that then exits leaves the Event's condition waiting for a wake-up acknowledgement that never comes, and the
-  parent's next ``set()`` hangs for ever;
+* a stop pipe: to ask for a stop the parent writes a byte to it and closes its write end, so the child's read end
+  becomes readable (by end-of-file also when the server dies; not with the ``fork`` start method, where the child
+  holds a copy of the write end: there the PID check of :meth:`InstanceChannel.should_stop` notices). A pipe,
+  not a ``multiprocessing.Event``: a thread waiting on an Event in a child that then exits leaves the Event's
+  condition waiting for a wake-up acknowledgement that never comes, and the parent's next ``set()`` hangs for ever;
 * a config queue (live config changes; the child takes the newest one),
 * an error queue (the child reports failures with a readable message),
 * :class:`SharedStats`, counters in shared memory the child updates per frame and the parent reads on demand,
@@ -242,6 +243,13 @@ class InstanceChannel:
             q.close()
             q.cancel_join_thread()
         self.request_stop()
+        self._stop_reader.close()  # the parent's copy (already closed once the child started)
+
+
+# The exit status of a forkserver child is read from a pipe: two threads polling at the moment it dies (a REST
+# request, the reaper, or Process.start() of any other instance, which polls every child) would make the second
+# read end-of-file and record exit code 255. One lock for all instances: reads are non-blocking, starts short.
+_STATUS_LOCK = threading.Lock()
 
 
 class InstanceProcess:
@@ -258,13 +266,19 @@ class InstanceProcess:
         self.last_error: str | None = None
         self.last_error_time: float | None = None
         self._errors_lock = threading.Lock()
-        # The exit status of a forkserver child is read from a pipe: two threads polling at the moment it dies
-        # (a REST request and the reaper) would make the second read end-of-file and record exit code 255.
-        self._status_lock = threading.Lock()
         self.created = time.time()
 
     def start(self) -> None:
-        self._process.start()
+        if self._ctx.get_start_method() == "forkserver":
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()  # slow the first time: not under the status lock
+        try:
+            with _STATUS_LOCK:  # Process.start() polls the status of every child started before
+                self._process.start()
+        except BaseException:
+            self.channel.close()  # the stop pipe and queues of a process that never ran
+            raise
         self.channel.child_started()
         try:
             self._ps = psutil.Process(self._process.pid)
@@ -277,12 +291,12 @@ class InstanceProcess:
         return self._process.pid
 
     def is_alive(self) -> bool:
-        with self._status_lock:
+        with _STATUS_LOCK:
             return self._process.is_alive()
 
     @property
     def exitcode(self) -> int | None:
-        with self._status_lock:
+        with _STATUS_LOCK:
             return self._process.exitcode
 
     def _join(self, timeout: float | None) -> bool:

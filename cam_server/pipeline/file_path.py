@@ -28,7 +28,7 @@ def resolve_output_file(file: str, folder: str | None = None) -> str:
         raise FileOutputError(f"FILE output needs a 'file' name, got {file!r}")
     if folder is None:
         return os.path.abspath(os.path.expanduser(file.strip()))
-    root = os.path.realpath(folder)
+    root = os.path.realpath(os.path.expanduser(folder))
     path = os.path.realpath(os.path.join(root, os.path.expanduser(file.strip())))
     if os.path.commonpath([root, path]) != root or path == root:
         raise FileOutputError(f"FILE output 'file' {file!r} is outside the folder this server writes to "

@@ -1,5 +1,6 @@
 """Wakeup: a stop from another thread ends a receive or a wait that would otherwise block (no timeouts involved)."""
 
+import os
 import threading
 
 import numpy as np
@@ -49,3 +50,20 @@ def test_receive_with_wakeup_still_gets_messages_and_times_out():
         assert received[2].data.data["image"].value.tolist() == [[2, 2, 2], [2, 2, 2]]
         assert source.receive() is None
         assert source.timed_out and not source.interrupted
+
+
+def test_wait_works_with_a_file_descriptor_above_1024():
+    # select() refuses descriptors >= FD_SETSIZE (1024): the wait returned at once, unset, and a loop sleeping on
+    # it would spin. An instance with many sockets or files open gets such descriptors.
+    fillers = [os.open(os.devnull, os.O_RDONLY) for _ in range(1030)]
+    try:
+        wakeup = Wakeup()
+    finally:
+        for fd in fillers:
+            os.close(fd)
+    assert wakeup.fileno() >= 1024
+    timer = threading.Timer(0.2, wakeup.set)
+    timer.start()
+    assert wakeup.wait(None) is True  # no timeout: only set() can end it
+    timer.join()
+    wakeup.close()

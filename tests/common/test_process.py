@@ -1,3 +1,4 @@
+import multiprocessing.connection
 import threading
 import time
 
@@ -7,7 +8,7 @@ import pytest
 from cam_server.common.config_store import JsonConfigStore
 from cam_server.common.errors import InvalidConfig, InvalidName, NotFound
 from cam_server.common.names import validate_name
-from cam_server.common.process import InstanceProcess
+from cam_server.common.process import InstanceProcess, process_context
 from tests.common import targets
 from tests.helpers.net import free_port
 from tests.helpers.procs import wait_until
@@ -128,3 +129,35 @@ def test_exit_code_read_by_many_threads_at_once_is_the_real_one():
             thread.join(30)
         proc.stop()
         assert seen == [3] * 6 and proc.exitcode == 3
+
+
+def test_exit_code_not_lost_to_another_instance_starting(monkeypatch):
+    # Process.start() polls every child multiprocessing started (its _cleanup); if that poll read a dead instance's
+    # status while a status read of that instance was in progress, one of the two got end-of-file: exit code 255.
+    if process_context().get_start_method() != "forkserver":
+        pytest.skip("the exit status is read from a pipe only with the forkserver start method")
+    from multiprocessing import forkserver
+
+    reading = threading.Event()
+    read_signed = forkserver.read_signed
+
+    def slow_read_signed(fd: int) -> int:  # widens the window between "status readable" and "status read"
+        reading.set()
+        time.sleep(0.3)
+        return read_signed(fd)
+
+    proc = InstanceProcess("ended", targets.exit_with, (3,))
+    proc.start()
+    multiprocessing.connection.wait([proc._process.sentinel], 30)  # ended; its status not read yet
+    monkeypatch.setattr(forkserver, "read_signed", slow_read_signed)
+    reader = threading.Thread(target=proc.is_alive)
+    reader.start()
+    assert reading.wait(30)
+    other = InstanceProcess("other", targets.exit_with, (0,))
+    other.start()  # polls the ended instance too, unless status reads and starts are serialised
+    reader.join(30)
+    monkeypatch.setattr(forkserver, "read_signed", read_signed)
+    other.stop()
+    proc.stop()
+    assert proc.exitcode == 3 and other.exitcode == 0
+

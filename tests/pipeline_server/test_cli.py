@@ -23,6 +23,12 @@ def test_help_lists_the_readme_options():
         assert option in out
 
 
+def test_empty_file_folder_is_refused():
+    done = subprocess.run([sys.executable, "-m", "cam_server.start_pipeline_server", "--file_folder", " "], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--file_folder must name a directory" in done.stderr
+
+
 def test_sigterm_stops_all_instances(servers, tmp_path):
     with pipeline_server(tmp_path, servers.camera.url) as server:
         client = PipelineClient(server.url)

@@ -150,3 +150,11 @@ def test_server_with_file_folder_writes_inside_and_refuses_outside(servers, tmp_
         assert info["exit_code"] == 0, info["last_error"]
         with h5py.File(folder / "run" / "inside.h5", "r") as f:
             assert f["general/records"][()] == 3
+
+
+def test_file_folder_with_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    # "--file_folder=~/data" reaches the server unexpanded when quoted (or from a service file)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "..")
+    assert resolve_output_file("a.h5", "~/data") == str(tmp_path.resolve() / "data" / "a.h5")
+    assert resolve_output_file("a.h5", "~/data/") == str(tmp_path.resolve() / "data" / "a.h5")
