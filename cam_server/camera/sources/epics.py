@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DTYPE = "uint16"
 DEFAULT_CONNECTION_TIMEOUT = 5.0
+REPEAT_CHECKS = 3  # first image deliveries of a subscription compared with the one before
 FRAME_QUEUE_SIZE = 4  # frames kept while the consumer is busy; the oldest is dropped first
 EPICS_ENVIRONMENT_DEFAULTS = {
     # A 1280x1024 int32 frame is 5 MB; CA refuses arrays above this limit (default 16 kB).
@@ -191,6 +192,7 @@ class EpicsCameraSource(FrameSource):
         self._frames: deque[tuple[np.ndarray, float, int, int, int | None]] = deque(maxlen=FRAME_QUEUE_SIZE)
         self._frames_ready = threading.Condition()
         self._last_picture: tuple[np.ndarray, float | None] | None = None
+        self._repeat_checks = 0  # image deliveries still checked for a repeat (the first ones of a subscription)
         self._interrupted = False
         self._opened = False
 
@@ -217,6 +219,7 @@ class EpicsCameraSource(FrameSource):
         self._pv_connected = dict.fromkeys(names.values(), False)
         self._counter = self._last_pulse_id = self._last_counter = None
         self.stream_address = None
+        self._watch_for_repeats()
         # Created together so the name searches run in parallel; the image is monitored whatever its size.
         for role, name in names.items():
             self._pvs[role] = epics.PV(name, form="time", auto_monitor=role in callbacks, callback=callbacks.get(role),
@@ -383,15 +386,24 @@ class EpicsCameraSource(FrameSource):
             self.stats["received"] += 1
             self._frames_ready.notify()
 
+    def _watch_for_repeats(self) -> None:
+        """A (re)subscription starts: check its first deliveries for a repeat (see :meth:`_is_repeat`)."""
+        self._last_picture = None
+        self._repeat_checks = REPEAT_CHECKS
+
     def _is_repeat(self, data: np.ndarray, timestamp: float | None) -> bool:
         """True for a second delivery of the frame just seen (same record timestamp and pixels).
 
         Channel Access can deliver one record update twice when a subscription is created while the IOC is posting
-        it (the initial value and the posted event carry the same update). Pixels are compared only when the
-        timestamps match, so the normal path costs one float comparison.
+        it (the initial value and the posted event carry the same update). That happens only at the start of a
+        subscription, so only its first deliveries are checked: a camera whose record timestamp never moves and
+        whose scene is static loses no frame later on. Pixels are compared only when the timestamps match.
         """
+        if self._repeat_checks <= 0:
+            return False
+        self._repeat_checks -= 1
         last = self._last_picture
-        self._last_picture = (data, timestamp)
+        self._last_picture = (data, timestamp) if self._repeat_checks > 0 else None
         if last is None or timestamp is None or last[1] != timestamp or not np.array_equal(last[0], data):
             return False
         self.stats["duplicates"] += 1
@@ -430,6 +442,8 @@ class EpicsCameraSource(FrameSource):
             return
         was_connected = self.connected
         self._pv_connected[pvname] = bool(conn)
+        if conn and self.names.image is not None and pvname == f"{self.prefix}:{self.names.image}":
+            self._watch_for_repeats()  # pyepics subscribes again after a reconnection
         if not conn and was_connected:
             self.last_error = (f"Camera with prefix {self.prefix} disconnected ({pvname} lost); "
                                f"waiting for the IOC to come back")
