@@ -168,7 +168,9 @@ class InstanceTable(Generic[T]):
             return
         process.stop(self._stop_timeout if timeout is None else timeout)
         if self._remember_stopped:
-            self._remember(key, self._record(instance))
+            with self.lock:
+                if self._running.get(key) is None:  # not re-created under the same id while this one stopped
+                    self._remember(key, self._record(instance))
 
     def _remember(self, key: str, record: dict[str, Any]) -> None:
         with self.lock:

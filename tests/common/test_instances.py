@@ -159,3 +159,20 @@ def test_concurrent_add_and_stop_from_threads_stop_each_instance_once():
     assert sorted(stopped) == keys  # each instance stopped exactly once, by one of the racing threads
     assert all(_gone(e.process.pid) for e in entries.values())
     assert {k: r["exit_code"] for k, r in table.snapshot()[1].items()} == dict.fromkeys(keys, 0)
+
+
+def test_an_id_re_created_while_its_old_instance_stops_has_no_ended_record():
+    table = _table(reap_interval=3600)
+    try:
+        old = _start("a", targets.slow_to_stop, 0.5)
+        table.add("a", old)
+        stopping = threading.Thread(target=table.stop, args=("a",))
+        stopping.start()
+        wait_until(lambda: table.get("a") is None, 10, "the old instance to be untracked")
+        new = Entry(None)  # re-created (still starting) while the old process takes its time to stop
+        table.add("a", new)
+        stopping.join(30)
+        assert _gone(old.process.pid)
+        assert table.get("a") is new and table.ended("a") is None  # not listed as both running and ended
+    finally:
+        table.close()
