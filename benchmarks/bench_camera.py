@@ -40,6 +40,7 @@ from cam_server.bsread import PUSH, SUB, Sender, Source  # noqa: E402
 from cam_server.client.cam_client import CamClient  # noqa: E402
 
 RELAY_W, RELAY_H, RELAY_RATE = 2560, 2160, 100.0
+CASES = ("simulation", "relay", "raw")
 
 
 def free_port() -> int:
@@ -188,6 +189,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--json", action="store_true", help="print the raw runs as JSON too")
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES),
+                        help="cases to run (default: all); e.g. --cases relay raw for the relay comparison only")
     args = parser.parse_args()
     config_dir = Path(tempfile.mkdtemp(prefix="bench_camera_"))
     server, url = start_server(config_dir)
@@ -198,11 +201,15 @@ def main() -> None:
         client.get_instance_stream("warmup")
         client.stop_all_instances()
         for _ in range(args.repeats):
-            for width, height in ((1280, 960), (2560, 2160)):
-                key = f"simulation {width}x{height} @ 100 Hz"
-                results.setdefault(key, []).append(bench_simulation(client, width, height, args.seconds))
-            results.setdefault("bsread relay 2560x2160 u16 @ 100 Hz", []).append(bench_relay(client, args.seconds))
-            results.setdefault("raw pyzmq relay (same stream)", []).append(bench_raw(args.seconds))
+            if "simulation" in args.cases:
+                for width, height in ((1280, 960), (2560, 2160)):
+                    key = f"simulation {width}x{height} @ 100 Hz"
+                    results.setdefault(key, []).append(bench_simulation(client, width, height, args.seconds))
+            if "relay" in args.cases:
+                results.setdefault("bsread relay 2560x2160 u16 @ 100 Hz", []).append(
+                    bench_relay(client, args.seconds))
+            if "raw" in args.cases:
+                results.setdefault("raw pyzmq relay (same stream)", []).append(bench_raw(args.seconds))
     finally:
         stop(server)
         shutil.rmtree(config_dir, ignore_errors=True)
