@@ -126,6 +126,10 @@ class InstanceChannel:
         self._stop_reader, self._stop_writer = ctx.Pipe(duplex=False)
         self._stopped = False  # child: the stop (or the parent's end) was seen
         self._configs = ctx.Queue()
+        # Configs sent (parent) and taken (child): the per-frame check reads shared memory, not the queue's pipe.
+        self._configs_sent = ctx.RawValue("q", 0)
+        self._configs_taken = 0
+        self._send_lock = threading.Lock()
         self._errors = ctx.Queue()
         self.stats = SharedStats(ctx)
         self._parent_pid = os.getpid()
@@ -137,7 +141,7 @@ class InstanceChannel:
     def __getstate__(self) -> dict[str, Any]:
         """What the child receives: never the stop pipe's write end (its end-of-file is the stop signal)."""
         state = self.__dict__.copy()
-        state.update(_stop_writer=None, _wakers=[], _watcher=None)
+        state.update(_stop_writer=None, _wakers=[], _watcher=None, _send_lock=None)
         return state
 
     # --- child side ---------------------------------------------------------------------------------------
@@ -149,7 +153,7 @@ class InstanceChannel:
         """
         if self._stopped:
             return True
-        if self._stop_seen(0):
+        if self._watcher is None and self._stop_seen(0):  # with a watcher thread, it sets _stopped: no syscall
             return True
         now = time.monotonic()
         if now - self._parent_checked > 1.0:
@@ -189,15 +193,18 @@ class InstanceChannel:
                 log.exception("stop waker %r failed", wake)
 
     def poll_config(self) -> dict[str, Any] | None:
-        """The newest config sent by the parent since the last call, or None."""
+        """The newest config sent by the parent since the last call, or None (cheap when there is none)."""
+        if self._configs_sent.value == self._configs_taken:
+            return None
         latest = None
         while True:
             try:
                 latest = self._configs.get_nowait()
-            except queue.Empty:
+            except queue.Empty:  # also when a config is counted but still on its way (the queue's feeder thread)
                 return latest
             except (EOFError, OSError):
                 return latest
+            self._configs_taken += 1
 
     def report_error(self, message: str) -> None:
         try:
@@ -225,7 +232,9 @@ class InstanceChannel:
         self._stop_reader.close()
 
     def send_config(self, config: dict[str, Any]) -> None:
-        self._configs.put(config)
+        with self._send_lock:  # REST threads may send concurrently; the count must not lose an increment
+            self._configs.put(config)
+            self._configs_sent.value += 1
 
     def drain_errors(self) -> list[tuple[float, str]]:
         out = []
