@@ -30,7 +30,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     data = tmp / "data"
     data.mkdir()
     with camera_server(tmp) as cam, pipeline_server(tmp, cam.url) as pipe:
-        yield Servers(cam, pipe, tmp / "user_scripts", data)
+        yield Servers(cam, pipe, pipe.scripts, data)
 
 
 @pytest.fixture

@@ -134,7 +134,7 @@ def test_server_with_file_folder_writes_inside_and_refuses_outside(servers, tmp_
     folder = tmp_path / "files"
     folder.mkdir()
     with pipeline_server(tmp_path, servers.camera.url, extra_args=["--file_folder", str(folder)]) as pipe:
-        write_script(tmp_path / "user_scripts", "one_value.py", "def process(parameters):\n    return {'v': 1}\n")
+        write_script(pipe.scripts, "one_value.py", "def process(parameters):\n    return {'v': 1}\n")
         client = PipelineClient(pipe.url)
         base = {"pipeline_type": "custom", "function": "one_value", "mode": "FILE", "records": 3}
         outside = tmp_path / "outside.h5"

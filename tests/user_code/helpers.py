@@ -8,89 +8,40 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import requests
 
 from cam_server.bsread import PUB, PUSH, Message, Sender
 from tests.helpers.net import free_port
-from tests.helpers.procs import start_python, stop_pid, wait_until
-from tests.helpers.servers import EXAMPLE_CONFIG
+from tests.helpers.servers import EXAMPLE_CONFIG, RunningServer, camera_server, pipeline_server
 from tests.helpers.streams import receive_from, values  # noqa: F401 - values is re-exported
 
 WIDTH, HEIGHT = 48, 32
 SPOT_X, SPOT_Y = 30.0, 10.0  # peak column / row of the upstream image
 
 
-@dataclass
-class Server:
-    url: str
-    pid: int
-    log: Path
-    scripts: Path
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def _wait_ready(proc: Any, url: str, log: Path, what: str) -> None:
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            return requests.get(url, timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    try:
-        wait_until(ready, 30, f"{what} at {url}")
-    except BaseException:
-        stop_pid(proc)
-        raise
+Server = RunningServer  # url, pid, log, base (-b), scripts (-u)
 
 
 @contextmanager
 def camera_server_with_scripts(tmp: Path, cameras: dict[str, dict]) -> Iterator[Server]:
-    """``start_camera_server`` with ``-u <tmp>/camera_scripts``, the example cameras plus ``cameras``."""
-    base = tmp / "camera_config"
-    shutil.copytree(EXAMPLE_CONFIG / "camera_config", base, dirs_exist_ok=True)
-    for name, config in cameras.items():
-        (base / f"{name}.json").write_text(json.dumps({"name": name, **config}))
-    scripts = tmp / "camera_scripts"  # not created: the server creates it on the first upload
-    port = free_port()
-    log = tmp / "camera_server.log"
-    proc = start_python(["-m", "cam_server.start_camera_server", "-p", str(port), "-i", "127.0.0.1", "-b", str(base),
-                         "-u", str(scripts), "-n", "127.0.0.1", "--log_level", "INFO"], log_path=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(proc, f"{url}/api/v1/cam", log, "camera server")
-        yield Server(url, proc.pid, log, scripts)
-    finally:
-        stop_pid(proc)
+    """A camera server (``-u`` folder not created: the server creates it on the first upload) with the example
+    cameras plus ``cameras``."""
+    config = tmp / "camera_config_source"
+    shutil.copytree(EXAMPLE_CONFIG / "camera_config", config, dirs_exist_ok=True)
+    for name, camera in cameras.items():
+        (config / f"{name}.json").write_text(json.dumps({"name": name, **camera}))
+    with camera_server(tmp, config_dir=config) as server:
+        yield server
 
 
 @contextmanager
 def pipeline_server_with_scripts(tmp: Path, cam_url: str) -> Iterator[Server]:
-    """``start_pipeline_server`` with ``-u <tmp>/pipeline_scripts`` (created here, as a deployment would)."""
-    base = tmp / "pipeline_config"
-    backgrounds = tmp / "background_config"
-    scripts = tmp / "pipeline_scripts"
-    for folder in (base, backgrounds, scripts):
-        folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = tmp / "pipeline_server.log"
-    proc = start_python(["-m", "cam_server.start_pipeline_server", "-c", cam_url, "-p", str(port), "-i", "127.0.0.1",
-                         "-b", str(base), "-g", str(backgrounds), "-u", str(scripts), "-n", "127.0.0.1",
-                         "--log_level", "INFO"], log_path=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(proc, f"{url}/api/v1/pipeline", log, "pipeline server")
-        yield Server(url, proc.pid, log, scripts)
-    finally:
-        stop_pid(proc)
+    """A pipeline server with its ``-u`` folder created, as a deployment would."""
+    with pipeline_server(tmp, cam_url) as server:
+        yield server
 
 
 def spot_image(width: int = WIDTH, height: int = HEIGHT, cx: float = SPOT_X, cy: float = SPOT_Y) -> np.ndarray:
