@@ -124,9 +124,7 @@ def _stream(channel: InstanceChannel, config: CameraConfig, source: FrameSource,
                 channel.report_error(f"Camera '{config.name}': frame not sent: {exc}")
                 continue
             if sent:
-                stats.add("frames_out")
-                stats.set("last_frame_time", time.time())
-                rate.tick()
+                rate.sent()
             else:
                 stats.add("dropped")
     finally:

@@ -110,6 +110,12 @@ class RateMeter:
         self._count = 0
         self._since = time.monotonic()
 
+    def sent(self) -> None:
+        """One message sent: counts it in ``frames_out``, stamps ``last_frame_time`` and ticks the rate."""
+        self._stats.add("frames_out")
+        self._stats.set("last_frame_time", time.time())
+        self.tick()
+
     def tick(self) -> None:
         self._count += 1
         now = time.monotonic()

@@ -212,9 +212,7 @@ class InstanceLoop:
                 raise AbortInstance(message) from exc
             return False
         if sent:
-            stats.add("frames_out")
-            stats.set("last_frame_time", time.time())
-            self.rate.tick()
+            self.rate.sent()
         self._update_dropped()
         if self.output.finished:
             self.end_reason = f"{self.output.records} records sent"

@@ -104,9 +104,7 @@ class ScriptHost:
                 raise UserScriptError(message) from None
             return False
         if sent:
-            stats.add("frames_out")
-            stats.set("last_frame_time", time.time())
-            self._rate.tick()
+            self._rate.sent()
         else:
             stats.add("dropped")
         if self.output.finished:

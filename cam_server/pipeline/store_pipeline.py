@@ -14,6 +14,9 @@ from cam_server.pipeline.processing_pipeline import filter_output, message_times
 
 
 class StoreHandler:
+    """Per-message handler of store pipelines; the base of the stream and fan-in handlers (gates, channel
+    selection, ``abort_on_error``)."""
+
     def __init__(self, config: dict[str, Any]) -> None:
         self._gates = MessageGates()
         self.update(config)
@@ -26,10 +29,17 @@ class StoreHandler:
     def abort_on_error(self) -> bool:
         return aborts_on_error(self.config)
 
-    def prepare(self, message: Message) -> Job | None:
+    def admit(self, message: Message) -> tuple[int, dict[str, Any]] | None:
+        """The message's pulse id and channel values, or None when a gate holds it back."""
         pulse_id = message.data.pulse_id
         if not self._gates.passes(self.config, pulse_id):
             return None
-        values = {name: value.value for name, value in message.data.data.items()}
+        return pulse_id, {name: value.value for name, value in message.data.data.items()}
+
+    def prepare(self, message: Message) -> Job | None:
+        admitted = self.admit(message)
+        if admitted is None:
+            return None
+        pulse_id, values = admitted
         values = filter_output(values, self._include, self._exclude)
         return Job(pulse_id, message_timestamp(message), lambda: values)

@@ -21,12 +21,11 @@ import zmq
 
 from cam_server.bsread import Message
 from cam_server.common.errors import InvalidConfig
-from cam_server.pipeline.gates import MessageGates
 from cam_server.pipeline.input import StreamInput
 from cam_server.pipeline.instance_spec import InstanceSpec
-from cam_server.pipeline.outcomes import Job, ProcessingError, aborts_on_error
-from cam_server.pipeline.outputs import channel_selection
+from cam_server.pipeline.outcomes import Job, ProcessingError
 from cam_server.pipeline.processing_pipeline import filter_output, message_timestamp
+from cam_server.pipeline.store_pipeline import StoreHandler
 from cam_server.pipeline.user_functions import describe_exception, load_function
 
 log = logging.getLogger(__name__)
@@ -69,15 +68,15 @@ def call_user_function(function: Callable[..., Any], args: tuple, what: str, pul
     return filter_output(dict(result), include, exclude)
 
 
-class StreamHandler:
-    """Per-message handler of stream pipelines (see :class:`cam_server.pipeline.loop.Handler`)."""
+class StreamHandler(StoreHandler):
+    """Per-message handler of stream pipelines (see :class:`cam_server.pipeline.loop.Handler`): a store handler
+    whose values go through the stream function."""
 
     def __init__(self, config: dict[str, Any], scripts_folder: str | None) -> None:
         self._scripts_folder = scripts_folder
-        self._gates = MessageGates()
         self._function_name: Any = object()
         self._function: Callable[..., Any] = pass_through
-        self.update(config)
+        super().__init__(config)
 
     def update(self, config: dict[str, Any]) -> None:
         """Take a new config; the function is (re)loaded when its name changes or ``reload`` is true (then
@@ -88,19 +87,14 @@ class StreamHandler:
             self._function = resolve_stream_function(name, self._scripts_folder, reload=reload)
             self._function_name = name
             config["reload"] = False
-        self.config = config
-        self._include, self._exclude = channel_selection(config)
-
-    @property
-    def abort_on_error(self) -> bool:
-        return aborts_on_error(self.config)
+        super().update(config)
 
     def prepare(self, message: Message) -> Job | None:
-        pulse_id = message.data.pulse_id
-        if not self._gates.passes(self.config, pulse_id):
+        admitted = self.admit(message)
+        if admitted is None:
             return None
+        pulse_id, stream_data = admitted
         timestamp = message_timestamp(message)
-        stream_data = {name: value.value for name, value in message.data.data.items()}
         function, parameters, include, exclude = self._function, self.config, self._include, self._exclude
 
         def compute() -> dict[str, Any] | None:
