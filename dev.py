@@ -41,7 +41,7 @@ def setup() -> None:
     print("installing cam_server and its dependencies (a minute on a fresh machine)", flush=True)
     log = VENV / "install.log"
     with open(log, "w") as out:
-        for args in (["install", "--upgrade", "pip"], ["install", "-e", f"{ROOT}[test]"]):
+        for args in (["install", "--upgrade", "pip"], ["install", "-e", f"{ROOT}[compiled,test]"]):
             if subprocess.call([*pip, *args], stdout=out, stderr=subprocess.STDOUT) != 0:
                 sys.stdout.write(log.read_text())
                 raise SystemExit(f"installation failed (pip {' '.join(args)}); the log is above and in {log}")

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from cam_server.version import __version__
+
 __all__ = ["CamClient", "PipelineClient", "__version__"]
 
 

@@ -2,7 +2,8 @@
 
 Same API shape as the Python lib: ``source``/``Source`` (receiver), ``Sender``, ``PUB/SUB/PUSH/PULL``,
 ``BIND/CONNECT`` and ``h5.receive``; plus the sans-I/O codec (``Encoder``, ``Decoder``, ``encode_message``).
-``h5`` is imported lazily (h5py is heavy and most users never record).
+The codec is imported eagerly; the ZeroMQ half (``Source``, ``Sender``, ``Wakeup``, ...) and ``h5`` lazily, so
+that code using only the codec never imports zmq (checked by the import contracts in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -19,11 +20,7 @@ from cam_server.bsread.channels import (
 )
 from cam_server.bsread.codec import Decoder, Encoder, encode_message, split_timestamp
 from cam_server.bsread.compression import CompressionError
-from cam_server.bsread.endpoints import BIND, CONNECT, PUB, PULL, PUSH, SUB
 from cam_server.bsread.message import Message, MessageData, Statistics, Value
-from cam_server.bsread.receiver import Source, source
-from cam_server.bsread.sender import Sender
-from cam_server.bsread.wakeup import Wakeup
 
 __all__ = [
     "BIND", "CONNECT", "PUB", "PULL", "PUSH", "SUB", "ChannelError", "ChannelSpec", "CompressionError", "Decoder",
@@ -31,8 +28,19 @@ __all__ = [
     "encode_message", "h5", "make_reader", "make_serializer", "source", "split_timestamp",
 ]
 
+# name -> module that defines it (imported on first use)
+_LAZY = {
+    "BIND": "endpoints", "CONNECT": "endpoints", "PUB": "endpoints", "PULL": "endpoints", "PUSH": "endpoints",
+    "SUB": "endpoints", "Source": "receiver", "source": "receiver", "Sender": "sender", "Wakeup": "wakeup",
+}
+
 
 def __getattr__(name: str) -> Any:
     if name == "h5":
         return importlib.import_module("cam_server.bsread.h5")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"cam_server.bsread.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

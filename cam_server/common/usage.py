@@ -8,7 +8,7 @@ from typing import Any
 
 import psutil
 
-from cam_server import __version__
+from cam_server.version import __version__
 
 _lock = threading.Lock()
 _process: psutil.Process | None = None

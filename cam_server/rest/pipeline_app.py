@@ -16,11 +16,11 @@ from fastapi import Depends, FastAPI, Query
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from cam_server import __version__
 from cam_server.common.scripts_store import ScriptStore
 from cam_server.pipeline.manager import PipelineManager
 from cam_server.rest.envelope import install_error_handlers, json_body, ok
 from cam_server.rest.script_routes import install_script_routes
+from cam_server.version import __version__
 
 API = "/api/v1/pipeline"
 _JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
