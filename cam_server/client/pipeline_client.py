@@ -6,7 +6,13 @@ import os
 from typing import Any
 from urllib.parse import quote
 
+from cam_server.bsread import PULL, SUB, Message, source
+from cam_server.bsread.wait import next_message
 from cam_server.client.user_scripts import UserScriptsMixin
+
+# How long get_instance_message waits for a message, and how often an idle wait checks that deadline (ms).
+MESSAGE_TIMEOUT = 10.0
+_RECEIVE_POLL_MS = 200
 
 
 def _seg(name: str) -> str:
@@ -68,9 +74,27 @@ class PipelineClient(UserScriptsMixin):
         """Return the instance info (pid, running, exit code, statistics, last error, config)."""
         return self._get(f"/instance/{_seg(instance_id)}/info")["info"]
 
-    def get_instance_message(self, instance_id: str) -> dict[str, Any]:
-        """One message of the instance stream: {channel name: value} (arrays as lists)."""
-        return self._get(f"/instance/{_seg(instance_id)}/message")["message"]
+    def get_instance_message(self, instance_id: str, timeout: float = MESSAGE_TIMEOUT) -> Message:
+        """One message of a processing instance's stream, as a bsread message object (``m.data.pulse_id``,
+        ``m.data.data[name].value``), read straight from the stream as PSI's client does.
+
+        Only ``processing`` pipelines: any other type raises ``ValueError("Cannot get message from '<type>' pipeline
+        type.")`` (a store pipeline's PUSH consumer would lose the message we took). Raises ``ValueError`` when the
+        instance writes a FILE (no stream) or no message arrives within ``timeout`` seconds.
+        """
+        config = self.get_instance_config(instance_id)
+        pipeline_type = config.get("pipeline_type") or "processing"
+        if pipeline_type != "processing":
+            raise ValueError(f"Cannot get message from '{pipeline_type}' pipeline type.")
+        mode = str(config.get("mode") or "PUB").upper()
+        if mode == "FILE":
+            raise ValueError(f"Instance '{instance_id}' writes to a file (mode FILE) and has no stream to read.")
+        stream = self.get_instance_stream(instance_id)
+        with source(stream=stream, mode=PULL if mode == "PUSH" else SUB, receive_timeout=_RECEIVE_POLL_MS) as rx:
+            message = next_message(rx, timeout)
+        if message is None:
+            raise ValueError(f"No message from instance '{instance_id}' ({stream}) within {timeout:g} s.")
+        return message
 
     def get_cameras(self) -> list[str]:
         """List the cameras available on the camera server."""

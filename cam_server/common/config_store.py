@@ -64,6 +64,8 @@ class JsonConfigStore:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise NotFound(f"{self.kind.capitalize()} '{name}' does not exist.") from None
+        except (OSError, UnicodeDecodeError) as exc:  # a folder, no permission, not UTF-8 text
+            raise InvalidConfig(f"{self.kind.capitalize()} '{name}' cannot be read ({path.name}: {exc}).") from None
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:

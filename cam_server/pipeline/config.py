@@ -5,7 +5,7 @@ default so the instance (and the ``processing_parameters`` channel) always see t
 know are kept untouched because user processing functions read their own parameters from the same dict.
 
 Defaults live in :class:`PipelineConfig` only. Three defaults depend on other fields and are resolved by
-:func:`derived_defaults`: ``mode`` (PUSH for fanout, else PUB), ``block`` (True for PUSH, else False) and
+:func:`derived_defaults`: ``mode`` (PUSH for store and fanout, else PUB), ``block`` (True for PUSH, else False) and
 ``input_mode`` (PULL for fanin, else SUB).
 """
 
@@ -20,6 +20,9 @@ from cam_server.common.errors import InvalidConfig, InvalidName
 from cam_server.common.names import validate_name
 
 PIPELINE_TYPES = ("processing", "store", "stream", "custom", "script", "fanout", "fanin")
+# Types whose output defaults to PUSH: a store pipeline feeds a writer (PSI's writers read it with PULL), a fanout
+# its workers; each message must go to exactly one consumer.
+PUSH_TYPES = frozenset({"store", "fanout"})
 # Types that need no input in the config (custom/script produce their own data, fanin binds its own input).
 NO_INPUT_TYPES = frozenset({"custom", "script", "fanin"})
 # Processing pipelines merge bsread data only from a given stream (no dispatcher client).
@@ -317,7 +320,7 @@ _KNOWN = frozenset(FIELDS)
 
 def derived_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """The defaults of ``mode``, ``block`` and ``input_mode`` for this config (README: mode-dependent)."""
-    default_mode = "PUSH" if config.get("pipeline_type") == "fanout" else "PUB"
+    default_mode = "PUSH" if config.get("pipeline_type") in PUSH_TYPES else "PUB"
     mode = config.get("mode") or default_mode
     return {
         "mode": default_mode,
@@ -379,9 +382,28 @@ def expand_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _merge_dict(current: dict[str, Any], update: dict[str, Any], known: bool) -> dict[str, Any]:
+    """``update`` merged into a dict-valued parameter, key by key (recursively for dicts within).
+
+    An inner None removes that key from one of our blocks (``known``: its default comes back on expansion); in a
+    user parameter it is kept as None, as for top-level user keys (we know no default for it).
+    """
+    merged = dict(current)
+    for key, value in update.items():
+        if value is None and known:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge_dict(merged[key], value, known)
+        else:
+            merged[key] = value
+    return merged
+
+
 def update_config(current: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """Apply an incremental change: only the keys of ``update`` change; a key set to None returns to its default.
 
+    Incremental also inside dict-valued parameters (PSI's clients post ``{"image_good_region": {"threshold": 0.6}}``
+    and expect ``gfscale`` to stay): a dict merges into the current dict (see :func:`_merge_dict`).
     Exception: ``camera_timeout: null`` disables the camera timeout (README), as in :func:`expand_config`.
     Derived defaults follow their inputs: if ``current`` still has the derived value of e.g. ``block`` and the update
     changes ``mode``, ``block`` is derived again.
@@ -399,6 +421,8 @@ def update_config(current: dict[str, Any], update: dict[str, Any]) -> dict[str, 
             merged.pop(key, None)
             if key not in _KNOWN:
                 merged[key] = None  # an unknown (user) key set to None stays, as None
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge_dict(merged[key], value, key in _KNOWN)
         else:
             merged[key] = value
     return expand_config(merged)

@@ -37,22 +37,20 @@ def pid_range_decision(pid_range: Sequence[int] | None, pulse_id: int) -> PidDec
 
 
 class Downsampler:
-    """``downsampling = N``: the first message passes, then one out of every N+1 (the reference's quirk)."""
+    """``downsampling = N``: the first message passes, then exactly one out of every N (README; the reference's
+    one out of N+1 is a quirk we do not copy). 0, 1 and None pass everything."""
 
     def __init__(self) -> None:
-        self._counter: int | None = None
+        self._skipped: int | None = None  # messages dropped since the last one passed; None: none passed yet
 
     def passes(self, factor: int | None) -> bool:
-        if not factor or factor <= 0:
-            self._counter = None
+        if not factor or factor <= 1:
+            self._skipped = None
             return True
-        if self._counter is None:
-            self._counter = 0
+        if self._skipped is None or self._skipped >= factor - 1:
+            self._skipped = 0
             return True
-        self._counter += 1
-        if self._counter > factor:
-            self._counter = 0
-            return True
+        self._skipped += 1
         return False
 
 

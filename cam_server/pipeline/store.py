@@ -1,4 +1,8 @@
-"""Saved pipeline configs: a :class:`JsonConfigStore` that only accepts valid configs, stored expanded."""
+"""Saved pipeline configs: a :class:`JsonConfigStore` that only accepts valid configs, stored expanded.
+
+Configs are also expanded when read: a file written by hand (e.g. only ``{"camera_name": ...}``) or by an older
+version reads back complete, like a saved one; an invalid file is an :class:`InvalidConfig` naming the file.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cam_server.common.config_store import JsonConfigStore
-from cam_server.common.errors import InvalidName
+from cam_server.common.errors import InvalidConfig, InvalidName
 from cam_server.common.names import validate_name
 from cam_server.pipeline.config import expand_config
 
@@ -29,6 +33,14 @@ class PipelineConfigStore(JsonConfigStore):
 
     def __init__(self, folder: str | Path) -> None:
         super().__init__(folder, kind="pipeline")
+
+    def load(self, name: str) -> dict[str, Any]:
+        """The saved config, expanded (every parameter present, missing ones defaulted)."""
+        config = super().load(name)
+        try:
+            return expand_config(config)
+        except InvalidConfig as exc:
+            raise InvalidConfig(f"Pipeline '{name}' ({self.path(name).name}) is not a valid config: {exc}") from None
 
     def save_config(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
         validate_pipeline_name(name)

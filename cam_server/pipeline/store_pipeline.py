@@ -1,6 +1,10 @@
 """``pipeline_type: store``: forward the camera stream unprocessed (every channel, original pulse id and time),
 with the pipeline's gates (paused, pid_range, downsampling, max_frame_rate) and include/exclude, so a writer can
-record raw frames."""
+record raw frames.
+
+PSI's writers read a store pipeline with PULL (its ``mode`` defaults to PUSH, see ``config.PUSH_TYPES``) and take
+the image from the channel ``<camera_name>:FPICTURE``, so a store pipeline with a camera also sends its image
+under that name."""
 
 from __future__ import annotations
 
@@ -11,6 +15,14 @@ from cam_server.pipeline.gates import MessageGates
 from cam_server.pipeline.outcomes import Job, aborts_on_error
 from cam_server.pipeline.outputs import channel_selection
 from cam_server.pipeline.processing_pipeline import filter_output, message_timestamp
+
+
+def picture_channel(config: dict[str, Any]) -> str | None:
+    """``<camera_name>:FPICTURE``, the image channel PSI's writers record, for store pipelines with a camera."""
+    camera = config.get("camera_name")
+    if config.get("pipeline_type") == "store" and camera:
+        return f"{camera}:FPICTURE"
+    return None
 
 
 class StoreHandler:
@@ -24,6 +36,7 @@ class StoreHandler:
     def update(self, config: dict[str, Any]) -> None:
         self.config = dict(config)
         self._include, self._exclude = channel_selection(config)
+        self._picture = picture_channel(config)
 
     @property
     def abort_on_error(self) -> bool:
@@ -41,5 +54,7 @@ class StoreHandler:
         if admitted is None:
             return None
         pulse_id, values = admitted
+        if self._picture is not None and "image" in values:
+            values[self._picture] = values["image"]  # the same array: no copy, it is sent twice
         values = filter_output(values, self._include, self._exclude)
         return Job(pulse_id, message_timestamp(message), lambda: values)

@@ -8,6 +8,7 @@ import numpy as np
 
 from tests.helpers.procs import wait_until
 from tests.pipeline_instance.harness import (
+    PULL,
     FakeCamera,
     FakeCameraServer,
     gaussian_image,
@@ -98,10 +99,11 @@ def test_input_stream_instead_of_camera(tmp_path):
 def test_store_pipeline_forwards_camera_channels(tmp_path):
     with FakeCamera(rate=50, extra={"extra_value": 1.5}) as camera, \
             pipeline(tmp_path, camera, pipeline_type="store", exclude=["timestamp"]) as inst:
-        message = receive(inst.receiver(), 1, skip=1)[0]
+        message = receive(inst.receiver(PULL), 1, skip=1)[0]  # store pipelines PUSH by default
     out = values(message)
-    assert list(out) == ["width", "height", "image", "x_axis", "y_axis", "extra_value"]
+    assert list(out) == ["width", "height", "image", "x_axis", "y_axis", "extra_value", "fake:FPICTURE"]
     np.testing.assert_array_equal(out["image"], gaussian_image())
+    np.testing.assert_array_equal(out["fake:FPICTURE"], gaussian_image())
     assert out["extra_value"] == 1.5
 
 

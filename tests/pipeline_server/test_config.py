@@ -130,6 +130,8 @@ def test_mode_dependent_defaults():
     assert expand_config({"camera_name": "s", "mode": "PUB", "block": True})["block"] is True
     fanout = expand_config({"camera_name": "s", "pipeline_type": "fanout"})
     assert (fanout["mode"], fanout["block"]) == ("PUSH", True)
+    store = expand_config({"camera_name": "s", "pipeline_type": "store"})  # PSI's writers PULL from it
+    assert (store["mode"], store["block"]) == ("PUSH", True)
     assert expand_config({"pipeline_type": "fanin"})["input_mode"] == "PULL"
     assert expand_config({"pipeline_type": "fanin", "input_mode": "SUB"})["input_mode"] == "SUB"
 

@@ -224,7 +224,7 @@ def test_pipeline_with_background(servers, client):
     assert config["image_background"] == ns["background_id"] and config["image_background_enable"] is True
     message = client.get_instance_message(ns["instance_id"])
     # Background subtracted: the noise floor (~3300 counts on average) is mostly gone.
-    assert np.median(np.asarray(message["image"])) < 1000
+    assert np.median(message.data.data["image"].value) < 1000
 
 
 def test_read_stream_by_camera_name(servers, client):
@@ -243,9 +243,9 @@ def test_modify_pipeline_config(servers, client):
 
 def test_single_message(servers, screen_panel):
     ns = run_example(SINGLE_MESSAGE, servers.url)
-    data = ns["data"]
-    assert data["width"] == 1280 and len(data["image"]) == 960 and len(data["image"][0]) == 1280
-    assert isinstance(data["x_center_of_mass"], float)
+    data = ns["data"]  # a bsread message, as PSI's client returns it
+    assert data.data.data["width"].value == 1280 and data.data.data["image"].value.shape == (960, 1280)
+    assert 600 < data.data.data["x_center_of_mass"].value < 680 and data.data.pulse_id > 0
 
 
 def test_save_stream_to_h5(servers, client, tmp_path, monkeypatch):

@@ -65,7 +65,12 @@ def test_private_instance_lifecycle(servers, client: PipelineClient):
     assert reset["image_threshold"] is None and reset["image_region_of_interest"] == [0, 64, 0, 32]
 
     # The live config reaches the instance within a couple of frames (one in flight may predate it).
-    message = wait_until(lambda: (m := client.get_instance_message(instance_id))["width"] == 64 and m, 10,
+    def json_message() -> dict:  # the server's JSON message route (PipelineClient reads the stream itself)
+        status, body = call(servers, "GET", f"/instance/{instance_id}/message")
+        assert status == 200, body
+        return body["message"]
+
+    message = wait_until(lambda: (m := json_message())["width"] == 64 and m, 10,
                          "a message processed with the new ROI")
     assert message["width"] == 64 and message["height"] == 32
     assert np.asarray(message["image"]).shape == (32, 64)
@@ -150,7 +155,7 @@ def test_background_collect_latest_and_use(servers, client):
     config = client.get_instance_config(instance_id)
     assert config["image_background"] == background_id and config["image_background_enable"] is True
     message = client.get_instance_message(instance_id)
-    assert message["image"] is not None and message["width"] == 1280
+    assert message.data.data["image"].value.shape == (960, 1280) and message.data.data["width"].value == 1280
 
     status, body = call(servers, "POST", "/camera/simulation/background", params={"n_images": 0})
     assert status == 400 and "Invalid n_images 0" in body["status"]
@@ -256,17 +261,19 @@ def test_instance_ends_after_records(client):
     assert info["exit_code"] == 0 and info["statistics"]["frames_out"] == 3
 
 
-def test_get_instance_message_refuses_store_pipelines(client):
+def test_get_instance_message_refuses_store_pipelines(servers, client):
     instance_id, _ = client.create_instance_from_config({"camera_name": "simulation", "pipeline_type": "store"})
-    with pytest.raises(ValueError, match="is a 'store' pipeline"):
+    with pytest.raises(ValueError, match=r"^Cannot get message from 'store' pipeline type\.$"):
         client.get_instance_message(instance_id)
+    status, body = call(servers, "GET", f"/instance/{instance_id}/message")  # the server's JSON route as well
+    assert status == 400 and "is a 'store' pipeline" in body["status"]
 
 
 def test_camera_alias_is_accepted(client):
     assert client.save_pipeline_config("alias_pipeline", {"camera_name": "sim"})["camera_name"] == "sim"
     client.delete_pipeline_config("alias_pipeline")
     instance_id, _ = client.create_instance_from_config({"camera_name": "sim"})
-    assert client.get_instance_message(instance_id)["width"] == 1280
+    assert client.get_instance_message(instance_id).data.data["width"].value == 1280
 
 
 def test_client_stop_all_instances(client):

@@ -1,4 +1,5 @@
-"""pipeline_type 'store': the camera image forwarded unchanged to a PUSH stream; get_instance_message refused."""
+"""pipeline_type 'store': the camera image forwarded unchanged to a PUSH stream (the default mode of store
+pipelines); get_instance_message refused."""
 
 from __future__ import annotations
 
@@ -34,6 +35,6 @@ def test_get_instance_message_refuses_store_pipelines(client):
     with TestCamera(rate=100) as camera:
         instance_id, _ = client.create_instance_from_config({"pipeline_type": "store",
                                                              "input_stream": camera.address, "mode": "PUSH"})
-        with pytest.raises(ValueError, match=r"is a 'store' pipeline: reading a message would take it"):
+        with pytest.raises(ValueError, match=r"^Cannot get message from 'store' pipeline type\.$"):
             client.get_instance_message(instance_id)
         assert client.get_instance_info(instance_id)["is_running"]
