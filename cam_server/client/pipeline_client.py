@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Any
 from urllib.parse import quote
 
@@ -108,6 +109,34 @@ class PipelineClient(UserScriptsMixin):
     def get_latest_background(self, camera_name: str) -> str:
         """Return the id of the latest background collected for the camera."""
         return self._get(f"/camera/{_seg(camera_name)}/background")["background_id"]
+
+    def get_backgrounds(self, camera_name: str) -> list[str]:
+        """Ids of all backgrounds of the camera, sorted (oldest first); empty if it has none."""
+        return self._get(f"/camera/{_seg(camera_name)}/backgrounds")["background_ids"]
+
+    def get_background_image(self, background_name: str, scale: float | None = None, min_value: float | None = None,
+                             max_value: float | None = None, colormap: str | None = None) -> bytes:
+        """The background rendered as PNG bytes (options as the camera server's ``get_camera_image``)."""
+        params = {k: v for k, v in (("scale", scale), ("min_value", min_value), ("max_value", max_value),
+                                    ("colormap", colormap)) if v is not None}
+        return self._get_raw(f"/background/{_seg(background_name)}/image", params=params).content
+
+    def get_background_image_bytes(self, background_name: str) -> dict[str, Any]:
+        """The background pixels: {"bytes": base64 of the C-order array, "shape": [height, width], "dtype", ...}."""
+        return self._get(f"/background/{_seg(background_name)}/image_bytes")["image"]
+
+    def set_background_image_bytes(self, background_name: str, img: dict[str, Any]) -> str:
+        """Store ``img`` (a dict as :meth:`get_background_image_bytes` returns) as background ``background_name``;
+        returns its id. Sent as PSI's client sends it: the dict pickled with protocol 0 (the server reads it with a
+        restricted unpickler). An existing id is only accepted again with the same image."""
+        body = pickle.dumps(img, protocol=0)
+        return self._request("PUT", f"/background/{_seg(background_name)}/image_bytes", data=body)["background_id"]
+
+    def set_background(self, filename: str, data: Any) -> str:
+        """Store ``data`` (a 2-D numpy array or nested list of numbers) as background ``filename`` (float64 on the
+        server); returns its id."""
+        values = data.tolist() if hasattr(data, "tolist") else data
+        return self._post("/background", json={"filename": filename, "data": values})["background_id"]
 
     def get_server_info(self) -> dict[str, Any]:
         """Server info ("active_instances": running ids, "instances": per-instance info). For administrators."""

@@ -1,14 +1,20 @@
 """Camera backgrounds: versioned ``.npy`` files that are never deleted, and their collection from a camera stream.
 
 Why never deleted: each output message names the background id it was processed with (``processing_parameters``),
-so the id must stay resolvable forever. Ids are ``<camera>_<YYYYmmdd_HHMMSS_ffffff>``, which sort by time.
+so the id must stay resolvable forever. Ids are ``<camera>_<YYYYmmdd_HHMMSS_ffffff>``, which sort by time. Uploaded
+backgrounds (PSI's ``set_background_image_bytes`` / ``set_background``) are stored under the name the client gives;
+for the same reason an existing name is never overwritten with different pixels.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import logging
+import math
 import re
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from cam_server.common.config_store import atomic_write_bytes
-from cam_server.common.errors import InvalidConfig, NotFound, SourceUnavailable
+from cam_server.common.errors import Conflict, InvalidConfig, NotFound, SourceUnavailable
 from cam_server.common.names import validate_name
 
 log = logging.getLogger(__name__)
@@ -25,6 +31,17 @@ _STAMP = r"\d{8}_\d{6}_\d{6}"
 _STAMP_FORMAT = "%Y%m%d_%H%M%S_%f"
 DEFAULT_N_IMAGES = 10
 MAX_N_IMAGES = 10_000
+# Uploads: an image_bytes body (base64, pickled or JSON) of up to 256 MB (a 12k x 8k uint16 image fits), and a JSON
+# nested list of up to 256 MB and 4096 x 4096 values (parsed, a list costs ~30 bytes of Python objects per value).
+MAX_IMAGE_BYTES_BODY = 256 * 1024 * 1024
+MAX_LIST_BODY = 256 * 1024 * 1024
+MAX_LIST_VALUES = 4096 * 4096
+# Plain numeric dtypes an uploaded background may have (stored as given, native little-endian byte order).
+BACKGROUND_DTYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+                     "float16", "float32", "float64")
+_PAYLOAD_KEYS = ("bytes", "shape", "dtype")
+# Also in what the image_bytes routes answer (width, height, encoding, byteorder; a camera's also pulse_id, timestamp).
+_PAYLOAD_OPTIONAL_KEYS = ("width", "height", "encoding", "byteorder", "pulse_id", "timestamp")
 
 
 class BackgroundStore:
@@ -33,6 +50,7 @@ class BackgroundStore:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._named_lock = threading.Lock()
 
     def path(self, background_id: str) -> Path:
         return self.folder / f"{validate_name(background_id, 'background id')}.npy"
@@ -52,6 +70,24 @@ class BackgroundStore:
         log.info("saved background %s %s %s", background_id, array.shape, array.dtype)
         return background_id
 
+    def save_as(self, background_id: str, array: np.ndarray) -> bool:
+        """Store ``array`` under exactly ``background_id``; True if written, False if that background already holds
+        the same array (an idempotent re-upload). Different pixels under an existing id raise Conflict: messages
+        processed with the old background name it, so it must not change."""
+        path = self.path(background_id)
+        with self._named_lock:
+            if path.exists():
+                old = self.load(background_id)
+                if old.dtype == array.dtype and np.array_equal(old, array):
+                    return False
+                raise Conflict(f"Background '{background_id}' already exists with a different image ({list(old.shape)} "
+                               f"{old.dtype}); backgrounds are never replaced, use a new name.")
+            buffer = io.BytesIO()
+            np.save(buffer, array, allow_pickle=False)
+            atomic_write_bytes(path, buffer.getvalue())
+        log.info("saved background %s %s %s", background_id, array.shape, array.dtype)
+        return True
+
     def load(self, background_id: str, mmap: bool = False) -> np.ndarray:
         """The background array; NotFound if there is no such id, InvalidConfig if the file is unreadable."""
         path = self.path(background_id)
@@ -61,6 +97,14 @@ class BackgroundStore:
             return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - any decoding failure means a corrupt file
             raise InvalidConfig(f"Background '{background_id}' is corrupt ({path.name}: {exc}).") from None
+
+    def image(self, background_id: str) -> np.ndarray:
+        """The background as a 2-D image (InvalidConfig for a file of another shape, e.g. copied in by hand)."""
+        array = self.load(background_id)
+        if array.ndim != 2 or array.dtype.kind not in "biuf":
+            raise InvalidConfig(f"Background '{background_id}' is not a 2-D numeric image "
+                                f"(shape {list(array.shape)}, dtype {array.dtype}).")
+        return array
 
     def shape(self, background_id: str) -> tuple[int, ...]:
         """Shape without reading the pixels (memory-mapped)."""
@@ -90,6 +134,88 @@ def check_n_images(n_images: Any) -> int:
     if isinstance(n_images, bool) or not isinstance(n_images, int) or not 0 < n_images <= MAX_N_IMAGES:
         raise InvalidConfig(f"Invalid n_images {n_images!r}: must be an integer between 1 and {MAX_N_IMAGES}.")
     return n_images
+
+
+def array_from_image_bytes(payload: Any) -> np.ndarray:
+    """The array of an image_bytes dict ``{"bytes": base64 of the C-order pixels, "shape": [height, width],
+    "dtype": name}`` (what ``GET .../image_bytes`` answers), checked strictly: it comes from a request body."""
+    if not isinstance(payload, dict):
+        raise InvalidConfig(f"Invalid background image: expected a dict with keys {', '.join(_PAYLOAD_KEYS)}, "
+                            f"not {type(payload).__name__}.")
+    missing = [k for k in _PAYLOAD_KEYS if k not in payload]
+    unknown = sorted(str(k) for k in payload if k not in _PAYLOAD_KEYS and k not in _PAYLOAD_OPTIONAL_KEYS)
+    if missing or unknown:
+        raise InvalidConfig("Invalid background image: " + "; ".join(
+            ([f"missing key(s) {', '.join(missing)}"] if missing else [])
+            + ([f"unknown key(s) {', '.join(unknown)[:200]}"] if unknown else [])) + ".")
+    dtype = _background_dtype(payload["dtype"])
+    shape = _shape(payload["shape"])
+    for key, expected in (("height", shape[0]), ("width", shape[1]), ("encoding", "base64"), ("byteorder", "little")):
+        if key in payload and payload[key] != expected:
+            raise InvalidConfig(f"Invalid background image: '{key}' is {_brief(payload[key])}, expected {expected!r}.")
+    encoded = payload["bytes"]
+    if not isinstance(encoded, (str, bytes)):
+        raise InvalidConfig(f"Invalid background image: 'bytes' must be a base64 string, not {type(encoded).__name__}.")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidConfig(f"Invalid background image: 'bytes' is not valid base64 ({exc}).") from None
+    expected_size = math.prod(shape) * dtype.itemsize
+    if len(raw) != expected_size:
+        raise InvalidConfig(f"Invalid background image: 'bytes' holds {len(raw)} bytes but shape {list(shape)} of "
+                            f"{dtype.name} needs {expected_size}.")
+    return _finite(np.frombuffer(raw, dtype=dtype).reshape(shape))
+
+
+def array_from_list(data: Any) -> np.ndarray:
+    """A rectangular 2-D nested list of numbers as a float64 background (the mean a collected background is too)."""
+    if not isinstance(data, list) or not data or not all(isinstance(row, list) for row in data):
+        raise InvalidConfig("Invalid background data: expected a non-empty list of rows (lists of numbers).")
+    try:
+        array = np.array(data)
+    except (ValueError, TypeError) as exc:  # numpy refuses ragged lists
+        raise InvalidConfig(f"Invalid background data: rows must all have the same length ({_brief(exc)}).") from None
+    if array.ndim != 2 or 0 in array.shape:
+        raise InvalidConfig(f"Invalid background data: expected a 2-D array of numbers, got shape {list(array.shape)}.")
+    if array.dtype.kind not in "iuf":  # strings, booleans, nested objects, huge integers
+        raise InvalidConfig(f"Invalid background data: values must be numbers (got {array.dtype.kind!r} data: "
+                            f"{_brief(array.flat[0])}, ...).")
+    return _finite(array.astype(np.float64))
+
+
+def _background_dtype(value: Any) -> np.dtype:
+    if not isinstance(value, str) or value not in BACKGROUND_DTYPES:
+        raise InvalidConfig(f"Invalid background image: dtype {_brief(value)} is not one of "
+                            f"{', '.join(BACKGROUND_DTYPES)}.")
+    return np.dtype(value)
+
+
+def _shape(value: Any) -> tuple[int, int]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value)):
+        raise InvalidConfig(f"Invalid background image: shape {_brief(value)} must be [height, width], two positive "
+                            "integers.")
+    return int(value[0]), int(value[1])
+
+
+def _finite(array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidConfig("Invalid background: it contains NaN or infinite values.")
+    return array
+
+
+def _brief(value: Any) -> str:
+    """A short description for error messages (request values can be huge or deeply nested)."""
+    if isinstance(value, (list, tuple)) and len(value) <= 4 and all(isinstance(v, _SCALAR) for v in value):
+        text = repr(value)
+    elif isinstance(value, (list, tuple, dict)):
+        text = f"a {type(value).__name__} of {len(value)} items"
+    else:
+        text = repr(value) if isinstance(value, _SCALAR) else str(value)
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
+_SCALAR = (str, bytes, int, float, type(None))
 
 
 def average_stream_images(stream_address: str, n_images: int, timeout: float = 10.0) -> np.ndarray:

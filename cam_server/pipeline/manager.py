@@ -125,6 +125,19 @@ class PipelineManager:
     def get_latest_background(self, camera_name: str) -> str:
         return self.background_store.latest(camera_name)
 
+    def get_background_ids(self, camera_name: str) -> list[str]:
+        """The camera's background ids, sorted (oldest first); empty for a camera without any (the store lists files,
+        it does not know which cameras exist)."""
+        return self.background_store.ids(camera_name)
+
+    def get_background_image(self, background_id: str) -> np.ndarray:
+        """The 2-D background array (NotFound for an unknown id)."""
+        return self.background_store.image(background_id)
+
+    def save_background(self, background_id: str, array: np.ndarray) -> bool:
+        """Store an uploaded background under exactly ``background_id`` (see :meth:`BackgroundStore.save_as`)."""
+        return self.background_store.save_as(background_id, array)
+
     # --- instances ----------------------------------------------------------------------------------------
     def get_instance_stream(self, instance_id: str) -> str:
         """The stream of a running instance, or of the shared (read-only) instance of a saved pipeline.

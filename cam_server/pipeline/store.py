@@ -15,7 +15,7 @@ from cam_server.common.names import validate_name
 from cam_server.pipeline.config import expand_config
 
 # Path segments of the REST API that follow /api/v1/pipeline/ and so cannot be pipeline names.
-RESERVED_NAMES = frozenset({"info", "camera", "instance", "script"})
+RESERVED_NAMES = frozenset({"info", "camera", "instance", "script", "background"})
 
 
 def validate_pipeline_name(name: object) -> str:

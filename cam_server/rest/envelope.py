@@ -71,7 +71,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
 async def json_body(request: Request) -> dict[str, Any]:
     """The request body as a JSON object, or a clear 4xx when it is missing, too large, not JSON or not an object."""
-    raw = await read_limited(request, MAX_JSON_BODY_BYTES)
+    return parse_json_object(await read_limited(request, MAX_JSON_BODY_BYTES))
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """A body already read (e.g. with a larger limit) as a JSON object, or a clear 400."""
     if not raw.strip():
         raise CamServerError("Request body is empty: a JSON object is required.")
     try:

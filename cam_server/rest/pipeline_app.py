@@ -2,7 +2,8 @@
 
 Handlers that block (process start/stop, camera server calls, stream reads) are plain ``def`` so FastAPI runs them
 in its threadpool and concurrent clients do not wait for each other. Fixed path segments (``info``, ``camera``,
-``instance``, ``script``) are declared before the ``{pipeline_name}`` routes and are refused as pipeline names.
+``instance``, ``script``, ``background``) are declared before the ``{pipeline_name}`` routes and are refused as
+pipeline names.
 """
 
 from __future__ import annotations
@@ -12,18 +13,43 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Query
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from cam_server.camera.render import check_render_options, image_bytes_payload, render_png
+from cam_server.common.errors import CamServerError
+from cam_server.common.names import validate_name
+from cam_server.common.safe_pickle import safe_loads
 from cam_server.common.scripts_store import ScriptStore
+from cam_server.pipeline.backgrounds import (
+    MAX_IMAGE_BYTES_BODY,
+    MAX_LIST_BODY,
+    MAX_LIST_VALUES,
+    array_from_image_bytes,
+    array_from_list,
+)
 from cam_server.pipeline.manager import PipelineManager
-from cam_server.rest.envelope import install_error_handlers, json_body, ok
+from cam_server.rest.envelope import (
+    BodyTooLarge,
+    install_error_handlers,
+    json_body,
+    ok,
+    parse_json_object,
+    read_limited,
+)
 from cam_server.rest.script_routes import install_script_routes
 from cam_server.version import __version__
 
 API = "/api/v1/pipeline"
 _JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
+_IMAGE_BYTES_BODY = {"requestBody": {"required": True, "content": {
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary",
+                                            "description": "pickle (protocol 0, as PSI's client sends) of the dict"}},
+    "application/json": {"schema": {"type": "object", "properties": {
+        "bytes": {"type": "string"}, "shape": {"type": "array"}, "dtype": {"type": "string"}}}}}}}
+# An image_bytes dict has a handful of values; its base64 string holds no ',', '[' or '{'.
+_IMAGE_BYTES_JSON_VALUES = 64
 
 
 def create_pipeline_app(manager: PipelineManager) -> FastAPI:
@@ -75,6 +101,53 @@ def create_pipeline_app(manager: PipelineManager) -> FastAPI:
     def get_latest_background(camera_name: str) -> dict[str, Any]:
         return ok(f"Latest background for camera {camera_name}.",
                   background_id=manager.get_latest_background(camera_name))
+
+    @app.get(f"{API}/camera/{{camera_name}}/backgrounds", summary="Background ids of the camera, sorted")
+    def get_backgrounds(camera_name: str) -> dict[str, Any]:
+        return ok(f"Backgrounds of camera {camera_name}.", background_ids=manager.get_background_ids(camera_name))
+
+    @app.post(API + "/background", summary="Store a background given as a JSON nested list",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+                  "type": "object", "properties": {"filename": {"type": "string"}, "data": {"type": "array"}}}}}}})
+    async def set_background(request: Request) -> dict[str, Any]:
+        raw = await read_limited(request, MAX_LIST_BODY)
+
+        def store() -> tuple[str, bool]:
+            _refuse_many_values(raw.count(b","), MAX_LIST_VALUES + 8, f"a background has at most {MAX_LIST_VALUES}")
+            name, array = _list_background(parse_json_object(raw))
+            return name, manager.save_background(name, array)
+
+        name, written = await run_in_threadpool(store)
+        return ok(_saved(name, written), background_id=name)
+
+    # Backgrounds by id (":path" so that a name with "/" gets a clear "Invalid background id" answer, not a bare 404).
+    @app.get(API + "/background/{background_name:path}/image", summary="Background as PNG (as the camera's /image)",
+             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    def get_background_image(background_name: str, scale: float | None = None, min_value: float | None = None,
+                             max_value: float | None = None, colormap: str = "gray") -> Response:
+        check_render_options(scale, min_value, max_value, colormap)
+        png = render_png(manager.get_background_image(background_name), scale=scale, min_value=min_value,
+                         max_value=max_value, colormap=colormap)
+        return Response(content=png, media_type="image/png")
+
+    @app.get(API + "/background/{background_name:path}/image_bytes", summary="Background pixels (base64, C order)")
+    def get_background_image_bytes(background_name: str) -> dict[str, Any]:
+        image = image_bytes_payload(manager.get_background_image(background_name))
+        return ok(f"Background {background_name}.", image=image)
+
+    @app.put(API + "/background/{background_name:path}/image_bytes", summary="Store a background from image bytes",
+             openapi_extra=_IMAGE_BYTES_BODY)
+    async def set_background_image_bytes(background_name: str, request: Request) -> dict[str, Any]:
+        validate_name(background_name, "background id")
+        raw = await read_limited(request, MAX_IMAGE_BYTES_BODY)
+        content_type = request.headers.get("content-type", "")
+
+        def store() -> bool:
+            array = array_from_image_bytes(_image_bytes_body(raw, content_type))
+            return manager.save_background(background_name, array)
+
+        written = await run_in_threadpool(store)
+        return ok(_saved(background_name, written), background_id=background_name)
 
     @app.get(f"{API}/instance/{{instance_id}}", summary="Instance stream (starts the shared instance if needed)")
     def get_instance_stream(instance_id: str) -> dict[str, Any]:
@@ -131,3 +204,34 @@ def create_pipeline_app(manager: PipelineManager) -> FastAPI:
         return ok(f"Pipeline instance {instance_id} stopped.")
 
     return app
+
+
+def _image_bytes_body(raw: bytes, content_type: str) -> Any:
+    """The dict of a PUT image_bytes body: JSON (by content type, or a body starting with '{', which no pickle does),
+    else a pickle read by the restricted unpickler, never by ``pickle.loads``."""
+    if content_type.split(";")[0].strip().lower() == "application/json" or raw.lstrip()[:1] == b"{":
+        count = raw.count(b",") + raw.count(b"[") + raw.count(b"{")
+        _refuse_many_values(count, _IMAGE_BYTES_JSON_VALUES, "an image_bytes dict has a handful")
+        return parse_json_object(raw)
+    return safe_loads(raw)
+
+
+def _list_background(body: dict[str, Any]) -> tuple[str, Any]:
+    """``(filename, array)`` of a ``POST /background`` body ``{"filename": str, "data": nested list}``."""
+    unknown = sorted(k for k in body if k not in ("filename", "data"))
+    if unknown or "filename" not in body or "data" not in body:
+        raise CamServerError('Invalid background: the body must be {"filename": name, "data": nested list of numbers}'
+                             + (f"; unknown key(s) {', '.join(unknown)[:200]}" if unknown else "") + ".")
+    name = validate_name(body["filename"], "background id")
+    return name, array_from_list(body["data"])
+
+
+def _refuse_many_values(count: int, limit: int, what: str) -> None:
+    """Refuse (413) a JSON body of about ``count`` values (counted in its text) before parsing it: parsed, each value
+    costs tens of bytes of Python objects, far more than its text."""
+    if count > limit:
+        raise BodyTooLarge(f"Request body has too many values (~{count}; {what}).")
+
+
+def _saved(name: str, written: bool) -> str:
+    return f"Background {name} saved." if written else f"Background {name} already holds this image (unchanged)."
