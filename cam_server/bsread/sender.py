@@ -70,6 +70,7 @@ class Sender:
         self._monitor: ClientMonitor | None = None
         self._endpoint: str | None = None
         self._flags = 0 if block else int(zmq.NOBLOCK)
+        self.bytes_sent = 0  # all frames of every message ZeroMQ took (statistics: total bytes, throughput)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -175,7 +176,7 @@ class Sender:
             raise RuntimeError("sender is not open: call open() first")
         frames = self._encoder.encode(data, pulse_id, timestamp, check_data)
         try:
-            _send_parts(sock, frames, self._flags)
+            self.bytes_sent += _send_parts(sock, frames, self._flags)
         except zmq.Again:
             return False
         return True
@@ -201,13 +202,17 @@ def _received_frame(part: Any) -> Any:
     return part
 
 
-def _send_parts(sock: zmq.Socket, parts: list[Any], flags: int) -> None:
-    """``send_multipart(parts, flags, copy=False)`` with int flags (pyzmq's does enum arithmetic per part)."""
+def _send_parts(sock: zmq.Socket, parts: list[Any], flags: int) -> int:
+    """``send_multipart(parts, flags, copy=False)`` with int flags (pyzmq's does enum arithmetic per part);
+    returns the bytes sent (encoder frames are bytes or numpy arrays)."""
     more = flags | _SNDMORE
     last = len(parts) - 1
     send = sock.send
+    size = 0
     for i, part in enumerate(parts):
+        size += part.nbytes if isinstance(part, np.ndarray) else len(part)
         send(_received_frame(part), more if i < last else flags, copy=False)
+    return size
 
 
 def _bind_with_retry(sock: zmq.Socket, endpoint: str) -> None:

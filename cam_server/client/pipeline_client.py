@@ -48,6 +48,10 @@ class PipelineClient(UserScriptsMixin):
         """Delete a saved pipeline config."""
         self._delete(f"/{_seg(pipeline_name)}/config")
 
+    def get_pipeline_groups(self) -> dict[str, list[str]]:
+        """Saved pipelines by group: {group: [pipeline names]} (pipelines without ``group`` are not listed)."""
+        return self._get("/groups")["groups"]
+
     def create_instance_from_config(self, configuration: dict[str, Any], instance_id: str | None = None,
                                     ) -> tuple[str, str]:
         """Create a private instance from ``configuration``; returns (instance_id, stream address)."""
@@ -63,6 +67,12 @@ class PipelineClient(UserScriptsMixin):
         """Stream of the instance; a saved pipeline of that name is started as a shared (read-only) instance."""
         return self._get(f"/instance/{_seg(instance_id)}")["stream"]
 
+    def get_instance_stream_from_config(self, configuration: dict[str, Any]) -> tuple[str, str]:
+        """A shared (read-only) instance of ``configuration``, reused when one with the same full config runs;
+        returns (instance_id, stream address)."""
+        body = self._post("/instance/", json=configuration)
+        return body["instance_id"], body["stream"]
+
     def get_instance_config(self, instance_id: str) -> dict[str, Any]:
         """Return the instance configuration."""
         return self._get(f"/instance/{_seg(instance_id)}/config")["config"]
@@ -72,7 +82,7 @@ class PipelineClient(UserScriptsMixin):
         return self._post(f"/instance/{_seg(instance_id)}/config", json=configuration)["config"]
 
     def get_instance_info(self, instance_id: str) -> dict[str, Any]:
-        """Return the instance info (pid, running, exit code, statistics, last error, config)."""
+        """Return the info of a running instance (stream, config, read_only, statistics, pid, last error, ...)."""
         return self._get(f"/instance/{_seg(instance_id)}/info")["info"]
 
     def get_instance_message(self, instance_id: str, timeout: float = MESSAGE_TIMEOUT) -> Message:
@@ -139,8 +149,17 @@ class PipelineClient(UserScriptsMixin):
         return self._post("/background", json={"filename": filename, "data": values})["background_id"]
 
     def get_server_info(self) -> dict[str, Any]:
-        """Server info ("active_instances": running ids, "instances": per-instance info). For administrators."""
+        """Server info: "active_instances" {id: info} of the running instances, "version", "cpu", "memory",
+        "finished_instances". For administrators."""
         return self._get("/info")["info"]
+
+    def get_instance_exit_code(self, instance_id: str) -> int | None:
+        """None while the instance runs, its process exit code once it ended or was stopped."""
+        return self._get(f"/instance/{_seg(instance_id)}/exitcode")["exitcode"]
+
+    def is_instance_running(self, instance_id: str) -> bool:
+        """True when the instance is among the server's running instances."""
+        return instance_id in self.get_server_info()["active_instances"]
 
     def stop_instance(self, instance_id: str) -> None:
         """Stop the instance."""

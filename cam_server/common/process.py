@@ -45,8 +45,15 @@ STAT_FIELDS = (
     "rate",            # output messages per second, smoothed
     "last_frame_time",  # wall clock of the last output message
     "start_time",      # wall clock when the instance loop started
+    "bytes_out",       # bytes of the messages sent (all frames of each multipart message)
+    "throughput",      # bytes sent per second, smoothed like the rate
+    "rate_in",         # messages received per second, smoothed
+    "frame_width",     # shape of the received images (0: none yet; a change of data header updates it)
+    "frame_height",
 )
 _INDEX = {name: i for i, name in enumerate(STAT_FIELDS)}
+_INT_FIELDS = frozenset({"frames_in", "frames_out", "dropped", "errors", "clients", "bytes_out", "frame_width",
+                         "frame_height"})
 
 _CONTEXT: Any = None
 
@@ -98,31 +105,54 @@ class SharedStats:
         values = list(self._values)
         out: dict[str, float] = {}
         for name, value in zip(STAT_FIELDS, values, strict=True):
-            out[name] = int(value) if name in {"frames_in", "frames_out", "dropped", "errors", "clients"} else value
+            out[name] = int(value) if name in _INT_FIELDS else value
         return out
 
 
 class RateMeter:
-    """Smoothed events-per-second, updated per event without allocation."""
+    """Smoothed events-per-second (and bytes-per-second), updated per event without allocation."""
 
-    def __init__(self, stats: SharedStats, field: str = "rate", window: float = 1.0) -> None:
+    def __init__(self, stats: SharedStats, field: str = "rate", window: float = 1.0,
+                 throughput_field: str | None = "throughput") -> None:
         self._stats, self._field, self._window = stats, field, window
+        self._throughput_field = throughput_field
         self._count = 0
-        self._since = time.monotonic()
+        self._bytes = 0
+        self._bytes_total = 0
+        self._since = self._last = time.monotonic()
 
-    def sent(self) -> None:
-        """One message sent: counts it in ``frames_out``, stamps ``last_frame_time`` and ticks the rate."""
+    def sent(self, bytes_total: int = 0) -> None:
+        """One message sent: counts it in ``frames_out``, stamps ``last_frame_time`` and ticks the rate.
+
+        ``bytes_total`` is the output's running count of bytes sent (``Sender.bytes_sent``): a running total, not
+        a per-message size, so that a buffered output, which sends later in its own thread, is counted right.
+        """
         self._stats.add("frames_out")
         self._stats.set("last_frame_time", time.time())
+        if bytes_total:
+            self._stats.set("bytes_out", bytes_total)
+            self._bytes += bytes_total - self._bytes_total
+            self._bytes_total = bytes_total
         self.tick()
 
     def tick(self) -> None:
         self._count += 1
-        now = time.monotonic()
+        now = self._last = time.monotonic()
         elapsed = now - self._since
         if elapsed >= self._window:
             self._stats.set(self._field, self._count / elapsed)
-            self._count, self._since = 0, now
+            if self._throughput_field is not None:
+                self._stats.set(self._throughput_field, self._bytes / elapsed)
+            self._count, self._bytes, self._since = 0, 0, now
+
+    def expire(self, stale: float) -> None:
+        """Zero the rate (and throughput) when no event came for ``stale`` seconds: they only update on events."""
+        now = time.monotonic()
+        if now - self._last > stale:
+            self._stats.set(self._field, 0.0)
+            if self._throughput_field is not None:
+                self._stats.set(self._throughput_field, 0.0)
+            self._count, self._bytes, self._since = 0, 0, now
 
 
 class InstanceChannel:

@@ -431,6 +431,11 @@ class FileOutput:
         return 0
 
     @property
+    def bytes_sent(self) -> int:
+        """Nothing goes over the network (statistics ``total_bytes`` stays 0)."""
+        return 0
+
+    @property
     def no_clients(self) -> bool:
         return False  # a file needs no client: no_client_timeout does not apply
 

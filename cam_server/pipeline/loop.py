@@ -70,6 +70,7 @@ class InstanceLoop:
         self.output = output
         self.stats = channel.stats
         self.rate = RateMeter(channel.stats)
+        self.rate_in = RateMeter(channel.stats, "rate_in", throughput_field=None)
         self.report = _ErrorReporter(channel)
         self.threads = max(0, int(processing_threads or 0))
         self._ended = threading.Event()  # set by the output thread when the instance should end
@@ -112,10 +113,13 @@ class InstanceLoop:
                 if self._ended.is_set():
                     return
                 self._update_dropped()
-                if time.time() - stats.get("last_frame_time") > RATE_STALE_S:
-                    stats.set("rate", 0.0)  # the rate meter only updates when messages are sent
+                self.rate.expire(RATE_STALE_S)  # the rate meters only update on messages
+                self.rate_in.expire(RATE_STALE_S)
                 continue
             stats.add("frames_in")
+            self.rate_in.tick()
+            if isinstance(message, Message) and message.data.format_changed:  # custom pipelines get call times
+                self._note_frame_shape(message)
             try:
                 job = self.handler.prepare(message)
             except FinishInstance as finish:
@@ -182,6 +186,14 @@ class InstanceLoop:
         dropped_here = self._dropped_prepare + self._dropped_compute
         self.stats.set("dropped", dropped_here + self.output.dropped + getattr(self.source, "dropped", 0))
 
+    def _note_frame_shape(self, message: Message) -> None:
+        """The received image's shape for the statistics (``frame_shape``), read from a new data header."""
+        spec = message.data.channel("image")
+        shape = spec.numpy_shape if spec is not None else None
+        height, width = shape if shape is not None and len(shape) == 2 else (0, 0)
+        self.stats.set("frame_height", height)
+        self.stats.set("frame_width", width)
+
     def _apply_config(self, config: dict[str, Any]) -> None:
         try:
             self.handler.update(config)
@@ -212,7 +224,7 @@ class InstanceLoop:
                 raise AbortInstance(message) from exc
             return False
         if sent:
-            self.rate.sent()
+            self.rate.sent(self.output.bytes_sent)
         self._update_dropped()
         if self.output.finished:
             self.end_reason = f"{self.output.records} records sent"

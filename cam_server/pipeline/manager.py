@@ -5,18 +5,23 @@ The instances are tracked by an :class:`~cam_server.common.instances.InstanceTab
 of finished instances); its lock only guards the bookkeeping, everything slow (camera server calls, process
 start/stop, file IO) runs outside it, so concurrent REST clients do not queue behind each other.
 
-Shared instances have the saved pipeline's name as instance id and refuse config changes, so that two users watching
-the same pipeline cannot change what the other sees. Private instances accept live, incremental config changes.
+Shared instances have the saved pipeline's name as instance id (or, started from a config, a uuid4 id and are found
+again by that config) and refuse config changes, so that two users watching the same pipeline cannot change what the
+other sees. Private instances accept live, incremental config changes. An instance whose process ended (or that was
+stopped) is gone: only its exit code and last info stay, in the table's history.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import math
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +32,8 @@ from cam_server.common.errors import CamServerError, Conflict, InvalidConfig, No
 from cam_server.common.instances import InstanceTable
 from cam_server.common.names import validate_name
 from cam_server.common.process import InstanceProcess, reserve_port
+from cam_server.common.psi_stats import format_time, psi_statistics
+from cam_server.common.usage import server_usage
 from cam_server.pipeline.backgrounds import BackgroundStore, average_stream_images, check_n_images
 from cam_server.pipeline.config import expand_config, update_config
 from cam_server.pipeline.file_path import FileOutputError, resolve_output_file
@@ -66,6 +73,9 @@ class _Instance:
     port: int
     read_only: bool
     camera_stream: str | None
+    # The full (expanded) config as requested, before the server resolved input/output pipelines into streams:
+    # what a shared instance started from a config is recognised by (get_instance_stream_from_config).
+    requested: dict[str, Any]
     process: InstanceProcess | None = None  # None while starting
     created: float = field(default_factory=time.time)
 
@@ -85,6 +95,10 @@ class PipelineManager:
         self._target = target
         self._stop_timeout = stop_timeout
         self._instances: InstanceTable[_Instance] = InstanceTable("pipeline", self._info, stop_timeout=stop_timeout)
+        # One lock per requested config (while someone uses it): identical concurrent shared requests start one
+        # instance, different configs do not wait for each other.
+        self._shared_locks: dict[str, tuple[threading.Lock, list[int]]] = {}
+        self._shared_locks_guard = threading.Lock()
 
     # --- saved pipelines ----------------------------------------------------------------------------------
     def get_pipeline_list(self) -> list[str]:
@@ -106,6 +120,10 @@ class PipelineManager:
     def delete_pipeline_config(self, name: str) -> None:
         validate_pipeline_name(name)
         self.config_store.delete(name)
+
+    def get_pipeline_groups(self) -> dict[str, list[str]]:
+        """group → saved pipelines of that group (the configs' ``group`` key)."""
+        return self.config_store.groups()
 
     # --- cameras and backgrounds --------------------------------------------------------------------------
     def get_camera_list(self) -> list[str]:
@@ -148,7 +166,13 @@ class PipelineManager:
         running = self._instances.get(instance_id)
         if running is not None and self._alive(running):
             return running.stream_address
+        if running is not None:
+            self.reap()  # it ended: record how, for the message below and a restart under its name
         if not self.config_store.exists(instance_id):
+            ended = self._instances.ended(instance_id)
+            if ended is not None:
+                raise NotFound(f"Instance '{instance_id}' is not running any more{_how_it_ended(ended)} and there "
+                               "is no saved pipeline of that name.")
             raise NotFound(f"Instance '{instance_id}' is not running and there is no saved pipeline of that name.")
         config = self.config_store.load(instance_id)
         try:
@@ -170,6 +194,21 @@ class PipelineManager:
                                     ) -> tuple[str, str, dict[str, Any]]:
         """A private instance of ``config``; returns (instance_id, stream, config)."""
         return self._create(config, instance_id, read_only=False)
+
+    def get_instance_stream_from_config(self, config: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+        """A shared (read-only) instance of ``config``; returns (instance_id, stream, config).
+
+        A running read-only instance whose full (defaulted) config equals this one is reused, so that everybody
+        watching the same processing shares one instance; else one starts with a new uuid4 id.
+        """
+        requested = _without_reload(expand_config(config))
+        with self._shared_config_lock(json.dumps(requested, sort_keys=True, default=str)):
+            self.reap()  # an ended instance must not be handed out
+            for _, instance in self._instances.items():
+                if instance.read_only and instance.requested == requested and self._alive(instance):
+                    log.info("reusing shared instance %s", instance.instance_id)
+                    return instance.instance_id, instance.stream_address, dict(instance.config)
+            return self._create(config, None, read_only=True)
 
     def get_instance_config(self, instance_id: str) -> dict[str, Any]:
         return dict(self._get(instance_id).config)
@@ -194,23 +233,32 @@ class PipelineManager:
         return _without_reload(new)
 
     def get_instance_info(self, instance_id: str) -> dict[str, Any]:
+        """Info of a live instance; one that ended or was stopped no longer exists here (see exit code)."""
+        return self._info(self._get(instance_id))
+
+    def get_instance_exit_code(self, instance_id: str) -> int | None:
+        """None while the instance runs (or starts), its process exit code once it ended or was stopped.
+
+        Ended instances stay readable here (the last ``ENDED_HISTORY``), unlike their info and config.
+        """
         validate_name(instance_id, "instance id")
         with self._instances.lock:
             instance = self._instances.get(instance_id)
-            finished = self._instances.ended(instance_id)
+            ended = self._instances.ended(instance_id)
         if instance is not None:
-            return self._info(instance)
-        if finished is not None:
-            return finished
-        raise NotFound(f"Instance '{instance_id}' does not exist.")
+            return None if instance.process is None else instance.process.exitcode
+        if ended is not None:
+            return ended["exit_code"]
+        raise NotFound(f"Instance '{instance_id}' does not exist (or ended too long ago to be remembered).")
 
     def get_info(self) -> dict[str, Any]:
+        """Server info as PSI's tools read it: ``active_instances`` {id: info} of the running instances, the
+        server's ``version``, ``cpu``, ``memory``, and ``finished_instances`` {id: last info} (oldest first)."""
+        self.reap()
         instances, finished = self._instances.snapshot()
-        return {
-            "active_instances": list(instances),
-            "instances": {iid: self._info(i) for iid, i in instances.items()},
-            "finished_instances": finished,
-        }
+        active = {iid: self._info(i) for iid, i in instances.items()
+                  if i.process is not None and i.process.is_alive()}
+        return {**server_usage(), "active_instances": active, "finished_instances": finished}
 
     def stop_instance(self, instance_id: str) -> None:
         validate_name(instance_id, "instance id")
@@ -285,16 +333,34 @@ class PipelineManager:
 
     # --- internals ----------------------------------------------------------------------------------------
     def _get(self, instance_id: str) -> _Instance:
+        """A live instance (running or starting); one whose process ended is reaped first, so it is gone."""
         validate_name(instance_id, "instance id")
         with self._instances.lock:
             instance = self._instances.get(instance_id)
+            if instance is not None and not self._alive(instance):
+                self.reap()
+                instance = self._instances.get(instance_id)
             finished = self._instances.ended(instance_id)
         if instance is None:
             if finished is not None:
-                raise NotFound(f"Instance '{instance_id}' is not running any more (exit code {finished['exit_code']}, "
-                               f"last error: {finished['last_error']}).")
+                raise NotFound(f"Instance '{instance_id}' is not running any more{_how_it_ended(finished)}.")
             raise NotFound(f"Instance '{instance_id}' does not exist.")
         return instance
+
+    @contextmanager
+    def _shared_config_lock(self, key: str) -> Iterator[None]:
+        """Hold the lock of one requested config; the entry is dropped when its last user leaves."""
+        with self._shared_locks_guard:
+            lock, users = self._shared_locks.setdefault(key, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._shared_locks_guard:
+                users[0] -= 1
+                if not users[0]:
+                    del self._shared_locks[key]
 
     def _check_output_file(self, config: dict[str, Any]) -> None:
         """A FILE path outside ``--file_folder`` is a 400 at creation, not an instance that fails to start."""
@@ -309,13 +375,18 @@ class PipelineManager:
         return instance.process is None or instance.process.is_alive()
 
     def _info(self, instance: _Instance) -> dict[str, Any]:
+        """Instance info with the keys PSI's tools read (psi-interface.md 2) beside ours (pid, is_running,
+        exit_code, last_error, ...); also the "ended" record of the instance table."""
         if instance.process is not None:
             info = instance.process.info()
         else:
             info = {"instance_id": instance.instance_id, "pid": None, "is_running": False, "exit_code": None,
                     "created": instance.created, "statistics": {}, "last_error": None, "last_error_time": None}
+        streaming = info["is_running"] and info["statistics"].get("start_time", 0) > 0
         info.update(stream_address=instance.stream_address, read_only=instance.read_only,
-                    camera_name=instance.config.get("camera_name"), config=dict(instance.config))
+                    camera_name=instance.config.get("camera_name"), config=dict(instance.config),
+                    is_stream_active=bool(streaming), last_start_time=format_time(instance.created),
+                    statistics=psi_statistics(info))
         return info
 
     def _create(self, config: dict[str, Any], instance_id: str | None, read_only: bool,
@@ -323,6 +394,7 @@ class PipelineManager:
         if instance_id is not None:
             validate_name(instance_id, "instance id")
         expanded = expand_config(config)
+        requested = _without_reload(dict(expanded))  # before inputs/outputs are resolved into expanded
         if instance_id is not None and instance_id in self._instances:
             self.reap()  # a finished, not yet reaped instance must not block its id
         self._check_output_file(expanded)
@@ -340,7 +412,7 @@ class PipelineManager:
                 in_port = reserve_port(exclude=used | {port})
                 expanded["input_stream"] = f"tcp://{self.hostname}:{in_port}"
             instance = _Instance(instance_id, _without_reload(expanded), f"tcp://{self.hostname}:{port}", port,
-                                 read_only, camera_stream)
+                                 read_only, camera_stream, requested)
             self._instances.add(instance_id, instance)
         spec = InstanceSpec(instance_id=instance_id, config=expanded, output_endpoint=f"tcp://*:{port}",
                             stream_address=instance.stream_address, camera_stream=camera_stream,
@@ -435,6 +507,12 @@ class PipelineManager:
         if changed:
             raise InvalidConfig(f"Cannot change {', '.join(changed)} of running instance '{instance.instance_id}': "
                                 "create a new instance with the new config.")
+
+
+def _how_it_ended(record: dict[str, Any]) -> str:
+    """`` (exit code N, last error: ...)`` for messages about an instance that ended."""
+    error = record.get("last_error")
+    return f" (exit code {record.get('exit_code')}" + (f", last error: {error})" if error else ")")
 
 
 def _without_reload(config: dict[str, Any]) -> dict[str, Any]:

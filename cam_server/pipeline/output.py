@@ -141,6 +141,11 @@ class OutputStream:
         return self._sender.client_count
 
     @property
+    def bytes_sent(self) -> int:
+        """Bytes of all messages sent so far (also by the buffer thread)."""
+        return self._sender.bytes_sent
+
+    @property
     def no_clients(self) -> bool:
         """True once nobody was connected for ``no_client_timeout`` seconds (never when it is <= 0)."""
         return self._no_clients.is_set()

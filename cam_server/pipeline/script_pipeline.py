@@ -104,7 +104,7 @@ class ScriptHost:
                 raise UserScriptError(message) from None
             return False
         if sent:
-            self._rate.sent()
+            self._rate.sent(self.output.bytes_sent)
         else:
             stats.add("dropped")
         if self.output.finished:

@@ -6,16 +6,19 @@ version reads back complete, like a saved one; an invalid file is an :class:`Inv
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from cam_server.common.config_store import JsonConfigStore
-from cam_server.common.errors import InvalidConfig, InvalidName
+from cam_server.common.errors import CamServerError, InvalidConfig, InvalidName
 from cam_server.common.names import validate_name
 from cam_server.pipeline.config import expand_config
 
+log = logging.getLogger(__name__)
+
 # Path segments of the REST API that follow /api/v1/pipeline/ and so cannot be pipeline names.
-RESERVED_NAMES = frozenset({"info", "camera", "instance", "script", "background"})
+RESERVED_NAMES = frozenset({"info", "camera", "instance", "script", "background", "groups"})
 
 
 def validate_pipeline_name(name: object) -> str:
@@ -47,3 +50,19 @@ class PipelineConfigStore(JsonConfigStore):
         expanded = expand_config(config)
         self.save(name, expanded)
         return expanded
+
+    def groups(self) -> dict[str, list[str]]:
+        """group → saved pipelines whose config names it in ``group`` (a name or a list of names), for PSI's
+        ``get_pipeline_groups``; pipelines without a group are not listed, an unreadable config is skipped."""
+        groups: dict[str, list[str]] = {}
+        for name in self.names():
+            try:
+                group = self.load(name).get("group")
+            except CamServerError as exc:
+                log.warning("skipping pipeline config %s in the groups: %s", name, exc)
+                continue
+            names = [group] if isinstance(group, str) else group if isinstance(group, list) else []
+            for g in names:
+                if isinstance(g, str) and g:
+                    groups.setdefault(g, []).append(name)
+        return groups

@@ -83,9 +83,13 @@ def create_pipeline_app(manager: PipelineManager) -> FastAPI:
         manager.stop_all_instances()
         return ok("All pipeline instances stopped.")
 
-    @app.get(f"{API}/info", summary="Server info: active instances with config and statistics")
+    @app.get(f"{API}/info", summary="Server info: running instances with their info, version, cpu, memory")
     def get_info() -> dict[str, Any]:
         return ok("Pipeline manager info.", info=manager.get_info())
+
+    @app.get(f"{API}/groups", summary="Saved pipelines by group (the configs' 'group' key)")
+    def get_pipeline_groups() -> dict[str, Any]:
+        return ok("Pipeline groups.", groups=manager.get_pipeline_groups())
 
     @app.get(f"{API}/camera", summary="List the cameras of the camera server")
     def get_cameras() -> dict[str, Any]:
@@ -149,6 +153,13 @@ def create_pipeline_app(manager: PipelineManager) -> FastAPI:
         written = await run_in_threadpool(store)
         return ok(_saved(background_name, written), background_id=background_name)
 
+    # Trailing slash (PSI's client): distinct from POST {API}/{pipeline_name}, which never matches it.
+    @app.post(f"{API}/instance/", summary="Stream of a shared (read-only) instance of a config, reused if running",
+              openapi_extra=_JSON_BODY)
+    def get_instance_stream_from_config(config: dict = Depends(json_body)) -> dict[str, Any]:
+        iid, stream, expanded = manager.get_instance_stream_from_config(config)
+        return ok(f"Shared pipeline instance {iid}.", instance_id=iid, stream=stream, config=expanded)
+
     @app.get(f"{API}/instance/{{instance_id}}", summary="Instance stream (starts the shared instance if needed)")
     def get_instance_stream(instance_id: str) -> dict[str, Any]:
         return ok(f"Stream address for pipeline {instance_id}.", stream=manager.get_instance_stream(instance_id))
@@ -156,6 +167,11 @@ def create_pipeline_app(manager: PipelineManager) -> FastAPI:
     @app.get(f"{API}/instance/{{instance_id}}/info", summary="Instance info")
     def get_instance_info(instance_id: str) -> dict[str, Any]:
         return ok(f"Pipeline instance {instance_id} info.", info=manager.get_instance_info(instance_id))
+
+    @app.get(f"{API}/instance/{{instance_id}}/exitcode", summary="Exit code: null while running, then the code")
+    def get_instance_exit_code(instance_id: str) -> dict[str, Any]:
+        return ok(f"Pipeline instance {instance_id} exit code.",
+                  exitcode=manager.get_instance_exit_code(instance_id))
 
     @app.get(f"{API}/instance/{{instance_id}}/config", summary="Instance config")
     def get_instance_config(instance_id: str) -> dict[str, Any]:

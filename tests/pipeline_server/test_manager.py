@@ -26,7 +26,7 @@ def manager(servers, tmp_path) -> Iterator[PipelineManager]:
                         "127.0.0.1", target=counter_instance)
     yield m
     m.close()
-    assert m.get_info()["active_instances"] == []
+    assert m.get_info()["active_instances"] == {}
 
 
 def test_generated_ids_are_unique_and_streams_differ(manager):
@@ -50,8 +50,11 @@ def test_crash_is_reaped_with_exit_code_and_last_error(manager):
     iid, _, _ = manager.create_instance_from_config(CUSTOM)
     manager.set_instance_config(iid, {"crash": "disk on fire"})
     wait_until(lambda: iid not in manager.get_info()["active_instances"], 10, "crashed instance reaped")
-    info = manager.get_instance_info(iid)
+    info = manager.get_info()["finished_instances"][iid]
     assert (info["is_running"], info["exit_code"], info["last_error"]) == (False, 3, "crash requested: disk on fire")
+    assert manager.get_instance_exit_code(iid) == 3
+    with pytest.raises(NotFound, match="exit code 3, last error: crash requested: disk on fire"):
+        manager.get_instance_info(iid)
     with pytest.raises(NotFound, match="exit code 3, last error: crash requested: disk on fire"):
         manager.get_instance_config(iid)
     # The id can be used again.
@@ -74,7 +77,7 @@ def test_concurrent_shared_requests_start_one_instance(manager):
     for t in threads:
         t.join()
     assert len(streams) == 6 and len(set(streams)) == 1
-    assert manager.get_info()["active_instances"] == ["custom_pipe"]
+    assert list(manager.get_info()["active_instances"]) == ["custom_pipe"]
     with pytest.raises(Conflict, match="read-only"):
         manager.set_instance_config("custom_pipe", {"image_threshold": 1})
 
@@ -83,7 +86,8 @@ def test_shared_instance_restarts_after_it_ended(manager):
     manager.get_instance_stream("custom_pipe")
     first_pid = manager.get_instance_info("custom_pipe")["pid"]
     manager.stop_instance("custom_pipe")
-    assert manager.get_instance_info("custom_pipe")["is_running"] is False
+    with pytest.raises(NotFound, match="'custom_pipe' is not running any more"):
+        manager.get_instance_info("custom_pipe")
     manager.get_instance_stream("custom_pipe")
     info = manager.get_instance_info("custom_pipe")
     assert info["is_running"] is True and info["pid"] != first_pid and info["read_only"] is True

@@ -55,7 +55,7 @@ def test_private_instance_lifecycle(servers, client: PipelineClient):
     assert {"frames_in", "frames_out", "dropped", "errors", "rate"} <= set(info["statistics"])
 
     server_info = client.get_server_info()
-    assert server_info["instances"][instance_id]["config"]["my_param"] == 7
+    assert server_info["active_instances"][instance_id]["config"]["my_param"] == 7
 
     changed = client.set_instance_config(instance_id, {"image_threshold": 10,
                                                        "image_region_of_interest": [0, 64, 0, 32]})
@@ -78,8 +78,9 @@ def test_private_instance_lifecycle(servers, client: PipelineClient):
 
     client.stop_instance(instance_id)
     assert instance_id not in client.get_server_info()["active_instances"]
-    finished = client.get_instance_info(instance_id)
-    assert finished["is_running"] is False and finished["exit_code"] == 0
+    assert client.get_instance_exit_code(instance_id) == 0
+    with pytest.raises(ValueError, match=f"Instance '{instance_id}' is not running any more"):
+        client.get_instance_info(instance_id)
     with pytest.raises(ValueError, match=f"Instance '{instance_id}' is not running any more"):
         client.get_instance_config(instance_id)
     with pytest.raises(ValueError, match=f"Instance '{instance_id}' is not running"):
@@ -102,7 +103,7 @@ def test_rest_envelopes_and_create_with_custom_instance_id(servers, client):
     status, body = call(servers, "DELETE", "/from_name")
     assert status == 200 and body["state"] == "ok"
     status, body = call(servers, "DELETE", "")
-    assert status == 200 and call(servers, "GET", "/info")[1]["info"]["active_instances"] == []
+    assert status == 200 and call(servers, "GET", "/info")[1]["info"]["active_instances"] == {}
     assert requests.get(f"{servers.url}/openapi.json", timeout=10).json()["paths"][f"{API}/instance/{{instance_id}}"]
 
 
@@ -238,10 +239,10 @@ def test_corrupt_saved_pipeline_is_reported(servers, client):
 def test_crashing_instance_is_reaped_with_exit_code_and_error(client):
     instance_id, _ = client.create_instance_from_config({"camera_name": "simulation", "function": "no_such_function"})
     wait_until(lambda: instance_id not in client.get_server_info()["active_instances"], 30, "crashed instance reaped")
-    info = client.get_instance_info(instance_id)
+    info = client.get_server_info()["finished_instances"][instance_id]
     assert info["is_running"] is False and info["exit_code"] != 0
     assert "no_such_function" in info["last_error"]
-    assert client.get_server_info()["finished_instances"][instance_id]["exit_code"] == info["exit_code"]
+    assert client.get_instance_exit_code(instance_id) == info["exit_code"]
     with pytest.raises(ValueError, match=f"exit code {info['exit_code']}"):
         client.get_instance_config(instance_id)
     assert "simulation" in client.get_cameras()  # server fine
@@ -250,14 +251,14 @@ def test_crashing_instance_is_reaped_with_exit_code_and_error(client):
 def test_instance_without_clients_ends_after_no_client_timeout(client):
     instance_id, _ = client.create_instance_from_config({"camera_name": "simulation", "no_client_timeout": 1})
     wait_until(lambda: instance_id not in client.get_server_info()["active_instances"], 30, "idle instance reaped")
-    assert client.get_instance_info(instance_id)["exit_code"] == 0
+    assert client.get_instance_exit_code(instance_id) == 0
 
 
 def test_instance_ends_after_records(client):
     instance_id, stream = client.create_instance_from_config({"camera_name": "simulation", "records": 3,
                                                               "no_client_timeout": 0})
     wait_until(lambda: instance_id not in client.get_server_info()["active_instances"], 30, "instance reaped")
-    info = client.get_instance_info(instance_id)
+    info = client.get_server_info()["finished_instances"][instance_id]
     assert info["exit_code"] == 0 and info["statistics"]["frames_out"] == 3
 
 
@@ -282,6 +283,6 @@ def test_client_stop_all_instances(client):
     assert set(client.get_server_info()["active_instances"]) == {*ids, "simulation_sp"}
     client.stop_all_instances()
     info = client.get_server_info()
-    assert info["active_instances"] == [] and info["instances"] == {}
+    assert info["active_instances"] == {} and "instances" not in info
     assert {*ids, "simulation_sp"} <= set(info["finished_instances"])
     assert client.get_address() == client.get_address().rstrip("/")

@@ -63,9 +63,10 @@ def pulse_ids(messages: list[Message]) -> list[int]:
 
 
 def wait_finished(client: PipelineClient, instance_id: str, timeout: float = 20.0) -> dict[str, Any]:
-    """The instance info once its process ended (exit code and last error)."""
-    return wait_until(lambda: (lambda i: i if not i["is_running"] and i["exit_code"] is not None else None)(
-        client.get_instance_info(instance_id)), timeout, f"instance {instance_id} to end")
+    """The instance's last info once its process ended (exit code, last error, statistics): an ended instance has
+    no info route any more, the server keeps this record in ``finished_instances``."""
+    return wait_until(lambda: client.get_server_info()["finished_instances"].get(instance_id), timeout,
+                      f"instance {instance_id} to end")
 
 
 def assert_ended(client: PipelineClient, instance_id: str, exit_code: int, message: str) -> dict[str, Any]:

@@ -71,7 +71,7 @@ def test_stop_instance_closes_a_complete_file_and_change_stores_new_shapes(clien
         client.set_instance_config(instance_id, {"image_region_of_interest": [0, 8, 0, 4]})
         wait_until(lambda: client.get_instance_info(instance_id)["statistics"]["frames_out"] >= 30, 10, "rows")
         client.stop_instance(instance_id)
-    info = client.get_instance_info(instance_id)
+    info = client.get_server_info()["finished_instances"][instance_id]
     assert info["exit_code"] == 0
     written = info["statistics"]["frames_out"]
     with h5py.File(path, "r") as f:

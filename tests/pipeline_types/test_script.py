@@ -36,7 +36,7 @@ def test_script_publishes_sees_live_parameters_and_stops_cleanly(client, servers
     stats = client.get_instance_info(instance_id)["statistics"]
     assert stats["frames_out"] >= 6 and stats["clients"] == 1
     client.stop_instance(instance_id)
-    info = client.get_instance_info(instance_id)
+    info = client.get_server_info()["finished_instances"][instance_id]
     assert info["exit_code"] == 0 and info["last_error"] is None
 
 

@@ -112,7 +112,7 @@ def test_bad_pipeline_config_values_are_refused(servers, path, key, value, messa
     response = send(servers, "POST", path, json.dumps({"camera_name": "simulation", key: value}))
     assert_error(response, 400, "Invalid pipeline config: " + message)
     assert servers.files() == before
-    assert requests.get(f"{servers.pipeline.url}{PIPE}/info", timeout=10).json()["info"]["active_instances"] == []
+    assert requests.get(f"{servers.pipeline.url}{PIPE}/info", timeout=10).json()["info"]["active_instances"] == {}
 
 
 @pytest.mark.parametrize("camera", ["info", "aliases", "groups", "script"])

@@ -47,7 +47,7 @@ def _ended_info(pipelines: PipelineClient, instance_id: str) -> dict:
         return False
 
     wait_until(ended, 20, "the instance to end")
-    return pipelines.get_instance_info(instance_id)
+    return pipelines.get_server_info()["finished_instances"][instance_id]
 
 
 def test_builtin_transparent_and_default(pipelines: PipelineClient) -> None:
