@@ -3,6 +3,7 @@
 Handlers that block (process start/stop, camera server calls, stream reads) are plain ``def`` so FastAPI runs them
 in its threadpool and concurrent clients do not wait for each other. Fixed path segments (``info``, ``camera``,
 ``instance``, ``script``) are declared before the ``{pipeline_name}`` routes and are refused as pipeline names.
+``version`` and ``config_names`` are GET routes, which no ``{pipeline_name}`` route answers.
 """
 
 from __future__ import annotations
@@ -17,17 +18,20 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from cam_server import __version__
+from cam_server.common.log_ring import LogRing, install_log_ring
 from cam_server.common.scripts_store import ScriptStore
 from cam_server.pipeline.manager import PipelineManager
 from cam_server.rest.envelope import install_error_handlers, json_body, ok
 from cam_server.rest.script_routes import install_script_routes
+from cam_server.rest.server_routes import install_server_routes
 
 API = "/api/v1/pipeline"
 _JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
 
 
-def create_pipeline_app(manager: PipelineManager) -> FastAPI:
-    """The FastAPI application serving ``/api/v1/pipeline`` (OpenAPI at /docs and /openapi.json)."""
+def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -> FastAPI:
+    """The FastAPI application serving ``/api/v1/pipeline`` (OpenAPI at /docs and /openapi.json) and the log
+    records of ``logs`` (default: the root logger's ring, installed if needed)."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -104,6 +108,8 @@ def create_pipeline_app(manager: PipelineManager) -> FastAPI:
 
     # User scripts (scripts folder -u): /script, /script/<name>/script_bytes (see rest/script_routes.py).
     install_script_routes(app, API, ScriptStore(manager.scripts_folder))
+    # /version, /config_names and /api/v1/logs (see rest/server_routes.py).
+    install_server_routes(app, API, manager.get_pipeline_list, logs or install_log_ring())
 
     # --- named pipelines and instance ids -------------------------------------------------------------------
     @app.post(f"{API}/{{pipeline_name}}", summary="Create a private instance of a saved pipeline")
