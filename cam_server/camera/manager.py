@@ -165,6 +165,16 @@ class CameraInstanceManager:
         instances, ended = self._table.snapshot()
         return {"active_instances": {c: i.info() for c, i in instances.items()}, "ended_instances": ended}
 
+    def is_online(self, name: str) -> tuple[bool, str]:
+        """(online, why) for camera ``name`` (or alias), checked without starting its stream (see
+        :mod:`cam_server.camera.online`); NotFound for an unknown camera."""
+        from cam_server.camera.online import check_camera_online
+
+        config = self.store.load(name)
+        online, reason = check_camera_online(config, PRELOAD)
+        log.debug("camera %s online check: %s", config.name, reason)
+        return online, reason
+
     # --- frames -------------------------------------------------------------------------------------------
     def get_frame(self, name: str, timeout: float = FRAME_TIMEOUT) -> tuple[np.ndarray, dict[str, Any]]:
         """The next image of camera ``name`` (starting it if needed), read from its own stream.

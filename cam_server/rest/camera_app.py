@@ -109,6 +109,11 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
         store.delete(camera)
         return ok(f"Camera '{camera}' configuration deleted.")
 
+    @app.get(f"{API}/{{camera_name}}/is_online")
+    def is_camera_online(camera_name: str) -> dict[str, Any]:
+        online, reason = manager.is_online(camera_name)
+        return ok(reason, online=online)
+
     @app.get(f"{API}/{{camera_name}}/geometry")
     def get_camera_geometry(camera_name: str, timeout: float = FRAME_TIMEOUT) -> dict[str, Any]:
         config = store.load(camera_name)
