@@ -32,6 +32,10 @@ class CameraPublisher:
         self._y_axis = np.empty(0, np.float32)
         self._next_pulse_id = 0
         self._last_pulse_id = -1
+        # Of the current layout, for the statistics: (height, width) of the sent image, and the data bytes of one
+        # message (channel values, not headers; extra channels as their values had when the layout was declared).
+        self.frame_shape: tuple[int, int] | None = None
+        self.message_bytes = 0
         self.set_config(config)
 
     def set_config(self, config: CameraConfig) -> None:
@@ -86,6 +90,9 @@ class CameraPublisher:
         encoder = self.sender.encoder
         encoder.set_channels([{**c, "encoding": c.get("encoding", "little")} for c in channels])
         self._layout = key
+        self.frame_shape = (height, width)
+        self.message_bytes = (3 * 8 + width * height * dtype.itemsize + 4 * (width + height)
+                              + sum(_nbytes(extra[name]) for name, _ in extra_meta if extra))
         log.info("camera stream layout: %dx%d %s, %d extra channels", width, height, dtype.name, len(extra_meta))
 
     def _pulse_id(self, frame: RawFrame) -> int:
@@ -117,6 +124,15 @@ class CameraPublisher:
             sec = int(frame.timestamp)
             exact = (sec, int((frame.timestamp - sec) * 1e9))
         return self.sender.send(data, timestamp=exact, pulse_id=self._pulse_id(frame), check_data=False)
+
+
+def _nbytes(value: Any) -> int:
+    """Data bytes of one channel value (approximate for scalars: 8)."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, str | bytes):
+        return len(value)
+    return 8
 
 
 def _type_name(dtype: np.dtype) -> str:

@@ -45,8 +45,14 @@ STAT_FIELDS = (
     "rate",            # output messages per second, smoothed
     "last_frame_time",  # wall clock of the last output message
     "start_time",      # wall clock when the instance loop started
+    "bytes_out",       # data bytes of the messages sent
+    "rate_in",         # input frames/messages per second, smoothed
+    "frame_width",     # width and height of the last image sent (0 before the first)
+    "frame_height",
 )
 _INDEX = {name: i for i, name in enumerate(STAT_FIELDS)}
+_INT_FIELDS = frozenset({"frames_in", "frames_out", "dropped", "errors", "clients", "bytes_out", "frame_width",
+                         "frame_height"})
 
 _CONTEXT: Any = None
 
@@ -98,7 +104,7 @@ class SharedStats:
         values = list(self._values)
         out: dict[str, float] = {}
         for name, value in zip(STAT_FIELDS, values, strict=True):
-            out[name] = int(value) if name in {"frames_in", "frames_out", "dropped", "errors", "clients"} else value
+            out[name] = int(value) if name in _INT_FIELDS else value
         return out
 
 

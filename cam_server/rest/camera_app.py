@@ -20,6 +20,7 @@ from cam_server.camera.render import check_render_options, image_bytes_payload, 
 from cam_server.common.errors import CamServerError
 from cam_server.common.log_ring import LogRing, install_log_ring
 from cam_server.common.scripts_store import ScriptStore
+from cam_server.common.usage import server_usage
 from cam_server.processing.camera_transforms import camera_geometry
 from cam_server.rest.envelope import install_error_handlers, json_body, ok
 from cam_server.rest.script_routes import install_script_routes
@@ -57,7 +58,7 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
 
     @app.get(f"{API}/info")
     def get_server_info() -> dict[str, Any]:
-        return ok("Camera manager info.", info=manager.info())
+        return ok("Camera manager info.", info={**manager.info(), **server_usage()})
 
     @app.get(f"{API}/aliases")
     def get_aliases() -> dict[str, Any]:
