@@ -91,8 +91,10 @@ def _stream(channel: InstanceChannel, config: CameraConfig, source: FrameSource,
                 no_client_timeout=timeout if timeout > 0 else None)
     stats = channel.stats
     rate = RateMeter(stats)
+    rate_in = RateMeter(stats, "rate_in", throughput_field=None)
     publisher = CameraPublisher(sender, config)
     source_dropped = 0
+    frame_shape = None  # the publisher's, as last written to the statistics
     current = [source]  # the source a config change may replace; a stop request interrupts whichever is current
     channel.on_stop(lambda: current[0].interrupt())
     stats.set("start_time", time.time())
@@ -117,6 +119,7 @@ def _stream(channel: InstanceChannel, config: CameraConfig, source: FrameSource,
             if frame is None:
                 continue
             stats.add("frames_in")
+            rate_in.tick()
             try:
                 sent = publisher.publish(frame)
             except ValueError as exc:  # a frame the transforms or encoder refuse (e.g. ROI outside the image)
@@ -124,9 +127,14 @@ def _stream(channel: InstanceChannel, config: CameraConfig, source: FrameSource,
                 channel.report_error(f"Camera '{config.name}': frame not sent: {exc}")
                 continue
             if sent:
-                rate.sent()
+                rate.sent(sender.bytes_sent)
             else:
                 stats.add("dropped")
+            if publisher.frame_shape is not frame_shape:  # a new layout (geometry, dtype, channels)
+                frame_shape = publisher.frame_shape
+                if frame_shape is not None:
+                    stats.set("frame_height", frame_shape[0])
+                    stats.set("frame_width", frame_shape[1])
     finally:
         sender.close()
         source.close()

@@ -24,6 +24,7 @@ from cam_server.camera.store import CameraConfigStore
 from cam_server.common.errors import NotFound, SourceUnavailable
 from cam_server.common.instances import InstanceTable
 from cam_server.common.process import InstanceProcess, reserve_port
+from cam_server.common.psi_stats import format_time, psi_statistics
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,19 @@ class CameraInstance:
     started: float
 
     def info(self) -> dict[str, Any]:
+        """Our process info (pid, exit code, counters, last error) plus the fields PSI's tools read.
+
+        ``is_stream_active``: the process runs and its stream is bound (it streams whatever frames the source
+        gives); ``camera_geometry``: ``[width, height]`` of the last image sent (None before the first);
+        ``last_start_time``: when the instance started, ``"YYYY-MM-DD HH:MM:SS"`` (local time).
+        """
         info = self.process.info()
-        info.update(stream_address=self.stream_address, is_stream_active=info["is_running"],
-                    camera_name=self.camera, config=self.config.to_dict(), last_start_time=self.started)
+        stats = psi_statistics(info)
+        shape = stats["frame_shape"]
+        info.update(statistics=stats, stream_address=self.stream_address,
+                    is_stream_active=bool(info["is_running"] and stats["start_time"] > 0),
+                    camera_geometry=None if shape is None else [shape[1], shape[0]], camera_name=self.camera,
+                    config=self.config.to_dict(), last_start_time=format_time(self.started))
         return info
 
 
@@ -162,8 +173,23 @@ class CameraInstanceManager:
         return [c for c, i in self._table.items() if i.process.is_alive()]
 
     def info(self) -> dict[str, Any]:
+        """``active_instances``: camera → info of each running instance; ``finished_instances``: how the recent ones
+        that ended by themselves ended. Instances that ended are reaped first, so they are listed as ended at once
+        (not only after the reaper's next round); one that ends while this runs is left out of both."""
+        self._table.reap()
         instances, ended = self._table.snapshot()
-        return {"active_instances": {c: i.info() for c, i in instances.items()}, "ended_instances": ended}
+        active = {c: i.info() for c, i in instances.items()}
+        return {"active_instances": {c: i for c, i in active.items() if i["is_running"]}, "finished_instances": ended}
+
+    def is_online(self, name: str) -> tuple[bool, str]:
+        """(online, why) for camera ``name`` (or alias), checked without starting its stream (see
+        :mod:`cam_server.camera.online`); NotFound for an unknown camera."""
+        from cam_server.camera.online import check_camera_online
+
+        config = self.store.load(name)
+        online, reason = check_camera_online(config, PRELOAD)
+        log.debug("camera %s online check: %s", config.name, reason)
+        return online, reason
 
     # --- frames -------------------------------------------------------------------------------------------
     def get_frame(self, name: str, timeout: float = FRAME_TIMEOUT) -> tuple[np.ndarray, dict[str, Any]]:
@@ -191,7 +217,7 @@ class CameraInstanceManager:
 
 
 def _ended_record(instance: CameraInstance) -> dict[str, Any]:
-    """What ``ended_instances`` shows of a camera instance that ended by itself."""
+    """What ``finished_instances`` shows of a camera instance that ended by itself."""
     process = instance.process
     return {"exit_code": process.exitcode, "last_error": process.last_error,
             "last_error_time": process.last_error_time, "ended": time.time()}

@@ -32,6 +32,9 @@ class CameraPublisher:
         self._y_axis = np.empty(0, np.float32)
         self._next_pulse_id = 0
         self._last_pulse_id = -1
+        # Of the current layout, for the statistics: (height, width) of the sent image, and the data bytes of one
+        # message (channel values, not headers; extra channels as their values had when the layout was declared).
+        self.frame_shape: tuple[int, int] | None = None
         self.set_config(config)
 
     def set_config(self, config: CameraConfig) -> None:
@@ -86,6 +89,7 @@ class CameraPublisher:
         encoder = self.sender.encoder
         encoder.set_channels([{**c, "encoding": c.get("encoding", "little")} for c in channels])
         self._layout = key
+        self.frame_shape = (height, width)
         log.info("camera stream layout: %dx%d %s, %d extra channels", width, height, dtype.name, len(extra_meta))
 
     def _pulse_id(self, frame: RawFrame) -> int:

@@ -20,7 +20,7 @@ from cam_server.common.names import validate_name
 log = logging.getLogger(__name__)
 
 # Path segments of the REST API that cannot be camera names or aliases.
-RESERVED_NAMES = frozenset({"info", "aliases", "groups", "script"})
+RESERVED_NAMES = frozenset({"info", "aliases", "groups", "script", "version", "config_names"})
 
 
 class CameraConfigStore:

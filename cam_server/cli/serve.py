@@ -11,6 +11,8 @@ from typing import Any
 
 import uvicorn
 
+from cam_server.common.log_ring import install_log_ring
+
 log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -31,7 +33,9 @@ def add_trailing_arguments(parser: argparse.ArgumentParser, scripts_help: str) -
 
 
 def configure_logging(level: str) -> None:
+    """The console log, and the ring of recent records the server serves at ``/api/v1/logs``."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_ring()
 
 
 def warm_up_in_background(warm_up: Callable[[], Any]) -> None:

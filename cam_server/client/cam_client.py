@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
+from urllib.parse import quote
+
+import numpy as np
 
 from cam_server.client.user_scripts import UserScriptsMixin
 
@@ -49,6 +53,14 @@ class CamClient(UserScriptsMixin):
         """Return the cam image bytes: {"bytes": base64, "dtype", "shape": [height, width], ...}."""
         return self._get(f"/{camera_name}/image_bytes", params=_params(timeout=timeout))["image"]
 
+    def get_camera_array(self, camera_name: str, timeout: float | None = None) -> np.ndarray:
+        """The next cam image as a numpy array ([height, width], in the camera's dtype), from ``image_bytes``."""
+        return decode_image_bytes(self.get_camera_image_bytes(camera_name, timeout=timeout))
+
+    def is_camera_online(self, camera_name: str) -> bool:
+        """Whether the camera can stream now; checked without starting its stream. Unknown camera: ValueError."""
+        return bool(self._get(f"/{quote(camera_name, safe='')}/is_online")["online"])
+
     def get_instance_stream(self, camera_name: str) -> str:
         """Get the camera stream address (starts the camera instance if needed)."""
         answer = self._get(f"/{camera_name}")
@@ -76,6 +88,12 @@ class CamClient(UserScriptsMixin):
     def get_cameras_in_group(self, group: str) -> list[str]:
         """Camera names of one group."""
         return self._get(f"/groups/{group}")["cameras"]
+
+
+def decode_image_bytes(payload: dict[str, Any]) -> np.ndarray:
+    """The array of an ``image_bytes`` answer (``bytes``: base64 of the C-order array; ``dtype``; ``shape``)."""
+    data = bytearray(base64.b64decode(payload["bytes"]))  # a bytearray: the array is writable, without a copy
+    return np.frombuffer(data, dtype=np.dtype(payload["dtype"])).reshape(payload["shape"])
 
 
 def _params(**values: Any) -> dict[str, Any]:

@@ -1,10 +1,13 @@
-"""The HTTP plumbing shared by :class:`CamClient` and :class:`PipelineClient`."""
+"""The HTTP plumbing shared by :class:`CamClient` and :class:`PipelineClient`, and the server-level methods both
+have (``get_version``, ``get_logs``, ``get_config_names``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import requests
+
+LOGS_PATH = "/api/v1/logs"  # server-wide, not under a server's root
 
 
 class RestClient:
@@ -23,9 +26,10 @@ class RestClient:
     def _url(self, path: str) -> str:
         return f"{self._api}{path}"
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def _request(self, method: str, path: str, *, url: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        """``method`` on ``<root><path>`` (or on ``url``), unwrapped: the answer's envelope as a dict."""
         kwargs.setdefault("timeout", self._timeout)
-        response = self._session.request(method, self._url(path), **kwargs)
+        response = self._session.request(method, url or self._url(path), **kwargs)
         try:
             body = response.json()
         except ValueError:
@@ -45,9 +49,9 @@ class RestClient:
     def _delete(self, path: str, **kwargs: Any) -> dict[str, Any]:
         return self._request("DELETE", path, **kwargs)
 
-    def _get_raw(self, path: str, **kwargs: Any) -> requests.Response:
+    def _get_raw(self, path: str, *, url: str | None = None, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
-        response = self._session.get(self._url(path), **kwargs)
+        response = self._session.get(url or self._url(path), **kwargs)
         if response.status_code != 200:
             try:
                 message = response.json().get("status")
@@ -55,3 +59,20 @@ class RestClient:
                 message = response.text[:200]
             raise ValueError(message)
         return response
+
+    # --- server-level routes (both servers) -------------------------------------------------------------------
+    def get_version(self) -> str:
+        """The server's cam_server version."""
+        return self._get("/version")["version"]
+
+    def get_config_names(self) -> list[str]:
+        """Names of the saved configs: cameras on the camera server, pipelines on the pipeline server."""
+        return self._get("/config_names")["config_names"]
+
+    def get_logs(self, txt: bool = False) -> list[list[str]] | str:
+        """The server's recent log records, oldest first: ``[time, logger, level, message]`` each, or with ``txt``
+        the same as text, one record per line."""
+        url = f"{self._address}{LOGS_PATH}"
+        if txt:
+            return self._get_raw(LOGS_PATH, url=f"{url}/txt").text
+        return self._get(LOGS_PATH, url=url)["logs"]

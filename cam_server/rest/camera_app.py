@@ -2,8 +2,8 @@
 
 Every answer is the JSON envelope (``state``, ``status``, one specific field) except ``/image`` (PNG). Blocking
 work (starting an instance, waiting for a frame) runs in FastAPI's thread pool (plain ``def`` handlers), so one
-slow camera never blocks the server. Fixed paths (``/info``, ``/aliases``, ``/groups``, ``/script``) are declared
-before ``/{camera_name}`` so they are never taken as camera names.
+slow camera never blocks the server. Fixed paths (``/info``, ``/aliases``, ``/groups``, ``/script``, ``/version``,
+``/config_names``) are declared before ``/{camera_name}`` so they are never taken as camera names.
 """
 
 from __future__ import annotations
@@ -18,19 +18,24 @@ from starlette.concurrency import run_in_threadpool
 from cam_server.camera.manager import FRAME_TIMEOUT, CameraInstanceManager
 from cam_server.camera.render import check_render_options, image_bytes_payload, render_png
 from cam_server.common.errors import CamServerError
+from cam_server.common.log_ring import LogRing, install_log_ring
 from cam_server.common.scripts_store import ScriptStore
+from cam_server.common.usage import server_usage
 from cam_server.processing.camera_transforms import camera_geometry
 from cam_server.rest.envelope import install_error_handlers, json_body, ok
 from cam_server.rest.script_routes import install_script_routes
+from cam_server.rest.server_routes import install_server_routes
 
 API = "/api/v1/cam"
 MAX_FRAME_TIMEOUT = 120.0
 _JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
 
 
-def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | None = None) -> FastAPI:
-    """The FastAPI app serving ``manager`` (instances are stopped when the app shuts down) and the user scripts
-    folder ``scripts`` (``-u``; without one the script routes answer 404)."""
+def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | None = None,
+                      logs: LogRing | None = None) -> FastAPI:
+    """The FastAPI app serving ``manager`` (instances are stopped when the app shuts down), the user scripts
+    folder ``scripts`` (``-u``; without one the script routes answer 404) and the log records of ``logs`` (default:
+    the root logger's ring, installed if needed)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -53,7 +58,7 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
 
     @app.get(f"{API}/info")
     def get_server_info() -> dict[str, Any]:
-        return ok("Camera manager info.", info=manager.info())
+        return ok("Camera manager info.", info={**manager.info(), **server_usage()})
 
     @app.get(f"{API}/aliases")
     def get_aliases() -> dict[str, Any]:
@@ -69,6 +74,8 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
 
     # User scripts (-u): /script, /script/<name>/script_bytes (see rest/script_routes.py), before /{camera_name}.
     install_script_routes(app, API, scripts)
+    # /version, /config_names and /api/v1/logs (see rest/server_routes.py), before /{camera_name}.
+    install_server_routes(app, API, store.names, logs or install_log_ring())
 
     @app.get(f"{API}/{{camera_name}}")
     def get_instance_stream(camera_name: str) -> dict[str, Any]:
@@ -102,6 +109,11 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
         manager.stop_if_running(camera)
         store.delete(camera)
         return ok(f"Camera '{camera}' configuration deleted.")
+
+    @app.get(f"{API}/{{camera_name}}/is_online")
+    def is_camera_online(camera_name: str) -> dict[str, Any]:
+        online, reason = manager.is_online(camera_name)
+        return ok(reason, online=online)
 
     @app.get(f"{API}/{{camera_name}}/geometry")
     def get_camera_geometry(camera_name: str, timeout: float = FRAME_TIMEOUT) -> dict[str, Any]:

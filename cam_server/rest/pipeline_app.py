@@ -4,6 +4,7 @@ Handlers that block (process start/stop, camera server calls, stream reads) are 
 in its threadpool and concurrent clients do not wait for each other. Fixed path segments (``info``, ``camera``,
 ``instance``, ``script``, ``background``) are declared before the ``{pipeline_name}`` routes and are refused as
 pipeline names.
+``version``, ``config_names`` and ``groups`` are GET routes, which no ``{pipeline_name}`` route answers.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cam_server.camera.render import check_render_options, image_bytes_payload, render_png
 from cam_server.common.errors import CamServerError
+from cam_server.common.log_ring import LogRing, install_log_ring
 from cam_server.common.names import validate_name
 from cam_server.common.safe_pickle import safe_loads
 from cam_server.common.scripts_store import ScriptStore
@@ -39,6 +41,7 @@ from cam_server.rest.envelope import (
     read_limited,
 )
 from cam_server.rest.script_routes import install_script_routes
+from cam_server.rest.server_routes import install_server_routes
 from cam_server.version import __version__
 
 API = "/api/v1/pipeline"
@@ -52,8 +55,9 @@ _IMAGE_BYTES_BODY = {"requestBody": {"required": True, "content": {
 _IMAGE_BYTES_JSON_VALUES = 64
 
 
-def create_pipeline_app(manager: PipelineManager) -> FastAPI:
-    """The FastAPI application serving ``/api/v1/pipeline`` (OpenAPI at /docs and /openapi.json)."""
+def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -> FastAPI:
+    """The FastAPI application serving ``/api/v1/pipeline`` (OpenAPI at /docs and /openapi.json) and the log
+    records of ``logs`` (default: the root logger's ring, installed if needed)."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -193,6 +197,8 @@ def create_pipeline_app(manager: PipelineManager) -> FastAPI:
 
     # User scripts (scripts folder -u): /script, /script/<name>/script_bytes (see rest/script_routes.py).
     install_script_routes(app, API, ScriptStore(manager.scripts_folder))
+    # /version, /config_names and /api/v1/logs (see rest/server_routes.py).
+    install_server_routes(app, API, manager.get_pipeline_list, logs or install_log_ring())
 
     # --- named pipelines and instance ids -------------------------------------------------------------------
     @app.post(f"{API}/{{pipeline_name}}", summary="Create a private instance of a saved pipeline")

@@ -92,7 +92,7 @@ def test_offline_epics_camera_is_a_clear_error(epics_server: RunningServer, sour
     assert response.json()["status"] == ("Cannot start camera 'offline_cam': Camera with prefix NO:SUCH:CAMERA "
                                          "is offline")
     assert client.get_server_info()["active_instances"] == {}
-    assert client.get_server_info()["ended_instances"] == {}
+    assert client.get_server_info()["finished_instances"] == {}
     assert client.get_cameras() == ["offline_cam"]  # the server stays healthy
 
 

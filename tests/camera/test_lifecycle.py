@@ -34,7 +34,7 @@ def test_client_keeps_instance_alive_then_no_client_timeout_stops_it(client: Cam
         assert info["pid"] == pid and info["statistics"]["clients"] == 1
     wait_until(lambda: "kept" not in client.get_server_info()["active_instances"], 15, "instance to stop")
     assert _gone(pid)
-    assert client.get_server_info()["ended_instances"]["kept"]["exit_code"] == 0
+    assert client.get_server_info()["finished_instances"]["kept"]["exit_code"] == 0
     assert client.get_instance_stream("kept")  # a new request starts it again
     client.delete_camera_config("kept")
 
@@ -45,7 +45,7 @@ def test_crashed_instance_is_reaped_and_restarted(client: CamClient) -> None:
     pid = client.get_server_info()["active_instances"]["crashy"]["pid"]
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: "crashy" not in client.get_server_info()["active_instances"], 15, "crashed instance reaped")
-    assert client.get_server_info()["ended_instances"]["crashy"]["exit_code"] == -signal.SIGKILL
+    assert client.get_server_info()["finished_instances"]["crashy"]["exit_code"] == -signal.SIGKILL
     client.get_instance_stream("crashy")
     assert client.get_server_info()["active_instances"]["crashy"]["pid"] != pid
     client.delete_camera_config("crashy")

@@ -126,7 +126,7 @@ def test_instance_started_by_image_stops_without_clients(client: CamClient) -> N
     pid = client.get_server_info()["active_instances"]["short_lived"]["pid"]
     wait_until(lambda: "short_lived" not in client.get_server_info()["active_instances"], 15,
                "instance to stop without clients")
-    ended = client.get_server_info()["ended_instances"]["short_lived"]
+    ended = client.get_server_info()["finished_instances"]["short_lived"]
     assert ended["exit_code"] == 0 and ended["last_error"] is None
     assert not psutil.pid_exists(pid)
     client.delete_camera_config("short_lived")

@@ -205,6 +205,23 @@ class EpicsCameraSource(FrameSource):
 
     def connect(self) -> None:
         """Check the online PV, read the geometry and start monitoring; raises :class:`CameraOffline`."""
+        self._open_and_check(monitor=True)
+        log.info("Camera with prefix %s connected: %dx%d, dtype %s", self.prefix, self._width, self._height,
+                 self.dtype.name)
+
+    def check_online(self) -> None:
+        """The check :meth:`connect` starts with (online PV, geometry, stream address), then release everything.
+
+        For "is the camera online?" without streaming it: only the checked PVs are connected, none is monitored
+        (no image is transferred). Raises :class:`CameraOffline` saying why; ``connection_timeout`` bounds it.
+        """
+        try:
+            self._open_and_check(monitor=False)
+        finally:
+            self.close()
+
+    def _open_and_check(self, monitor: bool) -> None:
+        """Create the PVs (``monitor``: all of them, subscribed; else only those the check reads) and check them."""
         self.close()
         configure_epics_environment()
         import epics
@@ -214,6 +231,8 @@ class EpicsCameraSource(FrameSource):
             callbacks["pulse_id"] = self._on_counter
         if self.names.image is not None:
             callbacks["image"] = self._on_picture
+        if not monitor:
+            callbacks = {role: None for role in ("online", "width", "height")}
         roles = [*callbacks, *(["stream_address"] if self.names.stream_address is not None else [])]
         names = {role: f"{self.prefix}:{getattr(self.names, role)}" for role in roles}
         self._pv_connected = dict.fromkeys(names.values(), False)
@@ -222,9 +241,9 @@ class EpicsCameraSource(FrameSource):
         self._watch_for_repeats()
         # Created together so the name searches run in parallel; the image is monitored whatever its size.
         for role, name in names.items():
-            self._pvs[role] = epics.PV(name, form="time", auto_monitor=role in callbacks, callback=callbacks.get(role),
-                                       connection_callback=self._on_connection)
-        for suffix in self.names.unused:  # subscribed for the record, never waited for
+            self._pvs[role] = epics.PV(name, form="time", auto_monitor=monitor and role in callbacks,
+                                       callback=callbacks.get(role), connection_callback=self._on_connection)
+        for suffix in self.names.unused if monitor else ():  # subscribed for the record, never waited for
             self._pvs[suffix] = epics.PV(f"{self.prefix}:{suffix}", auto_monitor=True)
         self._opened = True
         try:
@@ -234,8 +253,6 @@ class EpicsCameraSource(FrameSource):
             self.close()
             raise
         self.last_error = None
-        log.info("Camera with prefix %s connected: %dx%d, dtype %s", self.prefix, self._width, self._height,
-                 self.dtype.name)
 
     def geometry(self) -> tuple[int, int]:
         """Raw (width, height) as the camera currently reports it (monitored, so a resize shows up here)."""
@@ -340,7 +357,7 @@ class EpicsCameraSource(FrameSource):
                 self._height = int(value)
             else:
                 self.stream_address = str(value)
-        missing = [suffix for suffix in self.names.unused if not self._pvs[suffix].connected]
+        missing = [suffix for suffix in self.names.unused if suffix in self._pvs and not self._pvs[suffix].connected]
         if missing:
             log.info("Camera with prefix %s: %s not connected (monitored but unused; frames are not affected)",
                      self.prefix, ", ".join(f"{self.prefix}:{suffix}" for suffix in missing))

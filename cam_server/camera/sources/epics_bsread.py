@@ -78,6 +78,15 @@ class EpicsBsreadCameraSource:
         log.info("Camera with prefix %s: relaying channel %s of its bsread stream %s", self.prefix,
                  self.image_channel, address)
 
+    def check_online(self) -> None:
+        """The Channel Access half of :meth:`connect` (online PV, geometry, a valid stream address), then release.
+
+        The stream itself is not connected: a PULL connection would take messages from the camera's real clients.
+        Raises :class:`CameraOffline` saying why.
+        """
+        self.control.check_online()
+        self._stream_address()
+
     def geometry(self) -> tuple[int, int]:
         """Raw (width, height) as ``P:WIDTH`` / ``P:HEIGHT`` report it (monitored)."""
         return self.control.geometry()
