@@ -18,9 +18,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
-from cam_server import __version__
 from cam_server.common.log_ring import LogRing
 from cam_server.rest.envelope import ok
+from cam_server.version import __version__
 
 LOGS = "/api/v1/logs"
 
