@@ -94,7 +94,7 @@ def run_case(width: int, height: int, rate: float | None, duration: float, threa
     from cam_server.bsread import SUB, Source
     from cam_server.common.process import InstanceProcess, reserve_port
     from cam_server.pipeline.config import expand_config
-    from cam_server.pipeline.instance import run_instance
+    from cam_server.pipeline.instance.main import run_instance
     from cam_server.pipeline.instance_spec import InstanceSpec
 
     if transport == "ipc":
@@ -113,7 +113,7 @@ def run_case(width: int, height: int, rate: float | None, duration: float, threa
                             "no_client_timeout": 0, "camera_timeout": 0})
     spec = InstanceSpec("bench", config, f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port}", camera_address,
                         "http://127.0.0.1:1", tmpdir, tmpdir)
-    instance = InstanceProcess("bench", run_instance, (spec,), preload=("cam_server.pipeline.instance",))
+    instance = InstanceProcess("bench", run_instance, (spec,), preload=("cam_server.pipeline.instance.main",))
     instance.start()
     client = Source(address=spec.stream_address, mode=SUB, receive_timeout=1000, queue_size=100)
     client.connect()

@@ -7,7 +7,7 @@ Runs as the target of :class:`~cam_server.common.process.InstanceProcess`. Lifec
   process exits with :data:`EXIT_SOURCE_OFFLINE`;
 * the sender's no-client monitor ends the loop after ``no_client_timeout`` seconds without clients.
 
-Live config changes (``channel.poll_config()``) apply from the next frame; changes of source keys
+Live config changes (``control.poll_config()``) apply from the next frame; changes of source keys
 (:data:`~cam_server.camera.config.SOURCE_KEYS`) reconnect the source in place, without a new process.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from cam_server.camera.config import SOURCE_KEYS, CameraConfig, parse_camera_config
 from cam_server.camera.sources.base import CameraOffline, FrameSource
-from cam_server.common.process import InstanceChannel, RateMeter, configure_memory
+from cam_server.common.process import InstanceControl, RateMeter, configure_memory
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _connect_source(config: CameraConfig) -> FrameSource:
     return source
 
 
-def run_camera_instance(channel: InstanceChannel, config_dict: dict[str, Any], port: int,
+def run_camera_instance(control: InstanceControl, config_dict: dict[str, Any], port: int,
                         log_level: int = logging.WARNING) -> None:
     """Instance process entry point (module level: forkserver pickles it by reference)."""
     configure_memory()
@@ -65,21 +65,21 @@ def run_camera_instance(channel: InstanceChannel, config_dict: dict[str, Any], p
         config = parse_camera_config(config_dict, config_dict.get("name"))
         source = _connect_source(config)
     except CameraOffline as exc:
-        channel.report_error(str(exc))
+        control.report_error(str(exc))
         raise SystemExit(EXIT_SOURCE_OFFLINE) from None
     except Exception as exc:  # noqa: BLE001 - any failure must reach the parent as a readable message
         log.exception("camera instance failed to start")
-        channel.report_error(f"Cannot start camera '{config_dict.get('name')}': {exc}")
+        control.report_error(f"Cannot start camera '{config_dict.get('name')}': {exc}")
         raise SystemExit(EXIT_SOURCE_OFFLINE) from None
     try:
-        _stream(channel, config, source, port)
+        _stream(control, config, source, port)
     except Exception as exc:  # noqa: BLE001
         log.exception("camera instance failed")
-        channel.report_error(f"Camera '{config.name}' stopped: {type(exc).__name__}: {exc}")
+        control.report_error(f"Camera '{config.name}' stopped: {type(exc).__name__}: {exc}")
         raise SystemExit(EXIT_ERROR) from None
 
 
-def _stream(channel: InstanceChannel, config: CameraConfig, source: FrameSource, port: int) -> None:
+def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource, port: int) -> None:
     from cam_server.bsread import PUB, Sender
     from cam_server.camera.publisher import CameraPublisher
 
@@ -89,26 +89,26 @@ def _stream(channel: InstanceChannel, config: CameraConfig, source: FrameSource,
                     block=False)
     sender.open(no_client_action=no_clients.set if timeout > 0 else None,
                 no_client_timeout=timeout if timeout > 0 else None)
-    stats = channel.stats
+    stats = control.stats
     rate = RateMeter(stats)
     rate_in = RateMeter(stats, "rate_in", throughput_field=None)
     publisher = CameraPublisher(sender, config)
     source_dropped = 0
     frame_shape = None  # the publisher's, as last written to the statistics
     current = [source]  # the source a config change may replace; a stop request interrupts whichever is current
-    channel.on_stop(lambda: current[0].interrupt())
+    control.on_stop(lambda: current[0].interrupt())
     stats.set("start_time", time.time())
     log.info("camera %s streaming on %s", config.name, sender.endpoint)
     try:
-        while not channel.should_stop():
+        while not control.should_stop():
             if no_clients.is_set():
                 log.info("camera %s: no clients for %.1f s, stopping", config.name, timeout)
                 break
-            new = channel.poll_config()
+            new = control.poll_config()
             if new is not None:
                 config, source = _apply_config(config, new, source, publisher)
                 current[0] = source
-                if channel.should_stop():  # a stop that arrived while the source was replaced woke the old one
+                if control.should_stop():  # a stop that arrived while the source was replaced woke the old one
                     break
             frame = source.read(READ_TIMEOUT)
             dropped = getattr(source, "dropped", 0)
@@ -124,7 +124,7 @@ def _stream(channel: InstanceChannel, config: CameraConfig, source: FrameSource,
                 sent = publisher.publish(frame)
             except ValueError as exc:  # a frame the transforms or encoder refuse (e.g. ROI outside the image)
                 stats.add("errors")
-                channel.report_error(f"Camera '{config.name}': frame not sent: {exc}")
+                control.report_error(f"Camera '{config.name}': frame not sent: {exc}")
                 continue
             if sent:
                 rate.sent(sender.bytes_sent)

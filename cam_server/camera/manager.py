@@ -116,7 +116,7 @@ class CameraInstanceManager:
                                   preload=PRELOAD)
         process.start()
         deadline = time.monotonic() + self.start_timeout
-        stats = process.channel.stats
+        stats = process.control.stats
         while stats.get("start_time") <= 0:
             if not process.is_alive():
                 process.stop(timeout=1.0)

@@ -23,7 +23,7 @@ from typing import Any
 
 from cam_server.camera.config import EPICS_SOURCE_TYPES, CameraConfig, is_stream_address
 from cam_server.camera.sources.base import CameraOffline
-from cam_server.common.process import InstanceChannel, InstanceProcess
+from cam_server.common.process import InstanceControl, InstanceProcess
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def _check_in_process(config: CameraConfig, preload: tuple[str, ...]) -> tuple[b
     return False, reason if reason.startswith("Camera") else f"Camera '{name}' is offline: {reason}"
 
 
-def run_online_check(channel: InstanceChannel, config_dict: dict[str, Any]) -> None:
+def run_online_check(control: InstanceControl, config_dict: dict[str, Any]) -> None:
     """Check process entry point (module level: the fork server pickles it by reference): exit code 0 when online,
     else :data:`EXIT_OFFLINE` after reporting why."""
     from cam_server.camera.config import parse_camera_config
@@ -96,8 +96,8 @@ def run_online_check(channel: InstanceChannel, config_dict: dict[str, Any]) -> N
         source: Any = create_source(config)
         source.check_online()
     except CameraOffline as exc:
-        channel.report_error(str(exc))
+        control.report_error(str(exc))
         raise SystemExit(EXIT_OFFLINE) from None
     except Exception as exc:  # noqa: BLE001 - any failure must reach the server as a readable message
-        channel.report_error(f"{type(exc).__name__}: {exc}")
+        control.report_error(f"{type(exc).__name__}: {exc}")
         raise SystemExit(EXIT_OFFLINE) from None

@@ -34,12 +34,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve.configure_logging(args.log_level)
 
     from cam_server.client.cam_client import CamClient
-    from cam_server.pipeline.backgrounds import BackgroundStore
-    from cam_server.pipeline.manager import PipelineManager
-    from cam_server.pipeline.store import PipelineConfigStore
+    from cam_server.pipeline.server.backgrounds import BackgroundStore
+    from cam_server.pipeline.server.manager import PipelineManager
+    from cam_server.pipeline.server.saved_configs import SavedConfigs
     from cam_server.rest.pipeline_app import create_pipeline_app
 
-    manager = PipelineManager(CamClient(args.cam_server), PipelineConfigStore(args.base),
+    manager = PipelineManager(CamClient(args.cam_server), SavedConfigs(args.base),
                               BackgroundStore(args.background_base), args.user_scripts_base,
                               args.hostname, file_folder=args.file_folder)
     serve.warm_up_in_background(manager.warm_up)

@@ -118,7 +118,7 @@ class InstanceTable(Generic[T]):
             self._running.clear()
         for _, instance in stopping:
             if instance.process is not None:
-                instance.process.channel.request_stop()
+                instance.process.control.request_stop()
         if len(stopping) == 1:
             self._stop(*stopping[0], timeout)
         elif stopping:

@@ -5,7 +5,7 @@ server down, and image processing must use more than one core. The parent talks 
 
 * a stop pipe: to ask for a stop the parent writes a byte to it and closes its write end, so the child's read end
   becomes readable (by end-of-file also when the server dies; not with the ``fork`` start method, where the child
-  holds a copy of the write end: there the PID check of :meth:`InstanceChannel.should_stop` notices). A pipe,
+  holds a copy of the write end: there the PID check of :meth:`InstanceControl.should_stop` notices). A pipe,
   not a ``multiprocessing.Event``: a thread waiting on an Event in a child that then exits leaves the Event's
   condition waiting for a wake-up acknowledgement that never comes, and the parent's next ``set()`` hangs for ever;
 * a config queue (live config changes; the child takes the newest one),
@@ -155,7 +155,7 @@ class RateMeter:
             self._count, self._bytes, self._since = 0, 0, now
 
 
-class InstanceChannel:
+class InstanceControl:
     """The child's end: what an instance loop receives to know when to stop, get configs and report."""
 
     def __init__(self, ctx: Any) -> None:
@@ -304,8 +304,8 @@ class InstanceProcess:
                  preload: Sequence[str] = ()) -> None:
         self.instance_id = instance_id
         self._ctx = process_context(preload)
-        self.channel = InstanceChannel(self._ctx)
-        self._process = self._ctx.Process(target=target, args=(self.channel, *args), name=f"instance-{instance_id}",
+        self.control = InstanceControl(self._ctx)
+        self._process = self._ctx.Process(target=target, args=(self.control, *args), name=f"instance-{instance_id}",
                                           daemon=True)
         self._ps: psutil.Process | None = None
         self.last_error: str | None = None
@@ -322,9 +322,9 @@ class InstanceProcess:
             with _STATUS_LOCK:  # Process.start() polls the status of every child started before
                 self._process.start()
         except BaseException:
-            self.channel.close()  # the stop pipe and queues of a process that never ran
+            self.control.close()  # the stop pipe and queues of a process that never ran
             raise
-        self.channel.child_started()
+        self.control.child_started()
         try:
             self._ps = psutil.Process(self._process.pid)
             self._ps.cpu_percent(None)
@@ -353,11 +353,11 @@ class InstanceProcess:
         return not self.is_alive()
 
     def update_config(self, config: dict[str, Any]) -> None:
-        self.channel.send_config(config)
+        self.control.send_config(config)
 
     def stop(self, timeout: float = 3.0) -> None:
         """Ask the instance to stop, then terminate and kill it if it does not; never leaves a process behind."""
-        self.channel.request_stop()
+        self.control.request_stop()
         if not self._join(timeout):
             log.warning("instance %s did not stop in %.1f s; terminating", self.instance_id, timeout)
             self._process.terminate()
@@ -365,7 +365,7 @@ class InstanceProcess:
                 self._process.kill()
                 self._join(2.0)
         self._collect_errors()
-        self.channel.close()
+        self.control.close()
 
     def wait(self, timeout: float | None = None) -> None:
         self._join(timeout)
@@ -374,13 +374,13 @@ class InstanceProcess:
         # One drain at a time: a concurrent drain (REST request vs reaper) could otherwise see the queue empty
         # while the other holds its read lock, and record no error for an instance that reported one.
         with self._errors_lock:
-            for when, message in self.channel.drain_errors():
+            for when, message in self.control.drain_errors():
                 self.last_error, self.last_error_time = message, when
 
     def info(self) -> dict[str, Any]:
         """Statistics and health, read without asking the child anything."""
         self._collect_errors()
-        stats: dict[str, Any] = self.channel.stats.snapshot()
+        stats: dict[str, Any] = self.control.stats.snapshot()
         cpu = rss = None
         if self._ps is not None and self.is_alive():
             try:

@@ -18,13 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from cam_server.common.errors import InvalidConfig, InvalidName
 from cam_server.common.names import validate_name
+from cam_server.pipeline.registry import DEFAULT_TYPE, PIPELINE_TYPES
 
-PIPELINE_TYPES = ("processing", "store", "stream", "custom", "script", "fanout", "fanin")
-# Types whose output defaults to PUSH: a store pipeline feeds a writer (PSI's writers read it with PULL), a fanout
-# its workers; each message must go to exactly one consumer.
-PUSH_TYPES = frozenset({"store", "fanout"})
-# Types that need no input in the config (custom/script produce their own data, fanin binds its own input).
-NO_INPUT_TYPES = frozenset({"custom", "script", "fanin"})
 # Processing pipelines merge bsread data only from a given stream (no dispatcher client).
 DISPATCHER_NOT_SUPPORTED = ("bsread_channels without bsread_address would read from the dispatcher, which is not "
                             "supported: set bsread_address to the bsread stream to merge (e.g. tcp://host:port)")
@@ -133,7 +128,7 @@ class PipelineConfig(BaseModel):
     image_region_of_interest: list[int] | None = None
     image_good_region: GoodRegion | None = None
     image_slices: Slices | None = None
-    pipeline_type: str = "processing"
+    pipeline_type: str = DEFAULT_TYPE
     # --- input --------------------------------------------------------------------------------------------
     camera_name: str | None = None
     input_pipeline: str | None = None
@@ -287,7 +282,7 @@ class PipelineConfig(BaseModel):
         has_input = self.camera_name or self.input_stream or self.input_pipeline
         if self.pipeline_type == "stream":
             has_input = has_input or self.bsread_address or self.bsread_channels
-        if not has_input and self.pipeline_type not in NO_INPUT_TYPES:
+        if not has_input and PIPELINE_TYPES[self.pipeline_type].needs_input:
             raise ValueError(f"camera_name is required for pipeline_type '{self.pipeline_type}' "
                              "(or give input_stream / input_pipeline"
                              + (" / bsread_address / bsread_channels)" if self.pipeline_type == "stream" else ")"))
@@ -320,13 +315,9 @@ _KNOWN = frozenset(FIELDS)
 
 def derived_defaults(config: dict[str, Any]) -> dict[str, Any]:
     """The defaults of ``mode``, ``block`` and ``input_mode`` for this config (README: mode-dependent)."""
-    default_mode = "PUSH" if config.get("pipeline_type") in PUSH_TYPES else "PUB"
-    mode = config.get("mode") or default_mode
-    return {
-        "mode": default_mode,
-        "block": str(mode).upper() == "PUSH",
-        "input_mode": "PULL" if config.get("pipeline_type") == "fanin" else "SUB",
-    }
+    kind = PIPELINE_TYPES.get(config.get("pipeline_type") or DEFAULT_TYPE, PIPELINE_TYPES[DEFAULT_TYPE])
+    mode = config.get("mode") or kind.output_mode
+    return {"mode": kind.output_mode, "block": str(mode).upper() == "PUSH", "input_mode": kind.input_mode}
 
 
 def _format_errors(exc: ValidationError) -> str:

@@ -1,6 +1,6 @@
 """Where a FILE output may write: the ``file`` setting resolved (and confined) without importing h5py.
 
-Kept apart from :mod:`cam_server.pipeline.file_output` so the pipeline server can refuse a bad path when an
+Kept apart from :mod:`cam_server.pipeline.instance.file_output` so the pipeline server can refuse a bad path when an
 instance is created, without loading HDF5 into the server process.
 """
 

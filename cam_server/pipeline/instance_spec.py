@@ -8,7 +8,7 @@ from typing import Any
 
 @dataclass
 class InstanceSpec:
-    """Everything ``cam_server.pipeline.instance.run_instance(channel, spec)`` needs to run one pipeline."""
+    """Everything ``cam_server.pipeline.instance.main.run_instance(control, spec)`` needs to run one pipeline."""
 
     instance_id: str
     config: dict[str, Any]       # expanded config (expand_config output)

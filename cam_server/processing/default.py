@@ -47,8 +47,8 @@ def preprocess_frame(image: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray, 
     owned = in_place
     mode = background_mode(parameters.get("image_background_enable"))
     if mode == "passive":
-        # Pipelines store it once per config (parameters.py); writing the shared dict per frame would race with
-        # other processing threads serialising it (json.dumps: "dictionary changed size during iteration").
+        # Pipelines store it once per config (pipeline/types/processing_parameters.py); writing the shared dict per
+        # frame would race with other processing threads serialising it (json.dumps: "dictionary changed size").
         if background is not None and parameters.get(PASSIVE_BACKGROUND_KEY) is not background:
             parameters[PASSIVE_BACKGROUND_KEY] = background
     elif mode is not None and background is not None:

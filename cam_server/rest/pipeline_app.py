@@ -24,14 +24,14 @@ from cam_server.common.log_ring import LogRing, install_log_ring
 from cam_server.common.names import validate_name
 from cam_server.common.safe_pickle import safe_loads
 from cam_server.common.scripts_store import ScriptStore
-from cam_server.pipeline.backgrounds import (
+from cam_server.pipeline.server.backgrounds import (
     MAX_IMAGE_BYTES_BODY,
     MAX_LIST_BODY,
     MAX_LIST_VALUES,
     array_from_image_bytes,
     array_from_list,
 )
-from cam_server.pipeline.manager import PipelineManager
+from cam_server.pipeline.server.manager import PipelineManager
 from cam_server.rest.envelope import (
     BodyTooLarge,
     install_error_handlers,

@@ -94,7 +94,7 @@ def test_stop_all_asks_every_instance_first_and_leaves_no_process():
     _, ended = table.snapshot()
     assert {k: r["exit_code"] for k, r in ended.items() if k != "stubborn"} == {f"slow{i}": 0 for i in range(3)}
     assert ended["stubborn"]["exit_code"] == -9
-    stats = [entries[f"slow{i}"].process.channel.stats for i in range(3)]
+    stats = [entries[f"slow{i}"].process.control.stats for i in range(3)]
     # In parallel: every instance saw the request before the first one finished (one by one, each would see it
     # only after the previous one had finished).
     assert max(s.get("rate") for s in stats) < min(s.get("last_frame_time") for s in stats)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from cam_server.camera.render import render_png
 from cam_server.client.pipeline_client import PipelineClient
-from cam_server.pipeline.backgrounds import MAX_IMAGE_BYTES_BODY, MAX_LIST_BODY, MAX_LIST_VALUES
+from cam_server.pipeline.server.backgrounds import MAX_IMAGE_BYTES_BODY, MAX_LIST_BODY, MAX_LIST_VALUES
 from tests.helpers.servers import RunningServer, camera_server, pipeline_server
 
 API = "/api/v1/pipeline"

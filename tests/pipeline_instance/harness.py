@@ -23,7 +23,7 @@ import numpy as np
 from cam_server.bsread import PULL, SUB, Message, Sender, Source
 from cam_server.common.process import InstanceProcess
 from cam_server.pipeline.config import expand_config
-from cam_server.pipeline.instance import run_instance
+from cam_server.pipeline.instance.main import run_instance
 from cam_server.pipeline.instance_spec import InstanceSpec
 from tests.helpers.net import free_port
 from tests.helpers.procs import wait_until
@@ -33,7 +33,7 @@ WIDTH, HEIGHT = 80, 60
 CENTER_X, CENTER_Y = 30.0, 40.0
 SIGMA = 4.0
 AMPLITUDE, OFFSET = 4000, 100
-PRELOAD = ("cam_server.pipeline.instance", "cam_server.processing.default", "numpy", "scipy.ndimage")
+PRELOAD = ("cam_server.pipeline.instance.main", "cam_server.processing.default", "numpy", "scipy.ndimage")
 
 
 _IPC_DIR = tempfile.mkdtemp(prefix="cs-pi-")  # short: ipc paths are limited to ~100 characters

@@ -142,10 +142,10 @@ def test_unknown_pipeline_type_has_a_clear_error():
     import pytest
 
     from cam_server.common.errors import CamServerError
-    from cam_server.pipeline.instance import pipeline_runner
+    from cam_server.pipeline.instance.main import pipeline_type
 
-    with pytest.raises(CamServerError, match="pipeline_type 'nope' is not supported yet .supported: processing, "):
-        pipeline_runner("nope")
+    with pytest.raises(CamServerError, match="pipeline_type 'nope' is not supported .supported: processing, "):
+        pipeline_type("nope")
 
 
 def test_processing_threads_with_records_and_abort(tmp_path):

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from cam_server.pipeline.file_output import FileOutputError, FileWriter
+from cam_server.pipeline.instance.file_output import FileOutputError, FileWriter
 
 T0 = 1700000000
 

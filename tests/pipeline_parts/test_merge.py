@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cam_server.bsread import PUSH, Sender
-from cam_server.pipeline.merge import BsreadDataReceiver, PulseMatcher, default_bsread_mode
+from cam_server.pipeline.types.merge import BsreadDataReceiver, PulseMatcher, default_bsread_mode
 from tests.helpers.net import free_port
 from tests.helpers.procs import wait_until
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from cam_server.pipeline.reorder import PidReorderBuffer
+from cam_server.pipeline.types.reorder import PidReorderBuffer
 
 
 def test_pass_through_emits_immediately_in_arrival_order():

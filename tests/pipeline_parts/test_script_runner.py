@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from cam_server.pipeline.script_runner import run_script
-from cam_server.pipeline.user_functions import UserScriptError
+from cam_server.pipeline.instance.user_code import UserScriptError
+from cam_server.pipeline.types.script_runner import run_script
 from tests.helpers.procs import wait_until
 
 COUNTER = """

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from cam_server.pipeline.user_functions import UserScriptError, load_function, validate_result
+from cam_server.pipeline.instance.user_code import UserScriptError, load_function, validate_result
 
 
 def _script(folder, name, body):

@@ -9,9 +9,9 @@ import pytest
 
 from cam_server.client.cam_client import CamClient
 from cam_server.common.errors import Conflict, InvalidConfig, NotFound
-from cam_server.pipeline.backgrounds import BackgroundStore
-from cam_server.pipeline.manager import PipelineManager
-from cam_server.pipeline.store import PipelineConfigStore
+from cam_server.pipeline.server.backgrounds import BackgroundStore
+from cam_server.pipeline.server.manager import PipelineManager
+from cam_server.pipeline.server.saved_configs import SavedConfigs
 from tests.helpers.procs import wait_until
 from tests.pipeline_server.targets import counter_instance
 
@@ -20,7 +20,7 @@ CUSTOM = {"pipeline_type": "custom"}
 
 @pytest.fixture
 def manager(servers, tmp_path) -> Iterator[PipelineManager]:
-    store = PipelineConfigStore(tmp_path / "pipelines")
+    store = SavedConfigs(tmp_path / "pipelines")
     store.save("custom_pipe", {"pipeline_type": "custom", "records": 1000})
     m = PipelineManager(CamClient(servers.camera.url), store, BackgroundStore(tmp_path / "bg"), str(tmp_path),
                         "127.0.0.1", target=counter_instance)

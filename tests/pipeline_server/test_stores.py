@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from cam_server.common.errors import InvalidConfig, InvalidName, NotFound
-from cam_server.pipeline.backgrounds import BackgroundStore, check_n_images
-from cam_server.pipeline.store import PipelineConfigStore
+from cam_server.pipeline.server.backgrounds import BackgroundStore, check_n_images
+from cam_server.pipeline.server.saved_configs import SavedConfigs
 
 
 def test_background_ids_save_load_roundtrip(tmp_path):
@@ -92,7 +92,7 @@ def test_n_images_validation():
 
 
 def test_pipeline_config_store_saves_expanded_and_refuses_reserved_names(tmp_path):
-    store = PipelineConfigStore(tmp_path)
+    store = SavedConfigs(tmp_path)
     saved = store.save_config("test_pipeline", {"camera_name": "simulation", "image_threshold": 2})
     assert store.load("test_pipeline") == saved
     assert saved["image_threshold"] == 2.0 and saved["queue_size"] == 10

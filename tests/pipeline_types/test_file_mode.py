@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from cam_server.client.pipeline_client import PipelineClient
-from cam_server.pipeline.file_output import FileOutputError, resolve_output_file
+from cam_server.pipeline.instance.file_output import FileOutputError, resolve_output_file
 from tests.helpers.procs import wait_until
 from tests.helpers.servers import pipeline_server
 from tests.pipeline_types.helpers import TestCamera, wait_finished, write_script

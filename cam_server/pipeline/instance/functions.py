@@ -1,7 +1,7 @@
 """The ``function`` config key → the callable a processing instance runs per frame.
 
 Built-in names map to the processing layer's functions; anything else is a user script or module loaded by
-:mod:`cam_server.pipeline.user_functions` (files from the scripts folder or a path, importable modules; errors
+:mod:`cam_server.pipeline.instance.user_code` (files from the scripts folder or a path, importable modules; errors
 name the script and line). The loaded function is kept between config updates: reloading costs time and resets
 the script's module state, so it happens only when the name changes or ``reload`` is true.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cam_server.pipeline.user_functions import load_function
+from cam_server.pipeline.instance.user_code import load_function
 
 BUILTIN_NAMES = (None, "", "default", "process_image", "transparent")
 PROCESS_IMAGE_ARGS = 7  # image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata

@@ -14,19 +14,19 @@ processing_threads and the output options apply as for processing pipelines.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 
 from cam_server.bsread import Message
 from cam_server.common.errors import InvalidConfig
-from cam_server.pipeline.input import StreamInput
+from cam_server.pipeline.instance.input import StreamInput
+from cam_server.pipeline.instance.messages import call_user_function, message_timestamp
+from cam_server.pipeline.instance.outcomes import Job
+from cam_server.pipeline.instance.user_code import load_function
 from cam_server.pipeline.instance_spec import InstanceSpec
-from cam_server.pipeline.outcomes import Job, ProcessingError
-from cam_server.pipeline.processing_pipeline import filter_output, message_timestamp
-from cam_server.pipeline.store_pipeline import StoreHandler
-from cam_server.pipeline.user_functions import describe_exception, load_function
+from cam_server.pipeline.types.store import StoreHandler
 
 log = logging.getLogger(__name__)
 
@@ -49,27 +49,8 @@ def resolve_stream_function(name: str | None, scripts_folder: str | None, reload
     return load_function(str(name), scripts_folder, STREAM_FUNCTION, reload=reload, n_args=STREAM_FUNCTION_ARGS)
 
 
-def call_user_function(function: Callable[..., Any], args: tuple, what: str, pulse_id: int,
-                       include: list[str] | None, exclude: frozenset[str]) -> dict[str, Any] | None:
-    """Call a stream/custom function and check its result; every failure is a :class:`ProcessingError` naming
-    the pulse id, the exception and the script line."""
-    try:
-        result = function(*args)
-    except Exception as exc:  # noqa: BLE001 - user functions can raise anything
-        raise ProcessingError(f"{what} failed at pulse id {pulse_id}: {describe_exception(exc)}") from exc
-    if result is None:  # the function chose to send nothing this time
-        return None
-    if not isinstance(result, Mapping):
-        raise ProcessingError(f"{what} returned {type(result).__name__} at pulse id {pulse_id}, expected a dict "
-                              "(channel name -> value) or None")
-    bad = [key for key in result if not isinstance(key, str)]
-    if bad:
-        raise ProcessingError(f"{what} returned a non-string channel name {bad[0]!r} at pulse id {pulse_id}")
-    return filter_output(dict(result), include, exclude)
-
-
 class StreamHandler(StoreHandler):
-    """Per-message handler of stream pipelines (see :class:`cam_server.pipeline.loop.Handler`): a store handler
+    """Per-message handler of stream pipelines (see :class:`cam_server.pipeline.instance.loop.Handler`): a store handler
     whose values go through the stream function."""
 
     def __init__(self, config: dict[str, Any], scripts_folder: str | None) -> None:
@@ -130,3 +111,12 @@ class StreamPipelineInput(StreamInput):
 
     def update_config(self, config: dict[str, Any]) -> None:
         super().update_config(stream_input_config(config))
+
+
+def make_handler(spec: InstanceSpec) -> StreamHandler:
+    return StreamHandler(spec.config, spec.scripts_folder)
+
+
+def open_input(spec: InstanceSpec, context: zmq.Context) -> StreamPipelineInput:
+    """``input_stream``, ``bsread_address`` or the camera (see the module docstring)."""
+    return StreamPipelineInput(spec, context=context)

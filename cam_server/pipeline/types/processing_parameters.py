@@ -16,7 +16,7 @@ import numpy as np
 
 from cam_server.common.errors import InvalidConfig, NotFound
 from cam_server.common.names import validate_name
-from cam_server.pipeline.functions import FunctionCache
+from cam_server.pipeline.instance.functions import FunctionCache
 from cam_server.processing.default import PASSIVE_BACKGROUND_KEY
 from cam_server.processing.preprocess import background_mode
 

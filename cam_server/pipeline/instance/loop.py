@@ -16,10 +16,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from cam_server.bsread import Message
-from cam_server.common.process import InstanceChannel, RateMeter
-from cam_server.pipeline.input import StreamInput
-from cam_server.pipeline.outcomes import FinishInstance, Job, ProcessingError
-from cam_server.pipeline.output import OutputStream
+from cam_server.common.process import InstanceControl, RateMeter
+from cam_server.pipeline.instance.input import StreamInput
+from cam_server.pipeline.instance.outcomes import FinishInstance, Job, ProcessingError
+from cam_server.pipeline.instance.stream_output import OutputStream
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,8 @@ class _ErrorReporter:
     """Reports errors to the parent without flooding it (a failing frame at 100 Hz): at most one report per
     second, the first one at once; ``force`` for the final error of an aborting instance."""
 
-    def __init__(self, channel: InstanceChannel) -> None:
-        self._channel = channel
+    def __init__(self, control: InstanceControl) -> None:
+        self._control = control
         self._last = -ERROR_REPORT_INTERVAL_S
         self._suppressed = 0
 
@@ -56,22 +56,22 @@ class _ErrorReporter:
             message = f"{message} (and {self._suppressed} more errors)"
         self._last, self._suppressed = now, 0
         log.error("%s", message)
-        self._channel.report_error(message)
+        self._control.report_error(message)
 
 
 class InstanceLoop:
     """Runs until the instance should end; :meth:`run` returns normally for a normal end (exit code 0)."""
 
-    def __init__(self, channel: InstanceChannel, handler: Handler, source: StreamInput, output: OutputStream,
+    def __init__(self, control: InstanceControl, handler: Handler, source: StreamInput, output: OutputStream,
                  processing_threads: int = 0) -> None:
-        self.channel = channel
+        self.control = control
         self.handler = handler
         self.source = source
         self.output = output
-        self.stats = channel.stats
-        self.rate = RateMeter(channel.stats)
-        self.rate_in = RateMeter(channel.stats, "rate_in", throughput_field=None)
-        self.report = _ErrorReporter(channel)
+        self.stats = control.stats
+        self.rate = RateMeter(control.stats)
+        self.rate_in = RateMeter(control.stats, "rate_in", throughput_field=None)
+        self.report = _ErrorReporter(control)
         self.threads = max(0, int(processing_threads or 0))
         self._ended = threading.Event()  # set by the output thread when the instance should end
         self.end_reason = ""
@@ -80,7 +80,7 @@ class InstanceLoop:
         self._dropped_compute = 0  # by the thread that finishes jobs (functions returning None)
         interrupt = getattr(source, "interrupt", None)
         if interrupt is not None:  # a stop request ends the wait for the next frame at once
-            channel.on_stop(interrupt)
+            control.on_stop(interrupt)
 
     # -- main loop ------------------------------------------------------------------------------------
 
@@ -94,14 +94,14 @@ class InstanceLoop:
 
     def _loop(self, dispatch: Callable[[Job], bool]) -> None:
         """Receive and prepare messages in order; ``dispatch(job)`` computes/sends them (True = end)."""
-        channel, stats, source, output = self.channel, self.stats, self.source, self.output
+        control, stats, source, output = self.control, self.stats, self.source, self.output
         while True:
-            if channel.should_stop():
+            if control.should_stop():
                 self.end_reason = "stop requested"
                 return
             if self._ended.is_set():
                 return
-            config = channel.poll_config()
+            config = control.poll_config()
             if config is not None:
                 self._apply_config(config)
             stats.set("clients", output.client_count)

@@ -11,9 +11,9 @@ from typing import Any
 
 import zmq
 
-from cam_server.pipeline.file_output import FileOutput
+from cam_server.pipeline.instance.file_output import FileOutput
+from cam_server.pipeline.instance.stream_output import OutputStream
 from cam_server.pipeline.instance_spec import InstanceSpec
-from cam_server.pipeline.output import OutputStream
 
 
 def channel_selection(config: dict[str, Any]) -> tuple[list[str] | None, frozenset[str]]:

@@ -397,7 +397,7 @@ class FileSendError(ValueError):
 class FileOutput:
     """``mode: "FILE"``: the instance's output writing each message as one row of an HDF5 file.
 
-    Same interface as :class:`cam_server.pipeline.output.OutputStream` as far as the instance loop uses it
+    Same interface as :class:`~cam_server.pipeline.instance.stream_output.OutputStream` as far as the loop uses it
     (``send``, ``finished``, ``no_clients``, ``client_count``, ``dropped``, ``records``, ``update_config``,
     ``close``). Rows are written synchronously by the thread that sends, so every message ``send`` accepted is
     in the file when :meth:`close` returns (nothing is lost on a stop). ``records`` is fixed at start (the

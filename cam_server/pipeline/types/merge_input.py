@@ -25,7 +25,7 @@ from typing import Any
 from cam_server.bsread import Message
 from cam_server.common.errors import InvalidConfig
 from cam_server.pipeline.config import DISPATCHER_NOT_SUPPORTED
-from cam_server.pipeline.merge import (
+from cam_server.pipeline.types.merge import (
     DEFAULT_DATA_BUF,
     DEFAULT_IMAGE_BUF,
     BsreadDataReceiver,

@@ -22,16 +22,16 @@ from typing import Any
 import zmq
 
 from cam_server.common.errors import InvalidConfig
-from cam_server.common.process import InstanceChannel, RateMeter
-from cam_server.pipeline.file_output import FileOutput
+from cam_server.common.process import InstanceControl, RateMeter
+from cam_server.pipeline.instance.file_output import FileOutput
+from cam_server.pipeline.instance.loop import AbortInstance
+from cam_server.pipeline.instance.messages import filter_output
+from cam_server.pipeline.instance.outcomes import EXIT_OK, aborts_on_error
+from cam_server.pipeline.instance.output import channel_selection, open_output
+from cam_server.pipeline.instance.stream_output import OutputStream
+from cam_server.pipeline.instance.user_code import UserScriptError
 from cam_server.pipeline.instance_spec import InstanceSpec
-from cam_server.pipeline.loop import AbortInstance
-from cam_server.pipeline.outcomes import EXIT_OK, aborts_on_error
-from cam_server.pipeline.output import OutputStream
-from cam_server.pipeline.outputs import channel_selection, open_output
-from cam_server.pipeline.processing_pipeline import filter_output
-from cam_server.pipeline.script_runner import load_script, run_script
-from cam_server.pipeline.user_functions import UserScriptError
+from cam_server.pipeline.types.script_runner import load_script, run_script
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,12 @@ WATCH_INTERVAL_S = 0.05
 class ScriptHost:
     """The instance side of a running script: stop event, live parameters, sending with statistics."""
 
-    def __init__(self, channel: InstanceChannel, output: OutputStream | FileOutput, config: dict[str, Any]) -> None:
-        self.channel = channel
+    def __init__(self, control: InstanceControl, output: OutputStream | FileOutput, config: dict[str, Any]) -> None:
+        self.control = control
         self.output = output
         self.stop_event = threading.Event()
         self.end_reason = ""
-        self._rate = RateMeter(channel.stats)
+        self._rate = RateMeter(control.stats)
         self._apply(config)
         self._done = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="script-watcher", daemon=True)
@@ -59,8 +59,8 @@ class ScriptHost:
         return self.config
 
     def start(self) -> None:
-        self.channel.stats.set("start_time", time.time())
-        self.channel.on_stop(lambda: self._stop("stop requested"))  # the script's stop_event is set at once
+        self.control.stats.set("start_time", time.time())
+        self.control.on_stop(lambda: self._stop("stop requested"))  # the script's stop_event is set at once
         self._watcher.start()
 
     def close(self) -> None:
@@ -75,23 +75,23 @@ class ScriptHost:
             self.stop_event.set()
 
     def _watch(self) -> None:
-        channel, output = self.channel, self.output
+        control, output = self.control, self.output
         while not self._done.wait(WATCH_INTERVAL_S):
-            if channel.should_stop():
+            if control.should_stop():
                 self._stop("stop requested")
-            config = channel.poll_config()
+            config = control.poll_config()
             if config is not None:
                 self._apply(config)
                 output.update_config(config)
                 log.info("config updated")
-            channel.stats.set("clients", output.client_count)
+            control.stats.set("clients", output.client_count)
             if output.no_clients:
                 self._stop("no clients connected")
 
     def send(self, data: dict[str, Any], pulse_id: int, timestamp: tuple[int, int]) -> bool:
         """``sender.send`` of the script: False when the output dropped the message; a value the output cannot
         carry raises UserScriptError with ``abort_on_error`` (the script may catch it), else returns False."""
-        stats = self.channel.stats
+        stats = self.control.stats
         stats.add("frames_in")
         data = filter_output(data, self._include, self._exclude)
         try:
@@ -99,7 +99,7 @@ class ScriptHost:
         except ValueError as exc:
             stats.add("errors")
             message = f"Cannot send pulse id {pulse_id}: {exc}"
-            self.channel.report_error(message)
+            self.control.report_error(message)
             if aborts_on_error(self.config):
                 raise UserScriptError(message) from None
             return False
@@ -112,7 +112,7 @@ class ScriptHost:
         return sent
 
 
-def run_script_pipeline(channel: InstanceChannel, spec: InstanceSpec) -> int:
+def run_script_pipeline(control: InstanceControl, spec: InstanceSpec) -> int:
     """Load the script (errors → exit 1), run it until it returns (exit 0) or raises (reported, exit 2)."""
     config = spec.config
     name = config.get("function")
@@ -122,13 +122,13 @@ def run_script_pipeline(channel: InstanceChannel, spec: InstanceSpec) -> int:
     load_script(str(name), spec.scripts_folder, reload=bool(config.get("reload")))
     context = zmq.Context(io_threads=1)
     output = open_output(spec, context)
-    host = ScriptHost(channel, output, config)
+    host = ScriptHost(control, output, config)
     host.start()
     try:
         run_script(str(name), spec.scripts_folder, host.stop_event, host.parameters, host.send,
                    client_count=lambda: output.client_count, instance_id=spec.instance_id)
     except UserScriptError as exc:
-        channel.report_error(str(exc))
+        control.report_error(str(exc))
         raise AbortInstance(str(exc)) from None
     finally:
         host.close()

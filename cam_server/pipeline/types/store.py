@@ -2,7 +2,7 @@
 with the pipeline's gates (paused, pid_range, downsampling, max_frame_rate) and include/exclude, so a writer can
 record raw frames.
 
-PSI's writers read a store pipeline with PULL (its ``mode`` defaults to PUSH, see ``config.PUSH_TYPES``) and take
+PSI's writers read a store pipeline with PULL (its ``mode`` defaults to PUSH, see ``registry.PIPELINE_TYPES``) and take
 the image from the channel ``<camera_name>:FPICTURE``, so a store pipeline with a camera also sends its image
 under that name."""
 
@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from cam_server.bsread import Message
-from cam_server.pipeline.gates import MessageGates
-from cam_server.pipeline.outcomes import Job, aborts_on_error
-from cam_server.pipeline.outputs import channel_selection
-from cam_server.pipeline.processing_pipeline import filter_output, message_timestamp
+from cam_server.pipeline.instance.gates import MessageGates
+from cam_server.pipeline.instance.messages import filter_output, message_timestamp
+from cam_server.pipeline.instance.outcomes import Job, aborts_on_error
+from cam_server.pipeline.instance.output import channel_selection
+from cam_server.pipeline.instance_spec import InstanceSpec
 
 
 def picture_channel(config: dict[str, Any]) -> str | None:
@@ -58,3 +59,8 @@ class StoreHandler:
             values[self._picture] = values["image"]  # the same array: no copy, it is sent twice
         values = filter_output(values, self._include, self._exclude)
         return Job(pulse_id, message_timestamp(message), lambda: values)
+
+
+def make_handler(spec: InstanceSpec) -> StoreHandler:
+    """Store and fanout: forward the frames unchanged (to a writer, or PUSHed to the workers)."""
+    return StoreHandler(spec.config)

@@ -31,7 +31,7 @@ def validate_pipeline_name(name: object) -> str:
     return name
 
 
-class PipelineConfigStore(JsonConfigStore):
+class SavedConfigs(JsonConfigStore):
     """``<folder>/<pipeline name>.json``; :meth:`save` validates and stores the expanded config, returned as saved."""
 
     def __init__(self, folder: str | Path) -> None:

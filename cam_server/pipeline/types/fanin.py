@@ -21,14 +21,14 @@ import zmq
 from cam_server.bsread import PULL, Message, Source, Wakeup
 from cam_server.bsread.endpoints import BIND, endpoint_port
 from cam_server.common.errors import InvalidConfig
-from cam_server.common.process import InstanceChannel
-from cam_server.pipeline.input import INPUT_QUEUE_SIZE
+from cam_server.common.process import InstanceControl
+from cam_server.pipeline.instance.input import INPUT_QUEUE_SIZE
+from cam_server.pipeline.instance.loop import InstanceLoop
+from cam_server.pipeline.instance.outcomes import EXIT_OK, Job
+from cam_server.pipeline.instance.output import open_output
 from cam_server.pipeline.instance_spec import InstanceSpec
-from cam_server.pipeline.loop import InstanceLoop
-from cam_server.pipeline.outcomes import EXIT_OK, Job
-from cam_server.pipeline.outputs import open_output
-from cam_server.pipeline.reorder import PidReorderBuffer
-from cam_server.pipeline.store_pipeline import StoreHandler
+from cam_server.pipeline.types.reorder import PidReorderBuffer
+from cam_server.pipeline.types.store import StoreHandler
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class FaninHandler(StoreHandler):
         return super().prepare(message)  # type: ignore[arg-type]
 
 
-def run_fanin_pipeline(channel: InstanceChannel, spec: InstanceSpec) -> int:
+def run_fanin_pipeline(control: InstanceControl, spec: InstanceSpec) -> int:
     """Receive from the workers, reorder, publish; held messages are sent before the instance ends."""
     config = spec.config
     handler = FaninHandler(config)
@@ -145,7 +145,7 @@ def run_fanin_pipeline(channel: InstanceChannel, spec: InstanceSpec) -> int:
     output = open_output(spec, context)
     try:
         source.connect()
-        loop = InstanceLoop(channel, handler, source, output, config.get("processing_threads") or 0)  # type: ignore[arg-type]
+        loop = InstanceLoop(control, handler, source, output, config.get("processing_threads") or 0)  # type: ignore[arg-type]
         loop.run()
         if not output.finished:
             _send_held(handler, source, output)

@@ -18,13 +18,13 @@ import zmq
 
 from cam_server.bsread import Wakeup
 from cam_server.common.errors import InvalidConfig
-from cam_server.common.process import InstanceChannel
+from cam_server.common.process import InstanceControl
+from cam_server.pipeline.instance.loop import InstanceLoop
+from cam_server.pipeline.instance.messages import call_user_function
+from cam_server.pipeline.instance.outcomes import EXIT_OK, Job, aborts_on_error
+from cam_server.pipeline.instance.output import channel_selection, open_output
+from cam_server.pipeline.instance.user_code import load_function
 from cam_server.pipeline.instance_spec import InstanceSpec
-from cam_server.pipeline.loop import InstanceLoop
-from cam_server.pipeline.outcomes import EXIT_OK, Job, aborts_on_error
-from cam_server.pipeline.outputs import channel_selection, open_output
-from cam_server.pipeline.stream_pipeline import call_user_function
-from cam_server.pipeline.user_functions import load_function
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class CustomHandler:
         return Job(pulse_id, timestamp, compute)
 
 
-def run_custom_pipeline(channel: InstanceChannel, spec: InstanceSpec) -> int:
+def run_custom_pipeline(control: InstanceControl, spec: InstanceSpec) -> int:
     """Call the user function until the instance should end (stop, no clients, records); exit code 0."""
     config = spec.config
     handler = CustomHandler(config, spec.scripts_folder)  # load errors end the instance before any socket opens
@@ -127,7 +127,7 @@ def run_custom_pipeline(channel: InstanceChannel, spec: InstanceSpec) -> int:
     output = open_output(spec, context)
     timer = CallTimer(config)
     try:
-        loop = InstanceLoop(channel, handler, timer, output, config.get("processing_threads") or 0)  # type: ignore[arg-type]
+        loop = InstanceLoop(control, handler, timer, output, config.get("processing_threads") or 0)  # type: ignore[arg-type]
         loop.run()
     finally:
         output.close()

@@ -10,40 +10,25 @@ The work is split in two so it can run in parallel (``processing_threads``):
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import numpy as np
+import zmq
 
 from cam_server.bsread import Message
-from cam_server.pipeline.gates import Downsampler, FrameRateLimiter, PidDecision, pid_range_decision
-from cam_server.pipeline.outcomes import FinishInstance, Job, ProcessingError
-from cam_server.pipeline.parameters import LiveParameters, ParameterBuilder
+from cam_server.pipeline.instance.gates import Downsampler, FrameRateLimiter, PidDecision, pid_range_decision
+from cam_server.pipeline.instance.input import StreamInput
+from cam_server.pipeline.instance.messages import filter_output, message_timestamp
+from cam_server.pipeline.instance.outcomes import FinishInstance, Job, ProcessingError
+from cam_server.pipeline.instance_spec import InstanceSpec
+from cam_server.pipeline.types.merge_input import MergedInput
+from cam_server.pipeline.types.processing_parameters import LiveParameters, ParameterBuilder
 from cam_server.processing.default import preprocess_frame
 from cam_server.processing.preprocess import Averager
 
 log = logging.getLogger(__name__)
 
 CAMERA_CHANNELS = frozenset({"width", "height", "timestamp", "image", "x_axis", "y_axis"})
-
-
-def message_timestamp(message: Message) -> tuple[int, int]:
-    """(sec, ns) of the message's global timestamp (local time if the header has none)."""
-    sec, ns = message.data.global_timestamp, message.data.global_timestamp_offset
-    if sec is None:
-        now = time.time()
-        return int(now), int((now - int(now)) * 1e9)
-    return int(sec), int(ns or 0)
-
-
-def filter_output(values: dict[str, Any], include: list[str] | None, exclude: frozenset[str]) -> dict[str, Any]:
-    """``include`` keeps only the listed names, in that order (missing ones as None, as the reference);
-    then ``exclude`` removes names."""
-    if include is not None:
-        values = {name: values.get(name) for name in include}
-    if exclude:
-        values = {name: v for name, v in values.items() if name not in exclude}
-    return values
 
 
 def _value(message: Message, name: str) -> Any:
@@ -158,3 +143,13 @@ class ProcessingHandler:
         if merged:
             values = {**values, **{name: v for name, v in merged.items() if name not in values}}
         return filter_output(values, live.include, live.exclude)
+
+
+def make_handler(spec: InstanceSpec) -> ProcessingHandler:
+    return ProcessingHandler(spec.config, spec.background_folder, spec.scripts_folder)
+
+
+def open_input(spec: InstanceSpec, context: zmq.Context) -> MergedInput:
+    """The camera (or input stream), paired with bsread data by pulse id when ``bsread_address`` is set."""
+    inner = StreamInput(spec.camera_stream, spec.config, spec.cam_server_url, context=context)
+    return MergedInput(inner, spec.config)

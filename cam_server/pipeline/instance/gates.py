@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any
 
-from cam_server.pipeline.outcomes import FinishInstance
+from cam_server.pipeline.instance.outcomes import FinishInstance
 
 
 class PidDecision(Enum):

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cam_server.pipeline.user_functions import (
+from cam_server.pipeline.instance.user_code import (
     UserScriptError,
     describe_exception,
     load_module,

@@ -1,6 +1,6 @@
 """The pipeline server's state: running instances (shared read-only and private), saved configs and backgrounds.
 
-Each instance is an OS process (:class:`InstanceProcess`) running ``cam_server.pipeline.instance.run_instance``.
+Each instance is an OS process (:class:`InstanceProcess`) running ``cam_server.pipeline.instance.main.run_instance``.
 The instances are tracked by an :class:`~cam_server.common.instances.InstanceTable` (reaper, stop, bounded history
 of finished instances); its lock only guards the bookkeeping, everything slow (camera server calls, process
 start/stop, file IO) runs outside it, so concurrent REST clients do not queue behind each other.
@@ -34,19 +34,19 @@ from cam_server.common.names import validate_name
 from cam_server.common.process import InstanceProcess, reserve_port
 from cam_server.common.psi_stats import format_time, psi_statistics
 from cam_server.common.usage import server_usage
-from cam_server.pipeline.backgrounds import BackgroundStore, average_stream_images, check_n_images
 from cam_server.pipeline.config import expand_config, update_config
 from cam_server.pipeline.file_path import FileOutputError, resolve_output_file
 from cam_server.pipeline.instance_spec import InstanceSpec
-from cam_server.pipeline.store import PipelineConfigStore, validate_pipeline_name
+from cam_server.pipeline.registry import DEFAULT_TYPE, INSTANCE_ENTRY, PIPELINE_TYPES
+from cam_server.pipeline.server.backgrounds import BackgroundStore, average_stream_images, check_n_images
+from cam_server.pipeline.server.saved_configs import SavedConfigs, validate_pipeline_name
 
 log = logging.getLogger(__name__)
 
 PRELOAD = ("numpy", "scipy.optimize", "zmq", "cam_server.bsread", "cam_server.processing.default")
 # Also preloaded when it imports cleanly (saves ~80 ms of imports per instance start); a module that fails to
 # import must not be preloaded, the forkserver would die on it.
-INSTANCE_MODULES = ("cam_server.pipeline.instance", "cam_server.pipeline.processing_pipeline",
-                    "cam_server.pipeline.merge_input")
+INSTANCE_MODULES = (INSTANCE_ENTRY.partition(":")[0], PIPELINE_TYPES[DEFAULT_TYPE].module_path)
 # Keys that define the instance's sockets and source; changing them needs a new instance.
 STRUCTURAL_KEYS = ("camera_name", "pipeline_type", "mode", "input_stream", "input_pipeline", "input_mode",
                    "output_stream", "output_pipeline", "file")
@@ -56,9 +56,9 @@ MESSAGE_TIMEOUT = 10.0
 
 
 def _default_target() -> Callable[..., Any]:
-    from cam_server.pipeline.instance import run_instance
-
-    return run_instance
+    """The instance entry point, imported by name (the server side imports nothing of the instance side)."""
+    module, _, function = INSTANCE_ENTRY.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def _noop_instance(channel: Any) -> None:
@@ -83,7 +83,7 @@ class _Instance:
 class PipelineManager:
     """Creates, configures, lists and stops pipeline instances; stores configs and backgrounds."""
 
-    def __init__(self, cam_client: Any, config_store: PipelineConfigStore, background_store: BackgroundStore,
+    def __init__(self, cam_client: Any, config_store: SavedConfigs, background_store: BackgroundStore,
                  scripts_folder: str, hostname: str, target: Callable[..., Any] | None = None,
                  stop_timeout: float = 3.0, file_folder: str | None = None) -> None:
         self.cam_client = cam_client
@@ -408,7 +408,7 @@ class PipelineManager:
                 raise Conflict(f"Instance id '{instance_id}' is already in use.")
             used = {i.port for _, i in self._instances.items()}
             port = reserve_port(exclude=used)
-            if expanded.get("pipeline_type") == "fanin" and not expanded.get("input_stream"):
+            if PIPELINE_TYPES[expanded["pipeline_type"]].binds_input and not expanded.get("input_stream"):
                 in_port = reserve_port(exclude=used | {port})
                 expanded["input_stream"] = f"tcp://{self.hostname}:{in_port}"
             instance = _Instance(instance_id, _without_reload(expanded), f"tcp://{self.hostname}:{port}", port,

@@ -1,0 +1,1 @@
+"""The pipeline server side (runs in the REST process): instances, saved configs, backgrounds."""
