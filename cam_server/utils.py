@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
+from cam_server.bsread.address import host_and_port
 
 
 def get_host_port_from_stream_address(stream_address: str) -> tuple[str, int]:
-    """Split ``tcp://host:port`` into ``(host, port)``."""
-    parsed = urlparse(stream_address)
-    if parsed.scheme != "tcp" or not parsed.hostname or parsed.port is None:
-        raise ValueError(f"Invalid stream address {stream_address!r}: expected tcp://host:port")
-    return parsed.hostname, parsed.port
+    """Split ``tcp://host:port`` into ``(host, port)`` (``ValueError`` for anything else)."""
+    return host_and_port(stream_address)

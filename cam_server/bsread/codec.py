@@ -58,6 +58,8 @@ def split_timestamp(timestamp: Timestamp) -> tuple[int, int]:
     if timestamp is None:
         timestamp = time.time()
     if isinstance(timestamp, (tuple, list)):
+        if len(timestamp) != 2:
+            raise ValueError(f"timestamp must be (sec, ns) or float seconds, got {timestamp!r}")
         sec, ns = timestamp
         return int(sec), int(ns)
     sec = int(timestamp)

@@ -58,3 +58,24 @@ def socket_mode(mode: int | str) -> int:
         except KeyError:
             raise ValueError(f"unknown socket mode {mode!r} (PUSH, PULL, PUB or SUB)") from None
     return int(mode)
+
+
+def receive_mode(mode: int | str, what: str = "mode") -> int:
+    """:func:`socket_mode` for a receiving socket: PULL or SUB only (``what`` names the setting in the error)."""
+    try:
+        value = socket_mode(mode)
+    except ValueError:
+        value = None
+    if value not in (PULL, SUB):
+        raise ValueError(f"{what} must be 'PULL' or 'SUB', got {mode!r}")
+    return value
+
+
+def reader_mode(sender_mode: str | None) -> int:
+    """The socket that reads a stream sent in ``sender_mode``: PULL for a PUSH sender, else SUB."""
+    return PULL if str(sender_mode or "").upper() == "PUSH" else SUB
+
+
+def mode_name(mode: int) -> str:
+    """``"SUB"``, ``"PULL"``, ... for a pyzmq socket type."""
+    return next(name.upper() for name, value in _MODE_NAMES.items() if value == mode)

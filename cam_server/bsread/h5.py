@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 
 from cam_server.bsread.channels import ChannelSpec
-from cam_server.bsread.endpoints import SUB
+from cam_server.bsread.endpoints import SUB, mode_name
 from cam_server.bsread.message import Message
 from cam_server.bsread.receiver import Source
 
@@ -181,7 +181,7 @@ def receive(source: str | None = None, file_name: str = "output.h5", mode: int =
     if n_messages is not None and n_messages <= 0:
         raise ValueError(f"n_messages must be > 0, got {n_messages}")
     stream = Source(host=host, port=port, address=source, mode=mode, receive_timeout=receive_timeout)
-    attrs = {"source": stream.endpoint, "mode": "SUB" if mode == SUB else "PULL"}
+    attrs = {"source": stream.endpoint, "mode": mode_name(mode)}
     with stream, H5Writer(file_name, attrs) as writer:
         try:
             while n_messages is None or writer.n_messages < n_messages:

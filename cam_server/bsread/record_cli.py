@@ -9,7 +9,7 @@ import sys
 from tqdm import tqdm
 
 from cam_server.bsread import h5
-from cam_server.bsread.endpoints import PULL, SUB
+from cam_server.bsread.endpoints import socket_mode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
     with tqdm(total=args.n_messages, unit="msg", desc="recording") as bar:
-        written = h5.receive(source=args.address, file_name=args.file, mode=SUB if args.mode == "sub" else PULL,
+        written = h5.receive(source=args.address, file_name=args.file, mode=socket_mode(args.mode),
                              n_messages=args.n_messages, receive_timeout=timeout_ms,
                              progress=lambda n: bar.update(n - bar.n))
     print(f"wrote {written} messages to {args.file}")

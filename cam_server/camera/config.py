@@ -12,7 +12,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cam_server.common.errors import InvalidConfig, InvalidName
+from cam_server.bsread.address import is_stream_address
+from cam_server.common.errors import InvalidConfig, InvalidName, describe_validation_errors
 from cam_server.common.names import validate_name
 
 SOURCE_TYPES = ("epics", "area_detector", "bsread", "simulation")
@@ -172,31 +173,10 @@ class CameraConfig(BaseModel):
         return self.model_dump(mode="json")
 
 
-def is_stream_address(value: Any) -> bool:
-    """True for ``tcp://host:port`` and ``ipc://path`` (a bsread camera's ``source`` that is not a PV prefix)."""
-    if not isinstance(value, str):
-        return False
-    if value.startswith("ipc://"):
-        return len(value) > len("ipc://")
-    host, _, port = value.removeprefix("tcp://").rpartition(":")
-    return value.startswith("tcp://") and bool(host) and port.isdigit()
-
-
 def _is_bsread_pv_prefix(value: Any) -> bool:
     """A string that cannot be meant as a stream address: no ``scheme://`` (a broken address stays an error) and,
     like every EPICS PV name, no white space."""
     return isinstance(value, str) and "://" not in value and bool(value) and not any(c.isspace() for c in value)
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err.get("loc", ()))
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        if err.get("type") == "missing":
-            msg = "field required"
-        parts.append(f"'{loc}': {msg}" if loc else msg)
-    return "; ".join(parts)
 
 
 def parse_camera_config(config: Any, name: str | None = None) -> CameraConfig:
@@ -210,4 +190,4 @@ def parse_camera_config(config: Any, name: str | None = None) -> CameraConfig:
         return CameraConfig.model_validate(data)
     except ValidationError as exc:
         label = f" '{name}'" if name else ""
-        raise InvalidConfig(f"Invalid camera config{label}: {format_validation_error(exc)}") from None
+        raise InvalidConfig(f"Invalid camera config{label}: {describe_validation_errors(exc.errors())}") from None

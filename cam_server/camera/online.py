@@ -21,7 +21,8 @@ import logging
 import socket
 from typing import Any
 
-from cam_server.camera.config import EPICS_SOURCE_TYPES, CameraConfig, is_stream_address
+from cam_server.bsread.address import is_stream_address
+from cam_server.camera.config import EPICS_SOURCE_TYPES, CameraConfig
 from cam_server.camera.sources.base import CameraOffline
 from cam_server.common.process import InstanceControl, InstanceProcess
 

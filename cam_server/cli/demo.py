@@ -81,9 +81,9 @@ def _fmt(value: object) -> str:
 
 def _print_stream(stream_address: str) -> None:
     from cam_server.bsread import SUB, source
-    from cam_server.utils import get_host_port_from_stream_address
+    from cam_server.bsread.address import host_and_port
 
-    host, port = get_host_port_from_stream_address(stream_address)
+    host, port = host_and_port(stream_address)
     last_print = 0.0
     with source(host=host, port=port, mode=SUB, receive_timeout=1000) as stream:
         while True:

@@ -7,7 +7,8 @@ import pickle
 from typing import Any
 from urllib.parse import quote
 
-from cam_server.bsread import PULL, SUB, Message, source
+from cam_server.bsread import Message, source
+from cam_server.bsread.endpoints import reader_mode
 from cam_server.bsread.wait import next_message
 from cam_server.client.user_scripts import UserScriptsMixin
 
@@ -101,7 +102,7 @@ class PipelineClient(UserScriptsMixin):
         if mode == "FILE":
             raise ValueError(f"Instance '{instance_id}' writes to a file (mode FILE) and has no stream to read.")
         stream = self.get_instance_stream(instance_id)
-        with source(stream=stream, mode=PULL if mode == "PUSH" else SUB, receive_timeout=_RECEIVE_POLL_MS) as rx:
+        with source(stream=stream, mode=reader_mode(mode), receive_timeout=_RECEIVE_POLL_MS) as rx:
             message = next_message(rx, timeout)
         if message is None:
             raise ValueError(f"No message from instance '{instance_id}' ({stream}) within {timeout:g} s.")

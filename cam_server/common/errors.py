@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 
 class CamServerError(Exception):
     """Base of our user-facing errors; ``status_code`` is the HTTP status the REST layer answers with."""
@@ -31,3 +34,21 @@ class SourceUnavailable(CamServerError):
     """A camera or stream that cannot be reached (offline EPICS camera, dead bsread address)."""
 
     status_code = 503
+
+
+def describe_validation_errors(errors: Iterable[Mapping[str, Any]], skip: tuple[str, ...] = ()) -> str:
+    """pydantic's (and FastAPI's) error list as one readable line: ``'field.sub': message; ...``.
+
+    ``skip`` drops location parts that mean nothing to the user (FastAPI's ``body``, ``query``).
+    """
+    parts = []
+    for err in errors:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x not in skip)
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        kind = err.get("type")
+        if kind == "missing":
+            msg = "field required"
+        elif kind == "extra_forbidden":
+            msg = "unknown parameter"
+        parts.append(f"'{loc}': {msg}" if loc else msg)
+    return "; ".join(parts)

@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from cam_server.common.errors import InvalidConfig, InvalidName
+from cam_server.bsread.address import is_stream_address
+from cam_server.common.errors import InvalidConfig, InvalidName, describe_validation_errors
 from cam_server.common.names import validate_name
 from cam_server.pipeline.registry import DEFAULT_TYPE, PIPELINE_TYPES
 
@@ -299,16 +300,6 @@ def _finite(v: int | float) -> bool:
         return False
 
 
-def is_stream_address(value: object) -> bool:
-    """``tcp://host:port`` (port 1-65535) or ``ipc://path``: what a ZeroMQ socket can connect to."""
-    if not isinstance(value, str):
-        return False
-    if value.startswith("ipc://"):
-        return len(value) > len("ipc://")
-    host, _, port = value.removeprefix("tcp://").rpartition(":")
-    return value.startswith("tcp://") and bool(host) and port.isdigit() and 0 < int(port) < 65536
-
-
 FIELDS = tuple(f.alias or name for name, f in PipelineConfig.model_fields.items())
 _KNOWN = frozenset(FIELDS)
 
@@ -318,17 +309,6 @@ def derived_defaults(config: dict[str, Any]) -> dict[str, Any]:
     kind = PIPELINE_TYPES.get(config.get("pipeline_type") or DEFAULT_TYPE, PIPELINE_TYPES[DEFAULT_TYPE])
     mode = config.get("mode") or kind.output_mode
     return {"mode": kind.output_mode, "block": str(mode).upper() == "PUSH", "input_mode": kind.input_mode}
-
-
-def _format_errors(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown parameter"
-        parts.append(f"'{loc}': {msg}" if loc else msg)
-    return "Invalid pipeline config: " + "; ".join(parts)
 
 
 def _normalise_alias(config: dict[str, Any]) -> dict[str, Any]:
@@ -359,7 +339,7 @@ def expand_config(config: dict[str, Any]) -> dict[str, Any]:
     try:
         model = PipelineConfig.model_validate(given)
     except ValidationError as exc:
-        raise InvalidConfig(_format_errors(exc)) from None
+        raise InvalidConfig("Invalid pipeline config: " + describe_validation_errors(exc.errors())) from None
     values = model.model_dump(by_alias=True)
     for key, value in derived_defaults(values).items():
         if values[key] is None:

@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cam_server.common.errors import CamServerError
+from cam_server.common.errors import CamServerError, describe_validation_errors
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,6 @@ def error_response(status_code: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status_code, content={"state": "error", "status": message})
 
 
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body",))
-        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-    return "Invalid request: " + "; ".join(parts)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     """Map our exceptions, FastAPI validation errors, HTTP errors and anything unexpected to the envelope."""
 
@@ -53,7 +45,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, _validation_message(exc))
+        return error_response(422, "Invalid request: " + describe_validation_errors(exc.errors(), skip=("body",)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from cam_server.bsread import PULL, SUB, Source, Wakeup
+from cam_server.bsread import Source, Wakeup
+from cam_server.bsread.address import parse_stream_address
+from cam_server.bsread.endpoints import receive_mode
 from cam_server.bsread.message import Message
 from cam_server.camera.config import CameraConfig
 from cam_server.camera.sources.base import RawFrame
@@ -47,10 +49,10 @@ class RelayedFrame(RawFrame):
 
 
 def validate_stream_address(address: Any) -> str:
-    if not isinstance(address, str) or not address.startswith(("tcp://", "ipc://")):
-        raise InvalidConfig(f"bsread camera 'source' must be a stream address like tcp://host:port, got {address!r}")
-    if address.startswith("tcp://") and address.rsplit(":", 1)[-1].isdigit() is False:
-        raise InvalidConfig(f"bsread camera 'source' must include a port (tcp://host:port), got {address!r}")
+    try:
+        parse_stream_address(address)
+    except ValueError as exc:
+        raise InvalidConfig(f"bsread camera 'source': {exc}") from None
     return address
 
 
@@ -121,7 +123,7 @@ class BsreadCameraSource:
         self.address = validate_stream_address(config.source if address is None else address)
         self.image_channel = image_channel
         self.flat_geometry = flat_geometry
-        self.mode = SUB if config.bsread_mode == "SUB" else PULL
+        self.mode = receive_mode(config.bsread_mode, "bsread_mode")
         self.connections = int(config.connections)
         self.buffer_size = int(config.buffer_size if config.buffer_size is not None else self.connections * 5)
         self.dropped = 0  # late / duplicate pulse ids and messages without an image

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 
-from cam_server.camera.config import CameraConfig, is_stream_address
+from cam_server.bsread.address import is_stream_address
+from cam_server.camera.config import CameraConfig
 from cam_server.camera.sources.base import CameraOffline, RawFrame
 from cam_server.camera.sources.bsread_source import BsreadCameraSource
 from cam_server.camera.sources.epics import PV_NAMES, EpicsCameraSource

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cam_server.camera.config import EPICS_SOURCE_TYPES, CameraConfig, is_stream_address
+from cam_server.bsread.address import is_stream_address
+from cam_server.camera.config import EPICS_SOURCE_TYPES, CameraConfig
 from cam_server.camera.sources.base import FrameSource
 from cam_server.common.errors import InvalidConfig
 

@@ -16,13 +16,13 @@ import datetime
 import json
 import logging
 import os
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import h5py
 import numpy as np
 
+from cam_server.bsread.codec import Timestamp, split_timestamp
 from cam_server.pipeline.file_path import FileOutputError, resolve_output_file
 
 log = logging.getLogger(__name__)
@@ -34,23 +34,9 @@ MAX_CHUNK_ROWS = 1024
 STR_DTYPE = h5py.string_dtype()
 
 
-Timestamp = tuple[int, int] | list | float | int | None
 
 
-def split_timestamp(timestamp: Timestamp) -> tuple[int, int]:
-    """``(sec, ns)`` from a ``(sec, ns)`` pair or float seconds (None = now)."""
-    if timestamp is None:
-        timestamp = time.time()
-    if isinstance(timestamp, (tuple, list)):
-        if len(timestamp) != 2:
-            raise FileOutputError(f"timestamp must be (sec, ns) or float seconds, got {timestamp!r}")
-        return int(timestamp[0]), int(timestamp[1])
-    t = float(timestamp)
-    sec = int(t)
-    return sec, int((t - sec) * 1e9)
-
-
-def normalize_value(value: Any) -> np.ndarray | None:
+def to_hdf5_array(value: Any) -> np.ndarray | None:
     """The value as a numpy array (0-d for scalars; strings as object arrays), None for a missing value.
 
     Raises ValueError/TypeError naming what is wrong (unsupported type, ragged list, huge int).
@@ -253,7 +239,10 @@ class FileWriter:
             raise FileOutputError(f"FILE output {self.path} is closed")
         if not isinstance(data, Mapping):
             raise FileOutputError(f"FILE output: message data must be a dict, got {type(data).__name__}")
-        sec, ns = split_timestamp(timestamp)
+        try:
+            sec, ns = split_timestamp(timestamp)
+        except (TypeError, ValueError) as exc:
+            raise FileOutputError(str(exc)) from None
         pulse_id = int(pulse_id)
         row = self.rows
         errors: list[str] = []
@@ -355,7 +344,7 @@ class FileWriter:
             lsec, lns = split_timestamp(local) if local is not None else (sec, ns)
             cols["timestamp"].set(row, lsec)
             cols["timestamp_offset"].set(row, lns)
-        arr = normalize_value(value)
+        arr = to_hdf5_array(value)
         if arr is None:
             return
         index, column = self._segment_for(channel, arr)

@@ -16,7 +16,8 @@ from typing import Any
 import requests
 import zmq
 
-from cam_server.bsread import PULL, SUB, Message, Source, Wakeup
+from cam_server.bsread import Message, Source, Wakeup
+from cam_server.bsread.endpoints import mode_name, receive_mode
 from cam_server.common.errors import SourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,12 @@ class StreamInput:
     def connect(self) -> None:
         if self.address is None:
             self.address = self._resolve_address()
-        mode = PULL if str(self._config.get("input_mode") or "SUB").upper() == "PULL" else SUB
+        mode = receive_mode(self._config.get("input_mode") or "SUB", "input_mode")
         self._source = Source(address=self.address, mode=mode, receive_timeout=self._receive_timeout_ms,
                               queue_size=INPUT_QUEUE_SIZE, context=self._context, wakeup=self._wakeup)
         self._source.connect()
         self._last_message = time.monotonic()
-        log.info("connected to %s (%s)", self.address, "PULL" if mode == PULL else "SUB")
+        log.info("connected to %s (%s)", self.address, mode_name(mode))
 
     def _resolve_address(self) -> str:
         stream = self._config.get("input_stream")

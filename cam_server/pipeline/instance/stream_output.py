@@ -33,7 +33,7 @@ DEFAULT_NO_CLIENT_TIMEOUT = 10.0
 BLOCK_TIMEOUT_MS = 1000
 
 
-def normalise_value(value: Any) -> Any:
+def to_bsread_value(value: Any) -> Any:
     """A value bsread can derive a channel from (see module docstring); arrays are never copied here except
     bool arrays."""
     if isinstance(value, (bool, np.bool_)):
@@ -58,8 +58,8 @@ def value_signature(value: Any) -> Any:
     return type(value)
 
 
-def normalise_values(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: normalise_value(v) for name, v in values.items()}
+def to_bsread_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: to_bsread_value(v) for name, v in values.items()}
 
 
 class OutputStream:
@@ -165,7 +165,7 @@ class OutputStream:
         if self.enforce_pid and self.last_pulse_id is not None and pulse_id <= self.last_pulse_id:
             self.dropped += 1
             return False
-        values = normalise_values(values)
+        values = to_bsread_values(values)
         if self._buffer is not None:
             try:
                 self._buffer.put_nowait((values, pulse_id, timestamp))

@@ -225,10 +225,10 @@ def average_stream_images(stream_address: str, n_images: int, timeout: float = 1
     SourceUnavailable.
     """
     from cam_server.bsread import SUB, source  # lazy: the bsread layer is only needed when collecting
+    from cam_server.bsread.address import host_and_port
     from cam_server.bsread.wait import next_message
-    from cam_server.utils import get_host_port_from_stream_address
 
-    host, port = get_host_port_from_stream_address(stream_address)
+    host, port = host_and_port(stream_address)
     total: np.ndarray | None = None
     count = 0
     with source(host=host, port=port, mode=SUB, receive_timeout=200) as stream:

@@ -302,9 +302,10 @@ class PipelineManager:
     # --- single message -----------------------------------------------------------------------------------
     def get_instance_message(self, instance_id: str, timeout: float = MESSAGE_TIMEOUT) -> dict[str, Any]:
         """One message of the instance stream: {"pulse_id", "global_timestamp", "data": {channel: JSON value}}."""
-        from cam_server.bsread import PULL, SUB, source
+        from cam_server.bsread import source
+        from cam_server.bsread.address import host_and_port
+        from cam_server.bsread.endpoints import reader_mode
         from cam_server.bsread.wait import next_message
-        from cam_server.utils import get_host_port_from_stream_address
 
         instance = self._get(instance_id)
         config = instance.config
@@ -313,8 +314,8 @@ class PipelineManager:
                                 "from the store's consumer. Read messages from a processing pipeline instead.")
         if config.get("mode") == "FILE":
             raise InvalidConfig(f"Instance '{instance_id}' writes to a file (mode FILE) and has no stream to read.")
-        mode = PULL if config.get("mode") == "PUSH" else SUB
-        host, port = get_host_port_from_stream_address(instance.stream_address)
+        mode = reader_mode(config.get("mode"))
+        host, port = host_and_port(instance.stream_address)
         process = instance.process
         with source(host=host, port=port, mode=mode, receive_timeout=200) as stream:
             message = next_message(stream, timeout, alive=None if process is None else process.is_alive)

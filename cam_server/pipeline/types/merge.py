@@ -15,6 +15,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from cam_server.bsread.endpoints import receive_mode
+
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_BUF = 1000
@@ -142,7 +144,7 @@ class BsreadDataReceiver(threading.Thread):
                                      or not all(isinstance(c, str) and c for c in channels)):
             raise ValueError(f"bsread_channels must be a list of channel names, got {channels!r}")
         self.address = address
-        self.mode = _socket_mode(mode)
+        self.mode = receive_mode(mode, "bsread_mode")
         self.channels = list(channels) if channels is not None else None
         self.matcher = matcher
         self.receive_timeout = receive_timeout
@@ -201,18 +203,6 @@ class BsreadDataReceiver(threading.Thread):
                 src.disconnect()
             except Exception as ex:
                 log.debug("bsread data stream disconnect: %s", ex)
-
-
-def _socket_mode(mode: str | int) -> int:
-    import zmq
-
-    if isinstance(mode, str):
-        key = mode.strip().upper()
-        if key in ("PULL", "SUB"):
-            return zmq.PULL if key == "PULL" else zmq.SUB
-    elif mode in (zmq.PULL, zmq.SUB):
-        return int(mode)
-    raise ValueError(f"bsread_mode must be 'PULL' or 'SUB', got {mode!r}")
 
 
 def default_bsread_mode(bsread_address: str | None) -> str:
