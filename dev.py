@@ -5,6 +5,9 @@ Both create ``.venv`` (once; again whenever pyproject.toml changes), install the
 test extras into it, and then either start both servers with the bundled example configuration, or
 run the test suite. Only the Python standard library is used here, so nothing must be installed first.
 
+``python3 dev.py openapi`` rewrites docs/openapi-camera.json and docs/openapi-pipeline.json, the OpenAPI
+documents of both servers (after a change of a route or of a model in them; a test compares them).
+
 ``test`` runs the suite inside a private, loopback-only network namespace when it can (root and
 ``unshare`` available): EPICS Channel Access sends packets to the host's own addresses otherwise.
 """
@@ -82,14 +85,21 @@ def run(args: list[str]) -> int:
             demo.send_signal(signal.SIGINT)
 
 
+def openapi() -> int:
+    setup()
+    return subprocess.call([str(PY), "-m", "cam_server.cli.openapi", str(ROOT / "docs")], cwd=ROOT)
+
+
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in {"run", "test", "setup"}:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"run", "test", "setup", "openapi"}:
         print(__doc__)
         return 2
     command, rest = sys.argv[1], sys.argv[2:]
     if command == "setup":
         setup()
         return 0
+    if command == "openapi":
+        return openapi()
     try:
         return test(rest) if command == "test" else run(rest)
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ Every answer is the JSON envelope (``state``, ``status``, one specific field) ex
 work (starting an instance, waiting for a frame) runs in FastAPI's thread pool (plain ``def`` handlers), so one
 slow camera never blocks the server. Fixed paths (``/info``, ``/aliases``, ``/groups``, ``/script``, ``/version``,
 ``/config_names``) are declared before ``/{camera_name}`` so they are never taken as camera names.
+Each route's answer, errors and request body are typed in the OpenAPI document by :mod:`cam_server.rest.schemas`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from cam_server.camera.config import CameraConfig
 from cam_server.camera.manager import FRAME_TIMEOUT, CameraInstanceManager
 from cam_server.camera.render import check_render_options, image_bytes_payload, render_png
 from cam_server.common.errors import CamServerError
@@ -23,12 +25,28 @@ from cam_server.common.scripts_store import ScriptStore
 from cam_server.common.usage import server_usage
 from cam_server.processing.camera_transforms import camera_geometry
 from cam_server.rest.envelope import install_error_handlers, json_body, ok
+from cam_server.rest.schemas import (
+    PNG,
+    AliasesAnswer,
+    CameraConfigAnswer,
+    CamerasAnswer,
+    CameraServerInfoAnswer,
+    GeometryAnswer,
+    GroupsAnswer,
+    ImageAnswer,
+    JsonBodies,
+    OkAnswer,
+    OnlineAnswer,
+    StreamAnswer,
+    documented,
+    errors,
+)
 from cam_server.rest.script_routes import install_script_routes
 from cam_server.rest.server_routes import install_server_routes
+from cam_server.version import __version__
 
 API = "/api/v1/cam"
 MAX_FRAME_TIMEOUT = 120.0
-_JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
 
 
 def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | None = None,
@@ -43,32 +61,37 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
         await run_in_threadpool(manager.close)
 
     # No slash redirects: DELETE /api/v1/cam/ (or a name that is an encoded "/") must not become "stop all cameras".
-    app = FastAPI(title="cam_server camera server", lifespan=lifespan, redirect_slashes=False)
+    app = FastAPI(title="cam_server camera server", version=__version__, lifespan=lifespan, redirect_slashes=False,
+                  description="Cameras as bsread streams: configs, streams, images.")
     install_error_handlers(app)
+    bodies = JsonBodies()
     store = manager.store
 
-    @app.get(API)
+    @app.get(API, summary="List the cameras", response_model=documented(CamerasAnswer), responses=errors())
     def get_cameras() -> dict[str, Any]:
         return ok("List of cameras.", cameras=store.names())
 
-    @app.delete(API)
+    @app.delete(API, summary="Stop all camera instances", response_model=documented(OkAnswer), responses=errors())
     def stop_all_instances() -> dict[str, Any]:
         manager.stop_all_instances()
         return ok("All camera instances have been stopped.")
 
-    @app.get(f"{API}/info")
+    @app.get(f"{API}/info", summary="Server info: running instances with their info, version, cpu, memory",
+             response_model=documented(CameraServerInfoAnswer), responses=errors())
     def get_server_info() -> dict[str, Any]:
         return ok("Camera manager info.", info={**manager.info(), **server_usage()})
 
-    @app.get(f"{API}/aliases")
+    @app.get(f"{API}/aliases", summary="Camera aliases", response_model=documented(AliasesAnswer),
+             responses=errors())
     def get_aliases() -> dict[str, Any]:
         return ok("Camera aliases.", aliases=store.aliases())
 
-    @app.get(f"{API}/groups")
+    @app.get(f"{API}/groups", summary="Camera groups", response_model=documented(GroupsAnswer), responses=errors())
     def get_groups() -> dict[str, Any]:
         return ok("Camera groups.", groups=store.groups())
 
-    @app.get(f"{API}/groups/{{group}}")
+    @app.get(f"{API}/groups/{{group}}", summary="Cameras of a group", response_model=documented(CamerasAnswer),
+             responses=errors(400, 404))
     def get_group(group: str) -> dict[str, Any]:
         return ok(f"Cameras of group '{group}'.", cameras=store.group_cameras(group))
 
@@ -77,21 +100,26 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
     # /version, /config_names and /api/v1/logs (see rest/server_routes.py), before /{camera_name}.
     install_server_routes(app, API, store.names, logs or install_log_ring())
 
-    @app.get(f"{API}/{{camera_name}}")
+    @app.get(f"{API}/{{camera_name}}", summary="Stream address of a camera (starts its instance if needed)",
+             response_model=documented(StreamAnswer), responses=errors(400, 404, 503))
     def get_instance_stream(camera_name: str) -> dict[str, Any]:
         stream = manager.get_instance_stream(camera_name)
         return ok(f"Stream address for camera '{camera_name}'.", stream=stream)
 
-    @app.delete(f"{API}/{{camera_name}}")
+    @app.delete(f"{API}/{{camera_name}}", summary="Stop a camera's instance", response_model=documented(OkAnswer),
+                responses=errors(400, 404))
     def stop_instance(camera_name: str) -> dict[str, Any]:
         manager.stop_instance(camera_name)
         return ok(f"Camera '{camera_name}' stopped.")
 
-    @app.get(f"{API}/{{camera_name}}/config")
+    @app.get(f"{API}/{{camera_name}}/config", summary="Camera config",
+             response_model=documented(CameraConfigAnswer), responses=errors(400, 404))
     def get_camera_config(camera_name: str) -> dict[str, Any]:
         return ok(f"Camera '{camera_name}' configuration.", config=store.load(camera_name).to_dict())
 
-    @app.post(f"{API}/{{camera_name}}/config", openapi_extra=_JSON_BODY)
+    @app.post(f"{API}/{{camera_name}}/config", summary="Save a camera config (a running instance follows it)",
+              response_model=documented(CameraConfigAnswer), responses=errors(400, 409, 413),
+              openapi_extra=bodies.declare(CameraConfig, "The whole camera config (it replaces the saved one)."))
     async def set_camera_config(camera_name: str, request: Request) -> dict[str, Any]:
         body = await json_body(request)
 
@@ -103,19 +131,22 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
         config = await run_in_threadpool(save)
         return ok(f"Camera '{camera_name}' configuration saved.", config=config)
 
-    @app.delete(f"{API}/{{camera_name}}/config")
+    @app.delete(f"{API}/{{camera_name}}/config", summary="Delete a camera config (stops its instance)",
+                response_model=documented(OkAnswer), responses=errors(400, 404))
     def delete_camera_config(camera_name: str) -> dict[str, Any]:
         camera = store.resolve(camera_name)
         manager.stop_if_running(camera)
         store.delete(camera)
         return ok(f"Camera '{camera}' configuration deleted.")
 
-    @app.get(f"{API}/{{camera_name}}/is_online")
+    @app.get(f"{API}/{{camera_name}}/is_online", summary="Is the camera online (without starting its stream)",
+             response_model=documented(OnlineAnswer), responses=errors(400, 404))
     def is_camera_online(camera_name: str) -> dict[str, Any]:
         online, reason = manager.is_online(camera_name)
         return ok(reason, online=online)
 
-    @app.get(f"{API}/{{camera_name}}/geometry")
+    @app.get(f"{API}/{{camera_name}}/geometry", summary="[width, height] of the camera's images",
+             response_model=documented(GeometryAnswer), responses=errors(400, 404, 422, 503))
     def get_camera_geometry(camera_name: str, timeout: float = FRAME_TIMEOUT) -> dict[str, Any]:
         config = store.load(camera_name)
         if config.source_type == "simulation":
@@ -129,7 +160,8 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
             geometry = (image.shape[1], image.shape[0])
         return ok(f"Geometry of camera '{camera_name}'.", geometry=[int(geometry[0]), int(geometry[1])])
 
-    @app.get(f"{API}/{{camera_name}}/image")
+    @app.get(f"{API}/{{camera_name}}/image", summary="The next image of the camera as PNG", response_class=Response,
+             responses={**PNG, **errors(400, 404, 422, 503)})
     def get_camera_image(camera_name: str, scale: float | None = None, min_value: float | None = None,
                          max_value: float | None = None, colormap: str = "gray",
                          timeout: float = FRAME_TIMEOUT) -> Response:
@@ -138,11 +170,13 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
         png = render_png(image, scale=scale, min_value=min_value, max_value=max_value, colormap=colormap)
         return Response(content=png, media_type="image/png")
 
-    @app.get(f"{API}/{{camera_name}}/image_bytes")
+    @app.get(f"{API}/{{camera_name}}/image_bytes", summary="The next image of the camera: raw pixels (base64)",
+             response_model=documented(ImageAnswer), responses=errors(400, 404, 422, 503))
     def get_camera_image_bytes(camera_name: str, timeout: float = FRAME_TIMEOUT) -> dict[str, Any]:
         image, header = manager.get_frame(camera_name, _timeout(timeout))
         return ok(f"Image of camera '{camera_name}'.", image=image_bytes_payload(image, header))
 
+    bodies.install(app)
     return app
 
 

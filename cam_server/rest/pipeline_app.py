@@ -5,6 +5,7 @@ in its threadpool and concurrent clients do not wait for each other. Fixed path 
 ``instance``, ``script``, ``background``) are declared before the ``{pipeline_name}`` routes and are refused as
 pipeline names.
 ``version``, ``config_names`` and ``groups`` are GET routes, which no ``{pipeline_name}`` route answers.
+Each route's answer, errors and request body are typed in the OpenAPI document by :mod:`cam_server.rest.schemas`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cam_server.common.log_ring import LogRing, install_log_ring
 from cam_server.common.names import validate_name
 from cam_server.common.safe_pickle import safe_loads
 from cam_server.common.scripts_store import ScriptStore
+from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.server.backgrounds import (
     MAX_IMAGE_BYTES_BODY,
     MAX_LIST_BODY,
@@ -40,17 +42,37 @@ from cam_server.rest.envelope import (
     parse_json_object,
     read_limited,
 )
+from cam_server.rest.schemas import (
+    PNG,
+    BackgroundIdAnswer,
+    BackgroundIdsAnswer,
+    BackgroundList,
+    CamerasAnswer,
+    ExitCodeAnswer,
+    GroupsAnswer,
+    ImageAnswer,
+    ImageBytesBody,
+    InstanceAnswer,
+    JsonBodies,
+    MessageAnswer,
+    OkAnswer,
+    PipelineConfigAnswer,
+    PipelineInstanceInfoAnswer,
+    PipelinesAnswer,
+    PipelineServerInfoAnswer,
+    StreamAnswer,
+    documented,
+    errors,
+)
 from cam_server.rest.script_routes import install_script_routes
 from cam_server.rest.server_routes import install_server_routes
 from cam_server.version import __version__
 
 API = "/api/v1/pipeline"
-_JSON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}}
-_IMAGE_BYTES_BODY = {"requestBody": {"required": True, "content": {
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary",
-                                            "description": "pickle (protocol 0, as PSI's client sends) of the dict"}},
-    "application/json": {"schema": {"type": "object", "properties": {
-        "bytes": {"type": "string"}, "shape": {"type": "array"}, "dtype": {"type": "string"}}}}}}}
+_PICKLED = {"application/octet-stream": {"schema": {
+    "type": "string", "format": "binary", "description": "pickle (protocol 0, as PSI's client sends) of the dict"}}}
+_NEW_CONFIG = "A pipeline config: only its input (usually camera_name) is needed, every other key has a default."
+_CONFIG_CHANGE = "Only the keys to change (merged into dict-valued parameters); null returns a key to its default."
 # An image_bytes dict has a handful of values; its base64 string holds no ',', '[' or '{'.
 _IMAGE_BYTES_JSON_VALUES = 64
 
@@ -69,54 +91,62 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
     app = FastAPI(title="cam_server pipeline server", version=__version__, lifespan=lifespan, redirect_slashes=False,
                   description="Create, configure and stop image-processing pipeline instances.")
     install_error_handlers(app)
+    bodies = JsonBodies()
 
     # --- fixed paths first ----------------------------------------------------------------------------------
-    @app.get(API, summary="List saved pipelines")
+    @app.get(API, summary="List saved pipelines", response_model=documented(PipelinesAnswer), responses=errors())
     def get_pipelines() -> dict[str, Any]:
         return ok("List of pipelines.", pipelines=manager.get_pipeline_list())
 
-    @app.post(API, summary="Create a private instance from a config", openapi_extra=_JSON_BODY)
+    @app.post(API, summary="Create a private instance from a config", response_model=documented(InstanceAnswer),
+              responses=errors(400, 404, 409, 413, 503), openapi_extra=bodies.declare(PipelineConfig, _NEW_CONFIG))
     def create_from_config(config: dict = Depends(json_body),
                            instance_id: str | None = Query(None, description="requested unique instance id"),
                            ) -> dict[str, Any]:
         iid, stream, expanded = manager.create_instance_from_config(config, instance_id)
         return ok(f"Pipeline instance {iid} created.", instance_id=iid, stream=stream, config=expanded)
 
-    @app.delete(API, summary="Stop all instances")
+    @app.delete(API, summary="Stop all instances", response_model=documented(OkAnswer), responses=errors())
     def stop_all() -> dict[str, Any]:
         manager.stop_all_instances()
         return ok("All pipeline instances stopped.")
 
-    @app.get(f"{API}/info", summary="Server info: running instances with their info, version, cpu, memory")
+    @app.get(f"{API}/info", summary="Server info: running instances with their info, version, cpu, memory",
+             response_model=documented(PipelineServerInfoAnswer), responses=errors())
     def get_info() -> dict[str, Any]:
         return ok("Pipeline manager info.", info=manager.get_info())
 
-    @app.get(f"{API}/groups", summary="Saved pipelines by group (the configs' 'group' key)")
+    @app.get(f"{API}/groups", summary="Saved pipelines by group (the configs' 'group' key)",
+             response_model=documented(GroupsAnswer), responses=errors())
     def get_pipeline_groups() -> dict[str, Any]:
         return ok("Pipeline groups.", groups=manager.get_pipeline_groups())
 
-    @app.get(f"{API}/camera", summary="List the cameras of the camera server")
+    @app.get(f"{API}/camera", summary="List the cameras of the camera server", response_model=documented(CamerasAnswer),
+             responses=errors(503))
     def get_cameras() -> dict[str, Any]:
         return ok("List of cameras.", cameras=manager.get_camera_list())
 
-    @app.post(f"{API}/camera/{{camera_name}}/background", summary="Collect a background for the camera")
+    @app.post(f"{API}/camera/{{camera_name}}/background", summary="Collect a background for the camera",
+              response_model=documented(BackgroundIdAnswer), responses=errors(400, 404, 422, 503))
     def collect_background(camera_name: str, n_images: int | None = Query(None, description="images to average"),
                            ) -> dict[str, Any]:
         background_id = manager.collect_background(camera_name, n_images)
         return ok(f"Background collected for camera {camera_name}.", background_id=background_id)
 
-    @app.get(f"{API}/camera/{{camera_name}}/background", summary="Latest background of the camera")
+    @app.get(f"{API}/camera/{{camera_name}}/background", summary="Latest background of the camera",
+             response_model=documented(BackgroundIdAnswer), responses=errors(400, 404))
     def get_latest_background(camera_name: str) -> dict[str, Any]:
         return ok(f"Latest background for camera {camera_name}.",
                   background_id=manager.get_latest_background(camera_name))
 
-    @app.get(f"{API}/camera/{{camera_name}}/backgrounds", summary="Background ids of the camera, sorted")
+    @app.get(f"{API}/camera/{{camera_name}}/backgrounds", summary="Background ids of the camera, sorted",
+             response_model=documented(BackgroundIdsAnswer), responses=errors(400))
     def get_backgrounds(camera_name: str) -> dict[str, Any]:
         return ok(f"Backgrounds of camera {camera_name}.", background_ids=manager.get_background_ids(camera_name))
 
     @app.post(API + "/background", summary="Store a background given as a JSON nested list",
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-                  "type": "object", "properties": {"filename": {"type": "string"}, "data": {"type": "array"}}}}}}})
+              response_model=documented(BackgroundIdAnswer), responses=errors(400, 409, 413),
+              openapi_extra=bodies.declare(BackgroundList, "The background id and its pixels."))
     async def set_background(request: Request) -> dict[str, Any]:
         raw = await read_limited(request, MAX_LIST_BODY)
 
@@ -130,7 +160,7 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
 
     # Backgrounds by id (":path" so that a name with "/" gets a clear "Invalid background id" answer, not a bare 404).
     @app.get(API + "/background/{background_name:path}/image", summary="Background as PNG (as the camera's /image)",
-             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+             response_class=Response, responses={**PNG, **errors(400, 404, 422)})
     def get_background_image(background_name: str, scale: float | None = None, min_value: float | None = None,
                              max_value: float | None = None, colormap: str = "gray") -> Response:
         check_render_options(scale, min_value, max_value, colormap)
@@ -138,13 +168,16 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
                          max_value=max_value, colormap=colormap)
         return Response(content=png, media_type="image/png")
 
-    @app.get(API + "/background/{background_name:path}/image_bytes", summary="Background pixels (base64, C order)")
+    @app.get(API + "/background/{background_name:path}/image_bytes", summary="Background pixels (base64, C order)",
+             response_model=documented(ImageAnswer), responses=errors(400, 404))
     def get_background_image_bytes(background_name: str) -> dict[str, Any]:
         image = image_bytes_payload(manager.get_background_image(background_name))
         return ok(f"Background {background_name}.", image=image)
 
     @app.put(API + "/background/{background_name:path}/image_bytes", summary="Store a background from image bytes",
-             openapi_extra=_IMAGE_BYTES_BODY)
+             response_model=documented(BackgroundIdAnswer), responses=errors(400, 409, 413),
+             openapi_extra=bodies.declare(ImageBytesBody, "The image_bytes dict of a background, as JSON or pickled.",
+                                          _PICKLED))
     async def set_background_image_bytes(background_name: str, request: Request) -> dict[str, Any]:
         validate_name(background_name, "background id")
         raw = await read_limited(request, MAX_IMAGE_BYTES_BODY)
@@ -159,35 +192,42 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
 
     # Trailing slash (PSI's client): distinct from POST {API}/{pipeline_name}, which never matches it.
     @app.post(f"{API}/instance/", summary="Stream of a shared (read-only) instance of a config, reused if running",
-              openapi_extra=_JSON_BODY)
+              response_model=documented(InstanceAnswer), responses=errors(400, 404, 409, 413, 503),
+              openapi_extra=bodies.declare(PipelineConfig, _NEW_CONFIG))
     def get_instance_stream_from_config(config: dict = Depends(json_body)) -> dict[str, Any]:
         iid, stream, expanded = manager.get_instance_stream_from_config(config)
         return ok(f"Shared pipeline instance {iid}.", instance_id=iid, stream=stream, config=expanded)
 
-    @app.get(f"{API}/instance/{{instance_id}}", summary="Instance stream (starts the shared instance if needed)")
+    @app.get(f"{API}/instance/{{instance_id}}", summary="Instance stream (starts the shared instance if needed)",
+             response_model=documented(StreamAnswer), responses=errors(400, 404, 409, 503))
     def get_instance_stream(instance_id: str) -> dict[str, Any]:
         return ok(f"Stream address for pipeline {instance_id}.", stream=manager.get_instance_stream(instance_id))
 
-    @app.get(f"{API}/instance/{{instance_id}}/info", summary="Instance info")
+    @app.get(f"{API}/instance/{{instance_id}}/info", summary="Instance info",
+             response_model=documented(PipelineInstanceInfoAnswer), responses=errors(400, 404))
     def get_instance_info(instance_id: str) -> dict[str, Any]:
         return ok(f"Pipeline instance {instance_id} info.", info=manager.get_instance_info(instance_id))
 
-    @app.get(f"{API}/instance/{{instance_id}}/exitcode", summary="Exit code: null while running, then the code")
+    @app.get(f"{API}/instance/{{instance_id}}/exitcode", summary="Exit code: null while running, then the code",
+             response_model=documented(ExitCodeAnswer), responses=errors(400, 404))
     def get_instance_exit_code(instance_id: str) -> dict[str, Any]:
         return ok(f"Pipeline instance {instance_id} exit code.",
                   exitcode=manager.get_instance_exit_code(instance_id))
 
-    @app.get(f"{API}/instance/{{instance_id}}/config", summary="Instance config")
+    @app.get(f"{API}/instance/{{instance_id}}/config", summary="Instance config",
+             response_model=documented(PipelineConfigAnswer), responses=errors(400, 404))
     def get_instance_config(instance_id: str) -> dict[str, Any]:
         return ok(f"Pipeline instance {instance_id} config.", config=manager.get_instance_config(instance_id))
 
     @app.post(f"{API}/instance/{{instance_id}}/config", summary="Change the config of a private instance (incremental)",
-              openapi_extra=_JSON_BODY)
+              response_model=documented(PipelineConfigAnswer), responses=errors(400, 404, 409, 413),
+              openapi_extra=bodies.declare(PipelineConfig, _CONFIG_CHANGE))
     def set_instance_config(instance_id: str, config: dict = Depends(json_body)) -> dict[str, Any]:
         return ok(f"Pipeline instance {instance_id} config changed.",
                   config=manager.set_instance_config(instance_id, config))
 
-    @app.get(f"{API}/instance/{{instance_id}}/message", summary="One message of the instance stream, as JSON")
+    @app.get(f"{API}/instance/{{instance_id}}/message", summary="One message of the instance stream, as JSON",
+             response_model=documented(MessageAnswer), responses=errors(400, 404, 503))
     def get_instance_message(instance_id: str) -> Response:
         message = manager.get_instance_message(instance_id)
         body = ok(f"Message from pipeline instance {instance_id}.", message=message["data"],
@@ -201,30 +241,37 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
     install_server_routes(app, API, manager.get_pipeline_list, logs or install_log_ring())
 
     # --- named pipelines and instance ids -------------------------------------------------------------------
-    @app.post(f"{API}/{{pipeline_name}}", summary="Create a private instance of a saved pipeline")
+    @app.post(f"{API}/{{pipeline_name}}", summary="Create a private instance of a saved pipeline",
+              response_model=documented(InstanceAnswer), responses=errors(400, 404, 409, 503))
     def create_from_name(pipeline_name: str, instance_id: str | None = Query(None)) -> dict[str, Any]:
         iid, stream, expanded = manager.create_instance_from_name(pipeline_name, instance_id)
         return ok(f"Pipeline instance {iid} created.", instance_id=iid, stream=stream, config=expanded)
 
-    @app.get(f"{API}/{{pipeline_name}}/config", summary="Saved pipeline config")
+    @app.get(f"{API}/{{pipeline_name}}/config", summary="Saved pipeline config",
+             response_model=documented(PipelineConfigAnswer), responses=errors(400, 404))
     def get_pipeline_config(pipeline_name: str) -> dict[str, Any]:
         return ok(f"Pipeline {pipeline_name} config.", config=manager.get_pipeline_config(pipeline_name))
 
-    @app.post(f"{API}/{{pipeline_name}}/config", summary="Save a pipeline config", openapi_extra=_JSON_BODY)
+    @app.post(f"{API}/{{pipeline_name}}/config", summary="Save a pipeline config",
+              response_model=documented(PipelineConfigAnswer), responses=errors(400, 404, 413, 503),
+              openapi_extra=bodies.declare(PipelineConfig, _NEW_CONFIG))
     def save_pipeline_config(pipeline_name: str, config: dict = Depends(json_body)) -> dict[str, Any]:
         return ok(f"Pipeline {pipeline_name} config saved.",
                   config=manager.save_pipeline_config(pipeline_name, config))
 
-    @app.delete(f"{API}/{{pipeline_name}}/config", summary="Delete a saved pipeline config")
+    @app.delete(f"{API}/{{pipeline_name}}/config", summary="Delete a saved pipeline config",
+                response_model=documented(OkAnswer), responses=errors(400, 404))
     def delete_pipeline_config(pipeline_name: str) -> dict[str, Any]:
         manager.delete_pipeline_config(pipeline_name)
         return ok(f"Pipeline {pipeline_name} config deleted.")
 
-    @app.delete(f"{API}/{{instance_id}}", summary="Stop an instance")
+    @app.delete(f"{API}/{{instance_id}}", summary="Stop an instance", response_model=documented(OkAnswer),
+                responses=errors(400, 404))
     def stop_instance(instance_id: str) -> dict[str, Any]:
         manager.stop_instance(instance_id)
         return ok(f"Pipeline instance {instance_id} stopped.")
 
+    bodies.install(app)
     return app
 
 

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from cam_server.common.errors import NotFound
 from cam_server.common.scripts_store import MAX_SCRIPT_BYTES, ScriptStore
 from cam_server.rest.envelope import ok, read_limited
+from cam_server.rest.schemas import ScriptAnswer, ScriptNameAnswer, ScriptsAnswer, documented, errors
 
 _SCRIPT_BODY = {"requestBody": {"required": True, "content": {
     "text/x-python": {"schema": {"type": "string"}},
@@ -34,11 +35,13 @@ def install_script_routes(app: FastAPI, api: str, store: ScriptStore | None) -> 
             raise NotFound("This server has no user scripts folder (start it with -u USER_SCRIPTS_BASE).")
         return store
 
-    @app.get(f"{api}/script", summary="List the user scripts")
+    @app.get(f"{api}/script", summary="List the user scripts", response_model=documented(ScriptsAnswer),
+             responses=errors(404))
     def get_user_scripts() -> dict[str, Any]:
         return ok("List of user scripts.", scripts=the_store().names())
 
-    @app.get(f"{api}/script/{{script_name:path}}/script_bytes", summary="Source of a user script")
+    @app.get(f"{api}/script/{{script_name:path}}/script_bytes", summary="Source of a user script",
+             response_model=documented(ScriptAnswer), responses=errors(400, 404))
     def get_user_script(script_name: str) -> dict[str, Any]:
         return ok(f"Script {script_name}.", script=the_store().load(script_name))
 
@@ -50,9 +53,11 @@ def install_script_routes(app: FastAPI, api: str, store: ScriptStore | None) -> 
     for method in ("PUT", "POST"):
         app.add_api_route(f"{api}/script/{{script_name:path}}/script_bytes", upload, methods=[method],
                           summary="Upload a user script (the request body is the Python source)",
-                          openapi_extra=_SCRIPT_BODY, name=f"set_user_script_{method.lower()}")
+                          openapi_extra=_SCRIPT_BODY, name=f"set_user_script_{method.lower()}",
+                          response_model=documented(ScriptNameAnswer), responses=errors(400, 404, 413))
 
-    @app.delete(f"{api}/script/{{script_name:path}}/script_bytes", summary="Delete a user script")
+    @app.delete(f"{api}/script/{{script_name:path}}/script_bytes", summary="Delete a user script",
+                response_model=documented(ScriptNameAnswer), responses=errors(400, 404))
     def delete_user_script(script_name: str) -> dict[str, Any]:
         deleted = the_store().delete(script_name)
         return ok(f"Script {deleted} deleted.", script_name=deleted)

@@ -1,0 +1,352 @@
+"""What the answers and request bodies of both servers look like, as pydantic models for ``/openapi.json``.
+
+Why models that the answers are not run through: the handlers build plain dicts (:func:`~.envelope.ok`) and
+FastAPI sends them exactly as before. A route declares ``response_model=documented(Model)``: the document shows
+``Model``, the answer is neither validated nor re-serialised by it (no dropped keys, no reordering, no cost on
+large answers). The tests validate real answers against these models, so the document stays true.
+
+Request bodies are read by our own code (:func:`~.envelope.json_body`: size limit, our messages and status codes),
+never by FastAPI, so FastAPI does not know them; :class:`JsonBodies` declares them in the document from their
+models (the config models are the ones the servers validate with).
+
+Every error is the envelope ``{"state": "error", "status": message}`` (:func:`errors`), also FastAPI's own
+validation errors (422), whose default ``HTTPValidationError`` schema does not describe our answer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI
+from fastapi.encoders import jsonable_encoder
+from fastapi.openapi.models import Schema
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, SkipValidation
+from pydantic.json_schema import models_json_schema
+
+from cam_server.camera.config import CameraConfig
+from cam_server.pipeline.config import PipelineConfig
+
+REF = "#/components/schemas/"
+
+Pair = Annotated[list[int], Field(min_length=2, max_length=2)]
+
+
+def documented(model: type[BaseModel]) -> Any:
+    """``response_model=`` of a route answering a dict: documented as ``model``, sent as the handler built it."""
+    return SerializeAsAny[SkipValidation[model]]  # type: ignore[valid-type]
+
+
+# --- the envelope ---------------------------------------------------------------------------------------------
+class OkAnswer(BaseModel):
+    """A success: ``state`` "ok", ``status`` a message for people, and the route's own field (if any)."""
+
+    state: Literal["ok"]
+    status: str = Field(description="what was done, for people")
+
+
+class ErrorAnswer(BaseModel):
+    """Every failure, 4xx or 5xx: PSI's clients raise ``ValueError(status)`` when ``state`` is not "ok"."""
+
+    state: Literal["error"]
+    status: str = Field(description="what went wrong, naming the field, name or limit at fault")
+
+
+_ERRORS = {
+    400: "Invalid name, config, body or parameter",
+    404: "Unknown camera, pipeline, instance, background, group or script (or no scripts folder)",
+    409: "Clashes with the current state (id in use, read-only instance, alias taken, different background)",
+    413: "Request body too large",
+    422: "A query parameter of the wrong type",
+    503: "A camera, stream or the camera server cannot be reached",
+}
+
+
+def errors(*codes: int, text_route: bool = False) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of a route: the error envelope for ``codes`` and for any other status (500: unexpected).
+
+    ``text_route``: the route answers text when it succeeds; FastAPI would file a ``model`` under that media type,
+    so the envelope is referenced as JSON (its schema is in the document through the other routes).
+    """
+    error: dict[str, Any] = ({"content": {"application/json": {"schema": {"$ref": REF + ErrorAnswer.__name__}}}}
+                             if text_route else {"model": ErrorAnswer})
+    answers: dict[int | str, dict[str, Any]] = {code: {**error, "description": _ERRORS[code]} for code in codes}
+    answers["default"] = {**error, "description": "Any other error (500: unexpected, with its cause)"}
+    return answers
+
+
+PNG: dict[int | str, dict[str, Any]] = {200: {"description": "The image as PNG", "content": {
+    "image/png": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+# --- request bodies ---------------------------------------------------------------------------------------------
+class JsonBodies:
+    """The JSON request bodies of one app, declared in its OpenAPI document from their models.
+
+    :meth:`declare` gives a route's ``openapi_extra`` (a reference to the model's schema) and remembers the model;
+    :meth:`install` adds the schemas of all declared models to the document's components.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[str, type[BaseModel]] = {}
+
+    def declare(self, model: type[BaseModel], description: str,
+                other_content: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``openapi_extra`` of a route whose JSON body is ``model`` (``other_content``: more media types)."""
+        self._models[model.__name__] = model
+        content = {"application/json": {"schema": {"$ref": REF + model.__name__}}, **(other_content or {})}
+        return {"requestBody": {"required": True, "description": description, "content": content}}
+
+    def install(self, app: FastAPI) -> None:
+        """Make ``app.openapi()`` also hold the declared models (and the models they use) as components."""
+        _, top = models_json_schema([(m, "validation") for m in self._models.values()], ref_template=REF + "{model}")
+        # Written as FastAPI writes its own components (through its OpenAPI models), so that a model also used
+        # in an answer gives the same schema both ways.
+        ours = {name: jsonable_encoder(Schema(**schema), by_alias=True, exclude_none=True)
+                for name, schema in top.get("$defs", {}).items()}
+        generate = app.openapi  # FastAPI's, which generates the document once and keeps it
+
+        def openapi() -> dict[str, Any]:
+            document = generate()
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            for name, schema in ours.items():
+                if components.setdefault(name, schema) != schema:
+                    raise RuntimeError(f"two different schemas named {name} in the OpenAPI document")
+            return document
+
+        app.openapi = openapi  # type: ignore[method-assign]
+
+
+class BackgroundList(BaseModel):
+    """``POST /api/v1/pipeline/background``: a background as a nested list (PSI's ``set_background``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(description="the background id to store it under")
+    data: list[Any] = Field(description="2-D nested list of numbers: rows of pixels")
+
+
+class ImageBytesBody(BaseModel):
+    """A background as ``GET .../image_bytes`` answers it (JSON, or pickled protocol 0 as PSI's client sends it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bytes: str = Field(description="base64 of the pixels, C order, little-endian")
+    shape: Pair = Field(description="[height, width]")
+    dtype: str = Field(description="numpy dtype name, e.g. uint16, float32")
+    width: int | None = Field(None, description="if given, must equal shape[1]")
+    height: int | None = Field(None, description="if given, must equal shape[0]")
+    encoding: Literal["base64"] | None = None
+    byteorder: Literal["little"] | None = None
+    pulse_id: int | None = Field(None, description="ignored")
+    timestamp: float | None = Field(None, description="ignored")
+
+
+# --- answers of both servers ------------------------------------------------------------------------------------
+class VersionAnswer(OkAnswer):
+    version: str = Field(description="cam_server's version")
+
+
+class ConfigNamesAnswer(OkAnswer):
+    config_names: list[str] = Field(description="names of the saved configs (cameras / pipelines)")
+
+
+class LogsAnswer(OkAnswer):
+    logs: list[tuple[str, str, str, str]] = Field(description="[time, logger, level, message] per record, newest last")
+
+
+class ScriptsAnswer(OkAnswer):
+    scripts: list[str] = Field(description="file names in the user scripts folder")
+
+
+class ScriptAnswer(OkAnswer):
+    script: str = Field(description="the script's source text")
+
+
+class ScriptNameAnswer(OkAnswer):
+    script_name: str = Field(description="the file name saved or deleted")
+
+
+class CamerasAnswer(OkAnswer):
+    cameras: list[str]
+
+
+class GroupsAnswer(OkAnswer):
+    groups: dict[str, list[str]] = Field(description="group → names of its cameras / pipelines")
+
+
+class StreamAnswer(OkAnswer):
+    stream: str = Field(description="bsread stream address: tcp://host:port (or ipc://path)")
+
+
+class ImageBytes(BaseModel):
+    """Raw pixels of an image (PSI's ``get_camera_array`` decodes ``bytes`` with ``dtype`` and ``shape``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    bytes: str = Field(description="base64 of the pixels, C order, little-endian")
+    dtype: str = Field(description="numpy dtype name")
+    shape: Pair = Field(description="[height, width] (numpy order)")
+    width: int
+    height: int
+    encoding: Literal["base64"]
+    byteorder: Literal["little"]
+    pulse_id: int | None = Field(None, description="camera images only")
+    timestamp: float | None = Field(None, description="camera images only: seconds")
+
+
+class ImageAnswer(OkAnswer):
+    image: ImageBytes
+
+
+# --- instance and server info -----------------------------------------------------------------------------------
+class Statistics(BaseModel):
+    """An instance's statistics: the keys PSI's tools read, and our counters beside them (read when asked)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    total_bytes: int = Field(description="data bytes sent")
+    clients: int = Field(description="connected stream clients")
+    throughput: float = Field(description="bytes per second sent")
+    time: str = Field(description="when these statistics were read, 'YYYY-MM-DD HH:MM:SS' (local time)")
+    rx: str = Field(description="'<rate>Hz - <count>' of frames received")
+    tx: str = Field(description="'<rate>Hz - <count>' of messages sent")
+    pid: int | None = Field(description="the instance process")
+    cpu: float | None = Field(description="percent of one core")
+    memory: int | None = Field(description="RSS bytes")
+    frame_shape: Pair | None = Field(description="[height, width] of the last image; null before the first")
+    # Ours (absent while the instance's process is being started).
+    frames_in: int | None = None
+    frames_out: int | None = None
+    dropped: int | None = Field(None, description="frames dropped (full queue, filters, unmatched merges, ...)")
+    errors: int | None = Field(None, description="frames whose processing failed")
+    rate: float | None = Field(None, description="messages per second sent, smoothed")
+    rate_in: float | None = Field(None, description="frames per second received, smoothed")
+    bytes_out: int | None = None
+    last_frame_time: float | None = Field(None, description="Unix time of the last message sent (0: none yet)")
+    start_time: float | None = Field(None, description="Unix time the instance loop started (0: not yet)")
+    cpu_percent: float | None = None
+    memory_rss: int | None = None
+
+
+class InstanceInfo(BaseModel):
+    """Info of a running instance: our fields (process, errors) and the ones PSI's tools read."""
+
+    model_config = ConfigDict(extra="allow")
+
+    instance_id: str
+    pid: int | None
+    is_running: bool
+    exit_code: int | None = Field(description="null while running")
+    created: float = Field(description="Unix time")
+    statistics: Statistics
+    last_error: str | None
+    last_error_time: float | None = Field(description="Unix time")
+    stream_address: str
+    is_stream_active: bool = Field(description="the process runs and streams")
+    last_start_time: str = Field(description="'YYYY-MM-DD HH:MM:SS' (local time)")
+
+
+class CameraInstanceInfo(InstanceInfo):
+    camera_name: str
+    camera_geometry: Pair | None = Field(description="[width, height] of the last image sent; null before the first")
+    config: CameraConfig
+
+
+class EndedCamera(BaseModel):
+    """How a camera instance that ended by itself (no clients, crash) ended."""
+
+    model_config = ConfigDict(extra="allow")
+
+    exit_code: int | None
+    last_error: str | None
+    last_error_time: float | None
+    ended: float = Field(description="Unix time")
+
+
+class ServerUsage(BaseModel):
+    """The server process itself."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: str
+    cpu: float = Field(description="percent of one core since the previous call (0.0 the first time)")
+    memory: int = Field(description="RSS bytes")
+
+
+class CameraServerInfo(ServerUsage):
+    active_instances: dict[str, CameraInstanceInfo] = Field(description="camera → its running instance")
+    finished_instances: dict[str, EndedCamera] = Field(description="camera → how its last instance ended")
+
+
+class CameraServerInfoAnswer(OkAnswer):
+    info: CameraServerInfo
+
+
+class PipelineInstanceInfo(InstanceInfo):
+    camera_name: str | None
+    read_only: bool = Field(description="a shared instance, whose config cannot be changed")
+    config: PipelineConfig = Field(description="the full config, every default filled in")
+
+
+class PipelineServerInfo(ServerUsage):
+    active_instances: dict[str, PipelineInstanceInfo] = Field(description="instance id → info (running ones)")
+    finished_instances: dict[str, PipelineInstanceInfo] = Field(description="instance id → last info, oldest first")
+
+
+class PipelineServerInfoAnswer(OkAnswer):
+    info: PipelineServerInfo
+
+
+# --- camera server answers --------------------------------------------------------------------------------------
+class AliasesAnswer(OkAnswer):
+    aliases: dict[str, str] = Field(description="alias → camera")
+
+
+class CameraConfigAnswer(OkAnswer):
+    config: CameraConfig = Field(description="the full config, every default filled in")
+
+
+class OnlineAnswer(OkAnswer):
+    online: bool = Field(description="status says why")
+
+
+class GeometryAnswer(OkAnswer):
+    geometry: Pair = Field(description="[width, height] of the camera's images")
+
+
+# --- pipeline server answers ------------------------------------------------------------------------------------
+class PipelinesAnswer(OkAnswer):
+    pipelines: list[str] = Field(description="saved pipelines")
+
+
+class InstanceAnswer(OkAnswer):
+    instance_id: str
+    stream: str = Field(description="bsread stream address of the instance")
+    config: PipelineConfig = Field(description="the full config, every default filled in")
+
+
+class PipelineInstanceInfoAnswer(OkAnswer):
+    info: PipelineInstanceInfo
+
+
+class ExitCodeAnswer(OkAnswer):
+    exitcode: int | None = Field(description="null while the instance runs, then its process exit code")
+
+
+class PipelineConfigAnswer(OkAnswer):
+    config: PipelineConfig = Field(description="the full config, every default filled in")
+
+
+class BackgroundIdAnswer(OkAnswer):
+    background_id: str
+
+
+class BackgroundIdsAnswer(OkAnswer):
+    background_ids: list[str] = Field(description="sorted, oldest first")
+
+
+class MessageAnswer(OkAnswer):
+    message: dict[str, Any] = Field(description="channel → value (images as nested lists)")
+    pulse_id: int
+    global_timestamp: Annotated[list[int | None], Field(min_length=2, max_length=2)] = Field(
+        description="[seconds, nanoseconds]")
