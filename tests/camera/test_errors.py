@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from cam_server.client.cam_client import CamClient
-from tests.camera.conftest import TEST_CAMERA
+from tests.helpers.servers import TEST_CAMERA
 
 API = "/api/v1/cam"
 

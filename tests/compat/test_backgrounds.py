@@ -10,7 +10,6 @@ import json
 import os
 import pickle
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,30 +21,14 @@ from PIL import Image
 from cam_server.camera.render import render_png
 from cam_server.client.pipeline_client import PipelineClient
 from cam_server.pipeline.server.backgrounds import MAX_IMAGE_BYTES_BODY, MAX_LIST_BODY, MAX_LIST_VALUES
-from tests.helpers.servers import RunningServer, camera_server, pipeline_server
+from tests.helpers.servers import ServerPair
 
 API = "/api/v1/pipeline"
 
 
-@dataclass
-class Servers:
-    pipeline: RunningServer
-    backgrounds: Path
-
-    @property
-    def url(self) -> str:
-        return self.pipeline.url
-
-
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    tmp = tmp_path_factory.mktemp("background_servers")
-    with camera_server(tmp) as cam, pipeline_server(tmp, cam.url) as pipe:
-        yield Servers(pipe, tmp / "background_config")
-
-
-@pytest.fixture(scope="module")
-def client(servers: Servers) -> Iterator[PipelineClient]:
+def client(servers: ServerPair) -> Iterator[PipelineClient]:
+    """One client for the module (``collected`` is module-wide too)."""
     c = PipelineClient(servers.url)
     yield c
     c.stop_all_instances()
@@ -65,7 +48,7 @@ def _error(response: requests.Response, status: int) -> str:
     return body["status"]
 
 
-def _put(servers: Servers, name: str, body: bytes, **kwargs) -> requests.Response:
+def _put(servers: ServerPair, name: str, body: bytes, **kwargs) -> requests.Response:
     return requests.put(f"{servers.url}{API}/background/{name}/image_bytes", data=body, timeout=30, **kwargs)
 
 
@@ -75,12 +58,12 @@ def _payload(array: np.ndarray, **extra) -> dict:
             "shape": list(array.shape), "dtype": array.dtype.name, **extra}
 
 
-def _stored(servers: Servers, name: str) -> Path:
+def _stored(servers: ServerPair, name: str) -> Path:
     return servers.backgrounds / f"{name}.npy"
 
 
 # --- listing -----------------------------------------------------------------------------------------------------
-def test_backgrounds_of_a_camera_are_its_own_sorted(servers: Servers, client: PipelineClient) -> None:
+def test_backgrounds_of_a_camera_are_its_own_sorted(servers: ServerPair, client: PipelineClient) -> None:
     own = ["cam_a_20200101_000000_000002", "cam_a_20200101_000000_000001", "cam_a_20190101_120000_000000"]
     others = ["cam_a_2_20300101_000000_000000", "cam_ab_20300101_000000_000000", "cam_20300101_000000_000000"]
     for name in own + others:
@@ -92,7 +75,8 @@ def test_backgrounds_of_a_camera_are_its_own_sorted(servers: Servers, client: Pi
     assert response.status_code == 200 and response.json()["background_ids"] == sorted(own)
 
 
-def test_unknown_camera_has_an_empty_list_and_a_bad_name_is_refused(servers: Servers, client: PipelineClient) -> None:
+def test_unknown_camera_has_an_empty_list_and_a_bad_name_is_refused(servers: ServerPair,
+                                                                    client: PipelineClient) -> None:
     # Decision: the store lists files and does not ask the camera server, so an unknown camera has no backgrounds.
     assert client.get_backgrounds("no_such_camera") == []
     message = _error(requests.get(f"{servers.url}{API}/camera/..x/backgrounds", timeout=10), 400)
@@ -100,7 +84,7 @@ def test_unknown_camera_has_an_empty_list_and_a_bad_name_is_refused(servers: Ser
 
 
 # --- reading -----------------------------------------------------------------------------------------------------
-def test_image_bytes_of_a_collected_background(servers: Servers, client: PipelineClient, collected: str) -> None:
+def test_image_bytes_of_a_collected_background(servers: ServerPair, client: PipelineClient, collected: str) -> None:
     array = np.load(_stored(servers, collected))
     image = client.get_background_image_bytes(collected)
     assert image["shape"] == list(array.shape) and image["dtype"] == "float64" == array.dtype.name
@@ -110,7 +94,7 @@ def test_image_bytes_of_a_collected_background(servers: Servers, client: Pipelin
     assert collected in client.get_backgrounds("simulation")
 
 
-def test_png_is_rendered_as_the_camera_image(servers: Servers, client: PipelineClient, collected: str) -> None:
+def test_png_is_rendered_as_the_camera_image(servers: ServerPair, client: PipelineClient, collected: str) -> None:
     array = np.load(_stored(servers, collected))
     response = requests.get(f"{servers.url}{API}/background/{collected}/image", timeout=30)
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
@@ -127,7 +111,7 @@ def test_png_is_rendered_as_the_camera_image(servers: Servers, client: PipelineC
                                                        params={"scale": -1}, timeout=10), 400)
 
 
-def test_unknown_background_is_404(servers: Servers, client: PipelineClient) -> None:
+def test_unknown_background_is_404(servers: ServerPair, client: PipelineClient) -> None:
     for route in ("image", "image_bytes"):
         response = requests.get(f"{servers.url}{API}/background/no_such_background/{route}", timeout=10)
         assert _error(response, 404) == "Background 'no_such_background' does not exist."
@@ -139,14 +123,14 @@ def test_unknown_background_is_404(servers: Servers, client: PipelineClient) -> 
                                                           timeout=10), 400)
 
 
-def test_a_stored_file_that_is_not_2d_is_refused(servers: Servers) -> None:
+def test_a_stored_file_that_is_not_2d_is_refused(servers: ServerPair) -> None:
     np.save(_stored(servers, "flat_background"), np.arange(5.0))
     message = _error(requests.get(f"{servers.url}{API}/background/flat_background/image_bytes", timeout=10), 400)
     assert message == "Background 'flat_background' is not a 2-D numeric image (shape [5], dtype float64)."
 
 
 # --- PUT image_bytes ---------------------------------------------------------------------------------------------
-def test_round_trip_get_put_get(servers: Servers, client: PipelineClient, collected: str) -> None:
+def test_round_trip_get_put_get(servers: ServerPair, client: PipelineClient, collected: str) -> None:
     image = client.get_background_image_bytes(collected)
     assert client.set_background_image_bytes("copied_background", image) == "copied_background"
     copy = client.get_background_image_bytes("copied_background")
@@ -163,7 +147,7 @@ def test_round_trip_get_put_get(servers: Servers, client: PipelineClient, collec
     np.testing.assert_array_equal(np.load(_stored(servers, "copied_background")), np.load(_stored(servers, collected)))
 
 
-def test_put_keeps_the_dtype_and_accepts_json(servers: Servers, client: PipelineClient) -> None:
+def test_put_keeps_the_dtype_and_accepts_json(servers: ServerPair, client: PipelineClient) -> None:
     array = np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000
     assert client.set_background_image_bytes("uint16_background", _payload(array)) == "uint16_background"
     stored = np.load(_stored(servers, "uint16_background"))
@@ -183,7 +167,7 @@ def test_put_keeps_the_dtype_and_accepts_json(servers: Servers, client: Pipeline
     assert client.set_background_image_bytes("camera_like", camera_like) == "camera_like"
 
 
-def test_pickle_naming_a_global_is_refused_and_not_run(servers: Servers, tmp_path: Path) -> None:
+def test_pickle_naming_a_global_is_refused_and_not_run(servers: ServerPair, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
 
     class Exploit:
@@ -204,7 +188,7 @@ def test_pickle_naming_a_global_is_refused_and_not_run(servers: Servers, tmp_pat
     assert not _stored(servers, "exploit_background").exists()
 
 
-def test_malformed_or_abusive_pickles_are_refused(servers: Servers) -> None:
+def test_malformed_or_abusive_pickles_are_refused(servers: ServerPair) -> None:
     good = pickle.dumps(_payload(np.zeros((2, 2), dtype=np.uint8)), protocol=0)
     assert _error(_put(servers, "bad_pickle", good[:-20]), 400).startswith("Malformed pickle:")
     assert _error(_put(servers, "bad_pickle", b"this is not a pickle"), 400).startswith("Malformed pickle:")
@@ -223,7 +207,7 @@ def test_malformed_or_abusive_pickles_are_refused(servers: Servers) -> None:
     assert not _stored(servers, "bad_pickle").exists()
 
 
-def test_invalid_image_bytes_dicts_are_refused(servers: Servers) -> None:
+def test_invalid_image_bytes_dicts_are_refused(servers: ServerPair) -> None:
     array = np.arange(6, dtype=np.uint16).reshape(2, 3)
 
     def refused(payload: dict, name: str = "invalid_background") -> str:
@@ -251,7 +235,7 @@ def test_invalid_image_bytes_dicts_are_refused(servers: Servers) -> None:
     assert not _stored(servers, "invalid_background").exists()
 
 
-def test_json_put_with_many_values_is_refused(servers: Servers) -> None:
+def test_json_put_with_many_values_is_refused(servers: ServerPair) -> None:
     body = json.dumps({**_payload(np.zeros((1, 1), dtype=np.uint8)), "extra": [0] * 1000}).encode()
     response = _put(servers, "many_values", body, headers={"Content-Type": "application/json"})
     assert _error(response, 413).startswith("Request body has too many values")
@@ -259,7 +243,7 @@ def test_json_put_with_many_values_is_refused(servers: Servers) -> None:
     assert _error(response, 400) == "Request body must be a JSON object, not an array."
 
 
-def _declared_too_large(servers: Servers, method: str, path: str, declared: int) -> tuple[int, dict]:
+def _declared_too_large(servers: ServerPair, method: str, path: str, declared: int) -> tuple[int, dict]:
     """Send headers declaring ``declared`` body bytes and only a few of them: the server must answer at once."""
     parts = urlsplit(servers.url)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
@@ -273,7 +257,7 @@ def _declared_too_large(servers: Servers, method: str, path: str, declared: int)
         connection.close()
 
 
-def test_oversized_bodies_are_refused_with_413(servers: Servers) -> None:
+def test_oversized_bodies_are_refused_with_413(servers: ServerPair) -> None:
     status, body = _declared_too_large(servers, "PUT", "/background/huge/image_bytes", MAX_IMAGE_BYTES_BODY + 1)
     assert status == 413 and body == {"state": "error", "status": (
         f"Request body too large: {MAX_IMAGE_BYTES_BODY + 1} bytes (at most {MAX_IMAGE_BYTES_BODY}).")}
@@ -283,7 +267,7 @@ def test_oversized_bodies_are_refused_with_413(servers: Servers) -> None:
 
 
 # --- POST /background (JSON nested list) -------------------------------------------------------------------------
-def test_set_background_from_a_list_is_stored_as_float64(servers: Servers, client: PipelineClient) -> None:
+def test_set_background_from_a_list_is_stored_as_float64(servers: ServerPair, client: PipelineClient) -> None:
     array = np.array([[1, 2, 3], [4, 5, 65535]], dtype=np.uint16)
     assert client.set_background("list_background", array) == "list_background"
     stored = np.load(_stored(servers, "list_background"))
@@ -315,13 +299,13 @@ def test_set_background_from_a_list_is_stored_as_float64(servers: Servers, clien
     ({"filename": "../x_bg", "data": [[1]]}, "Invalid background id '../x_bg'"),
     ({"filename": 5, "data": [[1]]}, "Invalid background id 5"),
 ])
-def test_set_background_refuses_bad_data(servers: Servers, body: dict, message: str) -> None:
+def test_set_background_refuses_bad_data(servers: ServerPair, body: dict, message: str) -> None:
     response = requests.post(f"{servers.url}{API}/background", json=body, timeout=10)
     assert _error(response, 400).startswith(message)
     assert not _stored(servers, "x_bg").exists()
 
 
-def test_set_background_refuses_non_finite_and_too_many_values(servers: Servers) -> None:
+def test_set_background_refuses_non_finite_and_too_many_values(servers: ServerPair) -> None:
     response = requests.post(f"{servers.url}{API}/background", data=b'{"filename": "x_bg", "data": [[NaN, 1]]}',
                              headers={"Content-Type": "application/json"}, timeout=10)
     assert "NaN is not a JSON value" in _error(response, 400)
@@ -339,7 +323,7 @@ def test_background_is_a_reserved_pipeline_name(client: PipelineClient) -> None:
         client.save_pipeline_config("background", {"camera_name": "simulation"})
 
 
-def test_routes_are_in_the_openapi_schema(servers: Servers) -> None:
+def test_routes_are_in_the_openapi_schema(servers: ServerPair) -> None:
     paths = requests.get(f"{servers.url}/openapi.json", timeout=10).json()["paths"]
     assert set(paths[f"{API}/background/{{background_name}}/image_bytes"]) == {"get", "put"}
     assert "image/png" in paths[f"{API}/background/{{background_name}}/image"]["get"]["responses"]["200"]["content"]

@@ -7,8 +7,6 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import psutil
@@ -20,7 +18,7 @@ from cam_server.bsread import PULL, PUSH, SUB, Sender, Source
 from cam_server.client.pipeline_client import PipelineClient
 from tests.helpers.net import free_port
 from tests.helpers.procs import wait_until
-from tests.helpers.servers import RunningServer, camera_server, pipeline_server
+from tests.helpers.servers import ServerPair
 from tests.helpers.streams import receive
 
 API = "/api/v1/pipeline"
@@ -29,36 +27,12 @@ RATE_COUNT = re.compile(r"^(\d+\.\d)Hz - (\d+)$")
 WIDTH, HEIGHT = 1280, 960  # the bundled simulation camera
 
 
-@dataclass
-class Servers:
-    camera: RunningServer
-    pipeline: RunningServer
-
-    @property
-    def url(self) -> str:
-        return self.pipeline.url
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    tmp = tmp_path_factory.mktemp("compat_instances")
-    with camera_server(tmp) as cam, pipeline_server(tmp, cam.url) as pipe:
-        yield Servers(cam, pipe)
-
-
-@pytest.fixture
-def client(servers: Servers) -> Iterator[PipelineClient]:
-    c = PipelineClient(servers.url)
-    yield c
-    c.stop_all_instances()
-
-
-def call(servers: Servers, method: str, path: str, **kwargs) -> tuple[int, dict]:
+def call(servers: ServerPair, method: str, path: str, **kwargs) -> tuple[int, dict]:
     response = requests.request(method, f"{servers.url}{API}{path}", timeout=30, **kwargs)
     return response.status_code, response.json()
 
 
-def assert_error(servers: Servers, method: str, path: str, status: int, message: str, **kwargs) -> str:
+def assert_error(servers: ServerPair, method: str, path: str, status: int, message: str, **kwargs) -> str:
     code, body = call(servers, method, path, **kwargs)
     assert (code, body["state"]) == (status, "error"), body
     assert message in body["status"], body
