@@ -9,6 +9,10 @@ Servers
     PipelineClient of the pair that stops every pipeline instance after its test. A module that needs a server
     of its own (other options, a server it kills, a fresh log) starts it with the same helpers.
 
+In-process apps
+    ``apps`` (module scope): the camera and pipeline REST apps built in this process
+    (:func:`tests.helpers.apps.local_apps`), for answers that need no instance process (bad requests, validation).
+
 Unit tests
     A module whose tests start no process of ours (servers, instances, IOCs, command-line tools) says so with
     ``pytestmark = pytest.mark.unit``: ``python3 dev.py test -m unit`` runs those alone in seconds, ``-m "not unit"``
@@ -25,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from cam_server.client.pipeline_client import PipelineClient
+from tests.helpers.apps import LocalApps, local_apps
 from tests.helpers.servers import ServerPair
 from tests.helpers.servers import server_pair as start_server_pair
 
@@ -59,6 +64,13 @@ def client(servers: ServerPair) -> Iterator[PipelineClient]:
     pipelines = PipelineClient(servers.url)
     yield pipelines
     pipelines.stop_all_instances()
+
+
+@pytest.fixture(scope="module")
+def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalApps]:
+    """The camera and pipeline apps in this process, on copies of the bundled configuration, for one module."""
+    with local_apps(tmp_path_factory.mktemp("apps")) as both:
+        yield both
 
 
 def _our_process(event: str, args: tuple) -> str | None:

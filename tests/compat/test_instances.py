@@ -79,13 +79,6 @@ def test_an_instance_that_ended_by_itself_keeps_its_exit_code(servers, client):
     assert client.get_instance_exit_code(instance_id) == 1  # reading it does not consume it
 
 
-def test_exit_code_of_unknown_or_bad_ids(servers):
-    assert_error(servers, "GET", "/instance/never_started/exitcode", 404, "Instance 'never_started' does not exist")
-    assert_error(servers, "GET", "/instance/..%5Cx/exitcode", 400, "Invalid instance id")
-    with pytest.raises(ValueError, match="Instance 'never_started' does not exist"):
-        PipelineClient(servers.url).get_instance_exit_code("never_started")
-
-
 def test_a_saved_pipeline_still_starts_as_shared_instance_after_its_stop(client):
     client.get_instance_stream("simulation_sp")
     first_pid = client.get_instance_info("simulation_sp")["pid"]
@@ -162,6 +155,7 @@ def test_instance_info_has_the_fields_and_statistics_psi_reads(client):
     assert "frame_width" not in stats and "frame_height" not in stats  # frame_shape says it
 
 
+@pytest.mark.unit
 def test_sender_counts_the_bytes_the_receiver_gets():
     """``total_bytes`` / ``throughput`` come from Sender.bytes_sent: every frame of every message taken."""
     port = free_port()
@@ -243,18 +237,6 @@ def test_concurrent_identical_requests_end_with_one_instance(servers, client):
     assert len(set(results)) == 1
     active = client.get_server_info()["active_instances"]
     assert [iid for iid, i in active.items() if i["config"].get("image_threshold") == 11] == [results[0][0]]
-
-
-def test_shared_instance_from_config_bad_requests(servers):
-    assert_error(servers, "POST", "/instance/", 400, "Request body is not valid JSON", data="{nope")
-    assert_error(servers, "POST", "/instance/", 400, "camera_name is required", json={})
-    assert_error(servers, "POST", "/instance/", 404, "Camera 'no_camera_here' does not exist",
-                 json={"camera_name": "no_camera_here"})
-    assert_error(servers, "POST", "/instance/", 400, "'pipeline_type'",
-                 json={"camera_name": "simulation", "pipeline_type": "magic"})
-    # Without the slash it is the pipeline-name route, and "instance" is no pipeline name.
-    assert_error(servers, "POST", "/instance", 400, "reserved by the REST API", json={"camera_name": "simulation"})
-    assert call(servers, "GET", "/info")[1]["info"]["active_instances"] == {}
 
 
 # --- 5. pipeline groups ----------------------------------------------------------------------------------------

@@ -108,6 +108,7 @@ def test_pipeline_server_logs(servers: Servers, pipe: PipelineClient) -> None:
     assert body["state"] == "ok" and body["logs"][0] == logs[0]
 
 
+@pytest.mark.unit
 def test_log_ring_is_bounded_one_line_per_record_and_installed_once() -> None:
     ring = LogRing(capacity=3)
     logger = logging.getLogger("tests.compat.ring")

@@ -75,12 +75,19 @@ def _wait_ready(proc, url: str, log: Path, what: str) -> None:
         raise
 
 
+def copy_config(tmp_path: Path, config: str, config_dir: Path | None = None) -> Path:
+    """``tmp_path/config``: a copy of ``config_dir`` (default: the bundled ``configuration/<config>``), for a server
+    to change as it likes."""
+    base = tmp_path / config
+    shutil.copytree(config_dir or EXAMPLE_CONFIG / config, base, dirs_exist_ok=True)
+    return base
+
+
 @contextmanager
 def _server(tmp_path: Path, what: str, module: str, config: str, config_dir: Path | None, scripts: Path,
             args: list[str], ready_path: str, env: dict[str, str] | None, log_level: str) -> Iterator[RunningServer]:
     """Run ``python -m module`` on a free port with a copy of ``config_dir`` (default: the bundled ``config``)."""
-    base = tmp_path / config
-    shutil.copytree(config_dir or EXAMPLE_CONFIG / config, base, dirs_exist_ok=True)
+    base = copy_config(tmp_path, config, config_dir)
     port = free_port()
     log = tmp_path / f"{what.replace(' ', '_')}.log"
     proc = start_python(["-m", module, "-p", str(port), "-i", "127.0.0.1", "-b", str(base), "-u", str(scripts), *args,
