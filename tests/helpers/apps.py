@@ -42,6 +42,7 @@ class LocalApp:
     url: str          # the same app served on 127.0.0.1, for our clients
     base: Path        # its config folder (-b)
     logs: LogRing     # records of cam_server's loggers while it runs (also its /api/v1/logs)
+    backgrounds: Path | None = None  # the pipeline app's background folder (-g)
 
     def errors(self) -> list[list[str]]:
         """The ERROR (and worse) records logged while it ran: an unexpected error behind a 500 shows here."""
@@ -66,12 +67,12 @@ def serve(app: FastAPI) -> Iterator[str]:
 
 
 @contextmanager
-def _local(app: FastAPI, base: Path, logs: LogRing) -> Iterator[LocalApp]:
+def _local(app: FastAPI, base: Path, logs: LogRing, backgrounds: Path | None = None) -> Iterator[LocalApp]:
     logger = logging.getLogger("cam_server")
     logger.addHandler(logs)
     try:
         with serve(app) as url:
-            yield LocalApp(TestClient(app), url, base, logs)
+            yield LocalApp(TestClient(app), url, base, logs, backgrounds)
     finally:
         logger.removeHandler(logs)
 
@@ -94,13 +95,13 @@ def pipeline_app(tmp_path: Path, cam_url: str, config_dir: Path | None = None) -
     at ``cam_url`` (an in-process camera app's :attr:`LocalApp.url`, or an address nobody answers when the routes
     under test never ask the camera server), background and user scripts folders."""
     base = copy_config(tmp_path, "pipeline_config", config_dir)
-    for folder in ("background_config", "user_scripts"):
-        (tmp_path / folder).mkdir(exist_ok=True)
-    manager = PipelineManager(CamClient(cam_url), SavedConfigs(base),
-                              BackgroundStore(tmp_path / "background_config"), str(tmp_path / "user_scripts"),
+    backgrounds, scripts = tmp_path / "background_config", tmp_path / "user_scripts"
+    backgrounds.mkdir(exist_ok=True)
+    scripts.mkdir(exist_ok=True)
+    manager = PipelineManager(CamClient(cam_url), SavedConfigs(base), BackgroundStore(backgrounds), str(scripts),
                               "127.0.0.1")
     logs = LogRing()
-    with _local(create_pipeline_app(manager, logs), base, logs) as local:
+    with _local(create_pipeline_app(manager, logs), base, logs, backgrounds) as local:
         yield local
 
 
