@@ -14,9 +14,11 @@ In-process apps
     (:func:`tests.helpers.apps.local_apps`), for answers that need no instance process (bad requests, validation).
 
 Unit tests
-    A module whose tests start no process of ours (servers, instances, IOCs, command-line tools) says so with
-    ``pytestmark = pytest.mark.unit``: ``python3 dev.py test -m unit`` runs those alone in seconds, ``-m "not unit"``
-    the rest. A unit test that starts such a process anyway fails at that moment (:func:`_forbid_our_processes`).
+    A module whose tests start no process of ours (servers, instances, IOCs, our command-line programs) says so
+    with ``pytestmark = pytest.mark.unit`` (a single such test among process tests: ``@pytest.mark.unit``):
+    ``python3 dev.py test -m unit`` runs those alone in seconds, ``-m "not unit"`` the rest. A unit test that starts
+    such a process anyway fails at that moment (:func:`_forbid_our_processes`); tools like ``python -c`` or ruff
+    are fine.
 """
 
 from __future__ import annotations
