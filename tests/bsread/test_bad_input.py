@@ -11,6 +11,8 @@ import zmq
 
 from cam_server.bsread import Source, encode_message
 
+pytestmark = pytest.mark.unit
+
 GOOD_TS = struct.pack("<qq", 1700000000, 0)
 
 

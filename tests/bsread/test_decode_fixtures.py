@@ -9,6 +9,8 @@ import pytest
 from cam_server.bsread import Decoder
 from tests.bsread.fixture_data import assert_same_value, expected_value, message_frames, streams
 
+pytestmark = pytest.mark.unit
+
 ALL_STREAMS = streams()
 
 

@@ -19,6 +19,8 @@ from tests.bsread.fixture_data import (
     streams,
 )
 
+pytestmark = pytest.mark.unit
+
 SENDER_STREAMS = streams("bsread_sender")
 DECLARED = {"s02_scalars_declared", "s05_camera_like", "s12_big_endian_mixed"}
 # Reference quirks we deliberately do not copy (docs/bsread.md): the declared type/byte order wins.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from cam_server.bsread import PULL, Sender, h5
 from tests.helpers.procs import start_python, stop_pid, wait_until
@@ -62,6 +63,7 @@ def _check_file(path) -> None:
         np.testing.assert_array_equal(late["data"][:], [[2, 3, 4], [3, 4, 5], [4, 5, 6]])
 
 
+@pytest.mark.unit
 def test_h5_receive_writes_datasets(tmp_path):
     with Sender(port=0, address="tcp://127.0.0.1") as sender:
         thread = _send_in_thread(sender, _messages())

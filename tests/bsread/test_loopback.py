@@ -10,6 +10,8 @@ from cam_server.bsread import PUB, PULL, PUSH, SUB, Encoder, Sender, Source, sou
 from tests.bsread.conftest import receive_with_resend
 from tests.helpers.net import free_port
 
+pytestmark = pytest.mark.unit
+
 NUMERIC = ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from cam_server.bsread import PUB, SUB, Sender, Source
 from tests.helpers.procs import wait_until
+
+pytestmark = pytest.mark.unit
 
 
 def test_no_client_action_and_client_count():

@@ -1,11 +1,14 @@
 """Re-sending a received image (the camera relay): the received ZeroMQ frame itself is sent, bytes unchanged."""
 
 import numpy as np
+import pytest
 import zmq
 
 from cam_server.bsread import PULL, PUSH, Sender, Source
 from cam_server.bsread.sender import _received_frame
 from tests.helpers.net import free_port
+
+pytestmark = pytest.mark.unit
 
 
 def test_relayed_image_is_sent_as_the_received_frame():

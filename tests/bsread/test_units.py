@@ -15,6 +15,8 @@ from cam_server.bsread.compression import (
 )
 from cam_server.bsread.endpoints import endpoint_port, make_endpoint, socket_mode
 
+pytestmark = pytest.mark.unit
+
 EXAMPLE_D = bytes.fromhex("0000000000000010" "00002000" "00000012" "f00155667880" + "00" * 12)
 
 

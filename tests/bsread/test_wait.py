@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import zmq
 
 from cam_server.bsread import Source, encode_message
 from cam_server.bsread.wait import next_message
+
+pytestmark = pytest.mark.unit
 
 
 def _push_and_source():

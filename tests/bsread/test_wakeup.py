@@ -4,9 +4,12 @@ import os
 import threading
 
 import numpy as np
+import pytest
 
 from cam_server.bsread import PULL, PUSH, Sender, Source, Wakeup
 from tests.helpers.net import free_port
+
+pytestmark = pytest.mark.unit
 
 
 def set_from_thread(wakeup: Wakeup) -> threading.Thread:

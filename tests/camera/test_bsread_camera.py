@@ -10,8 +10,8 @@ import pytest
 
 from cam_server.bsread import PUSH, Sender
 from cam_server.client.cam_client import CamClient
-from tests.camera.stream_helpers import receive, values
 from tests.helpers.net import free_port
+from tests.helpers.streams import receive, values
 
 WIDTH, HEIGHT = 40, 30
 

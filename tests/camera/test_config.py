@@ -10,6 +10,8 @@ from cam_server.camera.config import parse_camera_config
 from cam_server.camera.store import CameraConfigStore
 from cam_server.common.errors import Conflict, InvalidConfig, InvalidName, NotFound
 
+pytestmark = pytest.mark.unit
+
 BASE = {"source": "x", "source_type": "simulation"}
 
 

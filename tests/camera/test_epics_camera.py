@@ -11,10 +11,10 @@ import requests
 
 from cam_server.bsread import SUB, Source
 from cam_server.client.cam_client import CamClient
-from tests.camera.stream_helpers import receive, values
 from tests.epics.conftest import epics_client_env, start_ioc  # noqa: F401 - fixtures (autouse: netns check + env)
 from tests.helpers.net import EPICS_ENV
 from tests.helpers.servers import RunningServer, camera_server
+from tests.helpers.streams import receive, values
 from tests.ioc.camera_ioc import base_pattern
 
 

@@ -9,9 +9,8 @@ import psutil
 
 from cam_server.bsread import SUB, Source
 from cam_server.client.cam_client import CamClient
-from tests.camera.conftest import TEST_CAMERA, write_config_dir
 from tests.helpers.procs import wait_until
-from tests.helpers.servers import camera_server
+from tests.helpers.servers import TEST_CAMERA, camera_server, write_config_dir
 
 SMALL = {**TEST_CAMERA, "alias": [], "group": []}
 

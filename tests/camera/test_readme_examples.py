@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from cam_server.client.cam_client import CamClient
-from tests.camera.conftest import TEST_CAMERA, write_config_dir
-from tests.helpers.servers import RunningServer, camera_server
+from tests.helpers.servers import TEST_CAMERA, RunningServer, camera_server, write_config_dir
 
 GET_SIMULATION_STREAM = '''
 from cam_server import CamClient

@@ -12,6 +12,8 @@ from PIL import Image
 from cam_server.camera.render import COLORMAPS, colormap_lut, image_bytes_payload, render_png, to_levels
 from cam_server.common.errors import CamServerError
 
+pytestmark = pytest.mark.unit
+
 
 def test_levels_map_the_range_linearly() -> None:
     image = np.array([[0, 100], [200, 300]], dtype=np.uint16)

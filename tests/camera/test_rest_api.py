@@ -12,9 +12,9 @@ import requests
 from PIL import Image
 
 from cam_server.client.cam_client import CamClient
-from tests.camera.conftest import TEST_CAMERA
-from tests.camera.stream_helpers import receive, values
 from tests.helpers.procs import wait_until
+from tests.helpers.servers import TEST_CAMERA
+from tests.helpers.streams import receive, values
 
 API = "/api/v1/cam"
 

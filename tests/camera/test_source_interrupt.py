@@ -11,6 +11,8 @@ from cam_server.camera.sources.epics import EpicsCameraSource
 from cam_server.camera.sources.simulation import SimulationSource
 from tests.helpers.net import free_port
 
+pytestmark = pytest.mark.unit
+
 LONG = 3600.0  # a read timeout no test can wait out: only interrupt() ends these reads
 
 

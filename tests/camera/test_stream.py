@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from cam_server.client.cam_client import CamClient
-from tests.camera.conftest import TEST_CAMERA
-from tests.camera.stream_helpers import receive, values
+from tests.helpers.servers import TEST_CAMERA
+from tests.helpers.streams import receive, values
 
 IDENTITY = {**TEST_CAMERA, "alias": [], "group": [], "mirror_x": False}
 

@@ -21,12 +21,11 @@ from cam_server.camera.config import parse_camera_config
 from cam_server.camera.sources.base import CameraOffline
 from cam_server.camera.sources.factory import create_source
 from cam_server.client.cam_client import CamClient
-from tests.camera.conftest import TEST_CAMERA, write_config_dir
-from tests.camera.stream_helpers import receive, values
 from tests.epics.conftest import epics_client_env, start_ioc  # noqa: F401 - fixtures
 from tests.helpers.net import EPICS_ENV, free_port
 from tests.helpers.procs import wait_until
-from tests.helpers.servers import RunningServer, camera_server
+from tests.helpers.servers import TEST_CAMERA, RunningServer, ServerPair, camera_server
+from tests.helpers.streams import receive, values
 
 API = "/api/v1/cam"
 TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
@@ -35,10 +34,9 @@ SMALL = {**TEST_CAMERA, "alias": [], "group": []}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    tmp = tmp_path_factory.mktemp("camera_compat")
-    with camera_server(tmp, config_dir=write_config_dir(tmp / "configs")) as running:
-        yield running
+def server(servers: ServerPair) -> RunningServer:
+    """The shared camera server (bundled cameras plus test_camera)."""
+    return servers.camera
 
 
 @pytest.fixture
@@ -55,12 +53,13 @@ def online(server: RunningServer, camera: str) -> tuple[int, dict]:
 
 # --- is_online -----------------------------------------------------------------------------------------------
 def test_simulation_camera_is_online_without_starting_it(server: RunningServer, client: CamClient) -> None:
+    finished = client.get_server_info()["finished_instances"]
     assert client.is_camera_online("test_camera") is True
     assert client.is_camera_online("tc") is True  # an alias
     assert online(server, "simulation") == (200, {"state": "ok", "status": "Camera 'simulation' is online "
                                                   "(simulation).", "online": True})
     info = client.get_server_info()
-    assert info["active_instances"] == {} and info["finished_instances"] == {}  # nothing was started
+    assert info["active_instances"] == {} and info["finished_instances"] == finished  # nothing was started
 
 
 def test_unknown_or_invalid_camera(server: RunningServer, client: CamClient) -> None:

@@ -7,8 +7,6 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import psutil
@@ -20,7 +18,7 @@ from cam_server.bsread import PULL, PUSH, SUB, Sender, Source
 from cam_server.client.pipeline_client import PipelineClient
 from tests.helpers.net import free_port
 from tests.helpers.procs import wait_until
-from tests.helpers.servers import RunningServer, camera_server, pipeline_server
+from tests.helpers.servers import ServerPair
 from tests.helpers.streams import receive
 
 API = "/api/v1/pipeline"
@@ -29,36 +27,12 @@ RATE_COUNT = re.compile(r"^(\d+\.\d)Hz - (\d+)$")
 WIDTH, HEIGHT = 1280, 960  # the bundled simulation camera
 
 
-@dataclass
-class Servers:
-    camera: RunningServer
-    pipeline: RunningServer
-
-    @property
-    def url(self) -> str:
-        return self.pipeline.url
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    tmp = tmp_path_factory.mktemp("compat_instances")
-    with camera_server(tmp) as cam, pipeline_server(tmp, cam.url) as pipe:
-        yield Servers(cam, pipe)
-
-
-@pytest.fixture
-def client(servers: Servers) -> Iterator[PipelineClient]:
-    c = PipelineClient(servers.url)
-    yield c
-    c.stop_all_instances()
-
-
-def call(servers: Servers, method: str, path: str, **kwargs) -> tuple[int, dict]:
+def call(servers: ServerPair, method: str, path: str, **kwargs) -> tuple[int, dict]:
     response = requests.request(method, f"{servers.url}{API}{path}", timeout=30, **kwargs)
     return response.status_code, response.json()
 
 
-def assert_error(servers: Servers, method: str, path: str, status: int, message: str, **kwargs) -> str:
+def assert_error(servers: ServerPair, method: str, path: str, status: int, message: str, **kwargs) -> str:
     code, body = call(servers, method, path, **kwargs)
     assert (code, body["state"]) == (status, "error"), body
     assert message in body["status"], body
@@ -103,13 +77,6 @@ def test_an_instance_that_ended_by_itself_keeps_its_exit_code(servers, client):
     record = client.get_server_info()["finished_instances"][instance_id]
     assert record["exit_code"] == 1 and "no_such_function" in record["last_error"]
     assert client.get_instance_exit_code(instance_id) == 1  # reading it does not consume it
-
-
-def test_exit_code_of_unknown_or_bad_ids(servers):
-    assert_error(servers, "GET", "/instance/never_started/exitcode", 404, "Instance 'never_started' does not exist")
-    assert_error(servers, "GET", "/instance/..%5Cx/exitcode", 400, "Invalid instance id")
-    with pytest.raises(ValueError, match="Instance 'never_started' does not exist"):
-        PipelineClient(servers.url).get_instance_exit_code("never_started")
 
 
 def test_a_saved_pipeline_still_starts_as_shared_instance_after_its_stop(client):
@@ -188,6 +155,7 @@ def test_instance_info_has_the_fields_and_statistics_psi_reads(client):
     assert "frame_width" not in stats and "frame_height" not in stats  # frame_shape says it
 
 
+@pytest.mark.unit
 def test_sender_counts_the_bytes_the_receiver_gets():
     """``total_bytes`` / ``throughput`` come from Sender.bytes_sent: every frame of every message taken."""
     port = free_port()
@@ -269,18 +237,6 @@ def test_concurrent_identical_requests_end_with_one_instance(servers, client):
     assert len(set(results)) == 1
     active = client.get_server_info()["active_instances"]
     assert [iid for iid, i in active.items() if i["config"].get("image_threshold") == 11] == [results[0][0]]
-
-
-def test_shared_instance_from_config_bad_requests(servers):
-    assert_error(servers, "POST", "/instance/", 400, "Request body is not valid JSON", data="{nope")
-    assert_error(servers, "POST", "/instance/", 400, "camera_name is required", json={})
-    assert_error(servers, "POST", "/instance/", 404, "Camera 'no_camera_here' does not exist",
-                 json={"camera_name": "no_camera_here"})
-    assert_error(servers, "POST", "/instance/", 400, "'pipeline_type'",
-                 json={"camera_name": "simulation", "pipeline_type": "magic"})
-    # Without the slash it is the pipeline-name route, and "instance" is no pipeline name.
-    assert_error(servers, "POST", "/instance", 400, "reserved by the REST API", json={"camera_name": "simulation"})
-    assert call(servers, "GET", "/info")[1]["info"]["active_instances"] == {}
 
 
 # --- 5. pipeline groups ----------------------------------------------------------------------------------------

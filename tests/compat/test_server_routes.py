@@ -14,8 +14,7 @@ from cam_server import __version__
 from cam_server.client.cam_client import CamClient
 from cam_server.client.pipeline_client import PipelineClient
 from cam_server.common.log_ring import LogRing, install_log_ring
-from tests.camera.conftest import TEST_CAMERA, write_config_dir
-from tests.helpers.servers import RunningServer, camera_server, pipeline_server
+from tests.helpers.servers import TEST_CAMERA, RunningServer, camera_server, pipeline_server, write_config_dir
 
 LOG_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}$")
 
@@ -109,6 +108,7 @@ def test_pipeline_server_logs(servers: Servers, pipe: PipelineClient) -> None:
     assert body["state"] == "ok" and body["logs"][0] == logs[0]
 
 
+@pytest.mark.unit
 def test_log_ring_is_bounded_one_line_per_record_and_installed_once() -> None:
     ring = LogRing(capacity=3)
     logger = logging.getLogger("tests.compat.ring")

@@ -68,6 +68,7 @@ def test_nonexistent_prefix_is_offline():
     assert not source.connected and source.read(0.05) is None
 
 
+@pytest.mark.unit
 def test_pulse_id_pairing_rules():
     # No IOC: the monitor callbacks are fed directly, in the orders Channel Access could deliver them.
     source = EpicsCameraSource({"source": "NO:SUCH:AD", "source_type": "area_detector"})
@@ -94,6 +95,7 @@ def test_pulse_id_pairing_rules():
     assert source.stats["no_pulse_id"] == 1 and source.stats["received"] == 7
 
 
+@pytest.mark.unit
 def test_epics_source_type_has_no_pulse_id():
     source = EpicsCameraSource({"source": "NO:SUCH:CAM", "source_type": "epics"})
     source._width, source._height = 2, 1
@@ -101,6 +103,7 @@ def test_epics_source_type_has_no_pulse_id():
     assert source.read(0.05).pulse_id is None
 
 
+@pytest.mark.unit
 def test_unknown_source_type_is_named():
     with pytest.raises(InvalidConfig, match="'source_type' must be one of epics, area_detector, bsread, got 'gige'"):
         EpicsCameraSource({"source": "P", "source_type": "gige"})

@@ -8,6 +8,8 @@ import pytest
 from cam_server.camera.sources.epics import EpicsCameraSource, to_camera_dtype
 from cam_server.common.errors import InvalidConfig
 
+pytestmark = pytest.mark.unit
+
 
 def test_same_dtype_is_not_copied():
     data = np.arange(10, dtype=np.uint16)

@@ -1,4 +1,4 @@
-"""A camera-like bsread stream sent from a thread, and receiving from streams, for tests of pipelines."""
+"""A camera-like bsread stream sent from a thread, and the one way tests receive from streams (:func:`receive`)."""
 
 from __future__ import annotations
 
@@ -86,31 +86,36 @@ class CameraStream:
         self.stop()
 
 
-def receive(source: Source, count: int, timeout: float = 10.0, skip: int = 0) -> list[Message]:
-    """``count`` messages (after discarding ``skip``), failing clearly if they do not arrive in time."""
+def connect(stream: str, mode: int = SUB, queue_size: int = 1000) -> Source:
+    """A connected Source on ``stream`` (SUB or PULL), for tests that receive from it more than once."""
+    return Source(address=stream, mode=mode, receive_timeout=200, queue_size=queue_size).connect()
+
+
+def receive(stream: Source | str, count: int = 1, predicate: Callable[[Message], bool] | None = None, *,
+            skip: int = 0, timeout: float = 15.0) -> list[Message]:
+    """``count`` messages from ``stream``: an open Source, or a stream address (SUB, connected for this call only).
+
+    The first ``skip`` messages are discarded (one may predate a change), then every message ``predicate``
+    refuses. Raises TimeoutError naming what arrived when they do not all come within ``timeout`` s: every test
+    reads streams through this one loop, so a stream that stalls fails the same clear way everywhere.
+    """
+    if isinstance(stream, str):
+        with Source(address=stream, mode=SUB, receive_timeout=200) as source:
+            return receive(source, count, predicate, skip=skip, timeout=timeout)
     messages: list[Message] = []
+    skipped = 0
     deadline = time.monotonic() + timeout
-    while len(messages) < count + skip:
+    while len(messages) < count:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"received {len(messages)} of {count + skip} messages in {timeout} s")
-        message = source.receive()
-        if message is not None:
+            raise TimeoutError(f"received {len(messages)} of {count} messages (after skipping {skipped}) from "
+                               f"{stream.endpoint} in {timeout} s")
+        message = stream.receive()
+        if message is None:
+            continue
+        if skipped < skip:
+            skipped += 1
+        elif predicate is None or predicate(message):
             messages.append(message)
-    return messages[skip:]
-
-
-def receive_from(address: str, count: int = 1, predicate: Callable[[Message], bool] | None = None,
-                 timeout: float = 10.0) -> list[Message]:
-    """``count`` messages (each satisfying ``predicate``) from a stream address, on a new SUB connection."""
-    messages: list[Message] = []
-    deadline = time.monotonic() + timeout
-    with Source(address=address, mode=SUB, receive_timeout=200) as source:
-        while len(messages) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"got {len(messages)} of {count} messages from {address} in {timeout} s")
-            message = source.receive()
-            if message is not None and (predicate is None or predicate(message)):
-                messages.append(message)
     return messages
 
 

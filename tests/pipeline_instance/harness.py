@@ -10,7 +10,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from cam_server.pipeline.instance.main import run_instance
 from cam_server.pipeline.instance_spec import InstanceSpec
 from tests.helpers.net import free_port
 from tests.helpers.procs import wait_until
-from tests.helpers.streams import CameraStream, receive, values
+from tests.helpers.streams import CameraStream, connect
 
 WIDTH, HEIGHT = 80, 60
 CENTER_X, CENTER_Y = 30.0, 40.0
@@ -103,8 +102,7 @@ class RunningInstance:
         return config
 
     def receiver(self, mode: int = SUB, queue_size: int = 100) -> Source:
-        source = Source(address=self.spec.stream_address, mode=mode, receive_timeout=200, queue_size=queue_size)
-        source.connect()
+        source = connect(self.spec.stream_address, mode, queue_size)
         self.receivers.append(source)
         return source
 
@@ -118,20 +116,6 @@ class RunningInstance:
         wait_until(lambda: not self.process.is_alive(), timeout, "the instance to exit")
         self.process.wait(1)
         return self.process.exitcode
-
-
-def receive_until(source: Source, predicate, timeout: float = 10.0, limit: int = 1000) -> list[Message]:
-    """Messages until one satisfies ``predicate`` (that one included)."""
-    messages: list[Message] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and len(messages) < limit:
-        message = source.receive()
-        if message is None:
-            continue
-        messages.append(message)
-        if predicate(message):
-            return messages
-    raise TimeoutError(f"no matching message among {len(messages)} received in {timeout} s")
 
 
 def parameters(message: Message) -> dict[str, Any]:
@@ -204,5 +188,4 @@ class FakeCameraServer:
         self._server.server_close()
 
 
-__all__ = ["FakeCamera", "FakeCameraServer", "PULL", "SUB", "pipeline", "receive", "receive_until", "values",
-           "parameters", "gaussian_image"]
+__all__ = ["FakeCamera", "FakeCameraServer", "PULL", "SUB", "pipeline", "parameters", "gaussian_image"]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.procs import wait_until
+from tests.helpers.streams import receive, values
 from tests.pipeline_instance.harness import (
     AMPLITUDE,
     CENTER_X,
@@ -17,8 +18,6 @@ from tests.pipeline_instance.harness import (
     gaussian_image,
     parameters,
     pipeline,
-    receive,
-    values,
 )
 
 

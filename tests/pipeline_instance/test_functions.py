@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers.procs import wait_until
-from tests.pipeline_instance.harness import FakeCamera, parameters, pipeline, receive, receive_until, values
+from tests.helpers.streams import receive, values
+from tests.pipeline_instance.harness import FakeCamera, parameters, pipeline
 
 SCRIPT = """
 import numpy as np
@@ -62,10 +63,10 @@ def test_reload_reloads_the_file_and_resets_itself(tmp_path, camera):
         assert first["version"] == 1
         path.write_text(SCRIPT.format(version=2))
         inst.update(factor=5)  # no reload: the loaded module (and its state) stays
-        out = values(receive_until(rx, lambda m: values(m)["factor"] == 5)[-1])
+        out = values(receive(rx, 1, lambda m: values(m)["factor"] == 5)[0])
         assert out["version"] == 1 and out["calls"] > first["calls"]
         inst.update(reload=True)
-        message = receive_until(rx, lambda m: values(m)["version"] == 2)[-1]
+        message = receive(rx, 1, lambda m: values(m)["version"] == 2)[0]
         out = values(message)
         assert out["calls"] <= 3  # fresh module state
         assert parameters(message) == {"reload": False}

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers.procs import wait_until
-from tests.pipeline_instance.harness import FakeCamera, pipeline, receive, values
+from tests.helpers.streams import receive, values
+from tests.pipeline_instance.harness import FakeCamera, pipeline
 
 
 @pytest.fixture

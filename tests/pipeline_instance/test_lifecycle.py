@@ -7,16 +7,8 @@ import time
 import numpy as np
 
 from tests.helpers.procs import wait_until
-from tests.pipeline_instance.harness import (
-    PULL,
-    FakeCamera,
-    FakeCameraServer,
-    gaussian_image,
-    pipeline,
-    receive,
-    receive_until,
-    values,
-)
+from tests.helpers.streams import receive, values
+from tests.pipeline_instance.harness import PULL, FakeCamera, FakeCameraServer, gaussian_image, pipeline
 
 
 def test_live_config_applies_within_a_couple_of_frames(tmp_path):
@@ -25,7 +17,7 @@ def test_live_config_applies_within_a_couple_of_frames(tmp_path):
         receive(rx, 2)
         inst.update(image_region_of_interest=[0, 16, 0, 8])
         sent_at = camera.pulse_id
-        changed = receive_until(rx, lambda m: values(m)["width"] == 16)[-1]
+        changed = receive(rx, 1, lambda m: values(m)["width"] == 16)[0]
         # the camera pulse id when the update was sent vs the first frame processed with it: the config is
         # polled before every message, so this is 1-2 frames (50 Hz camera); the margin is for loaded machines
         assert changed.data.pulse_id - sent_at <= 10
@@ -50,7 +42,7 @@ def test_camera_timeout_reconnects_to_the_stream_from_the_camera_server(tmp_path
             assert receive(rx, 2)[0].data.pulse_id < 100000
             first.stop()  # camera restarted elsewhere: the camera server now gives the second address
             second.start()
-            message = receive_until(rx, lambda m: m.data.pulse_id >= 100000, timeout=15)[-1]
+            message = receive(rx, 1, lambda m: m.data.pulse_id >= 100000, timeout=15)[0]
             assert values(message)["width"] == 80
             assert server.requests >= 1
             assert inst.process.is_alive()
@@ -191,7 +183,7 @@ def test_live_change_of_input_stream_reconnects(tmp_path):
         rx = inst.receiver()
         assert receive(rx, 1)[0].data.pulse_id < 500000
         inst.update(input_stream=second.address)
-        receive_until(rx, lambda m: m.data.pulse_id >= 500000)
+        receive(rx, 1, lambda m: m.data.pulse_id >= 500000)
 
 
 def test_start_fails_clearly_when_camera_server_is_down(tmp_path):

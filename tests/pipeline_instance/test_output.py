@@ -7,7 +7,8 @@ import pytest
 
 from cam_server.bsread import PULL
 from tests.helpers.procs import wait_until
-from tests.pipeline_instance.harness import FakeCamera, gaussian_image, pipeline, receive, receive_until, values
+from tests.helpers.streams import receive, values
+from tests.pipeline_instance.harness import FakeCamera, gaussian_image, pipeline
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def test_header_rebuilt_when_channels_change(tmp_path, camera, strategy):
         assert first[0].data.format_changed  # the receiver's first header
         assert [m.data.format_changed for m in first[1:]] == [False] * 3
         inst.update(image_region_of_interest=[0, 10, 0, 10])
-        changed = receive_until(rx, _has_width(10))[-1]
+        changed = receive(rx, 1, _has_width(10))[0]
         assert changed.data.format_changed
         assert values(changed)["image"].shape == (10, 10)
         assert [m.data.format_changed for m in receive(rx, 3)] == [False] * 3

@@ -7,17 +7,8 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from tests.pipeline_instance.harness import (
-    HEIGHT,
-    OFFSET,
-    WIDTH,
-    FakeCamera,
-    gaussian_image,
-    parameters,
-    pipeline,
-    receive,
-    values,
-)
+from tests.helpers.streams import receive, values
+from tests.pipeline_instance.harness import HEIGHT, OFFSET, WIDTH, FakeCamera, gaussian_image, parameters, pipeline
 
 EXPECTED = gaussian_image()
 

@@ -1,29 +1,36 @@
-"""The instance against the real camera server streaming the simulation camera."""
+"""The instance against the real camera server (the shared one) streaming a simulated camera."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 
 import numpy as np
+import pytest
+import requests
 
-from tests.helpers.servers import camera_server
-from tests.pipeline_instance.harness import pipeline, receive, values
+from cam_server.client.cam_client import CamClient
+from tests.helpers.servers import ServerPair
+from tests.helpers.streams import receive, values
+from tests.pipeline_instance.harness import pipeline
 
-
-def _small_simulation(tmp_path):
-    folder = tmp_path / "cameras"
-    folder.mkdir()
-    (folder / "simulation.json").write_text(json.dumps({
-        "name": "simulation", "source": "simulation", "source_type": "simulation", "mirror_x": False,
-        "mirror_y": False, "rotate": 0, "camera_calibration": None, "size_x": 320, "size_y": 240,
-        "frame_rate": 20}))
-    return folder
+CAMERA = "pi_simulation"
 
 
-def test_simulation_camera_through_the_instance(tmp_path):
-    with camera_server(tmp_path, config_dir=_small_simulation(tmp_path)) as cam, \
-            pipeline(tmp_path, cam_server_url=cam.url, camera_name="simulation",
-                     image_region_of_interest=[60, 200, 70, 100]) as inst:
+@pytest.fixture(scope="module")
+def cam_url(servers: ServerPair) -> Iterator[str]:
+    """The shared camera server, with a small simulated camera :data:`CAMERA` (320 x 240 at 20 Hz) for this
+    module."""
+    client = CamClient(servers.camera.url)
+    client.set_camera_config(CAMERA, {"source": "simulation", "source_type": "simulation", "mirror_x": False,
+                                      "mirror_y": False, "rotate": 0, "camera_calibration": None, "size_x": 320,
+                                      "size_y": 240, "frame_rate": 20})
+    yield servers.camera.url
+    client.delete_camera_config(CAMERA)
+
+
+def test_simulation_camera_through_the_instance(tmp_path, cam_url):
+    with pipeline(tmp_path, cam_server_url=cam_url, camera_name=CAMERA,
+                  image_region_of_interest=[60, 200, 70, 100]) as inst:
         messages = receive(inst.receiver(), 3, timeout=20)
         out = values(messages[-1])
         assert out["image"].shape == (100, 200) and out["image"].dtype == np.uint16
@@ -35,18 +42,13 @@ def test_simulation_camera_through_the_instance(tmp_path):
         assert pids == sorted(pids)
 
 
-def test_reconnects_after_the_camera_instance_was_stopped(tmp_path):
-    import requests
-
-    from tests.pipeline_instance.harness import receive_until
-
-    with camera_server(tmp_path, config_dir=_small_simulation(tmp_path)) as cam, \
-            pipeline(tmp_path, cam_server_url=cam.url, camera_name="simulation", camera_timeout=1.0,
-                     function="transparent") as inst:
+def test_reconnects_after_the_camera_instance_was_stopped(tmp_path, cam_url):
+    with pipeline(tmp_path, cam_server_url=cam_url, camera_name=CAMERA, camera_timeout=1.0,
+                  function="transparent") as inst:
         rx = inst.receiver()
         before = receive(rx, 2, timeout=20)[-1].data.pulse_id
-        assert requests.delete(f"{cam.url}/api/v1/cam/simulation", timeout=10).json()["state"] == "ok"
+        assert requests.delete(f"{cam_url}/api/v1/cam/{CAMERA}", timeout=10).json()["state"] == "ok"
         # a new camera instance restarts its pulse ids at 0
-        message = receive_until(rx, lambda m: m.data.pulse_id < before, timeout=20)[-1]
+        message = receive(rx, 1, lambda m: m.data.pulse_id < before, timeout=20)[0]
         assert values(message)["width"] == 320
         assert inst.process.is_alive()

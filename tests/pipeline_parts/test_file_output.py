@@ -8,6 +8,8 @@ import pytest
 
 from cam_server.pipeline.instance.file_output import FileOutputError, FileWriter
 
+pytestmark = pytest.mark.unit
+
 T0 = 1700000000
 
 

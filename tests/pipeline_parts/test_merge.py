@@ -12,6 +12,8 @@ from cam_server.pipeline.types.merge import BsreadDataReceiver, PulseMatcher, de
 from tests.helpers.net import free_port
 from tests.helpers.procs import wait_until
 
+pytestmark = pytest.mark.unit
+
 
 def test_matches_in_either_arrival_order():
     m = PulseMatcher(10, 10)

@@ -9,6 +9,8 @@ import pytest
 
 from cam_server.pipeline.types.reorder import PidReorderBuffer
 
+pytestmark = pytest.mark.unit
+
 
 def test_pass_through_emits_immediately_in_arrival_order():
     buf = PidReorderBuffer(0)

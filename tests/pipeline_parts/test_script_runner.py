@@ -11,6 +11,8 @@ from cam_server.pipeline.instance.user_code import UserScriptError
 from cam_server.pipeline.types.script_runner import run_script
 from tests.helpers.procs import wait_until
 
+pytestmark = pytest.mark.unit
+
 COUNTER = """
     def run(stop_event, parameters, sender, context):
         i = 0

@@ -9,6 +9,8 @@ import pytest
 
 from cam_server.pipeline.instance.user_code import UserScriptError, load_function, validate_result
 
+pytestmark = pytest.mark.unit
+
 
 def _script(folder, name, body):
     path = folder / name

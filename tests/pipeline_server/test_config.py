@@ -7,6 +7,8 @@ import pytest
 from cam_server.common.errors import InvalidConfig
 from cam_server.pipeline.config import FIELDS, LEADING_KEYS, expand_config, update_config
 
+pytestmark = pytest.mark.unit
+
 
 def bad(config: dict) -> str:
     with pytest.raises(InvalidConfig) as err:

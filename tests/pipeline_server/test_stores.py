@@ -12,6 +12,8 @@ from cam_server.common.errors import InvalidConfig, InvalidName, NotFound
 from cam_server.pipeline.server.backgrounds import BackgroundStore, check_n_images
 from cam_server.pipeline.server.saved_configs import SavedConfigs
 
+pytestmark = pytest.mark.unit
+
 
 def test_background_ids_save_load_roundtrip(tmp_path):
     store = BackgroundStore(tmp_path)

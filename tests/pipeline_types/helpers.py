@@ -1,4 +1,4 @@
-"""Helpers for the pipeline-type tests: a bsread test camera with known pulse ids, user scripts, receiving."""
+"""Helpers for the pipeline-type tests: a bsread test camera with known pulse ids, user scripts, ended instances."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from cam_server.bsread import PUB, PULL, PUSH, SUB, Message, Source
+from cam_server.bsread import PUB, PULL, PUSH, SUB, Message
 from cam_server.client.pipeline_client import PipelineClient
 from tests.helpers.net import free_port
 from tests.helpers.procs import wait_until
-from tests.helpers.streams import CameraStream, values
-from tests.helpers.streams import receive as receive_messages
+from tests.helpers.streams import CameraStream
 
 WIDTH, HEIGHT = 32, 24
 
@@ -48,16 +47,6 @@ def write_script(folder: Path, name: str, body: str) -> str:
     return name
 
 
-def connect(stream: str, mode: int = SUB, queue_size: int = 1000) -> Source:
-    return Source(address=stream, mode=mode, receive_timeout=200, queue_size=queue_size).connect()
-
-
-def receive(source: Source, count: int, timeout: float = 15.0, skip: int = 0) -> list[Message]:
-    """``count`` messages after ``skip`` (a longer timeout than :func:`tests.helpers.streams.receive`: these
-    instances are started through the servers)."""
-    return receive_messages(source, count, timeout, skip)
-
-
 def pulse_ids(messages: list[Message]) -> list[int]:
     return [m.data.pulse_id for m in messages]
 
@@ -77,5 +66,4 @@ def assert_ended(client: PipelineClient, instance_id: str, exit_code: int, messa
     return info
 
 
-__all__ = ["PULL", "PUSH", "SUB", "TestCamera", "assert_ended", "connect", "pulse_ids", "receive", "values",
-           "wait_finished", "write_script"]
+__all__ = ["PULL", "PUSH", "SUB", "TestCamera", "assert_ended", "pulse_ids", "wait_finished", "write_script"]

@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pipeline_types.helpers import (
-    PULL,
-    assert_ended,
-    connect,
-    pulse_ids,
-    receive,
-    values,
-    wait_finished,
-    write_script,
-)
+from tests.helpers.streams import connect, receive, values
+from tests.pipeline_types.helpers import PULL, assert_ended, pulse_ids, wait_finished, write_script
 
 COUNTER = """
     import numpy as np

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from tests.helpers.procs import wait_until
-from tests.pipeline_types.helpers import TestCamera, connect, pulse_ids, receive, values, write_script
+from tests.helpers.streams import connect, receive, values
+from tests.pipeline_types.helpers import TestCamera, pulse_ids, write_script
 
 WORKER = """
     import os

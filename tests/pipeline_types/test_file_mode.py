@@ -111,6 +111,7 @@ def test_existing_file_is_not_overwritten(client, servers):
     assert path.read_bytes() == b"keep me"
 
 
+@pytest.mark.unit
 def test_relative_file_paths_resolve_against_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve_output_file("run1/out.h5") == str(tmp_path / "run1" / "out.h5")
@@ -119,6 +120,7 @@ def test_relative_file_paths_resolve_against_the_working_directory(tmp_path, mon
         resolve_output_file("  ")
 
 
+@pytest.mark.unit
 def test_file_folder_confines_paths(tmp_path):
     folder = tmp_path / "data"
     (folder / "runs").mkdir(parents=True)
@@ -152,6 +154,7 @@ def test_server_with_file_folder_writes_inside_and_refuses_outside(servers, tmp_
             assert f["general/records"][()] == 3
 
 
+@pytest.mark.unit
 def test_file_folder_with_tilde_is_the_home_folder(tmp_path, monkeypatch):
     # "--file_folder=~/data" reaches the server unexpanded when quoted (or from a service file)
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -4,7 +4,8 @@ through the real servers."""
 from __future__ import annotations
 
 from tests.helpers.procs import wait_until
-from tests.pipeline_types.helpers import PULL, TestCamera, connect, pulse_ids, receive, values, write_script
+from tests.helpers.streams import connect, receive, values
+from tests.pipeline_types.helpers import PULL, TestCamera, pulse_ids, write_script
 
 JITTER = """
     import time

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers.procs import wait_until
-from tests.pipeline_types.helpers import assert_ended, connect, pulse_ids, receive, values, wait_finished, write_script
+from tests.helpers.streams import connect, receive, values
+from tests.pipeline_types.helpers import assert_ended, pulse_ids, wait_finished, write_script
 
 GENERATOR = """
     def run(stop_event, parameters, sender, context):

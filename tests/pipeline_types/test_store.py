@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.pipeline_types.helpers import PULL, TestCamera, connect, pulse_ids, receive, values
+from tests.helpers.streams import connect, receive, values
+from tests.pipeline_types.helpers import PULL, TestCamera, pulse_ids
 
 
 def test_store_forwards_camera_frames_to_a_pull_writer(client):

@@ -6,15 +6,13 @@ import numpy as np
 import pytest
 
 from tests.helpers.procs import wait_until
+from tests.helpers.streams import connect, receive, values
 from tests.pipeline_types.helpers import (
     PUSH,
     TestCamera,
     assert_ended,
-    connect,
     known_image,
     pulse_ids,
-    receive,
-    values,
     wait_finished,
     write_script,
 )

@@ -11,6 +11,8 @@ from cam_server.processing.camera_transforms import (
 )
 from cam_server.processing.simulation import SimulatedBeam
 
+pytestmark = pytest.mark.unit
+
 
 def test_calibration_worked_example():
     x_axis, y_axis = calibrated_axes(400, 300, {"reference_marker": [211, 173, 1063, 793],

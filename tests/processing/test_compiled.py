@@ -16,7 +16,7 @@ from cam_server.processing.default import process_image
 from cam_server.processing.gauss_newton import _SYSTEM
 from cam_server.processing.simulation import SimulatedBeam
 
-pytestmark = pytest.mark.skipif(not gauss_numba.AVAILABLE, reason="numba not installed")
+pytestmark = [pytest.mark.unit, pytest.mark.skipif(not gauss_numba.AVAILABLE, reason="numba not installed")]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -9,6 +9,8 @@ from cam_server.processing.default import preprocess_frame, process_image, trans
 from cam_server.processing.simulation import SimulatedBeam
 from tests.processing.conftest import gaussian_image
 
+pytestmark = pytest.mark.unit
+
 CHANNELS = [
     ("x_axis", np.float32, (200,)), ("y_axis", np.float32, (150,)), ("image", np.uint16, (150, 200)),
     ("width", int, None), ("height", int, None), ("timestamp", float, None),

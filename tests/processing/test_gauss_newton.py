@@ -14,6 +14,8 @@ from cam_server.processing.gauss_newton import FAR, newton_fit, start_estimate
 from cam_server.processing.simulation import SimulatedBeam
 from cam_server.processing.statistics import profiles
 
+pytestmark = pytest.mark.unit
+
 needs_numba = pytest.mark.skipif(not gauss_numba.AVAILABLE, reason="numba not installed")
 
 

@@ -13,6 +13,8 @@ from cam_server.processing.preprocess import (
     subtract_background,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def test_background_normal_clamps_at_zero_in_image_dtype():
     image = np.array([[5, 10], [0, 65535]], dtype=np.uint16)

@@ -8,6 +8,8 @@ from cam_server.processing.gauss_fit import fit_many, gauss_fit, initial_guess
 from cam_server.processing.statistics import center_of_mass_and_rms, fwhm, min_max, profiles
 from tests.processing.conftest import gaussian_image
 
+pytestmark = pytest.mark.unit
+
 
 def test_profiles_are_exact_int64_column_and_row_sums(spot):
     x_profile, y_profile = profiles(spot)

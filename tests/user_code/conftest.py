@@ -1,5 +1,5 @@
-"""One camera server + pipeline server (both with a user scripts folder) and one upstream bsread camera for the
-whole folder: starting servers is the slow part, the tests only create instances."""
+"""The user code tests run on the shared camera + pipeline servers (root conftest), with one upstream bsread camera
+for the whole folder and bsread cameras relaying it saved on the shared camera server (deleted after the folder)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,8 @@ import pytest
 
 from cam_server.client.cam_client import CamClient
 from cam_server.client.pipeline_client import PipelineClient
-from tests.user_code.helpers import (
-    HEIGHT,
-    WIDTH,
-    Server,
-    Upstream,
-    camera_server_with_scripts,
-    pipeline_server_with_scripts,
-    relay_camera,
-)
+from tests.helpers.servers import RunningServer, ServerPair
+from tests.user_code.helpers import HEIGHT, WIDTH, Upstream, relay_camera
 
 CALIBRATION = {"reference_marker": [0, 0, WIDTH, HEIGHT], "reference_marker_width": WIDTH / 10,
                "reference_marker_height": HEIGHT / 20, "angle_horizontal": 0.0, "angle_vertical": 0.0}
@@ -44,33 +37,38 @@ def upstream() -> Iterator[Upstream]:
 
 
 @pytest.fixture(scope="package")
-def servers(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[tuple[Server, Server]]:
-    tmp = tmp_path_factory.mktemp("user_code")
+def relay_cameras(server_pair: ServerPair, upstream: Upstream) -> Iterator[list[str]]:
+    """The cameras relaying ``upstream`` (``uc_*``), saved on the shared camera server for this folder only."""
     cameras = {"uc_relay": relay_camera(upstream),
                "uc_calibrated": relay_camera(upstream, camera_calibration=CALIBRATION)}
     for name, (mirror_x, mirror_y, rotate) in GEOMETRIES.items():
         cameras[name] = relay_camera(upstream, mirror_x=mirror_x, mirror_y=mirror_y, rotate=rotate)
-    with camera_server_with_scripts(tmp, cameras) as cam, pipeline_server_with_scripts(tmp, cam.url) as pipe:
-        yield cam, pipe
+    client = CamClient(server_pair.camera.url)
+    for name, config in cameras.items():
+        client.set_camera_config(name, config)
+    yield list(cameras)
+    client.stop_all_instances()
+    for name in cameras:
+        client.delete_camera_config(name)
 
 
 @pytest.fixture()
-def cam_server(servers: tuple[Server, Server]) -> Server:
-    return servers[0]
+def cam_server(servers: ServerPair, relay_cameras: list[str]) -> RunningServer:
+    return servers.camera
 
 
 @pytest.fixture()
-def pipeline_server(servers: tuple[Server, Server]) -> Server:
-    return servers[1]
+def pipeline_server(servers: ServerPair, relay_cameras: list[str]) -> RunningServer:
+    return servers.pipeline
 
 
 @pytest.fixture()
-def pipelines(pipeline_server: Server) -> Iterator[PipelineClient]:
+def pipelines(pipeline_server: RunningServer) -> Iterator[PipelineClient]:
     client = PipelineClient(pipeline_server.url)
     yield client
     client.stop_all_instances()
 
 
 @pytest.fixture()
-def cameras(cam_server: Server) -> CamClient:
+def cameras(cam_server: RunningServer) -> CamClient:
     return CamClient(cam_server.url)

@@ -1,47 +1,19 @@
-"""Servers and streams for the user code tests: a camera server with a user scripts folder (``-u``), a pipeline
-server on top of it, an upstream bsread camera stream and readers of pipeline output streams."""
+"""Streams for the user code tests: an upstream bsread camera stream (and data stream), and the configs of
+cameras relaying it."""
 
 from __future__ import annotations
 
-import json
-import shutil
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from cam_server.bsread import PUB, PUSH, Message, Sender
+from cam_server.bsread import PUB, PUSH, Sender
 from tests.helpers.net import free_port
-from tests.helpers.servers import EXAMPLE_CONFIG, RunningServer, camera_server, pipeline_server
-from tests.helpers.streams import receive_from, values  # noqa: F401 - values is re-exported
 
 WIDTH, HEIGHT = 48, 32
 SPOT_X, SPOT_Y = 30.0, 10.0  # peak column / row of the upstream image
-
-
-Server = RunningServer  # url, pid, log, base (-b), scripts (-u)
-
-
-@contextmanager
-def camera_server_with_scripts(tmp: Path, cameras: dict[str, dict]) -> Iterator[Server]:
-    """A camera server (``-u`` folder not created: the server creates it on the first upload) with the example
-    cameras plus ``cameras``."""
-    config = tmp / "camera_config_source"
-    shutil.copytree(EXAMPLE_CONFIG / "camera_config", config, dirs_exist_ok=True)
-    for name, camera in cameras.items():
-        (config / f"{name}.json").write_text(json.dumps({"name": name, **camera}))
-    with camera_server(tmp, config_dir=config) as server:
-        yield server
-
-
-@contextmanager
-def pipeline_server_with_scripts(tmp: Path, cam_url: str) -> Iterator[Server]:
-    """A pipeline server with its ``-u`` folder created, as a deployment would."""
-    with pipeline_server(tmp, cam_url) as server:
-        yield server
 
 
 def spot_image(width: int = WIDTH, height: int = HEIGHT, cx: float = SPOT_X, cy: float = SPOT_Y) -> np.ndarray:
@@ -115,9 +87,3 @@ def relay_camera(upstream: Upstream, **overrides: Any) -> dict[str, Any]:
     """Camera config of a bsread-source camera reading ``upstream`` (SUB, so several cameras can share it)."""
     return {"source": upstream.camera_address, "source_type": "bsread", "bsread_mode": "SUB", "mirror_x": False,
             "mirror_y": False, "rotate": 0, "camera_calibration": None, **overrides}
-
-
-def receive(stream: str, count: int, predicate: Callable[[Message], bool] | None = None, timeout: float = 15.0,
-            ) -> list[Message]:
-    """``count`` messages (each satisfying ``predicate``) of a pipeline stream; raises TimeoutError."""
-    return receive_from(stream, count, predicate, timeout)

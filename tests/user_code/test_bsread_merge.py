@@ -14,7 +14,8 @@ import pytest
 from cam_server.client.pipeline_client import PipelineClient
 from tests.helpers.net import free_port
 from tests.helpers.procs import wait_until
-from tests.user_code.helpers import Upstream, receive, values
+from tests.helpers.streams import receive, values
+from tests.user_code.helpers import Upstream
 
 BSDATA_SCRIPT = """
 def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata):

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from cam_server.client.pipeline_client import PipelineClient
+from tests.helpers.streams import receive, values
 from tests.user_code.conftest import CALIBRATION, GEOMETRIES
-from tests.user_code.helpers import HEIGHT, SPOT_X, SPOT_Y, WIDTH, receive, spot_image, values
+from tests.user_code.helpers import HEIGHT, SPOT_X, SPOT_Y, WIDTH, spot_image
 
 PIXEL_X = CALIBRATION["reference_marker_width"] / WIDTH    # 0.1 units per column
 PIXEL_Y = CALIBRATION["reference_marker_height"] / HEIGHT  # 0.05 units per row

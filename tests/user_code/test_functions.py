@@ -11,7 +11,9 @@ import pytest
 
 from cam_server.client.pipeline_client import PipelineClient
 from tests.helpers.procs import wait_until
-from tests.user_code.helpers import HEIGHT, WIDTH, Server, receive, spot_image, values
+from tests.helpers.servers import RunningServer
+from tests.helpers.streams import receive, values
+from tests.user_code.helpers import HEIGHT, WIDTH, spot_image
 
 VERSIONED = """
 import numpy as np
@@ -157,7 +159,7 @@ def test_wrong_return_type_is_reported_per_frame(pipelines: PipelineClient) -> N
      "'process_image' in script few_args.py cannot be called with 7 positional arguments"),
     (None, None, "not_there", "script 'not_there' not found in the scripts folder"),
 ])
-def test_bad_scripts_fail_the_instance_with_a_clear_error(pipelines: PipelineClient, pipeline_server: Server,
+def test_bad_scripts_fail_the_instance_with_a_clear_error(pipelines: PipelineClient, pipeline_server: RunningServer,
                                                            file_name, source, function, expected) -> None:
     if file_name:  # written straight into the folder: the upload route would refuse the syntax error
         (pipeline_server.scripts / file_name).write_text(source)

@@ -7,16 +7,16 @@ import requests
 
 from cam_server.client.cam_client import CamClient
 from cam_server.client.pipeline_client import PipelineClient
-from tests.user_code.helpers import Server
+from tests.helpers.servers import RunningServer
 
 SCRIPT = "def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):\n" \
          "    return {'answer': 42}\n"
 
 
 @pytest.fixture(params=["cam", "pipeline"])
-def scripts(request: pytest.FixtureRequest, servers: tuple[Server, Server]):
+def scripts(request: pytest.FixtureRequest, cam_server: RunningServer, pipeline_server: RunningServer):
     """(client, server, REST api prefix) of one server, with an empty scripts folder (other tests upload too)."""
-    cam, pipe = servers
+    cam, pipe = cam_server, pipeline_server
     if request.param == "cam":
         client, server, api = CamClient(cam.url), cam, f"{cam.url}/api/v1/cam"
     else:
