@@ -366,9 +366,9 @@ class PipelineManager:
 
     def _check_output_file(self, config: dict[str, Any]) -> None:
         """A FILE path outside ``--file_folder`` is a 400 at creation, not an instance that fails to start."""
-        if str(config.get("mode") or "").upper() == "FILE":
+        if config["mode"] == "FILE":  # an expanded config: mode is resolved and upper case
             try:
-                resolve_output_file(config.get("file"), self.file_folder)
+                resolve_output_file(config["file"], self.file_folder)
             except FileOutputError as exc:
                 raise InvalidConfig(str(exc)) from None
 
