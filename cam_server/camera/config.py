@@ -16,12 +16,9 @@ from cam_server.bsread.address import is_stream_address
 from cam_server.common.errors import InvalidConfig, InvalidName, describe_validation_errors
 from cam_server.common.names import validate_name
 
-SOURCE_TYPES = ("epics", "area_detector", "bsread", "simulation")
 EPICS_SOURCE_TYPES = ("epics", "area_detector")  # source = PV prefix
 # bsread: source = a stream address, or the PV prefix of a camera that publishes its own bsread stream (spec 5)
-PROTOCOLS = ("tcp", "ipc")
-
-DEFAULT_DTYPE = "uint16"
+DEFAULT_DTYPE = "uint16"  # pixel type of a config without dtype (also read by the EPICS source for plain dicts)
 # Sanity bounds: larger values are typing mistakes that would only fail later, inside the camera process.
 MAX_IMAGE_SIDE = 65536
 MAX_QUEUE = 1_000_000

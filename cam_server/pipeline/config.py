@@ -48,12 +48,8 @@ from cam_server.processing.parameters import (
 # Processing pipelines merge bsread data only from a given stream (no dispatcher client).
 DISPATCHER_NOT_SUPPORTED = ("bsread_channels without bsread_address would read from the dispatcher, which is not "
                             "supported: set bsread_address to the bsread stream to merge (e.g. tcp://host:port)")
-OUTPUT_MODES = ("PUB", "PUSH", "FILE")
-INPUT_MODES = ("SUB", "PULL")
-HEADER_STRATEGIES = ("once", "always", "on_change")
 BACKGROUND_ENABLE = (True, False, "passive", "signed")
 ROTATION_MODES = ("reflect", "nearest", "mirror", "wrap", "ortho")
-FILE_LAYOUTS = ("DEFAULT", "FLAT")
 
 # processing.md 3.7: these come first in the expanded config, in this order.
 LEADING_KEYS = ("image_background_enable", "image_background", "image_threshold", "image_region_of_interest",

@@ -31,7 +31,7 @@ import requests
 from cam_server.common.errors import CamServerError, Conflict, InvalidConfig, NotFound, SourceUnavailable
 from cam_server.common.instances import InstanceTable
 from cam_server.common.names import validate_name
-from cam_server.common.process import InstanceProcess, reserve_port
+from cam_server.common.process import InstanceControl, InstanceProcess, reserve_port
 from cam_server.common.psi_stats import format_time, psi_statistics
 from cam_server.common.usage import server_usage
 from cam_server.pipeline.config import expand_config, parse_pipeline_config, update_config
@@ -61,7 +61,7 @@ def _default_target() -> Callable[..., Any]:
     return getattr(importlib.import_module(module), function)
 
 
-def _noop_instance(channel: Any) -> None:
+def _noop_instance(control: InstanceControl) -> None:
     """Started once at server start so the forkserver (and its preloaded modules) is ready for the first client."""
 
 
