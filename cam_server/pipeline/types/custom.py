@@ -24,7 +24,7 @@ from cam_server.pipeline.instance.loop import InstanceLoop
 from cam_server.pipeline.instance.messages import call_user_function
 from cam_server.pipeline.instance.outcomes import EXIT_OK, Job
 from cam_server.pipeline.instance.output import channel_selection, open_output
-from cam_server.pipeline.instance.user_code import load_function
+from cam_server.pipeline.instance.user_code import load_function, user_parameters
 from cam_server.pipeline.instance_spec import InstanceSpec
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class CustomHandler:
 
     def _set_config(self, config: PipelineConfig) -> None:
         self.config = config
-        self._parameters = {**config.to_dict(), "reload": False}  # what the function gets (reload done)
+        self._parameters = user_parameters(config)
         self._include, self._exclude = channel_selection(config)
 
     def update(self, config: PipelineConfig) -> None:

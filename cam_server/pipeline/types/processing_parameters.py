@@ -19,6 +19,7 @@ from cam_server.common.names import validate_name
 from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.instance.functions import FunctionCache
 from cam_server.pipeline.instance.output import channel_selection
+from cam_server.pipeline.instance.user_code import user_parameters
 from cam_server.processing.default import PASSIVE_BACKGROUND_KEY
 from cam_server.processing.preprocess import background_mode
 
@@ -66,10 +67,8 @@ class ParameterBuilder:
 
     def build(self, config: PipelineConfig) -> LiveParameters:
         """Derive the live state; raises :class:`InvalidConfig` / :class:`NotFound` with a readable message."""
-        parameters = config.to_dict()
         function = self._functions.get(config.function, reload=config.reload)
-        # README: reload is reset after the function was reloaded (also visible in processing_parameters).
-        parameters["reload"] = False
+        parameters = user_parameters(config)  # reload reset: also visible in processing_parameters
 
         mode = config.image_background_enable
         background = None

@@ -30,7 +30,7 @@ from cam_server.pipeline.instance.messages import filter_output
 from cam_server.pipeline.instance.outcomes import EXIT_OK
 from cam_server.pipeline.instance.output import channel_selection, open_output
 from cam_server.pipeline.instance.stream_output import OutputStream
-from cam_server.pipeline.instance.user_code import UserScriptError
+from cam_server.pipeline.instance.user_code import UserScriptError, user_parameters
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.types.script_runner import load_script, run_script
 
@@ -54,8 +54,7 @@ class ScriptHost:
 
     def _apply(self, config: PipelineConfig) -> None:
         self.config = config
-        # One atomic swap: the script sees the old or the new dict (reload was done at load time).
-        self._parameters = {**config.to_dict(), "reload": False}
+        self._parameters = user_parameters(config)  # one atomic swap: the script sees the old or the new dict
         self._include, self._exclude = channel_selection(config)
 
     def parameters(self) -> Mapping[str, Any]:

@@ -25,7 +25,7 @@ from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.instance.input import StreamInput
 from cam_server.pipeline.instance.messages import call_user_function, message_timestamp
 from cam_server.pipeline.instance.outcomes import Job
-from cam_server.pipeline.instance.user_code import load_function
+from cam_server.pipeline.instance.user_code import load_function, user_parameters
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.types.merge import default_bsread_mode
 from cam_server.pipeline.types.store import StoreHandler
@@ -69,7 +69,7 @@ class StreamHandler(StoreHandler):
             self._function = resolve_stream_function(name, self._scripts_folder, reload=reload)
             self._function_name = name
         super().update(config)
-        self._parameters = {**config.to_dict(), "reload": False}  # what the function gets (reload done)
+        self._parameters = user_parameters(config)
 
     def prepare(self, message: Message) -> Job | None:
         admitted = self.admit(message)
