@@ -93,7 +93,7 @@ def run_case(width: int, height: int, rate: float | None, duration: float, threa
 
     from cam_server.bsread import SUB, Source
     from cam_server.common.process import InstanceProcess, reserve_port
-    from cam_server.pipeline.config import expand_config
+    from cam_server.pipeline.config import parse_pipeline_config
     from cam_server.pipeline.instance.main import run_instance
     from cam_server.pipeline.instance_spec import InstanceSpec
 
@@ -109,7 +109,7 @@ def run_case(width: int, height: int, rate: float | None, duration: float, threa
     ready.wait(20)
 
     port = reserve_port()
-    config = expand_config({"camera_name": "bench", "processing_threads": threads or None, "function": function,
+    config = parse_pipeline_config({"camera_name": "bench", "processing_threads": threads or None, "function": function,
                             "no_client_timeout": 0, "camera_timeout": 0})
     spec = InstanceSpec("bench", config, f"tcp://127.0.0.1:{port}", f"tcp://127.0.0.1:{port}", camera_address,
                         "http://127.0.0.1:1", tmpdir, tmpdir)

@@ -16,11 +16,9 @@ from cam_server.bsread.address import is_stream_address
 from cam_server.common.errors import InvalidConfig, InvalidName, describe_validation_errors
 from cam_server.common.names import validate_name
 
-SOURCE_TYPES = ("epics", "area_detector", "bsread", "simulation")
 EPICS_SOURCE_TYPES = ("epics", "area_detector")  # source = PV prefix
 # bsread: source = a stream address, or the PV prefix of a camera that publishes its own bsread stream (spec 5)
-PROTOCOLS = ("tcp", "ipc")
-
+DEFAULT_DTYPE = "uint16"  # pixel type of a config without dtype (also read by the EPICS source for plain dicts)
 # Sanity bounds: larger values are typing mistakes that would only fail later, inside the camera process.
 MAX_IMAGE_SIDE = 65536
 MAX_QUEUE = 1_000_000
@@ -77,7 +75,7 @@ class CameraConfig(BaseModel):
     frame_rate: float | None = Field(default=None, gt=0)
     size_x: int | None = Field(default=None, gt=0, le=MAX_IMAGE_SIDE)
     size_y: int | None = Field(default=None, gt=0, le=MAX_IMAGE_SIDE)
-    dtype: str = "uint16"
+    dtype: str = DEFAULT_DTYPE
     image_type: str | None = None  # simulation: raw, static_raw, static_beam; anything else = moving beam (spec 4)
     simulate_pulse_id: bool = False
     # camera-side transforms
@@ -134,7 +132,7 @@ class CameraConfig(BaseModel):
     @classmethod
     def _numpy_dtype(cls, value: Any) -> Any:
         if value is None:
-            return "uint16"
+            return DEFAULT_DTYPE
         try:
             dtype = np.dtype(value)
         except TypeError:

@@ -7,8 +7,10 @@ Runs as the target of :class:`~cam_server.common.process.InstanceProcess`. Lifec
   process exits with :data:`EXIT_SOURCE_OFFLINE`;
 * the sender's no-client monitor ends the loop after ``no_client_timeout`` seconds without clients.
 
-Live config changes (``control.poll_config()``) apply from the next frame; changes of source keys
-(:data:`~cam_server.camera.config.SOURCE_KEYS`) reconnect the source in place, without a new process.
+The server validates every config it hands the instance: the instance gets :class:`CameraConfig` models (at start
+and with each live change), never dicts to parse. Live config changes (``control.poll_config()``) apply from the
+next frame; changes of source keys (:data:`~cam_server.camera.config.SOURCE_KEYS`) reconnect the source in place,
+without a new process.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-from cam_server.camera.config import SOURCE_KEYS, CameraConfig, parse_camera_config
+from cam_server.camera.config import SOURCE_KEYS, CameraConfig
 from cam_server.camera.sources.base import CameraOffline, FrameSource
 from cam_server.common.process import InstanceControl, RateMeter, configure_memory
 
@@ -55,21 +57,20 @@ def _connect_source(config: CameraConfig) -> FrameSource:
     return source
 
 
-def run_camera_instance(control: InstanceControl, config_dict: dict[str, Any], port: int,
+def run_camera_instance(control: InstanceControl, config: CameraConfig, port: int,
                         log_level: int = logging.WARNING) -> None:
     """Instance process entry point (module level: forkserver pickles it by reference)."""
     configure_memory()
-    logging.basicConfig(level=log_level, format=f"%(asctime)s camera[{config_dict.get('name')}] %(levelname)s "
+    logging.basicConfig(level=log_level, format=f"%(asctime)s camera[{config.name}] %(levelname)s "
                                                   "%(name)s: %(message)s")
     try:
-        config = parse_camera_config(config_dict, config_dict.get("name"))
         source = _connect_source(config)
     except CameraOffline as exc:
         control.report_error(str(exc))
         raise SystemExit(EXIT_SOURCE_OFFLINE) from None
     except Exception as exc:  # noqa: BLE001 - any failure must reach the parent as a readable message
         log.exception("camera instance failed to start")
-        control.report_error(f"Cannot start camera '{config_dict.get('name')}': {exc}")
+        control.report_error(f"Cannot start camera '{config.name}': {exc}")
         raise SystemExit(EXIT_SOURCE_OFFLINE) from None
     try:
         _stream(control, config, source, port)
@@ -140,14 +141,9 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
         source.close()
 
 
-def _apply_config(config: CameraConfig, new: dict[str, Any], source: FrameSource,
+def _apply_config(config: CameraConfig, updated: CameraConfig, source: FrameSource,
                   publisher: Any) -> tuple[CameraConfig, FrameSource]:
-    try:
-        updated = parse_camera_config(new, config.name)
-    except Exception as exc:  # noqa: BLE001 - the server validated it; keep streaming with the old config
-        log.warning("ignoring invalid config update: %s", exc)
-        return config, source
-    old, cur = config.to_dict(), updated.to_dict()
+    old, cur = config.to_dict(), updated.to_dict()  # dicts: SOURCE_KEYS include an extra key (connection_timeout)
     if any(old.get(k) != cur.get(k) for k in SOURCE_KEYS):
         log.info("camera %s: source settings changed, reconnecting the source", config.name)
         source.close()

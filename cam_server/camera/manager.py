@@ -112,7 +112,7 @@ class CameraInstanceManager:
     def _start(self, camera: str) -> CameraInstance:
         config = self.store.load(camera)
         port = config.port or reserve_port(exclude=self._used_ports())
-        process = InstanceProcess(camera, run_camera_instance, args=(config.to_dict(), port, self.log_level),
+        process = InstanceProcess(camera, run_camera_instance, args=(config, port, self.log_level),
                                   preload=PRELOAD)
         process.start()
         deadline = time.monotonic() + self.start_timeout
@@ -165,7 +165,7 @@ class CameraInstanceManager:
             log.info("camera %s: stream endpoint changed, stopping the instance (restarts on next request)", camera)
             self.stop_if_running(camera)
             return
-        instance.process.update_config(config.to_dict())
+        instance.process.update_config(config)
         instance.config = config
 
     # --- info ---------------------------------------------------------------------------------------------

@@ -228,8 +228,9 @@ class InstanceControl:
             except Exception:  # noqa: BLE001 - a failing waker must not hide the stop from the others
                 log.exception("stop waker %r failed", wake)
 
-    def poll_config(self) -> dict[str, Any] | None:
-        """The newest config sent by the parent since the last call, or None (cheap when there is none)."""
+    def poll_config(self) -> Any:
+        """The newest config sent by the parent since the last call, or None (cheap when there is none): what the
+        parent sent (a camera config dict, a pipeline instance's validated ``PipelineConfig``)."""
         if self._configs_sent.value == self._configs_taken:
             return None
         latest = None
@@ -267,7 +268,8 @@ class InstanceControl:
         """Drop the parent's copy of the child's end once the child has its own."""
         self._stop_reader.close()
 
-    def send_config(self, config: dict[str, Any]) -> None:
+    def send_config(self, config: Any) -> None:
+        """Queue a config for the child (pickled; see :meth:`poll_config`)."""
         with self._send_lock:  # REST threads may send concurrently; the count must not lose an increment
             self._configs.put(config)
             self._configs_sent.value += 1
@@ -352,7 +354,8 @@ class InstanceProcess:
             return True
         return not self.is_alive()
 
-    def update_config(self, config: dict[str, Any]) -> None:
+    def update_config(self, config: Any) -> None:
+        """Send the instance a live config change (see :meth:`InstanceControl.poll_config`)."""
         self.control.send_config(config)
 
     def stop(self, timeout: float = 3.0) -> None:

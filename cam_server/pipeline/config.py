@@ -1,40 +1,60 @@
 """Pipeline configuration: every documented parameter with its default, validation, expansion and updates.
 
-A user config needs only its input (usually ``camera_name``); :func:`expand_config` validates it and fills every
-default so the instance (and the ``processing_parameters`` channel) always see the complete config. Keys we do not
-know are kept untouched because user processing functions read their own parameters from the same dict.
+A user config needs only its input (usually ``camera_name``). :func:`parse_pipeline_config` validates it into a
+:class:`PipelineConfig` with every default filled: the model a pipeline instance runs with (the server parses each
+config it hands an instance once, the instance reads its fields). :func:`expand_config` is the same as a plain dict
+(:meth:`PipelineConfig.to_dict`): what the server stores and shows, and what user functions (and the
+``processing_parameters`` channel) get. Keys we do not know are kept untouched (``model_extra``) because user
+processing functions read their own parameters from the same dict.
 
-Defaults live in :class:`PipelineConfig` only. Three defaults depend on other fields and are resolved by
-:func:`derived_defaults`: ``mode`` (PUSH for store and fanout, else PUB), ``block`` (True for PUSH, else False) and
-``input_mode`` (PULL for fanin, else SUB).
+Defaults live in :class:`PipelineConfig` only (the processing blocks' defaults come from
+:mod:`cam_server.processing.parameters`, shared with the processing functions). Three defaults depend on other
+fields, see :func:`derived_defaults`: ``mode`` (PUSH for store and fanout, else PUB), ``block`` (True for PUSH, else
+False) and ``input_mode`` (PULL for fanin, else SUB).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from cam_server.bsread.address import is_stream_address
 from cam_server.common.errors import InvalidConfig, InvalidName, describe_validation_errors
 from cam_server.common.names import validate_name
 from cam_server.pipeline.registry import DEFAULT_TYPE, PIPELINE_TYPES
+from cam_server.processing.parameters import (
+    GOOD_REGION_GFSCALE,
+    GOOD_REGION_THRESHOLD,
+    ROTATION_ANGLE,
+    ROTATION_MODE,
+    ROTATION_ORDER,
+    SLICES_NUMBER,
+    SLICES_ORIENTATION,
+    SLICES_SCALE,
+)
 
 # Processing pipelines merge bsread data only from a given stream (no dispatcher client).
 DISPATCHER_NOT_SUPPORTED = ("bsread_channels without bsread_address would read from the dispatcher, which is not "
                             "supported: set bsread_address to the bsread stream to merge (e.g. tcp://host:port)")
-OUTPUT_MODES = ("PUB", "PUSH", "FILE")
-INPUT_MODES = ("SUB", "PULL")
-HEADER_STRATEGIES = ("once", "always", "on_change")
 BACKGROUND_ENABLE = (True, False, "passive", "signed")
 ROTATION_MODES = ("reflect", "nearest", "mirror", "wrap", "ortho")
-FILE_LAYOUTS = ("DEFAULT", "FLAT")
 
 # processing.md 3.7: these come first in the expanded config, in this order.
 LEADING_KEYS = ("image_background_enable", "image_background", "image_threshold", "image_region_of_interest",
                 "image_good_region", "image_slices", "pipeline_type")
-# Keys whose default depends on other fields (None in the model means "derive it").
+# Keys whose default depends on other fields (see derived_defaults).
 DERIVED_KEYS = ("mode", "block", "input_mode")
 # Parameters for which null is a value, not "use the default" (README: camera_timeout null disables the timeout).
 NULL_IS_VALUE = frozenset({"camera_timeout"})
@@ -61,20 +81,20 @@ class _Block(BaseModel):
 
 
 class GoodRegion(_Block):
-    threshold: float = 0.3
-    gfscale: float = 1.8
+    threshold: float = GOOD_REGION_THRESHOLD
+    gfscale: float = GOOD_REGION_GFSCALE
 
 
 class Slices(_Block):
-    number_of_slices: int = Field(1, gt=0, le=MAX_COUNT)
-    scale: float = 2.0
-    orientation: Literal["vertical", "horizontal"] = "vertical"
+    number_of_slices: int = Field(SLICES_NUMBER, gt=0, le=MAX_COUNT)
+    scale: float = SLICES_SCALE
+    orientation: Literal["vertical", "horizontal"] = SLICES_ORIENTATION
 
 
 class Rotation(_Block):
-    angle: float = 0.0
-    order: int = Field(1, ge=1, le=5)
-    mode: str = "0.0"
+    angle: float = ROTATION_ANGLE
+    order: int = Field(ROTATION_ORDER, ge=1, le=5)
+    mode: str = ROTATION_MODE
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -117,8 +137,25 @@ def _int_like(v: Any, what: str, limit: int = MAX_COUNT) -> int:
     return int(v)
 
 
+def derived_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The defaults of ``mode``, ``block`` and ``input_mode`` for this config (README: mode-dependent): the model's
+    default factories, and :func:`update_config` to tell a derived value from a chosen one."""
+    kind = PIPELINE_TYPES.get(config.get("pipeline_type") or DEFAULT_TYPE, PIPELINE_TYPES[DEFAULT_TYPE])
+    mode = config.get("mode") or kind.output_mode
+    return {"mode": kind.output_mode, "block": str(mode).upper() == "PUSH", "input_mode": kind.input_mode}
+
+
+# A derived default's factory sees the fields validated before it (pipeline_type, and mode for block).
+def _derived(key: str) -> Any:
+    return Field(default_factory=lambda data: derived_defaults(data)[key])
+
+
 class PipelineConfig(BaseModel):
-    """All documented pipeline parameters (README "Pipeline configuration") with their defaults."""
+    """All documented pipeline parameters (README "Pipeline configuration") with their defaults.
+
+    Build it with :func:`parse_pipeline_config` (aliases, None as "default", readable errors, the key order of
+    :meth:`to_dict`). User keys (``extra="allow"``) are in ``model_extra``. ``copy`` is ``copy_image`` here.
+    """
 
     model_config = ConfigDict(extra="allow", validate_default=False, populate_by_name=False, allow_inf_nan=False)
 
@@ -134,7 +171,7 @@ class PipelineConfig(BaseModel):
     camera_name: str | None = None
     input_pipeline: str | None = None
     input_stream: str | None = None
-    input_mode: Literal["SUB", "PULL"] | None = None  # derived
+    input_mode: Literal["SUB", "PULL"] = _derived("input_mode")
     stream_timeout: float = 10.0
     camera_timeout: float | None = 10.0
     bsread_address: str | None = None
@@ -161,10 +198,10 @@ class PipelineConfig(BaseModel):
     abort_on_timeout: bool = False
     enforce_pid: bool = False
     # --- output -------------------------------------------------------------------------------------------
-    mode: Literal["PUB", "PUSH", "FILE"] | None = None  # derived
+    mode: Literal["PUB", "PUSH", "FILE"] = _derived("mode")
     create_header: Literal["once", "always", "on_change"] = "on_change"
     queue_size: int = Field(10, gt=0, le=MAX_COUNT)
-    block: bool | None = None  # derived
+    block: bool = _derived("block")
     no_client_timeout: float = 10.0
     buffer_size: int | None = None
     file: str | None = None
@@ -173,6 +210,20 @@ class PipelineConfig(BaseModel):
     change: bool = False
     output_pipeline: str | None = None
     output_stream: str | None = None
+    # The keys of the config this model was parsed from, in their order (see to_dict).
+    _given_order: tuple[str, ...] = PrivateAttr(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The expanded config as a plain dict, leading keys first (processing.md 3.7), then the keys the config
+        was given with, in its order, then the remaining defaults: the same on every call."""
+        values = self.model_dump(by_alias=True)
+        out: dict[str, Any] = {key: values[key] for key in LEADING_KEYS}
+        for key in self._given_order:
+            if key in values:
+                out.setdefault(key, values[key])
+        for key, value in values.items():  # the remaining fields, then user keys
+            out.setdefault(key, value)
+        return out
 
     @field_validator("pipeline_type")
     @classmethod
@@ -304,13 +355,6 @@ FIELDS = tuple(f.alias or name for name, f in PipelineConfig.model_fields.items(
 _KNOWN = frozenset(FIELDS)
 
 
-def derived_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """The defaults of ``mode``, ``block`` and ``input_mode`` for this config (README: mode-dependent)."""
-    kind = PIPELINE_TYPES.get(config.get("pipeline_type") or DEFAULT_TYPE, PIPELINE_TYPES[DEFAULT_TYPE])
-    mode = config.get("mode") or kind.output_mode
-    return {"mode": kind.output_mode, "block": str(mode).upper() == "PUSH", "input_mode": kind.input_mode}
-
-
 def _normalise_alias(config: dict[str, Any]) -> dict[str, Any]:
     """``background_id`` → ``image_background`` (+ enable the background unless the config says otherwise)."""
     if BACKGROUND_ALIAS not in config:
@@ -326,11 +370,9 @@ def _normalise_alias(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def expand_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Validate ``config`` and return it complete: every default filled, leading keys first (processing.md 3.7).
-
-    Raises :class:`InvalidConfig` naming each bad field.
-    """
+def parse_pipeline_config(config: dict[str, Any]) -> PipelineConfig:
+    """Validate ``config`` into the model, every default filled (the derived ones too); the one way a config dict
+    becomes a :class:`PipelineConfig`. Raises :class:`InvalidConfig` naming each bad field."""
     if not isinstance(config, dict):
         raise InvalidConfig(f"Invalid pipeline config: must be a JSON object, not {type(config).__name__}")
     config = _normalise_alias(config)
@@ -339,18 +381,17 @@ def expand_config(config: dict[str, Any]) -> dict[str, Any]:
     try:
         model = PipelineConfig.model_validate(given)
     except ValidationError as exc:
-        raise InvalidConfig("Invalid pipeline config: " + describe_validation_errors(exc.errors())) from None
-    values = model.model_dump(by_alias=True)
-    for key, value in derived_defaults(values).items():
-        if values[key] is None:
-            values[key] = value
-    out: dict[str, Any] = {k: values[k] for k in LEADING_KEYS}
-    for key in config:  # the user's keys, in the user's order
-        if key not in out:
-            out[key] = values[key] if key in values else config[key]
-    for key in FIELDS:  # then the remaining defaults
-        out.setdefault(key, values[key])
-    return out
+        # A derived default is not computed after an error in a field it depends on: that says nothing new.
+        errors = [e for e in exc.errors() if e["type"] != "default_factory_not_called"]
+        raise InvalidConfig("Invalid pipeline config: " + describe_validation_errors(errors)) from None
+    model._given_order = tuple(config)
+    return model
+
+
+def expand_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``config`` and return it complete, as a plain dict: every default filled, leading keys first
+    (processing.md 3.7), see :meth:`PipelineConfig.to_dict`. Raises :class:`InvalidConfig` naming each bad field."""
+    return parse_pipeline_config(config).to_dict()
 
 
 def _merge_dict(current: dict[str, Any], update: dict[str, Any], known: bool) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from cam_server.pipeline.config import PipelineConfig
 
 
 @dataclass
@@ -11,7 +12,7 @@ class InstanceSpec:
     """Everything ``cam_server.pipeline.instance.main.run_instance(control, spec)`` needs to run one pipeline."""
 
     instance_id: str
-    config: dict[str, Any]       # expanded config (expand_config output)
+    config: PipelineConfig       # the validated config (parse_pipeline_config), inputs/outputs resolved
     output_endpoint: str         # where the instance binds its output, e.g. "tcp://*:41234"
     stream_address: str          # what clients connect to, e.g. "tcp://<hostname>:41234"
     camera_stream: str | None    # camera stream address resolved via CamClient.get_instance_stream(camera)

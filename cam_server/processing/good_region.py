@@ -8,10 +8,8 @@ from typing import Any
 import numpy as np
 
 from cam_server.processing.gauss_fit import GaussResult, fit_channels
+from cam_server.processing.parameters import GOOD_REGION_GFSCALE, GOOD_REGION_THRESHOLD
 from cam_server.processing.statistics import profiles
-
-DEFAULT_THRESHOLD = 0.3
-DEFAULT_GFSCALE = 1.8
 
 GOOD_REGION_KEYS = (
     "good_region", "gr_x_axis", "gr_y_axis", "gr_x_profile", "gr_y_profile",
@@ -59,14 +57,14 @@ def settings(config: dict[str, Any] | None) -> tuple[float, float]:
     threshold = config.get("threshold")
     gfscale = config.get("gfscale")
     try:
-        return (float(DEFAULT_THRESHOLD if threshold is None else threshold),
-                float(DEFAULT_GFSCALE if gfscale is None else gfscale))
+        return (float(GOOD_REGION_THRESHOLD if threshold is None else threshold),
+                float(GOOD_REGION_GFSCALE if gfscale is None else gfscale))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"Invalid image_good_region {config!r}: threshold and gfscale must be numbers") from exc
 
 
-def good_region_bounds(profile: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
-                       gfscale: float = DEFAULT_GFSCALE) -> tuple[int, int]:
+def good_region_bounds(profile: np.ndarray, threshold: float = GOOD_REGION_THRESHOLD,
+                       gfscale: float = GOOD_REGION_GFSCALE) -> tuple[int, int]:
     """(start, end) of the good region along one profile, end exclusive when used as a slice (spec 3.4)."""
     n = len(profile)
     low = profile.min()
@@ -84,8 +82,8 @@ def good_region_bounds(profile: np.ndarray, threshold: float = DEFAULT_THRESHOLD
 
 
 def find_good_region(image: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray, x_profile: np.ndarray,
-                     y_profile: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
-                     gfscale: float = DEFAULT_GFSCALE) -> GoodRegion | None:
+                     y_profile: np.ndarray, threshold: float = GOOD_REGION_THRESHOLD,
+                     gfscale: float = GOOD_REGION_GFSCALE) -> GoodRegion | None:
     """Crop image/axes to the good region and compute its profiles; None when the region is empty."""
     try:
         xs, xe = good_region_bounds(x_profile, threshold, gfscale)

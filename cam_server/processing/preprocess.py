@@ -12,6 +12,7 @@ import numpy as np
 import scipy.ndimage
 
 from cam_server.processing.camera_transforms import bin_image, roi_bounds
+from cam_server.processing.parameters import ROTATION_ANGLE, ROTATION_MODE, ROTATION_ORDER
 
 ROTATION_MODES = ("reflect", "nearest", "mirror", "wrap")
 
@@ -75,15 +76,15 @@ def subtract_background(image: np.ndarray, background: np.ndarray, mode: bool | 
 
 
 def rotation_settings(rotation: dict | None) -> tuple[float, int, str | float]:
-    """(angle, order, mode) of a ``rotation`` block with defaults 0.0, 1, "0.0"; validated."""
+    """(angle, order, mode) of a ``rotation`` block, missing entries taking the defaults; validated."""
     rotation = rotation or {}
     try:
-        angle = float(rotation.get("angle") or 0.0)
-        order = int(rotation.get("order") if rotation.get("order") is not None else 1)
+        angle = float(rotation.get("angle") or ROTATION_ANGLE)
+        order = int(rotation.get("order") if rotation.get("order") is not None else ROTATION_ORDER)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"Invalid rotation {rotation!r}: angle and order must be numbers") from exc
     mode = rotation.get("mode")
-    mode = "0.0" if mode is None else mode
+    mode = ROTATION_MODE if mode is None else mode
     if not 0 <= order <= 5:
         raise ValueError(f"Invalid rotation order {order}: must be 0 to 5")
     return angle, order, mode
@@ -96,7 +97,8 @@ def _constant_value(mode: str | float) -> float | None:
         return None
 
 
-def rotate_image(image: np.ndarray, angle: float, order: int = 1, mode: str | float = "0.0") -> np.ndarray:
+def rotate_image(image: np.ndarray, angle: float, order: int = ROTATION_ORDER,
+                 mode: str | float = ROTATION_MODE) -> np.ndarray:
     """Rotate counter-clockwise by ``angle`` degrees keeping shape and dtype (spec 2 step 9.3).
 
     ``mode`` "ortho" → exact quarter turns (np.rot90, made contiguous); a number → constant fill value; a

@@ -26,13 +26,17 @@ FULL_SCALE = 65535.0
 SATURATION = 0.9 * FULL_SCALE  # 58981.5 -> 58981 in integer dtypes
 BEAM_CUTOFF = 0.5 / FULL_SCALE  # exp(-u²) below this never adds a count
 IMAGE_TYPES = ("beam", "raw", "static_beam", "static_raw")
+# Defaults of a simulated camera (its config leaves size and image type unset).
+DEFAULT_SIZE_X = 1280
+DEFAULT_SIZE_Y = 960
+DEFAULT_IMAGE_TYPE = "beam"
 
 
 class SimulatedBeam:
     """Frames of a moving gaussian beam with uniform noise and fixed dead pixels; see the module docstring."""
 
-    def __init__(self, size_x: int = 1280, size_y: int = 960, dtype: str = "uint16",
-                 image_type: str = "beam", seed: int | None = None) -> None:
+    def __init__(self, size_x: int = DEFAULT_SIZE_X, size_y: int = DEFAULT_SIZE_Y, dtype: str = "uint16",
+                 image_type: str | None = DEFAULT_IMAGE_TYPE, seed: int | None = None) -> None:
         self.width = int(size_x)
         self.height = int(size_y)
         if self.width < 1 or self.height < 1:
@@ -43,7 +47,7 @@ class SimulatedBeam:
             raise ValueError(f"Invalid simulation dtype {dtype!r}") from exc
         if self.dtype.kind not in "uif":
             raise ValueError(f"Invalid simulation dtype {dtype!r}: must be an integer or float type")
-        self.image_type = image_type or "beam"
+        self.image_type = image_type or DEFAULT_IMAGE_TYPE
         self.beam = self.image_type not in ("raw", "static_raw")
         self.static = self.image_type in ("static_beam", "static_raw")
         self.rng = np.random.default_rng(seed)

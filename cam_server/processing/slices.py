@@ -8,11 +8,9 @@ import numpy as np
 
 from cam_server.processing.gauss_fit import GaussResult, fit_many
 from cam_server.processing.good_region import GoodRegion
+from cam_server.processing.parameters import SLICES_NUMBER, SLICES_ORIENTATION, SLICES_SCALE
 from cam_server.processing.statistics import sum_dtype
 
-DEFAULT_NUMBER_OF_SLICES = 1
-DEFAULT_SCALE = 2.0
-DEFAULT_ORIENTATION = "vertical"
 ORIENTATIONS = ("vertical", "horizontal")
 
 
@@ -21,10 +19,10 @@ def settings(config: dict[str, Any] | None) -> tuple[int, float, str]:
     config = config or {}
     number = config.get("number_of_slices")
     scale = config.get("scale")
-    orientation = config.get("orientation") or DEFAULT_ORIENTATION
+    orientation = config.get("orientation") or SLICES_ORIENTATION
     try:
-        number = int(DEFAULT_NUMBER_OF_SLICES if number is None else number)
-        scale = float(DEFAULT_SCALE if scale is None else scale)
+        number = int(SLICES_NUMBER if number is None else number)
+        scale = float(SLICES_SCALE if scale is None else scale)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"Invalid image_slices {config!r}: number_of_slices and scale must be numbers") from exc
     if number < 1:
@@ -94,8 +92,8 @@ def _intensity(profile: np.ndarray, image_dtype: np.dtype) -> np.generic:
     return np.uint64(total) if image_dtype.kind in "ub" else total
 
 
-def slice_channels(region: GoodRegion | None, number_of_slices: int = DEFAULT_NUMBER_OF_SLICES,
-                   scale: float = DEFAULT_SCALE, orientation: str = DEFAULT_ORIENTATION) -> dict[str, Any]:
+def slice_channels(region: GoodRegion | None, number_of_slices: int = SLICES_NUMBER,
+                   scale: float = SLICES_SCALE, orientation: str = SLICES_ORIENTATION) -> dict[str, Any]:
     """All slice channels: created up front as None and filled as far as the computation goes."""
     number, scale, orientation = settings(
         {"number_of_slices": number_of_slices, "scale": scale, "orientation": orientation})

@@ -21,7 +21,7 @@ import numpy as np
 
 from cam_server.bsread import PULL, SUB, Message, Sender, Source
 from cam_server.common.process import InstanceProcess
-from cam_server.pipeline.config import expand_config
+from cam_server.pipeline.config import parse_pipeline_config
 from cam_server.pipeline.instance.main import run_instance
 from cam_server.pipeline.instance_spec import InstanceSpec
 from tests.helpers.net import free_port
@@ -92,14 +92,14 @@ class RunningInstance:
 
     @property
     def config(self) -> dict[str, Any]:
-        return self.spec.config
+        return self.spec.config.to_dict()
 
     def update(self, **changes: Any) -> dict[str, Any]:
-        """Send a live config update (expanded like the server does) and return it."""
-        config = expand_config({**self.spec.config, **changes})
+        """Send a live config update (validated like the server does) and return it expanded."""
+        config = parse_pipeline_config({**self.spec.config.to_dict(), **changes})
         self.spec.config = config
         self.process.update_config(config)
-        return config
+        return config.to_dict()
 
     def receiver(self, mode: int = SUB, queue_size: int = 100) -> Source:
         source = connect(self.spec.stream_address, mode, queue_size)
@@ -127,7 +127,7 @@ def pipeline(tmp_path: Path, camera: FakeCamera | None = None, cam_server_url: s
              camera_stream: str | None = None, **config: Any) -> Iterator[RunningInstance]:
     """A pipeline instance reading ``camera`` (or ``camera_stream``), stopped and checked at the end."""
     config.setdefault("camera_name", "fake")
-    expanded = expand_config(config)
+    parsed = parse_pipeline_config(config)
     output = unique_ipc_address("output")
     backgrounds = tmp_path / "backgrounds"
     scripts = tmp_path / "scripts"
@@ -135,7 +135,7 @@ def pipeline(tmp_path: Path, camera: FakeCamera | None = None, cam_server_url: s
     scripts.mkdir(exist_ok=True)
     spec = InstanceSpec(
         instance_id="test",
-        config=expanded,
+        config=parsed,
         output_endpoint=output,
         stream_address=output,
         camera_stream=camera_stream or (camera.address if camera is not None else None),

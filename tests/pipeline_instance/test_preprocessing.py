@@ -193,13 +193,14 @@ def test_good_region_and_slices_channels_are_produced(tmp_path, camera):
 def test_passive_background_is_stored_once_per_config_not_per_frame(tmp_path):
     """Processing threads share the live parameters dict: a frame writing into it while another thread
     serialises it (processing_parameters) fails with "dictionary changed size during iteration"."""
+    from cam_server.pipeline.config import parse_pipeline_config
     from cam_server.pipeline.types.processing_parameters import ParameterBuilder
     from cam_server.processing.default import preprocess_frame
 
     background = np.full((HEIGHT, WIDTH), 7, dtype=np.uint16)
     name = _save_background(tmp_path, background)
     live = ParameterBuilder(str(tmp_path / "backgrounds"), str(tmp_path)).build(
-        {"image_background": name, "image_background_enable": "passive"})
+        parse_pipeline_config({"camera_name": "fake", "image_background": name, "image_background_enable": "passive"}))
     np.testing.assert_array_equal(live.parameters["background_data"], background)
     before = dict(live.parameters)
     image = EXPECTED.copy()

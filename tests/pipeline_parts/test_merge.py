@@ -98,9 +98,9 @@ def test_validation_and_default_mode():
     with pytest.raises(ValueError, match="bsread_image_buf must be a positive integer"):
         PulseMatcher(0, 10)
     with pytest.raises(ValueError, match="bsread_mode must be 'PULL' or 'SUB'"):
-        BsreadDataReceiver("tcp://127.0.0.1:1", "PUSH", None, PulseMatcher())
+        BsreadDataReceiver("tcp://127.0.0.1:1", "PUSH", None, PulseMatcher(10, 10))
     with pytest.raises(ValueError, match="bsread_channels must be a list"):
-        BsreadDataReceiver("tcp://127.0.0.1:1", "PULL", "abc", PulseMatcher())
+        BsreadDataReceiver("tcp://127.0.0.1:1", "PULL", "abc", PulseMatcher(10, 10))
     assert default_bsread_mode("tcp://x:1") == "PULL" and default_bsread_mode(None) == "SUB"
 
 

@@ -14,7 +14,7 @@ from cam_server.bsread import PUB, Sender
 
 
 def counter_instance(control, spec) -> None:
-    config = dict(spec.config)
+    config = spec.config.to_dict()
     port = int(spec.output_endpoint.rsplit(":", 1)[1])
     sender = Sender(port=port, mode=PUB, block=False)
     sender.open()
@@ -24,7 +24,7 @@ def counter_instance(control, spec) -> None:
         while not control.should_stop():
             new = control.poll_config()
             if new is not None:
-                config = new
+                config = new.to_dict()
             if config.get("crash"):
                 control.report_error(f"crash requested: {config['crash']}")
                 raise SystemExit(3)

@@ -124,8 +124,9 @@ class BsreadCameraSource:
         self.image_channel = image_channel
         self.flat_geometry = flat_geometry
         self.mode = receive_mode(config.bsread_mode, "bsread_mode")
-        self.connections = int(config.connections)
-        self.buffer_size = int(config.buffer_size if config.buffer_size is not None else self.connections * 5)
+        self.connections = config.connections
+        assert config.buffer_size is not None  # resolved by CameraConfig (connections * 5)
+        self.buffer_size = config.buffer_size
         self.dropped = 0  # late / duplicate pulse ids and messages without an image
         self._sources: list[Source] = []
         self._extract = self._new_extractor()

@@ -59,12 +59,12 @@ from typing import Any
 
 import numpy as np
 
+from cam_server.camera.config import DEFAULT_DTYPE
 from cam_server.camera.sources.base import CameraOffline, FrameSource, RawFrame
 from cam_server.common.errors import InvalidConfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DTYPE = "uint16"
 DEFAULT_CONNECTION_TIMEOUT = 5.0
 REPEAT_CHECKS = 3  # first image deliveries of a subscription compared with the one before
 FRAME_QUEUE_SIZE = 4  # frames kept while the consumer is busy; the oldest is dropped first

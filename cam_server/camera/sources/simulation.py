@@ -14,11 +14,9 @@ import numpy as np
 from cam_server.bsread import Wakeup
 from cam_server.camera.config import CameraConfig
 from cam_server.camera.sources.base import RawFrame
-from cam_server.processing.simulation import SimulatedBeam
+from cam_server.processing.simulation import DEFAULT_SIZE_X, DEFAULT_SIZE_Y, SimulatedBeam
 
-DEFAULT_SIZE_X = 1280
-DEFAULT_SIZE_Y = 960
-DEFAULT_FRAME_RATE = 10.0
+DEFAULT_FRAME_RATE = 10.0  # Hz, when the config has no frame_rate
 
 
 def simulation_geometry(config: CameraConfig) -> tuple[int, int]:
@@ -34,7 +32,7 @@ class SimulationSource:
         self.frame_rate = float(config.frame_rate or DEFAULT_FRAME_RATE)
         self.dtype = np.dtype(config.dtype)
         self._beam = SimulatedBeam(size_x=self.width, size_y=self.height, dtype=self.dtype.name,
-                                   image_type=config.image_type or "beam", seed=seed)
+                                   image_type=config.image_type, seed=seed)
         self._period = 1.0 / self.frame_rate
         self._t0 = 0.0
         self._k = 0

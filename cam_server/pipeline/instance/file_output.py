@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from cam_server.bsread.codec import Timestamp, split_timestamp
+from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.file_path import FileOutputError, resolve_output_file
 
 log = logging.getLogger(__name__)
@@ -393,12 +394,11 @@ class FileOutput:
     datasets are created with that many rows); the file is complete and closed when the last record is written.
     """
 
-    def __init__(self, config: Mapping[str, Any], instance: str = "", folder: str | None = None) -> None:
-        records = config.get("records") or None
-        self.path = resolve_output_file(config.get("file"), folder)
-        self._writer = FileWriter(self.path, layout=config.get("layout") or "DEFAULT",
-                                  localtime=config.get("localtime", True) is not False,
-                                  change=bool(config.get("change")), records=records, instance=instance)
+    def __init__(self, config: PipelineConfig, instance: str = "", folder: str | None = None) -> None:
+        records = config.records or None  # 0: no limit
+        self.path = resolve_output_file(config.file, folder)
+        self._writer = FileWriter(self.path, layout=config.layout, localtime=config.localtime, change=config.change,
+                                  records=records, instance=instance)
         self.records = records
         self.sent = 0
         self.dropped = 0
@@ -409,10 +409,10 @@ class FileOutput:
     def open(self) -> FileOutput:
         return self
 
-    def update_config(self, config: Mapping[str, Any]) -> None:
+    def update_config(self, config: PipelineConfig) -> None:
         """Live changes: ``enforce_pid`` only (``records`` fixes the dataset size, ``file``/``layout`` the file)."""
-        self.enforce_pid = bool(config.get("enforce_pid"))
-        if (config.get("records") or None) != self.records:
+        self.enforce_pid = config.enforce_pid
+        if (config.records or None) != self.records:
             log.warning("FILE output: records cannot change while writing (keeping %s)", self.records)
 
     @property

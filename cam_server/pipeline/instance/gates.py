@@ -7,10 +7,10 @@ last processed time), so a live change does not restart counting.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from enum import Enum
-from typing import Any
 
+from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.instance.outcomes import FinishInstance
 
 
@@ -77,15 +77,15 @@ class MessageGates:
         self._downsampler = Downsampler()
         self._rate_limiter = FrameRateLimiter()
 
-    def passes(self, config: Mapping[str, Any], pulse_id: int) -> bool:
+    def passes(self, config: PipelineConfig, pulse_id: int) -> bool:
         """False when the message is dropped; raises :class:`FinishInstance` past the pid_range stop."""
-        if config.get("paused"):
+        if config.paused:
             return False
-        decision = pid_range_decision(config.get("pid_range"), pulse_id)
+        decision = pid_range_decision(config.pid_range, pulse_id)
         if decision is PidDecision.FINISH:
-            raise FinishInstance(f"pulse id {pulse_id} is past the pid_range stop {config['pid_range'][1]}")
+            raise FinishInstance(f"pulse id {pulse_id} is past the pid_range stop {config.pid_range[1]}")
         if decision is PidDecision.DROP:
             return False
-        if not self._downsampler.passes(config.get("downsampling")):
+        if not self._downsampler.passes(config.downsampling):
             return False
-        return self._rate_limiter.passes(config.get("max_frame_rate"))
+        return self._rate_limiter.passes(config.max_frame_rate)

@@ -1,9 +1,9 @@
 """The instance's input: a bsread connection to the camera (or any) stream, with timeout reconnection.
 
-``camera_timeout`` (camera input, default 10 s; None or <= 0 disables it): when no message arrived for that long,
+``camera_timeout`` (camera input; None or <= 0 disables it): when no message arrived for that long,
 the stream address is asked again from the camera server (a restarted camera gets a new port) and the socket
 reconnected. If the camera server cannot give the stream, the instance gives up with :class:`SourceUnavailable`.
-``stream_timeout`` (plain ``input_stream`` input, default 10 s) does the same for a stream that is not a camera's:
+``stream_timeout`` (plain ``input_stream`` input) does the same for a stream that is not a camera's:
 the socket is reconnected to the same address. With ``abort_on_timeout`` either timeout ends the instance instead.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import requests
 import zmq
@@ -19,6 +18,7 @@ import zmq
 from cam_server.bsread import Message, Source, Wakeup
 from cam_server.bsread.endpoints import mode_name, receive_mode
 from cam_server.common.errors import SourceUnavailable
+from cam_server.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def request_camera_stream(cam_server_url: str, camera_name: str) -> str:
 class StreamInput:
     """Receives messages from one bsread stream; returns None on timeout (after handling the camera timeout)."""
 
-    def __init__(self, address: str | None, config: dict[str, Any], cam_server_url: str | None = None,
+    def __init__(self, address: str | None, config: PipelineConfig, cam_server_url: str | None = None,
                  receive_timeout_ms: int = RECEIVE_TIMEOUT_MS, context: zmq.Context | None = None) -> None:
         self._config = config
         self._context = context
@@ -64,10 +64,10 @@ class StreamInput:
 
     # -- config ---------------------------------------------------------------------------------------
 
-    def update_config(self, config: dict[str, Any]) -> None:
+    def update_config(self, config: PipelineConfig) -> None:
         """Take a new config; a changed input (camera_name, input_stream, input_mode) reconnects on the next
         receive, asking the camera server for the new camera's stream."""
-        changed = any(config.get(key) != self._config.get(key) for key in INPUT_KEYS)
+        changed = any(getattr(config, key) != getattr(self._config, key) for key in INPUT_KEYS)
         self._config = config
         if changed:
             log.info("input changed; reconnecting")
@@ -77,23 +77,22 @@ class StreamInput:
     @property
     def camera_name(self) -> str | None:
         """The camera to re-request on timeout (None when reading a plain stream via input_stream)."""
-        if self._config.get("input_stream"):
+        if self._config.input_stream:
             return None
-        return self._config.get("camera_name")
+        return self._config.camera_name
 
     @property
     def timeout(self) -> float | None:
         """``camera_timeout`` for a camera input, ``stream_timeout`` for a plain stream; None when disabled."""
-        key = "camera_timeout" if self.camera_name else "stream_timeout"
-        timeout = self._config.get(key, 10.0)
-        return float(timeout) if timeout is not None and float(timeout) > 0 else None
+        timeout = self._config.camera_timeout if self.camera_name else self._config.stream_timeout
+        return timeout if timeout is not None and timeout > 0 else None
 
     # -- connection -----------------------------------------------------------------------------------
 
     def connect(self) -> None:
         if self.address is None:
             self.address = self._resolve_address()
-        mode = receive_mode(self._config.get("input_mode") or "SUB", "input_mode")
+        mode = receive_mode(self._config.input_mode, "input_mode")
         self._source = Source(address=self.address, mode=mode, receive_timeout=self._receive_timeout_ms,
                               queue_size=INPUT_QUEUE_SIZE, context=self._context, wakeup=self._wakeup)
         self._source.connect()
@@ -101,9 +100,9 @@ class StreamInput:
         log.info("connected to %s (%s)", self.address, mode_name(mode))
 
     def _resolve_address(self) -> str:
-        stream = self._config.get("input_stream")
+        stream = self._config.input_stream
         if stream:
-            return str(stream)
+            return stream
         name = self.camera_name
         if not name or not self._cam_server_url:
             raise SourceUnavailable("Pipeline has no input: set camera_name or input_stream")
@@ -140,7 +139,7 @@ class StreamInput:
             return message
         timeout = self.timeout
         if timeout is not None and now - self._last_message > timeout and self._source.timed_out:
-            if self._config.get("abort_on_timeout"):
+            if self._config.abort_on_timeout:
                 raise SourceUnavailable(f"No message from {self.address} for {now - self._last_message:.1f} s "
                                         "(abort_on_timeout)")
             log.warning("no message from %s for %.1f s; reconnecting", self.address, now - self._last_message)

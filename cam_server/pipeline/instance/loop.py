@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from cam_server.bsread import Message
 from cam_server.common.process import InstanceControl, RateMeter
+from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.instance.input import StreamInput
 from cam_server.pipeline.instance.outcomes import FinishInstance, Job, ProcessingError
 from cam_server.pipeline.instance.stream_output import OutputStream
@@ -28,7 +29,7 @@ RATE_STALE_S = 2.0
 
 
 class Handler(Protocol):
-    def update(self, config: dict[str, Any]) -> None: ...
+    def update(self, config: PipelineConfig) -> None: ...
     def prepare(self, message: Message) -> Job | None: ...
     @property
     def abort_on_error(self) -> bool: ...
@@ -63,7 +64,7 @@ class InstanceLoop:
     """Runs until the instance should end; :meth:`run` returns normally for a normal end (exit code 0)."""
 
     def __init__(self, control: InstanceControl, handler: Handler, source: StreamInput, output: OutputStream,
-                 processing_threads: int = 0) -> None:
+                 processing_threads: int | None = None) -> None:
         self.control = control
         self.handler = handler
         self.source = source
@@ -72,7 +73,7 @@ class InstanceLoop:
         self.rate = RateMeter(control.stats)
         self.rate_in = RateMeter(control.stats, "rate_in", throughput_field=None)
         self.report = _ErrorReporter(control)
-        self.threads = max(0, int(processing_threads or 0))
+        self.threads = processing_threads or 0  # None or 0: frames are computed in the receiving thread
         self._ended = threading.Event()  # set by the output thread when the instance should end
         self.end_reason = ""
         # Frames dropped before the output, one counter per thread that drops (no shared read-modify-write):
@@ -194,7 +195,7 @@ class InstanceLoop:
         self.stats.set("frame_height", height)
         self.stats.set("frame_width", width)
 
-    def _apply_config(self, config: dict[str, Any]) -> None:
+    def _apply_config(self, config: PipelineConfig) -> None:
         try:
             self.handler.update(config)
         except Exception as exc:  # noqa: BLE001 - a bad live config keeps the previous one running

@@ -26,14 +26,14 @@ from cam_server.pipeline.instance.loop import AbortInstance, InstanceLoop
 from cam_server.pipeline.instance.outcomes import EXIT_ABORTED, EXIT_FAILURE, EXIT_OK
 from cam_server.pipeline.instance.output import open_output
 from cam_server.pipeline.instance_spec import InstanceSpec
-from cam_server.pipeline.registry import DEFAULT_TYPE, PIPELINE_TYPES, PipelineType
+from cam_server.pipeline.registry import PIPELINE_TYPES, PipelineType
 
 log = logging.getLogger(__name__)
 
 ZMQ_IO_THREADS = 2
 
 def _type_of(spec: InstanceSpec) -> PipelineType:
-    return pipeline_type(spec.config.get("pipeline_type") or DEFAULT_TYPE)
+    return pipeline_type(spec.config.pipeline_type)
 
 
 def pipeline_type(name: str) -> PipelineType:
@@ -71,7 +71,7 @@ def run_stream_pipeline(control: InstanceControl, spec: InstanceSpec) -> int:
     output = open_output(spec, context)  # PUB / PUSH stream or FILE (output.py)
     try:
         source.connect()
-        loop = InstanceLoop(control, handler, source, output, config.get("processing_threads") or 0)
+        loop = InstanceLoop(control, handler, source, output, config.processing_threads)
         loop.run()
     finally:
         source.close()

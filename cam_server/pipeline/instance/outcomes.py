@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 EXIT_OK = 0          # finished normally: records reached, pid_range stop, stop requested, no clients
 EXIT_FAILURE = 1     # could not start or run: bad config, camera unreachable, unexpected error
 EXIT_ABORTED = 2     # a processing error with abort_on_error
-
-
-def aborts_on_error(config: Mapping[str, Any]) -> bool:
-    """``abort_on_error`` (default True; only an explicit false keeps the instance running after an error)."""
-    return config.get("abort_on_error", True) is not False
 
 
 class ProcessingError(Exception):

@@ -7,31 +7,29 @@ pipeline, which binds PULL: their output is therefore PUSH, also when ``mode`` w
 
 from __future__ import annotations
 
-from typing import Any
-
 import zmq
 
+from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.instance.file_output import FileOutput
 from cam_server.pipeline.instance.stream_output import OutputStream
 from cam_server.pipeline.instance_spec import InstanceSpec
 
 
-def channel_selection(config: dict[str, Any]) -> tuple[list[str] | None, frozenset[str]]:
+def channel_selection(config: PipelineConfig) -> tuple[list[str] | None, frozenset[str]]:
     """``include`` (None: all channels) and ``exclude`` of a config, in the form ``filter_output`` takes."""
-    include = config.get("include")
-    return (list(include) if include is not None else None), frozenset(config.get("exclude") or ())
+    return config.include, frozenset(config.exclude or ())
 
 
-def output_config(config: dict[str, Any]) -> dict[str, Any]:
+def output_config(config: PipelineConfig) -> PipelineConfig:
     """The config the output socket is built from (``output_stream`` + PUB → PUSH, blocking)."""
-    if config.get("output_stream") and str(config.get("mode") or "PUB").upper() == "PUB":
-        return {**config, "mode": "PUSH", "block": True}
+    if config.output_stream and config.mode == "PUB":
+        return config.model_copy(update={"mode": "PUSH", "block": True})
     return config
 
 
 def open_output(spec: InstanceSpec, context: zmq.Context | None = None) -> OutputStream | FileOutput:
     """Open the instance's output for its config (``mode`` PUB / PUSH / FILE)."""
     config = spec.config
-    if str(config.get("mode") or "PUB").upper() == "FILE":
+    if config.mode == "FILE":
         return FileOutput(config, instance=spec.instance_id, folder=spec.file_folder).open()
     return OutputStream(spec.output_endpoint, output_config(config), context=context).open()

@@ -26,10 +26,10 @@ import zmq
 from cam_server.bsread import PUB, PUSH, Sender
 from cam_server.bsread.channels import ChannelError, derived_header
 from cam_server.bsread.endpoints import BIND, CONNECT
+from cam_server.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_NO_CLIENT_TIMEOUT = 10.0
 BLOCK_TIMEOUT_MS = 1000
 
 
@@ -65,24 +65,22 @@ def to_bsread_values(values: Mapping[str, Any]) -> dict[str, Any]:
 class OutputStream:
     """Sends processed messages; ``finished`` / ``no_clients`` tell the loop when the instance should end."""
 
-    def __init__(self, endpoint: str, config: dict[str, Any], context: zmq.Context | None = None) -> None:
-        mode = str(config.get("mode") or "PUB").upper()
+    def __init__(self, endpoint: str, config: PipelineConfig, context: zmq.Context | None = None) -> None:
+        mode = config.mode
         if mode not in ("PUB", "PUSH"):
             raise ValueError(f"Output mode {mode!r} is not supported by this pipeline (use PUB or PUSH)")
-        block = config.get("block")
         self.mode = mode
-        self.block = (mode == "PUSH") if block is None else bool(block)
-        self.queue_size = int(config.get("queue_size") or 10)
+        self.block = config.block
+        self.queue_size = config.queue_size
         # A blocking send gives up after BLOCK_TIMEOUT_MS (frame counted as dropped) so that a stuck client
         # never stops the loop from seeing stop requests and config changes.
         # output_stream: send to someone else's bound socket (e.g. a fan-in pipeline) instead of binding ours.
-        target = config.get("output_stream")
-        self._sender = Sender(queue_size=self.queue_size, address=str(target or endpoint), port=None,
+        target = config.output_stream
+        self._sender = Sender(queue_size=self.queue_size, address=target or endpoint, port=None,
                               conn_type=CONNECT if target else BIND, mode=PUSH if mode == "PUSH" else PUB,
                               block=self.block, send_timeout=BLOCK_TIMEOUT_MS if self.block else None,
                               context=context)
-        timeout = config.get("no_client_timeout", DEFAULT_NO_CLIENT_TIMEOUT)
-        self._no_client_timeout = DEFAULT_NO_CLIENT_TIMEOUT if timeout is None else float(timeout)
+        self._no_client_timeout = config.no_client_timeout
         self._no_clients = threading.Event()
         self._signature: tuple | None = None
         self._declared_once = False
@@ -94,14 +92,13 @@ class OutputStream:
         self._closing = False
         self.update_config(config)
 
-    def update_config(self, config: dict[str, Any]) -> None:
+    def update_config(self, config: PipelineConfig) -> None:
         """Apply the parts of a live config change the output can follow (not mode/queue_size: those need a
         new socket and are fixed at start)."""
-        self.create_header = str(config.get("create_header") or "on_change")
-        self.enforce_pid = bool(config.get("enforce_pid"))
-        records = config.get("records")
-        self.records = int(records) if records else None
-        self._buffer_size = int(config.get("buffer_size") or 0)
+        self.create_header = config.create_header
+        self.enforce_pid = config.enforce_pid
+        self.records = config.records or None  # 0: no limit
+        self._buffer_size = config.buffer_size or 0
 
     # -- lifecycle ------------------------------------------------------------------------------------
 

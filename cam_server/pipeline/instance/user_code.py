@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from cam_server.common.errors import CamServerError
+from cam_server.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,12 @@ _cache_lock = threading.Lock()
 
 class UserScriptError(CamServerError):
     """A user script or function that cannot be loaded or used; the message names the script and line."""
+
+
+def user_parameters(config: PipelineConfig) -> dict[str, Any]:
+    """The config as user code gets it (``parameters``): the expanded dict, built once per config, with ``reload``
+    false, since the instance reloaded the function when it took this config (README: reload resets itself)."""
+    return {**config.to_dict(), "reload": False}
 
 
 def resolve_script(name_or_path: str, scripts_folder: str | os.PathLike | None) -> str | None:

@@ -31,10 +31,10 @@ import requests
 from cam_server.common.errors import CamServerError, Conflict, InvalidConfig, NotFound, SourceUnavailable
 from cam_server.common.instances import InstanceTable
 from cam_server.common.names import validate_name
-from cam_server.common.process import InstanceProcess, reserve_port
+from cam_server.common.process import InstanceControl, InstanceProcess, reserve_port
 from cam_server.common.psi_stats import format_time, psi_statistics
 from cam_server.common.usage import server_usage
-from cam_server.pipeline.config import expand_config, update_config
+from cam_server.pipeline.config import expand_config, parse_pipeline_config, update_config
 from cam_server.pipeline.file_path import FileOutputError, resolve_output_file
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.registry import DEFAULT_TYPE, INSTANCE_ENTRY, PIPELINE_TYPES
@@ -61,7 +61,7 @@ def _default_target() -> Callable[..., Any]:
     return getattr(importlib.import_module(module), function)
 
 
-def _noop_instance(channel: Any) -> None:
+def _noop_instance(control: InstanceControl) -> None:
     """Started once at server start so the forkserver (and its preloaded modules) is ready for the first client."""
 
 
@@ -228,7 +228,8 @@ class PipelineManager:
             instance.config = _without_reload(new)
             process = instance.process
         if process is not None:
-            process.update_config(new)  # with reload: true, once; the instance resets it after reloading
+            # with reload: true, once; the instance resets it after reloading
+            process.update_config(parse_pipeline_config(new))
         log.info("instance %s config updated: %s", instance_id, sorted(update))
         return _without_reload(new)
 
@@ -365,9 +366,9 @@ class PipelineManager:
 
     def _check_output_file(self, config: dict[str, Any]) -> None:
         """A FILE path outside ``--file_folder`` is a 400 at creation, not an instance that fails to start."""
-        if str(config.get("mode") or "").upper() == "FILE":
+        if config["mode"] == "FILE":  # an expanded config: mode is resolved and upper case
             try:
-                resolve_output_file(config.get("file"), self.file_folder)
+                resolve_output_file(config["file"], self.file_folder)
             except FileOutputError as exc:
                 raise InvalidConfig(str(exc)) from None
 
@@ -412,10 +413,11 @@ class PipelineManager:
             if PIPELINE_TYPES[expanded["pipeline_type"]].binds_input and not expanded.get("input_stream"):
                 in_port = reserve_port(exclude=used | {port})
                 expanded["input_stream"] = f"tcp://{self.hostname}:{in_port}"
+            model = parse_pipeline_config(expanded)  # what the instance runs with: the resolved config
             instance = _Instance(instance_id, _without_reload(expanded), f"tcp://{self.hostname}:{port}", port,
                                  read_only, camera_stream, requested)
             self._instances.add(instance_id, instance)
-        spec = InstanceSpec(instance_id=instance_id, config=expanded, output_endpoint=f"tcp://*:{port}",
+        spec = InstanceSpec(instance_id=instance_id, config=model, output_endpoint=f"tcp://*:{port}",
                             stream_address=instance.stream_address, camera_stream=camera_stream,
                             cam_server_url=self.cam_client.get_address(),
                             background_folder=str(self.background_store.folder), scripts_folder=self.scripts_folder,

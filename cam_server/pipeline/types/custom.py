@@ -19,11 +19,12 @@ import zmq
 from cam_server.bsread import Wakeup
 from cam_server.common.errors import InvalidConfig
 from cam_server.common.process import InstanceControl
+from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.instance.loop import InstanceLoop
 from cam_server.pipeline.instance.messages import call_user_function
-from cam_server.pipeline.instance.outcomes import EXIT_OK, Job, aborts_on_error
+from cam_server.pipeline.instance.outcomes import EXIT_OK, Job
 from cam_server.pipeline.instance.output import channel_selection, open_output
-from cam_server.pipeline.instance.user_code import load_function
+from cam_server.pipeline.instance.user_code import load_function, user_parameters
 from cam_server.pipeline.instance_spec import InstanceSpec
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class CallTimer:
     """The custom pipeline's "input": ``receive()`` returns the call time when the next call is due (None
     while it is not, after waiting at most MAX_WAIT_S), so ``max_frame_rate`` throttles the calls."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: PipelineConfig) -> None:
         self._next = time.monotonic()
         self._wakeup = Wakeup()
         self.update_config(config)
@@ -54,10 +55,10 @@ class CallTimer:
         """From any thread: end the current wait; every later :meth:`receive` returns None at once."""
         self._wakeup.set()
 
-    def update_config(self, config: dict[str, Any]) -> None:
-        rate = config.get("max_frame_rate")
-        self._period = 1.0 / float(rate) if rate and rate > 0 else 0.0
-        self._paused = bool(config.get("paused"))
+    def update_config(self, config: PipelineConfig) -> None:
+        rate = config.max_frame_rate
+        self._period = 1.0 / rate if rate and rate > 0 else 0.0
+        self._paused = config.paused
 
     def connect(self) -> None:
         self._next = time.monotonic()
@@ -83,20 +84,20 @@ class CallTimer:
 class CustomHandler:
     """Turns each due call into a :class:`Job` that runs the user function (see :class:`loop.Handler`)."""
 
-    def __init__(self, config: dict[str, Any], scripts_folder: str | None) -> None:
+    def __init__(self, config: PipelineConfig, scripts_folder: str | None) -> None:
         self._scripts_folder = scripts_folder
-        self._function_name = config.get("function")
-        self._function = load_custom_function(self._function_name, scripts_folder, bool(config.get("reload")))
+        self._function_name = config.function
+        self._function = load_custom_function(self._function_name, scripts_folder, config.reload)
         self._pulse_id = 0
         self._set_config(config)
 
-    def _set_config(self, config: dict[str, Any]) -> None:
-        config = dict(config, reload=False)
+    def _set_config(self, config: PipelineConfig) -> None:
         self.config = config
+        self._parameters = user_parameters(config)
         self._include, self._exclude = channel_selection(config)
 
-    def update(self, config: dict[str, Any]) -> None:
-        name, reload = config.get("function"), bool(config.get("reload"))
+    def update(self, config: PipelineConfig) -> None:
+        name, reload = config.function, config.reload
         if reload or name != self._function_name:
             self._function = load_custom_function(name, self._scripts_folder, reload)
             self._function_name = name
@@ -104,14 +105,14 @@ class CustomHandler:
 
     @property
     def abort_on_error(self) -> bool:
-        return aborts_on_error(self.config)
+        return self.config.abort_on_error
 
     def prepare(self, call_time: float) -> Job:
         pulse_id = self._pulse_id
         self._pulse_id += 1
         sec = int(call_time)
         timestamp = (sec, int((call_time - sec) * 1e9))
-        function, parameters, include, exclude = self._function, self.config, self._include, self._exclude
+        function, parameters, include, exclude = self._function, self._parameters, self._include, self._exclude
 
         def compute() -> dict[str, Any] | None:
             return call_user_function(function, (parameters,), "Custom function", pulse_id, include, exclude)
@@ -127,7 +128,7 @@ def run_custom_pipeline(control: InstanceControl, spec: InstanceSpec) -> int:
     output = open_output(spec, context)
     timer = CallTimer(config)
     try:
-        loop = InstanceLoop(control, handler, timer, output, config.get("processing_threads") or 0)  # type: ignore[arg-type]
+        loop = InstanceLoop(control, handler, timer, output, config.processing_threads)  # type: ignore[arg-type]
         loop.run()
     finally:
         output.close()

@@ -22,6 +22,7 @@ from cam_server.bsread import PULL, Message, Source, Wakeup
 from cam_server.bsread.endpoints import BIND, endpoint_port
 from cam_server.common.errors import InvalidConfig
 from cam_server.common.process import InstanceControl
+from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.instance.input import INPUT_QUEUE_SIZE
 from cam_server.pipeline.instance.loop import InstanceLoop
 from cam_server.pipeline.instance.outcomes import EXIT_OK, Job
@@ -43,16 +44,16 @@ class _Late:
 LATE = _Late()
 
 
-def bind_endpoint(config: dict[str, Any]) -> str:
+def bind_endpoint(config: PipelineConfig) -> str:
     """``tcp://*:<port>`` of the fan-in's ``input_stream``; clear errors for a missing address or SUB mode."""
-    address = config.get("input_stream")
+    address = config.input_stream
     if not address:
         raise InvalidConfig("fanin pipeline has no input address: give input_stream (tcp://host:port) or let the "
                             "pipeline server assign one")
-    if str(config.get("input_mode") or "PULL").upper() != "PULL":
+    if config.input_mode != "PULL":
         raise InvalidConfig("fanin pipelines receive with input_mode PULL (workers PUSH to them); "
-                            f"input_mode {config.get('input_mode')!r} is not supported")
-    port = endpoint_port(str(address))
+                            f"input_mode {config.input_mode!r} is not supported")
+    port = endpoint_port(address)
     if port is None:
         raise InvalidConfig(f"fanin input_stream must be tcp://host:port, got {address!r}")
     return f"tcp://*:{port}"
@@ -62,11 +63,11 @@ class FaninInput:
     """Bound PULL input with pulse-id reordering; ``receive()`` returns the next message in order, :data:`LATE`
     for a dropped one, or None after a receive timeout."""
 
-    def __init__(self, config: dict[str, Any], context: zmq.Context | None = None) -> None:
+    def __init__(self, config: PipelineConfig, context: zmq.Context | None = None) -> None:
         self.endpoint = bind_endpoint(config)
         self._context = context
         self._source: Source | None = None
-        self._buffer = PidReorderBuffer(int(config.get("pid_buffer") or 0))
+        self._buffer = PidReorderBuffer(config.pid_buffer)
         self._ready: deque[Message] = deque()
         self._last_message = time.monotonic()
         self._wakeup = Wakeup()
@@ -75,8 +76,8 @@ class FaninInput:
         """From any thread: make a blocked :meth:`receive` (and every later one) return None at once."""
         self._wakeup.set()
 
-    def update_config(self, config: dict[str, Any]) -> None:
-        size = int(config.get("pid_buffer") or 0)
+    def update_config(self, config: PipelineConfig) -> None:
+        size = config.pid_buffer
         if size != self._buffer.size:
             log.info("pid_buffer %d -> %d", self._buffer.size, size)
             self._ready.extend(self._buffer.flush())
@@ -145,7 +146,7 @@ def run_fanin_pipeline(control: InstanceControl, spec: InstanceSpec) -> int:
     output = open_output(spec, context)
     try:
         source.connect()
-        loop = InstanceLoop(control, handler, source, output, config.get("processing_threads") or 0)  # type: ignore[arg-type]
+        loop = InstanceLoop(control, handler, source, output, config.processing_threads)  # type: ignore[arg-type]
         loop.run()
         if not output.finished:
             _send_held(handler, source, output)

@@ -19,9 +19,6 @@ from cam_server.bsread.endpoints import receive_mode
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IMAGE_BUF = 1000
-DEFAULT_DATA_BUF = 1000
-
 
 class _Side:
     """One side's pending items: pulse id -> item, plus a min-heap of pulse ids (lazy deletion)."""
@@ -67,7 +64,7 @@ class PulseMatcher:
     pending one goes).
     """
 
-    def __init__(self, image_buf: int = DEFAULT_IMAGE_BUF, data_buf: int = DEFAULT_DATA_BUF):
+    def __init__(self, image_buf: int, data_buf: int):
         for key, value in (("bsread_image_buf", image_buf), ("bsread_data_buf", data_buf)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")

@@ -24,14 +24,8 @@ from typing import Any
 
 from cam_server.bsread import Message
 from cam_server.common.errors import InvalidConfig
-from cam_server.pipeline.config import DISPATCHER_NOT_SUPPORTED
-from cam_server.pipeline.types.merge import (
-    DEFAULT_DATA_BUF,
-    DEFAULT_IMAGE_BUF,
-    BsreadDataReceiver,
-    PulseMatcher,
-    default_bsread_mode,
-)
+from cam_server.pipeline.config import DISPATCHER_NOT_SUPPORTED, PipelineConfig
+from cam_server.pipeline.types.merge import BsreadDataReceiver, PulseMatcher, default_bsread_mode
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +65,9 @@ class _Pairs:
 class MergedInput:
     """A :class:`StreamInput` whose messages are paired with bsread data; other attributes are the inner input's."""
 
-    def __init__(self, inner: Any, config: dict[str, Any]) -> None:
+    def __init__(self, inner: Any, config: PipelineConfig) -> None:
         self._inner = inner
-        self._config: dict[str, Any] = {}
+        self._config = config
         self._receiver: BsreadDataReceiver | None = None
         self._pairs: _Pairs | None = None
         self._dropped_before = 0  # drops of matchers replaced by a config change
@@ -82,26 +76,24 @@ class MergedInput:
 
     # -- config ---------------------------------------------------------------------------------------
 
-    def _configure(self, config: dict[str, Any]) -> None:
-        address = config.get("bsread_address")
-        channels = config.get("bsread_channels")
+    def _configure(self, config: PipelineConfig) -> None:
+        address = config.bsread_address
+        channels = config.bsread_channels
         if not address:
             if channels:
                 raise InvalidConfig(DISPATCHER_NOT_SUPPORTED)
             self._disable()
-            self._config = dict(config)
+            self._config = config
             return
-        mode = config.get("bsread_mode") or default_bsread_mode(address)
-        image_buf = config.get("bsread_image_buf") or DEFAULT_IMAGE_BUF
-        data_buf = config.get("bsread_data_buf") or DEFAULT_DATA_BUF
+        mode = config.bsread_mode or default_bsread_mode(address)
         try:
-            pairs = _Pairs(PulseMatcher(image_buf, data_buf))
+            pairs = _Pairs(PulseMatcher(config.bsread_image_buf, config.bsread_data_buf))
             receiver = BsreadDataReceiver(address, mode, channels, pairs)  # type: ignore[arg-type]
         except ValueError as exc:
             raise InvalidConfig(f"Invalid bsread merge config: {exc}") from None
         restart = self._connected
         self._disable()
-        self._pairs, self._receiver, self._config = pairs, receiver, dict(config)
+        self._pairs, self._receiver, self._config = pairs, receiver, config
         if restart:
             receiver.start()
         log.info("merging bsread data from %s (%s, channels %s)", address, mode, channels or "all")
@@ -115,16 +107,16 @@ class MergedInput:
             self._dropped_before += self._pairs.matcher.dropped_images
         self._receiver = self._pairs = None
 
-    def update_config(self, config: dict[str, Any]) -> None:
+    def update_config(self, config: PipelineConfig) -> None:
         """Pass the config on; a changed merge setting restarts the data receiver with fresh buffers."""
         self._inner.update_config(config)
-        if any(config.get(key) != self._config.get(key) for key in MERGE_KEYS):
+        if any(getattr(config, key) != getattr(self._config, key) for key in MERGE_KEYS):
             try:
                 self._configure(config)
             except InvalidConfig as exc:  # the server validates configs first; keep merging as before
                 log.error("bsread merge settings not applied: %s", exc)
         else:
-            self._config = dict(config)
+            self._config = config
 
     # -- stream ---------------------------------------------------------------------------------------
 

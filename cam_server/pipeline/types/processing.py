@@ -16,6 +16,7 @@ import numpy as np
 import zmq
 
 from cam_server.bsread import Message
+from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.instance.gates import Downsampler, FrameRateLimiter, PidDecision, pid_range_decision
 from cam_server.pipeline.instance.input import StreamInput
 from cam_server.pipeline.instance.messages import filter_output, message_timestamp
@@ -39,7 +40,7 @@ def _value(message: Message, name: str) -> Any:
 class ProcessingHandler:
     """Turns camera messages into output values with the live parameters (swapped atomically on update)."""
 
-    def __init__(self, config: dict[str, Any], background_folder: str, scripts_folder: str) -> None:
+    def __init__(self, config: PipelineConfig, background_folder: str, scripts_folder: str) -> None:
         self._builder = ParameterBuilder(background_folder, scripts_folder)
         self._downsampler = Downsampler()
         self._rate_limiter = FrameRateLimiter()
@@ -47,7 +48,7 @@ class ProcessingHandler:
         self.live: LiveParameters = self._builder.build(config)
         self._sync_averager()
 
-    def update(self, config: dict[str, Any]) -> None:
+    def update(self, config: PipelineConfig) -> None:
         """Apply a new config (background, function, averaging, ... are re-derived); raises on a bad config
         and then keeps the previous one."""
         self.live = self._builder.build(config)
@@ -55,10 +56,10 @@ class ProcessingHandler:
 
     @property
     def abort_on_error(self) -> bool:
-        return self.live.abort_on_error
+        return self.live.config.abort_on_error
 
     def _sync_averager(self) -> None:
-        n = self.live.averaging
+        n = self.live.config.averaging
         if not n:
             self._averager = None
         elif self._averager is None or self._averager.n != n:
@@ -72,16 +73,17 @@ class ProcessingHandler:
         Raises :class:`FinishInstance` when the pid_range stop is passed.
         """
         live = self.live
+        config = live.config
         pulse_id = message.data.pulse_id
         if live.paused:
             return None
-        if live.pid_range:
-            decision = pid_range_decision(live.pid_range, pulse_id)
+        if config.pid_range:
+            decision = pid_range_decision(config.pid_range, pulse_id)
             if decision is PidDecision.FINISH:
-                raise FinishInstance(f"pulse id {pulse_id} is past the pid_range stop {live.pid_range[1]}")
+                raise FinishInstance(f"pulse id {pulse_id} is past the pid_range stop {config.pid_range[1]}")
             if decision is PidDecision.DROP:
                 return None
-        if not self._downsampler.passes(live.downsampling):
+        if not self._downsampler.passes(config.downsampling):
             return None
         image = _value(message, "image")
         if not isinstance(image, np.ndarray) or image.size == 0 or image.ndim != 2:
@@ -99,10 +101,10 @@ class ProcessingHandler:
             if image is None:
                 return None
             owned = True
-        elif live.copy:
+        elif config.copy_image:
             image = image.copy()
             owned = True
-        if not self._rate_limiter.passes(live.max_frame_rate):
+        if not self._rate_limiter.passes(config.max_frame_rate):
             return None
         timestamp = message_timestamp(message)
         bsdata = {name: value.value for name, value in message.data.data.items() if name not in CAMERA_CHANNELS}

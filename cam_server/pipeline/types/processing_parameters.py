@@ -16,7 +16,10 @@ import numpy as np
 
 from cam_server.common.errors import InvalidConfig, NotFound
 from cam_server.common.names import validate_name
+from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.instance.functions import FunctionCache
+from cam_server.pipeline.instance.output import channel_selection
+from cam_server.pipeline.instance.user_code import user_parameters
 from cam_server.processing.default import PASSIVE_BACKGROUND_KEY
 from cam_server.processing.preprocess import background_mode
 
@@ -38,30 +41,18 @@ def load_background(folder: str, background_id: str) -> np.ndarray:
     return np.ascontiguousarray(array.astype(np.uint16, copy=False))
 
 
-def _int_or_none(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
 @dataclass
 class LiveParameters:
-    """Plain attributes the frame loop reads; ``parameters`` is the dict handed to processing functions."""
+    """What the frame loop reads besides the config's own fields: ``parameters`` is the dict handed to processing
+    functions (and shown in ``processing_parameters``), ``function`` and ``background`` are loaded."""
 
-    config: dict[str, Any]
+    config: PipelineConfig
     parameters: dict[str, Any]
     function: Callable[..., Any]
     background: np.ndarray | None = None
-    background_mode: bool | str = False
-    paused: bool = False
-    pid_range: list[int] | None = None
-    downsampling: int | None = None
-    averaging: int | None = None
-    max_frame_rate: float | None = None
-    copy: bool = False
-    abort_on_error: bool = True
+    paused: bool = False  # ``paused``, or the user key ``pause``
     include: list[str] | None = None
     exclude: frozenset[str] = field(default_factory=frozenset)
-    records: int | None = None
-    enforce_pid: bool = False
 
 
 class ParameterBuilder:
@@ -74,45 +65,25 @@ class ParameterBuilder:
         self._background_key: tuple[Any, ...] | None = None
         self._background: np.ndarray | None = None
 
-    def build(self, config: dict[str, Any]) -> LiveParameters:
+    def build(self, config: PipelineConfig) -> LiveParameters:
         """Derive the live state; raises :class:`InvalidConfig` / :class:`NotFound` with a readable message."""
-        config = dict(config)
-        parameters = dict(config)
-        reload = bool(config.get("reload"))
-        function = self._functions.get(config.get("function"), reload=reload)
-        if reload:
-            # README: reload is reset after the function was reloaded (also visible in processing_parameters).
-            config["reload"] = parameters["reload"] = False
+        function = self._functions.get(config.function, reload=config.reload)
+        parameters = user_parameters(config)  # reload reset: also visible in processing_parameters
 
-        mode = config.get("image_background_enable") or False
+        mode = config.image_background_enable
         background = None
-        if mode and config.get("image_background"):
-            background = self._load_background(config["image_background"])
+        if mode and config.image_background:
+            background = self._load_background(config.image_background)
             parameters["image_background_ok"] = True
             if background_mode(mode) == "passive":  # set here, once: frames never write the shared dict
                 parameters[PASSIVE_BACKGROUND_KEY] = background
         elif mode:
             parameters["image_background_ok"] = False
 
-        records = config.get("records")
-        return LiveParameters(
-            config=config,
-            parameters=parameters,
-            function=function,
-            background=background,
-            background_mode=mode,
-            paused=bool(config.get("paused") or config.get("pause")),
-            pid_range=config.get("pid_range"),
-            downsampling=_int_or_none(config.get("downsampling")),
-            averaging=_int_or_none(config.get("averaging")) or None,
-            max_frame_rate=config.get("max_frame_rate"),
-            copy=bool(config.get("copy")),
-            abort_on_error=config.get("abort_on_error", True) is not False,
-            include=list(config["include"]) if config.get("include") is not None else None,
-            exclude=frozenset(config.get("exclude") or ()),
-            records=int(records) if records else None,
-            enforce_pid=bool(config.get("enforce_pid")),
-        )
+        include, exclude = channel_selection(config)
+        return LiveParameters(config=config, parameters=parameters, function=function, background=background,
+                              paused=config.paused or bool((config.model_extra or {}).get("pause")),
+                              include=include, exclude=exclude)
 
     def _load_background(self, background_id: str) -> np.ndarray:
         key = (background_id,)

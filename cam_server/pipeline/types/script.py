@@ -23,13 +23,14 @@ import zmq
 
 from cam_server.common.errors import InvalidConfig
 from cam_server.common.process import InstanceControl, RateMeter
+from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.instance.file_output import FileOutput
 from cam_server.pipeline.instance.loop import AbortInstance
 from cam_server.pipeline.instance.messages import filter_output
-from cam_server.pipeline.instance.outcomes import EXIT_OK, aborts_on_error
+from cam_server.pipeline.instance.outcomes import EXIT_OK
 from cam_server.pipeline.instance.output import channel_selection, open_output
 from cam_server.pipeline.instance.stream_output import OutputStream
-from cam_server.pipeline.instance.user_code import UserScriptError
+from cam_server.pipeline.instance.user_code import UserScriptError, user_parameters
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.types.script_runner import load_script, run_script
 
@@ -41,7 +42,7 @@ WATCH_INTERVAL_S = 0.05
 class ScriptHost:
     """The instance side of a running script: stop event, live parameters, sending with statistics."""
 
-    def __init__(self, control: InstanceControl, output: OutputStream | FileOutput, config: dict[str, Any]) -> None:
+    def __init__(self, control: InstanceControl, output: OutputStream | FileOutput, config: PipelineConfig) -> None:
         self.control = control
         self.output = output
         self.stop_event = threading.Event()
@@ -51,12 +52,14 @@ class ScriptHost:
         self._done = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="script-watcher", daemon=True)
 
-    def _apply(self, config: dict[str, Any]) -> None:
-        self.config = dict(config, reload=False)  # one atomic swap: the script sees the old or the new dict
+    def _apply(self, config: PipelineConfig) -> None:
+        self.config = config
+        self._parameters = user_parameters(config)  # one atomic swap: the script sees the old or the new dict
         self._include, self._exclude = channel_selection(config)
 
     def parameters(self) -> Mapping[str, Any]:
-        return self.config
+        """The current config as the script's ``parameters`` read it (a plain dict)."""
+        return self._parameters
 
     def start(self) -> None:
         self.control.stats.set("start_time", time.time())
@@ -100,7 +103,7 @@ class ScriptHost:
             stats.add("errors")
             message = f"Cannot send pulse id {pulse_id}: {exc}"
             self.control.report_error(message)
-            if aborts_on_error(self.config):
+            if self.config.abort_on_error:
                 raise UserScriptError(message) from None
             return False
         if sent:
@@ -115,17 +118,17 @@ class ScriptHost:
 def run_script_pipeline(control: InstanceControl, spec: InstanceSpec) -> int:
     """Load the script (errors → exit 1), run it until it returns (exit 0) or raises (reported, exit 2)."""
     config = spec.config
-    name = config.get("function")
+    name = config.function
     if not name:
         raise InvalidConfig("pipeline_type 'script' needs 'function': the script defining "
                             "run(stop_event, parameters, sender)")
-    load_script(str(name), spec.scripts_folder, reload=bool(config.get("reload")))
+    load_script(name, spec.scripts_folder, reload=config.reload)
     context = zmq.Context(io_threads=1)
     output = open_output(spec, context)
     host = ScriptHost(control, output, config)
     host.start()
     try:
-        run_script(str(name), spec.scripts_folder, host.stop_event, host.parameters, host.send,
+        run_script(name, spec.scripts_folder, host.stop_event, host.parameters, host.send,
                    client_count=lambda: output.client_count, instance_id=spec.instance_id)
     except UserScriptError as exc:
         control.report_error(str(exc))

@@ -11,17 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 from cam_server.bsread import Message
+from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.instance.gates import MessageGates
 from cam_server.pipeline.instance.messages import filter_output, message_timestamp
-from cam_server.pipeline.instance.outcomes import Job, aborts_on_error
+from cam_server.pipeline.instance.outcomes import Job
 from cam_server.pipeline.instance.output import channel_selection
 from cam_server.pipeline.instance_spec import InstanceSpec
 
 
-def picture_channel(config: dict[str, Any]) -> str | None:
+def picture_channel(config: PipelineConfig) -> str | None:
     """``<camera_name>:FPICTURE``, the image channel PSI's writers record, for store pipelines with a camera."""
-    camera = config.get("camera_name")
-    if config.get("pipeline_type") == "store" and camera:
+    camera = config.camera_name
+    if config.pipeline_type == "store" and camera:
         return f"{camera}:FPICTURE"
     return None
 
@@ -30,18 +31,18 @@ class StoreHandler:
     """Per-message handler of store pipelines; the base of the stream and fan-in handlers (gates, channel
     selection, ``abort_on_error``)."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: PipelineConfig) -> None:
         self._gates = MessageGates()
         self.update(config)
 
-    def update(self, config: dict[str, Any]) -> None:
-        self.config = dict(config)
+    def update(self, config: PipelineConfig) -> None:
+        self.config = config
         self._include, self._exclude = channel_selection(config)
         self._picture = picture_channel(config)
 
     @property
     def abort_on_error(self) -> bool:
-        return aborts_on_error(self.config)
+        return self.config.abort_on_error
 
     def admit(self, message: Message) -> tuple[int, dict[str, Any]] | None:
         """The message's pulse id and channel values, or None when a gate holds it back."""

@@ -21,11 +21,13 @@ import zmq
 
 from cam_server.bsread import Message
 from cam_server.common.errors import InvalidConfig
+from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.instance.input import StreamInput
 from cam_server.pipeline.instance.messages import call_user_function, message_timestamp
 from cam_server.pipeline.instance.outcomes import Job
-from cam_server.pipeline.instance.user_code import load_function
+from cam_server.pipeline.instance.user_code import load_function, user_parameters
 from cam_server.pipeline.instance_spec import InstanceSpec
+from cam_server.pipeline.types.merge import default_bsread_mode
 from cam_server.pipeline.types.store import StoreHandler
 
 log = logging.getLogger(__name__)
@@ -53,22 +55,21 @@ class StreamHandler(StoreHandler):
     """Per-message handler of stream pipelines (see :class:`cam_server.pipeline.instance.loop.Handler`): a store handler
     whose values go through the stream function."""
 
-    def __init__(self, config: dict[str, Any], scripts_folder: str | None) -> None:
+    def __init__(self, config: PipelineConfig, scripts_folder: str | None) -> None:
         self._scripts_folder = scripts_folder
         self._function_name: Any = object()
         self._function: Callable[..., Any] = pass_through
         super().__init__(config)
 
-    def update(self, config: dict[str, Any]) -> None:
+    def update(self, config: PipelineConfig) -> None:
         """Take a new config; the function is (re)loaded when its name changes or ``reload`` is true (then
         ``reload`` is reset, as for processing pipelines). Raises on a bad function; the old one stays."""
-        config = dict(config)
-        name, reload = config.get("function"), bool(config.get("reload"))
+        name, reload = config.function, config.reload
         if reload or name != self._function_name:
             self._function = resolve_stream_function(name, self._scripts_folder, reload=reload)
             self._function_name = name
-            config["reload"] = False
         super().update(config)
+        self._parameters = user_parameters(config)
 
     def prepare(self, message: Message) -> Job | None:
         admitted = self.admit(message)
@@ -76,7 +77,7 @@ class StreamHandler(StoreHandler):
             return None
         pulse_id, stream_data = admitted
         timestamp = message_timestamp(message)
-        function, parameters, include, exclude = self._function, self.config, self._include, self._exclude
+        function, parameters, include, exclude = self._function, self._parameters, self._include, self._exclude
 
         def compute() -> dict[str, Any] | None:
             return call_user_function(function, (stream_data, pulse_id, timestamp, parameters), "Stream function",
@@ -85,16 +86,17 @@ class StreamHandler(StoreHandler):
         return Job(pulse_id, timestamp, compute)
 
 
-def stream_input_config(config: dict[str, Any]) -> dict[str, Any]:
+def stream_input_config(config: PipelineConfig) -> PipelineConfig:
     """The config :class:`StreamInput` reads (``input_stream`` / ``input_mode``) for a stream pipeline."""
-    if config.get("input_stream"):
+    if config.input_stream:
         return config
-    address = config.get("bsread_address")
+    address = config.bsread_address
     if address:
-        return {**config, "input_stream": address, "input_mode": config.get("bsread_mode") or "PULL"}
-    if config.get("camera_name"):
+        mode = config.bsread_mode or default_bsread_mode(address)
+        return config.model_copy(update={"input_stream": address, "input_mode": mode})
+    if config.camera_name:
         return config
-    if config.get("bsread_channels"):
+    if config.bsread_channels:
         raise InvalidConfig("Stream pipeline: reading bsread_channels from the dispatcher is not supported; "
                             "give bsread_address (or input_stream / input_pipeline)")
     raise InvalidConfig("Stream pipeline has no input: set input_stream, input_pipeline, bsread_address or "
@@ -106,10 +108,10 @@ class StreamPipelineInput(StreamInput):
 
     def __init__(self, spec: InstanceSpec, context: zmq.Context | None = None) -> None:
         config = stream_input_config(spec.config)
-        address = None if config.get("input_stream") else spec.camera_stream
+        address = None if config.input_stream else spec.camera_stream
         super().__init__(address, config, spec.cam_server_url, context=context)
 
-    def update_config(self, config: dict[str, Any]) -> None:
+    def update_config(self, config: PipelineConfig) -> None:
         super().update_config(stream_input_config(config))
 
 
