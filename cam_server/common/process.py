@@ -366,7 +366,7 @@ class InstanceProcess:
             self._process.terminate()
             if not self._join(2.0):
                 self._process.kill()
-                self._join(2.0)
+                self._join(10.0)  # SIGKILL cannot be ignored; only a loaded machine delays the reaping
         self._collect_errors()
         self.control.close()
 
