@@ -25,6 +25,7 @@ from cam_server.processing.camera_transforms import camera_geometry
 from cam_server.rest.envelope import install_error_handlers, json_body, ok
 from cam_server.rest.script_routes import install_script_routes
 from cam_server.rest.server_routes import install_server_routes
+from cam_server.rest.view import CameraTarget, install_view_routes
 
 API = "/api/v1/cam"
 MAX_FRAME_TIMEOUT = 120.0
@@ -143,6 +144,8 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
         image, header = manager.get_frame(camera_name, _timeout(timeout))
         return ok(f"Image of camera '{camera_name}'.", image=image_bytes_payload(image, header))
 
+    # The live view: GET /, /view/<camera_name> and its WebSocket (see rest/view/routes.py).
+    install_view_routes(app, CameraTarget(manager))
     return app
 
 
