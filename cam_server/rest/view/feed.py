@@ -4,9 +4,10 @@ Why this shape: a view must never slow the instance or the REST API. The feed is
 instance's stream, in a thread of the REST process, that reads at most at the rate its fastest view asks for and
 keeps only the newest message, so the REST process never receives, let alone copies, every frame of a fast camera.
 A PUB socket queues up to its high-water mark for a subscriber that reads slowly, and those queued messages are
-old: when a second message is already waiting after a receive (the source is faster than the view), the feed
-drops its subscription until the next frame is due and subscribes afresh, which empties that queue without
-receiving it. Statistics of the instance (state, rate, drops) are read once a second for all views.
+old: when the instance sends faster than the views show (its rate, or a second message already waiting after a
+receive), the feed drops its subscription after each frame and subscribes afresh when the next one is due, which
+empties that queue without receiving it and costs one connection per frame shown. Statistics of the instance
+(state, rate, drops) are read once a second for all views.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ RETRY_PERIOD = 1.0        # seconds between attempts to find a stream that is no
 # Newer messages already queued after a receive are taken in place of it while they total less than this: small
 # images stay fresh without a new subscription, a large image is never received twice per frame shown.
 DRAIN_BYTES = 4 * 1024 * 1024
+# A stream up to this factor faster than the views keeps its subscription (its queue cannot grow much).
+SLOWER_SOURCE = 1.25
 RENDER_CACHE = 4          # rendered messages kept per feed (views with identical requests share them)
 
 
@@ -98,6 +101,8 @@ class StreamFeed:
         self._wakeup.set()
         self._thread.join(5)
         self._wakeup.close()
+        log.info("view feed %s closed: %d messages received, %d shown, %d fresh subscriptions", self.name,
+                 self.received, self._frame.seq if self._frame else 0, self.resubscriptions)
 
     # --- the subscription thread ----------------------------------------------------------------------------
     def _period(self) -> float:
@@ -138,7 +143,7 @@ class StreamFeed:
                 self.received += 1
                 message, behind = self._newest(stream, message)
                 self._publish(message)
-                if behind:  # what is queued for us is old: drop it with the subscription
+                if behind or self._source_faster():  # what queues for us until the next frame is due is old
                     stream.close()
                     stream = None
                     self.resubscriptions += 1
@@ -149,6 +154,13 @@ class StreamFeed:
         finally:
             if stream is not None:
                 stream.close()
+
+    def _source_faster(self) -> bool:
+        """Whether the instance sends faster than the views show: then messages would queue for the feed between
+        two frames shown (a receive right after another cannot tell, the next large message is still on its way),
+        so the feed subscribes afresh for each frame instead."""
+        rate = self._status_value.get("rate")
+        return isinstance(rate, int | float) and rate > SLOWER_SOURCE * (1.0 / self._period())
 
     def _newest(self, stream: Source, message: Any) -> tuple[Any, bool]:
         """The newest message already received after ``message`` (within :data:`DRAIN_BYTES`) and whether more

@@ -138,9 +138,9 @@ def render_view(frame: Frame, request: ViewRequest) -> bytes:
         x0, y0, w, h = visible_region(image_w, image_h, request)
         bx, by = bin_factor(w, request.width), bin_factor(h, request.height)
         binned = bin_region(frame.image, x0, y0, w, h, bx, by)
-        low, high = display_levels(binned, request.low, request.high)
-        pixels = to_levels(np.nan_to_num(binned, nan=low) if binned.dtype.kind == "f" else binned, low,
-                           high).tobytes()
+        floats = frame.image.dtype.kind == "f"  # only float images have NaN (a binned integer image has none)
+        low, high = display_levels(binned, request.low, request.high, floats)
+        pixels = to_levels(np.nan_to_num(binned, nan=low) if floats else binned, low, high).tobytes()
         header.update(image_size=[image_w, image_h], region=[x0, y0, binned.shape[1] * bx, binned.shape[0] * by],
                       bin=[bx, by], width=int(binned.shape[1]), height=int(binned.shape[0]), levels=[low, high],
                       profiles=_view_profiles(frame, x0, y0, binned.shape[1], binned.shape[0], bx, by))
@@ -183,10 +183,12 @@ def bin_region(image: np.ndarray, x0: int, y0: int, w: int, h: int, bx: int, by:
     return out
 
 
-def display_levels(pixels: np.ndarray, low: float | None, high: float | None) -> tuple[float, float]:
-    """The levels mapped to 0 and 255: the given ones, else the visible pixels' own minimum and maximum."""
+def display_levels(pixels: np.ndarray, low: float | None, high: float | None,
+                   may_have_nan: bool = False) -> tuple[float, float]:
+    """The levels mapped to 0 and 255: the given ones, else the visible pixels' own minimum and maximum (of the
+    finite ones when ``may_have_nan``)."""
     if low is None or high is None:
-        if pixels.dtype.kind == "f":
+        if may_have_nan:
             finite = pixels[np.isfinite(pixels)]
             auto = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         else:

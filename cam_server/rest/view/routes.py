@@ -157,7 +157,9 @@ class _ViewSession:
             await self._send_recording_progress()
             frame = self.feed.frame
             now = time.monotonic()
-            if (frame is not None and frame.seq != self.sent_seq and now - self.sent_at >= self.request.period
+            # Due a little early: the feed reads at the same rate, and waiting a full period after the last send
+            # would beat with it (every other frame late).
+            if (frame is not None and frame.seq != self.sent_seq and now - self.sent_at >= 0.8 * self.request.period
                     and (self.acked or now - self.sent_at > ACK_TIMEOUT)):
                 data = await run_in_threadpool(self.feed.render, frame, self.request)
                 await self._send(data)
