@@ -277,7 +277,10 @@ function drawProfiles(ctx, header) {
   const [w, h] = header.image_size;
   const [rx, ry] = header.region;
   const [bx, by] = header.bin;
-  const [left, top] = toCanvas(0, 0), [right, bottom] = toCanvas(w, h);
+  // Along the edges of the visible part of the image, scaled to a fraction of its size.
+  const [x0, y0] = toCanvas(0, 0), [x1, y1] = toCanvas(w, h);
+  const left = Math.max(x0, 0), top = Math.max(y0, 0);
+  const right = Math.min(x1, imageCanvas.clientWidth), bottom = Math.min(y1, imageCanvas.clientHeight);
   const height = (bottom - top) * PROFILE_FRACTION, width = (right - left) * PROFILE_FRACTION;
   const curves = [["profile", "profiles"], ["fit", "fits"]];
   for (const [kind, overlay] of curves) {
@@ -289,7 +292,7 @@ function drawProfiles(ctx, header) {
       ctx.beginPath();
       x.forEach((v, i) => {
         const [cx] = toCanvas(rx + (i + 0.5) * bx, 0);
-        const cy = Math.min(bottom, imageCanvas.clientHeight) - (v / 1000) * height;
+        const cy = bottom - (v / 1000) * height;
         if (i) ctx.lineTo(cx, cy); else ctx.moveTo(cx, cy);
       });
       ctx.stroke();
@@ -299,7 +302,7 @@ function drawProfiles(ctx, header) {
       ctx.beginPath();
       y.forEach((v, i) => {
         const [, cy] = toCanvas(0, ry + (i + 0.5) * by);
-        const cx = Math.max(left, 0) + (v / 1000) * width;
+        const cx = left + (v / 1000) * width;
         if (i) ctx.lineTo(cx, cy); else ctx.moveTo(cx, cy);
       });
       ctx.stroke();
