@@ -98,6 +98,7 @@ class StreamFeed:
                 self._rates[view] = rate
 
     def close(self) -> None:
+        """End the subscription thread (the last view of the stream closed)."""
         self._wakeup.set()
         self._thread.join(5)
         self._wakeup.close()
@@ -224,6 +225,7 @@ class FeedHub:
         self._feeds: dict[str, tuple[StreamFeed, set[int]]] = {}
 
     def acquire(self, name: str, view: int) -> StreamFeed:
+        """The feed of stream ``name`` for view ``view`` (started if it is the first view of that stream)."""
         with self._lock:
             entry = self._feeds.get(name)
             if entry is None:
@@ -233,6 +235,7 @@ class FeedHub:
             return entry[0]
 
     def release(self, name: str, view: int) -> None:
+        """View ``view`` closed; the feed stops with its last view."""
         with self._lock:
             entry = self._feeds.get(name)
             if entry is None:
@@ -243,14 +246,3 @@ class FeedHub:
                 return
             del self._feeds[name]
         entry[0].close()
-
-    def feeds(self) -> dict[str, StreamFeed]:
-        with self._lock:
-            return {name: entry[0] for name, entry in self._feeds.items()}
-
-    def close(self) -> None:
-        with self._lock:
-            feeds = [entry[0] for entry in self._feeds.values()]
-            self._feeds.clear()
-        for feed in feeds:
-            feed.close()

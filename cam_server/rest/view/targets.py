@@ -57,6 +57,7 @@ class PipelineTarget:
             return False
 
     def status(self, name: str) -> dict[str, Any]:
+        """What the view shows of the instance: state, counters, its parameters, why controls are disabled."""
         try:
             info = self.manager.get_instance_info(name)
         except NotFound as exc:
@@ -94,6 +95,7 @@ class CameraTarget:
         return Stream(instance.local_address, instance.process.is_alive)
 
     def status(self, name: str) -> dict[str, Any]:
+        """What the view shows of the camera's instance: state and counters (no processing controls)."""
         if not self._running(name):
             return {"state": "stopped", "error": f"Camera '{name}' is not streaming.", "controls": CAMERA_REASON}
         info = self.manager.get_instance(name).info()

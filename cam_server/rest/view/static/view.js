@@ -29,7 +29,7 @@ const PIXEL_VALUES = {
 const state = {
   socket: null, lut: null, colormaps: {}, frame: null, source: document.createElement("canvas"),
   status: { state: "starting" }, lastFrameAt: 0, frames: [], fit: true, scale: 1, ox: 0, oy: 0,
-  drag: null, roiMode: false, probeAt: 0, cursor: null, viewSent: "", imageSize: null,
+  drag: null, roiMode: false, probeAt: 0, cursor: null, viewSent: "", imageSize: null, busy: false,
 };
 
 // --- WebSocket -------------------------------------------------------------------------------------------------
