@@ -239,3 +239,30 @@ def test_record_frames_to_hdf5(page, servers, instance, tmp_path) -> None:
         assert f["data/image/data"].shape[0] == 3
         assert f["data/x_center_of_mass/data"].shape[0] == 3
     assert "recorded 3 frames" in page.locator("#record-message").inner_text()
+
+
+def test_controls_change_the_instance_through_the_rest_api(page, servers, instance) -> None:
+    _, pipe = servers
+    open_view(page, f"{pipe.url}/view/{instance}")
+    page.wait_for_function("document.body.dataset.state === 'running'", timeout=FRAME_TIMEOUT_MS)
+
+    def config() -> dict[str, Any]:
+        return requests.get(f"{pipe.url}{PIPE_API}/instance/{instance}/config", timeout=10).json()["config"]
+
+    page.fill("#threshold", "100")
+    page.click("#threshold-apply")
+    wait_until(lambda: config()["image_threshold"] == 100, 10, "the threshold")
+    page.fill("#averaging", "3")
+    page.click("#averaging-apply")
+    wait_until(lambda: config()["averaging"] == 3, 10, "the averaging")
+    page.check("#paused")
+    wait_until(lambda: config()["paused"] is True, 10, "the pause")
+    page.uncheck("#paused")
+    wait_until(lambda: config()["paused"] is False, 10, "the resume")
+    page.fill("#background-n", "2")
+    page.click("#background-collect")
+    background = wait_until(lambda: config()["image_background"], 30, "the collected background")
+    assert background.startswith("simulation")
+    page.wait_for_function("!document.getElementById('background-enable').disabled", timeout=FRAME_TIMEOUT_MS)
+    page.check("#background-enable")
+    wait_until(lambda: config()["image_background_enable"] is True, 10, "the background enabled")

@@ -519,7 +519,14 @@ $("averaging-apply").onclick = () => {
   setConfig({ averaging: n && n > 1 ? n : null }, "averaging");
 };
 $("paused").onchange = (e) => setConfig({ paused: e.target.checked }, e.target.checked ? "pause" : "resume");
-$("background-enable").onchange = (e) => setConfig({ image_background_enable: e.target.checked }, "background");
+$("background-enable").onchange = (e) => {
+  if (e.target.checked && !state.status.config?.image_background) {
+    e.target.checked = false;
+    showMessage("controls-message", "background: collect one first", true);
+    return;
+  }
+  setConfig({ image_background_enable: e.target.checked }, "background");
+};
 $("roi-reset").onclick = () => setConfig({ image_region_of_interest: null }, "ROI reset");
 $("roi-draw").onclick = () => setRoiMode(!state.roiMode);
 
