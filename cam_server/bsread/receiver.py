@@ -138,6 +138,14 @@ class Source:
         self.timed_out = False
         return frames
 
+    def poll(self, timeout: int | None = 0) -> bool:
+        """True when a message can be received now (waiting up to ``timeout`` ms; None = until one comes): lets a
+        reader that keeps only the newest message tell whether more are queued behind the one it took."""
+        sock = self._socket
+        if sock is None:
+            raise RuntimeError("source is not connected: call connect() first")
+        return bool(sock.poll(timeout, zmq.POLLIN))
+
     def _wait_readable(self, sock: zmq.Socket) -> bool:
         """Poll the socket and the wakeup together; False (and the reason in the flags) when there is no message."""
         assert self._poller is not None and self._wakeup is not None

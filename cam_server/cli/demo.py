@@ -1,8 +1,9 @@
 """``python -m cam_server.cli.demo``: camera server + pipeline server + a live processed simulation stream.
 
 Starts both servers as child processes with a copy of the bundled ``configuration/`` folder, creates an instance of
-the saved pipeline ``simulation_sp`` and prints one line per second with values of the received messages, until
-Ctrl-C (or SIGTERM). Then it stops the instance and both servers (by PID) and removes the temporary copy.
+the saved pipeline ``simulation_sp``, prints the URL of its live view and one line per second with values of the
+received messages, until Ctrl-C (or SIGTERM). Then it stops the instance and both servers (by PID) and removes the
+temporary copy.
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         instance_id, stream_address = client.create_instance_from_name(PIPELINE)
         print(f"pipeline instance {instance_id} of '{PIPELINE}'", flush=True)
         print(f"pipeline stream: {stream_address}", flush=True)
+        print(f"live view:       {pipe_url}/view/{instance_id}  (all views: {pipe_url}/)", flush=True)
         print("Ctrl-C to stop.", flush=True)
         _print_stream(stream_address)
     except KeyboardInterrupt:

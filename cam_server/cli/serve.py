@@ -47,8 +47,10 @@ def run(app: Any, args: argparse.Namespace, close: Callable[[], Any], what: str)
     """Serve ``app`` on ``args.interface:args.port`` until SIGINT/SIGTERM, then ``close()`` the instances."""
     try:
         # uvicorn handles SIGINT/SIGTERM by finishing the requests in flight and returning here.
+        # No per-message deflate: the live view's frames are already 8-bit and binned; compressing them would cost
+        # the server's event loop (and so every REST answer) more than the bytes it saves on a local network.
         uvicorn.run(app, host=args.interface, port=args.port, log_level=args.log_level.lower(),
-                    timeout_graceful_shutdown=5)
+                    timeout_graceful_shutdown=5, ws_per_message_deflate=False)
     finally:
         close()
         log.info("%s stopped", what)

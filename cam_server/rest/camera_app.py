@@ -43,6 +43,7 @@ from cam_server.rest.schemas import (
 )
 from cam_server.rest.script_routes import install_script_routes
 from cam_server.rest.server_routes import install_server_routes
+from cam_server.rest.view import CameraTarget, install_view_routes
 from cam_server.version import __version__
 
 API = "/api/v1/cam"
@@ -177,6 +178,8 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
         return ok(f"Image of camera '{camera_name}'.", image=image_bytes_payload(image, header))
 
     bodies.install(app)
+    # The live view: GET /, /view/<camera_name> and its WebSocket (see rest/view/routes.py).
+    install_view_routes(app, CameraTarget(manager))
     return app
 
 

@@ -66,6 +66,7 @@ from cam_server.rest.schemas import (
 )
 from cam_server.rest.script_routes import install_script_routes
 from cam_server.rest.server_routes import install_server_routes
+from cam_server.rest.view import PipelineTarget, install_view_routes
 from cam_server.version import __version__
 
 API = "/api/v1/pipeline"
@@ -272,6 +273,8 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
         return ok(f"Pipeline instance {instance_id} stopped.")
 
     bodies.install(app)
+    # The live view: GET /, /view/<instance_id> and its WebSocket (see rest/view/routes.py).
+    install_view_routes(app, PipelineTarget(manager))
     return app
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 
 import psutil
+import requests
 
 from tests.helpers.net import free_port
 from tests.helpers.procs import start_python, stop_pid, wait_until
@@ -36,6 +37,9 @@ def test_demo_prints_stream_values_and_stops_every_child(tmp_path):
 
         wait_until(values_printed, 60, "demo to print two stream lines")
         assert len(seen) >= 3  # camera server, pipeline server and at least one instance/forkserver
+        view = re.search(r"^live view: +(http://127\.0\.0\.1:\d+/view/\S+) ", log.read_text(), flags=re.M)
+        assert view and view.group(1).startswith(f"http://127.0.0.1:{pipe_port}/view/"), log.read_text()
+        assert requests.get(view.group(1), timeout=10).status_code == 200
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(30)
     except (subprocess.TimeoutExpired, Exception):
