@@ -85,7 +85,7 @@ def test_stop_all_asks_every_instance_first_and_leaves_no_process():
     pids = [e.process.pid for e in entries.values()]
     try:
         wait_until(lambda: all(e.process.is_alive() for e in entries.values()), 10, "instances running")
-        assert sorted(table.stop_all(timeout=1.0)) == sorted(entries)
+        assert sorted(table.stop_all(timeout=3.0)) == sorted(entries)
     finally:
         for entry in entries.values():
             entry.process.stop(0.5)
