@@ -1,0 +1,227 @@
+"""Slow requests cannot starve the REST API (issue 11 item 1): long waits run apart, de-duplicated, are cancelled
+when their clients give up, and are bounded (429 beyond the bound); info and the instance routes stay quick.
+
+Was: 45 ``GET .../image?timeout=30`` of a camera without frames, or 45 ``POST .../background?n_images=10000``
+of a slow camera, each from a client that gave up after a few seconds, kept running in the server's thread pool
+(40 threads) and ``GET info`` waited for minutes.
+
+Real servers with small bounds (``--max_long_requests 4 --max_blocking_requests 4``) and their own cameras:
+``silent_<k>``, bsread cameras whose source address has no sender (no frame ever), and ``slow``, a simulated
+camera at 1 frame per second. The measured latencies are printed (``-s``); the issue's 100 ms is the goal under
+normal load (benchmarks/bench_starvation.py), the assertions allow 1 s because two shared cores are noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.helpers.net import free_port
+from tests.helpers.procs import wait_until
+from tests.helpers.servers import RunningServer, camera_server, pipeline_server, write_config_dir
+
+CAM = "/api/v1/cam"
+PIPE = "/api/v1/pipeline"
+SLOW_REQUESTS = 45
+GIVE_UP_S = 2.0  # the slow clients' own timeout
+QUICK_BOUND_S = 1.0  # asserted for info / instance routes during a burst (the goal is 100 ms)
+RECOVERY_BOUND_S = 3.0  # abandoned work stopped (long_requests back to 0) after the last client gave up
+LIMIT = 4
+SILENT = [f"silent_{k}" for k in range(6)]
+LIMIT_ARGS = ["--max_long_requests", str(LIMIT), "--max_blocking_requests", str(LIMIT)]
+
+
+@dataclass
+class Limited:
+    camera: RunningServer
+    pipeline: RunningServer
+    backgrounds: Path
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
+    tmp = tmp_path_factory.mktemp("starvation")
+    configs = write_config_dir(tmp / "camera_configs")
+    for name in SILENT:  # nothing ever sends to these addresses
+        (configs / f"{name}.json").write_text(json.dumps(
+            {"name": name, "source_type": "bsread", "source": f"tcp://127.0.0.1:{free_port()}"}))
+    (configs / "slow.json").write_text(json.dumps(
+        {"name": "slow", "source_type": "simulation", "source": "simulation", "size_x": 64, "size_y": 48,
+         "frame_rate": 1}))
+    with camera_server(tmp, config_dir=configs, extra_args=LIMIT_ARGS) as cam, \
+            pipeline_server(tmp, cam.url, extra_args=LIMIT_ARGS) as pipe:
+        yield Limited(cam, pipe, tmp / "background_config")
+
+
+def long_requests(server: RunningServer, api: str) -> dict:
+    return requests.get(f"{server.url}{api}/info", timeout=10).json()["info"].get("long_requests", {})
+
+
+class Burst:
+    """``SLOW_REQUESTS`` clients sending the same slow request at once, each giving up after ``give_up`` s."""
+
+    def __init__(self, method: str, url: str, n: int = SLOW_REQUESTS, give_up: float = GIVE_UP_S) -> None:
+        self.outcomes: list[object] = []
+        self._lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._one, args=(method, url, give_up), daemon=True)
+                        for _ in range(n)]
+        for thread in self.threads:
+            thread.start()
+
+    def _one(self, method: str, url: str, give_up: float) -> None:
+        try:
+            outcome: object = requests.request(method, url, timeout=give_up).status_code
+        except requests.Timeout:
+            outcome = "gave up"
+        with self._lock:
+            self.outcomes.append(outcome)
+
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self.threads)
+
+    def join(self) -> float:
+        """Wait for every client to give up; returns when the last one did (perf_counter)."""
+        for thread in self.threads:
+            thread.join(60)
+        return time.perf_counter()
+
+
+def poll_while(burst: Burst, urls: list[str], sample: str | None = None) -> tuple[list[float], list[dict]]:
+    """GET each of ``urls`` in turn while the burst runs: every latency (s), and the ``long_requests`` info of the
+    ``sample`` info route each time."""
+    latencies: list[float] = []
+    samples: list[dict] = []
+    while burst.running():
+        for url in urls:
+            start = time.perf_counter()
+            response = requests.get(url, timeout=30)
+            latencies.append(time.perf_counter() - start)
+            assert response.status_code == 200, response.text
+            if url == sample:
+                samples.append(response.json()["info"].get("long_requests", {}))
+        time.sleep(0.02)
+    return latencies, samples
+
+
+def wait_recovered(server: RunningServer, api: str, since: float) -> float:
+    """Seconds from ``since`` until no long request runs and no client waits."""
+    wait_until(lambda: long_requests(server, api) | {"limit": 0, "cancelled": 0, "refused": 0}
+               == {"running": 0, "clients": 0, "limit": 0, "cancelled": 0, "refused": 0},
+               RECOVERY_BOUND_S, "the abandoned long requests to stop", interval=0.02)
+    return time.perf_counter() - since
+
+
+def report(what: str, latencies: list[float], recovery: float) -> None:
+    ordered = sorted(latencies)
+    print(f"\n{what}: {len(ordered)} quick requests during the burst, p50 {ordered[len(ordered) // 2] * 1e3:.1f} ms, "
+          f"max {ordered[-1] * 1e3:.1f} ms; abandoned work stopped {recovery:.2f} s after the last client gave up")
+
+
+def assert_refused(response: requests.Response) -> None:
+    assert response.status_code == 429, response.text
+    body = response.json()
+    assert body["state"] == "error" and f"at most {LIMIT}" in body["status"], body
+    assert response.headers["Retry-After"] == "1"
+
+
+def test_frame_waits_of_a_silent_camera_do_not_starve_the_camera_server(limited: Limited) -> None:
+    cam = limited.camera.url
+    before = long_requests(limited.camera, CAM)
+    burst = Burst("GET", f"{cam}{CAM}/silent_0/image?timeout=30")
+    latencies, samples = poll_while(burst, [f"{cam}{CAM}/info"], sample=f"{cam}{CAM}/info")
+    gave_up = burst.join()
+    assert burst.outcomes == ["gave up"] * SLOW_REQUESTS  # nobody got an answer: there is no frame
+    assert max(latencies) < QUICK_BOUND_S, sorted(latencies)[-5:]
+    recovery = wait_recovered(limited.camera, CAM, gave_up)
+    report("camera server, 45 x GET image of a silent camera", latencies, recovery)
+    # One wait for the camera, however many clients: never more than one job, several clients on it.
+    assert max(s["running"] for s in samples) == 1, samples
+    assert max(s["clients"] for s in samples) > 1, samples
+    after = long_requests(limited.camera, CAM)
+    assert after["cancelled"] == before["cancelled"] + 1 and after["refused"] == before["refused"]
+
+
+def test_background_collections_of_a_slow_camera_do_not_starve_the_pipeline_server(limited: Limited) -> None:
+    pipe = limited.pipeline.url
+    created = requests.post(f"{pipe}{PIPE}", json={"camera_name": "slow"}, timeout=60).json()
+    assert created["state"] == "ok", created
+    instance = f"{pipe}{PIPE}/instance/{created['instance_id']}"
+    before = long_requests(limited.pipeline, PIPE)
+
+    burst = Burst("POST", f"{pipe}{PIPE}/camera/slow/background?n_images=10000")
+    latencies, samples = poll_while(burst, [f"{pipe}{PIPE}/info", f"{instance}/info", instance, f"{instance}/config"],
+                                    sample=f"{pipe}{PIPE}/info")
+    gave_up = burst.join()
+    assert burst.outcomes == ["gave up"] * SLOW_REQUESTS
+    assert max(latencies) < QUICK_BOUND_S, sorted(latencies)[-5:]
+    recovery = wait_recovered(limited.pipeline, PIPE, gave_up)
+    report("pipeline server, 45 x POST background n_images=10000 of a 1 Hz camera", latencies, recovery)
+    assert max(s["running"] for s in samples) == 1, samples
+    assert max(s["clients"] for s in samples) > 1, samples
+    after = long_requests(limited.pipeline, PIPE)
+    assert after["cancelled"] == before["cancelled"] + 1
+    assert not list(limited.backgrounds.glob("slow_*.npy"))  # cancelled: nothing saved
+    requests.delete(f"{pipe}{PIPE}/{created['instance_id']}", timeout=30)
+
+
+def test_more_frame_waits_than_the_limit_are_refused_but_joining_one_is_not(limited: Limited) -> None:
+    cam = limited.camera.url
+    waits = [Burst("GET", f"{cam}{CAM}/{name}/image_bytes?timeout=30", n=1, give_up=3.0) for name in SILENT[1:5]]
+    wait_until(lambda: long_requests(limited.camera, CAM)["running"] == LIMIT, 10, f"{LIMIT} frame waits")
+
+    assert_refused(requests.get(f"{cam}{CAM}/{SILENT[5]}/image_bytes?timeout=30", timeout=10))
+    assert_refused(requests.get(f"{cam}{CAM}/{SILENT[5]}/is_online", timeout=10))
+    # A request for a camera whose wait runs joins it (never refused) and answers at its own timeout.
+    joined = requests.get(f"{cam}{CAM}/{SILENT[1]}/image_bytes?timeout=0.5", timeout=10)
+    assert joined.status_code == 503, joined.text
+    assert joined.json() == {"state": "error", "status": f"No image from camera '{SILENT[1]}' within 0.5 s"}
+    assert requests.get(f"{cam}{CAM}/info", timeout=10).json()["info"]["long_requests"]["refused"] >= 2
+
+    gave_up = max(wait.join() for wait in waits)
+    wait_recovered(limited.camera, CAM, gave_up)
+    assert requests.get(f"{cam}{CAM}/{SILENT[5]}/is_online", timeout=10).status_code == 200  # room again
+
+
+def test_more_background_collections_than_the_limit_are_refused(limited: Limited) -> None:
+    pipe = limited.pipeline.url
+    waits = [Burst("POST", f"{pipe}{PIPE}/camera/slow/background?n_images={n}", n=1, give_up=3.0)
+             for n in range(9990, 9990 + LIMIT)]  # different n_images: different collections
+    wait_until(lambda: long_requests(limited.pipeline, PIPE)["running"] == LIMIT, 20, f"{LIMIT} collections")
+
+    assert_refused(requests.post(f"{pipe}{PIPE}/camera/slow/background?n_images=5", timeout=10))
+    gave_up = max(wait.join() for wait in waits)
+    wait_recovered(limited.pipeline, PIPE, gave_up)
+    assert not list(limited.backgrounds.glob("slow_*.npy"))
+
+
+def test_calls_to_a_hung_camera_server_are_bounded(tmp_path: Path) -> None:
+    # A camera server that accepts connections (the kernel's backlog) and never answers.
+    hung = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)
+    hung_url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+    with pipeline_server(tmp_path, hung_url, extra_args=["--max_blocking_requests", "2"]) as pipe:
+        try:
+            url = pipe.url
+            blocked = Burst("GET", f"{url}{PIPE}/camera", n=2, give_up=3.0)  # each holds a server thread
+            wait_until(lambda: requests.get(f"{url}{PIPE}/info", timeout=10).json()["info"]["blocking_requests"]
+                       ["running"] == 2, 10, "two blocked camera server calls")
+            refused = requests.get(f"{url}{PIPE}/camera", timeout=10)
+            assert refused.status_code == 429, refused.text
+            assert refused.headers["Retry-After"] == "1"
+            assert refused.json()["status"].startswith("Server busy: 2 blocking requests"), refused.json()
+            start = time.perf_counter()
+            info = requests.get(f"{url}{PIPE}/info", timeout=10).json()["info"]
+            assert time.perf_counter() - start < QUICK_BOUND_S
+            assert info["blocking_requests"] == {"running": 2, "limit": 2, "refused": 1}
+            blocked.join()
+        finally:
+            hung.close()  # the waiting connections are reset: the server threads blocked on them end
