@@ -24,6 +24,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from cam_server.cli import camera_server as camera_server_cli
+from cam_server.cli import pipeline_server as pipeline_server_cli
+from cam_server.common.limits import Gate, TooBusy
 from tests.helpers.net import free_port
 from tests.helpers.procs import wait_until
 from tests.helpers.servers import RunningServer, camera_server, pipeline_server, write_config_dir
@@ -225,3 +228,53 @@ def test_calls_to_a_hung_camera_server_are_bounded(tmp_path: Path) -> None:
             blocked.join()
         finally:
             hung.close()  # the waiting connections are reset: the server threads blocked on them end
+
+
+
+@pytest.mark.unit
+def test_the_gate_bounds_holders_and_lets_a_holder_enter_again() -> None:
+    gate = Gate(2, "instance starts")
+    entered, leave = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def hold() -> None:
+        with gate:
+            entered.set()
+            leave.wait(10)
+
+    def third() -> None:
+        try:
+            with gate:
+                outcome.append("entered")
+        except TooBusy as exc:
+            outcome.append(exc)
+
+    with gate:
+        with gate:  # the same thread again (an input pipeline started first) takes no second place
+            assert gate.info() == {"running": 1, "limit": 2, "refused": 0}
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert entered.wait(10)
+        refused = threading.Thread(target=third)
+        refused.start()
+        refused.join()
+        leave.set()
+        holder.join()
+    (error,) = outcome
+    assert isinstance(error, TooBusy) and error.status_code == 429 and error.headers == {"Retry-After": "1"}
+    assert str(error).startswith("Server busy: 2 instance starts run already (at most 2)")
+    with pytest.raises(RuntimeError), gate:  # a failure inside gives the place back
+        raise RuntimeError
+    assert gate.info() == {"running": 0, "limit": 2, "refused": 1}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_the_limits_are_positive_integers(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for parser in (camera_server_cli.build_parser(), pipeline_server_cli.build_parser()):
+        for option in ("--max_long_requests", "--max_blocking_requests"):
+            with pytest.raises(SystemExit):
+                parser.parse_args([option, value])
+            assert f"argument {option}: " in capsys.readouterr().err
+    args = camera_server_cli.build_parser().parse_args([])
+    assert (args.max_long_requests, args.max_blocking_requests) == (32, 16)
