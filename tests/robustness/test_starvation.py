@@ -128,6 +128,14 @@ def report(what: str, latencies: list[float], recovery: float) -> None:
           f"max {ordered[-1] * 1e3:.1f} ms; abandoned work stopped {recovery:.2f} s after the last client gave up")
 
 
+def waiting_client(server: RunningServer, method: str, path: str) -> socket.socket:
+    """A client that sends ``method path`` and waits for the answer until the test closes its socket (gives up)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    client = socket.create_connection((host, int(port)), timeout=10)
+    client.sendall(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n".encode())
+    return client
+
+
 def assert_refused(response: requests.Response) -> None:
     assert response.status_code == 429, response.text
     body = response.json()
@@ -177,7 +185,7 @@ def test_background_collections_of_a_slow_camera_do_not_starve_the_pipeline_serv
 
 def test_more_frame_waits_than_the_limit_are_refused_but_joining_one_is_not(limited: Limited) -> None:
     cam = limited.camera.url
-    waits = [Burst("GET", f"{cam}{CAM}/{name}/image_bytes?timeout=30", n=1, give_up=3.0) for name in SILENT[1:5]]
+    waits = [waiting_client(limited.camera, "GET", f"{CAM}/{name}/image_bytes?timeout=30") for name in SILENT[1:5]]
     wait_until(lambda: long_requests(limited.camera, CAM)["running"] == LIMIT, 10, f"{LIMIT} frame waits")
 
     assert_refused(requests.get(f"{cam}{CAM}/{SILENT[5]}/image_bytes?timeout=30", timeout=10))
@@ -188,20 +196,22 @@ def test_more_frame_waits_than_the_limit_are_refused_but_joining_one_is_not(limi
     assert joined.json() == {"state": "error", "status": f"No image from camera '{SILENT[1]}' within 0.5 s"}
     assert requests.get(f"{cam}{CAM}/info", timeout=10).json()["info"]["long_requests"]["refused"] >= 2
 
-    gave_up = max(wait.join() for wait in waits)
-    wait_recovered(limited.camera, CAM, gave_up)
+    for wait in waits:
+        wait.close()
+    wait_recovered(limited.camera, CAM, time.perf_counter())
     assert requests.get(f"{cam}{CAM}/{SILENT[5]}/is_online", timeout=10).status_code == 200  # room again
 
 
 def test_more_background_collections_than_the_limit_are_refused(limited: Limited) -> None:
     pipe = limited.pipeline.url
-    waits = [Burst("POST", f"{pipe}{PIPE}/camera/slow/background?n_images={n}", n=1, give_up=3.0)
+    waits = [waiting_client(limited.pipeline, "POST", f"{PIPE}/camera/slow/background?n_images={n}")
              for n in range(9990, 9990 + LIMIT)]  # different n_images: different collections
     wait_until(lambda: long_requests(limited.pipeline, PIPE)["running"] == LIMIT, 20, f"{LIMIT} collections")
 
     assert_refused(requests.post(f"{pipe}{PIPE}/camera/slow/background?n_images=5", timeout=10))
-    gave_up = max(wait.join() for wait in waits)
-    wait_recovered(limited.pipeline, PIPE, gave_up)
+    for wait in waits:
+        wait.close()
+    wait_recovered(limited.pipeline, PIPE, time.perf_counter())
     assert not list(limited.backgrounds.glob("slow_*.npy"))
 
 
@@ -212,23 +222,26 @@ def test_calls_to_a_hung_camera_server_are_bounded(tmp_path: Path) -> None:
     hung.listen(64)
     hung_url = f"http://127.0.0.1:{hung.getsockname()[1]}"
     with pipeline_server(tmp_path, hung_url, extra_args=["--max_blocking_requests", "2"]) as pipe:
+        url = pipe.url
+
+        def blocking() -> dict:
+            return requests.get(f"{url}{PIPE}/info", timeout=10).json()["info"]["blocking_requests"]
+
+        blocked = [waiting_client(pipe, "GET", f"{PIPE}/camera") for _ in range(2)]  # each holds a server thread
         try:
-            url = pipe.url
-            blocked = Burst("GET", f"{url}{PIPE}/camera", n=2, give_up=3.0)  # each holds a server thread
-            wait_until(lambda: requests.get(f"{url}{PIPE}/info", timeout=10).json()["info"]["blocking_requests"]
-                       ["running"] == 2, 10, "two blocked camera server calls")
+            wait_until(lambda: blocking()["running"] == 2, 10, "two blocked camera server calls")
             refused = requests.get(f"{url}{PIPE}/camera", timeout=10)
             assert refused.status_code == 429, refused.text
             assert refused.headers["Retry-After"] == "1"
             assert refused.json()["status"].startswith("Server busy: 2 blocking requests"), refused.json()
             start = time.perf_counter()
-            info = requests.get(f"{url}{PIPE}/info", timeout=10).json()["info"]
+            assert blocking() == {"running": 2, "limit": 2, "refused": 1}
             assert time.perf_counter() - start < QUICK_BOUND_S
-            assert info["blocking_requests"] == {"running": 2, "limit": 2, "refused": 1}
-            blocked.join()
         finally:
             hung.close()  # the waiting connections are reset: the server threads blocked on them end
-
+            for client in blocked:
+                client.close()
+        wait_until(lambda: blocking()["running"] == 0, 10, "the blocked calls to end")
 
 
 @pytest.mark.unit
