@@ -215,6 +215,30 @@ def test_more_background_collections_than_the_limit_are_refused(limited: Limited
     assert not list(limited.backgrounds.glob("slow_*.npy"))
 
 
+def test_a_message_wait_is_cancelled_when_its_client_goes(limited: Limited) -> None:
+    pipe = limited.pipeline.url
+    created = requests.post(f"{pipe}{PIPE}", json={"camera_name": "slow", "paused": True}, timeout=60).json()
+    assert created["state"] == "ok", created
+    instance_id = created["instance_id"]
+    before = long_requests(limited.pipeline, PIPE)
+    clients = [waiting_client(limited.pipeline, "GET", f"{PIPE}/instance/{instance_id}/message") for _ in range(3)]
+    wait_until(lambda: long_requests(limited.pipeline, PIPE)["clients"] == 3, 10, "three clients on one wait")
+    assert long_requests(limited.pipeline, PIPE)["running"] == 1
+    for client in clients:
+        client.close()
+    wait_recovered(limited.pipeline, PIPE, time.perf_counter())
+    assert long_requests(limited.pipeline, PIPE)["cancelled"] == before["cancelled"] + 1
+    requests.delete(f"{pipe}{PIPE}/{instance_id}", timeout=30)
+
+
+def test_geometry_of_a_silent_camera_answers_at_its_timeout(limited: Limited) -> None:
+    start = time.perf_counter()
+    response = requests.get(f"{limited.camera.url}{CAM}/{SILENT[2]}/geometry?timeout=0.5", timeout=30)
+    assert response.status_code == 503 and time.perf_counter() - start < 10
+    assert response.json() == {"state": "error", "status": f"No image from camera '{SILENT[2]}' within 0.5 s"}
+    wait_recovered(limited.camera, CAM, time.perf_counter())  # the last client left: the wait stopped
+
+
 def test_calls_to_a_hung_camera_server_are_bounded(tmp_path: Path) -> None:
     # A camera server that accepts connections (the kernel's backlog) and never answers.
     hung = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
