@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from cam_server.camera.instance import ipc_address, run_camera_instance
 from cam_server.camera.store import CameraConfigStore
 from cam_server.common.errors import NotFound, SourceUnavailable
 from cam_server.common.instances import InstanceTable
+from cam_server.common.limits import DEFAULT_MAX_BLOCKING, Cancelled, Gate
 from cam_server.common.process import InstanceProcess, reserve_port
 from cam_server.common.psi_stats import format_time, psi_statistics
 
@@ -68,8 +70,11 @@ class CameraInstanceManager:
     """All camera instances of one server, keyed by camera name (aliases resolve to the camera)."""
 
     def __init__(self, store: CameraConfigStore, hostname: str = "localhost", start_timeout: float = START_TIMEOUT,
-                 log_level: int | None = None) -> None:
+                 log_level: int | None = None, max_blocking: int = DEFAULT_MAX_BLOCKING) -> None:
         self.store = store
+        # Instance starts (up to start_timeout each, also those waiting for the same camera's start) hold a thread
+        # of the REST server's pool: at most max_blocking at once, more are refused (429).
+        self.blocking = Gate(max_blocking, "instance starts")
         self.hostname = hostname
         self.start_timeout = start_timeout
         self.log_level = logging.getLogger().level if log_level is None else log_level
@@ -94,9 +99,12 @@ class CameraInstanceManager:
 
     def get_instance(self, name: str) -> CameraInstance:
         camera = self.store.resolve(name)
+        instance = self._table.get(camera)
+        if instance is not None and instance.process.is_alive():
+            return instance  # running: no start, nothing to bound
         with self._start_locks_lock:
             lock = self._start_locks.setdefault(camera, threading.Lock())
-        with lock:
+        with self.blocking, lock:
             instance = self._table.get(camera)
             if instance is not None and instance.process.is_alive():
                 return instance
@@ -192,18 +200,23 @@ class CameraInstanceManager:
         return online, reason
 
     # --- frames -------------------------------------------------------------------------------------------
-    def get_frame(self, name: str, timeout: float = FRAME_TIMEOUT) -> tuple[np.ndarray, dict[str, Any]]:
+    def get_frame(self, name: str, timeout: float = FRAME_TIMEOUT, keep_waiting: Callable[[], bool] | None = None,
+                  ) -> tuple[np.ndarray, dict[str, Any]]:
         """The next image of camera ``name`` (starting it if needed), read from its own stream.
 
-        Returns (image, header) with header = pulse_id, timestamp, width, height, x_axis, y_axis.
+        Returns (image, header) with header = pulse_id, timestamp, width, height, x_axis, y_axis. ``keep_waiting``
+        (checked every 0.2 s while no image comes): False ends the wait with :class:`Cancelled`.
         """
         from cam_server.bsread import SUB, Source
         from cam_server.bsread.wait import next_message
 
         instance = self.get_instance(name)
+        alive = instance.process.is_alive
+        if keep_waiting is not None:
+            alive = lambda: keep_waiting() and instance.process.is_alive()  # noqa: E731
         with Source(address=instance.local_address, mode=SUB, receive_timeout=200, queue_size=2) as stream:
             message = next_message(stream, timeout, accept=lambda m: _value(m.data.data, "image") is not None,
-                                   alive=instance.process.is_alive)
+                                   alive=alive)
         if message is not None:
             values = message.data.data
             header = {"pulse_id": message.data.pulse_id,
@@ -211,9 +224,17 @@ class CameraInstanceManager:
                       "width": _value(values, "width"), "height": _value(values, "height"),
                       "x_axis": _value(values, "x_axis"), "y_axis": _value(values, "y_axis")}
             return values["image"].value, header
-        error = instance.process.last_error
-        raise SourceUnavailable(f"No image from camera '{instance.camera}' within {timeout:g} s"
-                                + (f" ({error})" if error else ""))
+        if keep_waiting is not None and not keep_waiting():
+            raise Cancelled(f"Wait for an image of camera '{instance.camera}' cancelled: no client waits any more.")
+        raise self.no_frame_error(instance.camera, timeout)
+
+    def no_frame_error(self, name: str, timeout: float) -> SourceUnavailable:
+        """The error of a wait for an image of camera ``name`` that got none within ``timeout`` seconds (with its
+        instance's last error, if it reported one); quick, it reads nothing but the instance table."""
+        instance = self._table.get(name)
+        error = None if instance is None else instance.process.last_error
+        return SourceUnavailable(f"No image from camera '{name}' within {timeout:g} s"
+                                 + (f" ({error})" if error else ""))
 
 
 def _ended_record(instance: CameraInstance) -> dict[str, Any]:

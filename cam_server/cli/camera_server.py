@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-b", "--base", default="configuration/camera_config",
                         help="(Camera) Configuration base directory")
     serve.add_trailing_arguments(parser, "User scripts directory (served under /api/v1/cam/script)")
+    serve.add_limit_arguments(parser)
     return parser
 
 
@@ -29,9 +30,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from cam_server.common.scripts_store import ScriptStore
     from cam_server.rest.camera_app import create_camera_app
 
-    manager = CameraInstanceManager(CameraConfigStore(args.base), hostname=args.hostname)
+    manager = CameraInstanceManager(CameraConfigStore(args.base), hostname=args.hostname,
+                                    max_blocking=args.max_blocking_requests)
     serve.warm_up_in_background(manager.warm_up)
-    app = create_camera_app(manager, ScriptStore(args.user_scripts_base))
+    app = create_camera_app(manager, ScriptStore(args.user_scripts_base), max_long_requests=args.max_long_requests)
     log.info("camera server on %s:%s (configs %s, stream host %s)", args.interface, args.port, args.base,
              args.hostname)
     serve.run(app, args, manager.close, "camera server")

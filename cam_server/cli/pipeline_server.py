@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Confine FILE output to this directory (relative 'file' names are taken from it); "
                              "default: anywhere, relative to the working directory")
     serve.add_trailing_arguments(parser, "User processing scripts directory")
+    serve.add_limit_arguments(parser)
     return parser
 
 
@@ -41,9 +42,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     manager = PipelineManager(CamClient(args.cam_server), SavedConfigs(args.base),
                               BackgroundStore(args.background_base), args.user_scripts_base,
-                              args.hostname, file_folder=args.file_folder)
+                              args.hostname, file_folder=args.file_folder, max_blocking=args.max_blocking_requests)
     serve.warm_up_in_background(manager.warm_up)
-    app = create_pipeline_app(manager)
+    app = create_pipeline_app(manager, max_long_requests=args.max_long_requests)
     log.info("pipeline server on %s:%s (camera server %s, configs %s)", args.interface, args.port, args.cam_server,
              args.base)
     serve.run(app, args, manager.close, "pipeline server")

@@ -11,6 +11,7 @@ from typing import Any
 
 import uvicorn
 
+from cam_server.common.limits import DEFAULT_MAX_BLOCKING, DEFAULT_MAX_LONG
 from cam_server.common.log_ring import install_log_ring
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,26 @@ def add_trailing_arguments(parser: argparse.ArgumentParser, scripts_help: str) -
     parser.add_argument("-n", "--hostname", default=socket.gethostname(),
                         help="Hostname to use when returning the stream address (default: this host's name).")
     parser.add_argument("--log_level", default="WARNING", choices=LOG_LEVELS, help="Log level to use.")
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--max_long_requests`` and ``--max_blocking_requests`` (README "Request limits"), the same on both servers."""
+    parser.add_argument("--max_long_requests", type=_at_least_one, default=DEFAULT_MAX_LONG,
+                        help="Most waits for a frame, message, background or online check that run at once (requests "
+                             "for the same camera share one; more are refused with 429)")
+    parser.add_argument("--max_blocking_requests", type=_at_least_one, default=DEFAULT_MAX_BLOCKING,
+                        help="Most instance starts (and, on the pipeline server, calls to the camera server) that run "
+                             "at once (more are refused with 429)")
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def configure_logging(level: str) -> None:

@@ -1,8 +1,12 @@
 """REST API of the camera server (README "Camera server API") plus aliases, groups and raw image bytes.
 
-Every answer is the JSON envelope (``state``, ``status``, one specific field) except ``/image`` (PNG). Blocking
-work (starting an instance, waiting for a frame) runs in FastAPI's thread pool (plain ``def`` handlers), so one
-slow camera never blocks the server. Fixed paths (``/info``, ``/aliases``, ``/groups``, ``/script``, ``/version``,
+Every answer is the JSON envelope (``state``, ``status``, one specific field) except ``/image`` (PNG). Quick
+work runs in FastAPI's thread pool (plain ``def`` handlers). Waits for a frame (``image``, ``image_bytes``,
+``geometry`` of a non-simulated camera) and online checks are long requests (:mod:`cam_server.rest.long_requests`):
+run apart, one per camera however many clients wait, cancelled when their clients are gone, at most
+``max_long_requests`` at once. Instance starts stay in the thread pool, bounded by the manager's ``blocking`` gate;
+the pool has that many threads more than anyio's default, so the quick routes always find one.
+Fixed paths (``/info``, ``/aliases``, ``/groups``, ``/script``, ``/version``,
 ``/config_names``) are declared before ``/{camera_name}`` so they are never taken as camera names.
 Each route's answer, errors and request body are typed in the OpenAPI document by :mod:`cam_server.rest.schemas`.
 """
@@ -25,6 +29,7 @@ from cam_server.common.scripts_store import ScriptStore
 from cam_server.common.usage import server_usage
 from cam_server.processing.camera_transforms import camera_geometry
 from cam_server.rest.envelope import install_error_handlers, json_body, ok
+from cam_server.rest.long_requests import DEFAULT_MAX_LONG, LongRequests, set_thread_pool_size
 from cam_server.rest.schemas import (
     PNG,
     AliasesAnswer,
@@ -51,14 +56,18 @@ MAX_FRAME_TIMEOUT = 120.0
 
 
 def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | None = None,
-                      logs: LogRing | None = None) -> FastAPI:
+                      logs: LogRing | None = None, max_long_requests: int = DEFAULT_MAX_LONG) -> FastAPI:
     """The FastAPI app serving ``manager`` (instances are stopped when the app shuts down), the user scripts
-    folder ``scripts`` (``-u``; without one the script routes answer 404) and the log records of ``logs`` (default:
-    the root logger's ring, installed if needed)."""
+    folder ``scripts`` (``-u``; without one the script routes answer 404), the log records of ``logs`` (default:
+    the root logger's ring, installed if needed); at most ``max_long_requests`` frame waits / online checks run at
+    once."""
+    jobs = LongRequests(max_long_requests, "camera")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        set_thread_pool_size(manager.blocking.limit)
         yield
+        jobs.close()
         await run_in_threadpool(manager.close)
 
     # No slash redirects: DELETE /api/v1/cam/ (or a name that is an encoded "/") must not become "stop all cameras".
@@ -80,7 +89,8 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
     @app.get(f"{API}/info", summary="Server info: running instances with their info, version, cpu, memory",
              response_model=documented(CameraServerInfoAnswer), responses=errors())
     def get_server_info() -> dict[str, Any]:
-        return ok("Camera manager info.", info={**manager.info(), **server_usage()})
+        return ok("Camera manager info.", info={**manager.info(), **server_usage(), "long_requests": jobs.info(),
+                                                "blocking_requests": manager.blocking.info()})
 
     @app.get(f"{API}/aliases", summary="Camera aliases", response_model=documented(AliasesAnswer),
              responses=errors())
@@ -102,7 +112,7 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
     install_server_routes(app, API, store.names, logs or install_log_ring())
 
     @app.get(f"{API}/{{camera_name}}", summary="Stream address of a camera (starts its instance if needed)",
-             response_model=documented(StreamAnswer), responses=errors(400, 404, 503))
+             response_model=documented(StreamAnswer), responses=errors(400, 404, 429, 503))
     def get_instance_stream(camera_name: str) -> dict[str, Any]:
         stream = manager.get_instance_stream(camera_name)
         return ok(f"Stream address for camera '{camera_name}'.", stream=stream)
@@ -140,16 +150,25 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
         store.delete(camera)
         return ok(f"Camera '{camera}' configuration deleted.")
 
+    # Long requests: run apart, keyed by camera (image, image_bytes and geometry share one wait for a frame).
+    async def next_frame(request: Request, camera_name: str, timeout: float) -> tuple[Any, dict[str, Any]]:
+        timeout = _timeout(timeout)
+        return await jobs.run(
+            request, ("frame", camera_name),
+            lambda job: manager.get_frame(camera_name, MAX_FRAME_TIMEOUT, keep_waiting=job.keep_waiting),
+            timeout=timeout, timeout_error=lambda: manager.no_frame_error(camera_name, timeout))
+
     @app.get(f"{API}/{{camera_name}}/is_online", summary="Is the camera online (without starting its stream)",
-             response_model=documented(OnlineAnswer), responses=errors(400, 404))
-    def is_camera_online(camera_name: str) -> dict[str, Any]:
-        online, reason = manager.is_online(camera_name)
+             response_model=documented(OnlineAnswer), responses=errors(400, 404, 429))
+    async def is_camera_online(camera_name: str, request: Request) -> dict[str, Any]:
+        online, reason = await jobs.run(request, ("online", camera_name), lambda _: manager.is_online(camera_name))
         return ok(reason, online=online)
 
     @app.get(f"{API}/{{camera_name}}/geometry", summary="[width, height] of the camera's images",
-             response_model=documented(GeometryAnswer), responses=errors(400, 404, 422, 503))
-    def get_camera_geometry(camera_name: str, timeout: float = FRAME_TIMEOUT) -> dict[str, Any]:
-        config = store.load(camera_name)
+             response_model=documented(GeometryAnswer), responses=errors(400, 404, 422, 429, 503))
+    async def get_camera_geometry(camera_name: str, request: Request, timeout: float = FRAME_TIMEOUT,
+                                  ) -> dict[str, Any]:
+        config = await run_in_threadpool(store.load, camera_name)
         if config.source_type == "simulation":
             from cam_server.camera.sources.simulation import simulation_geometry
 
@@ -157,25 +176,28 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
             geometry = camera_geometry(width, height, rotate=config.rotate, binning_x=config.binning_x,
                                        binning_y=config.binning_y, roi=config.roi)
         else:
-            image, _ = manager.get_frame(camera_name, _timeout(timeout))
+            image, _ = await next_frame(request, camera_name, timeout)
             geometry = (image.shape[1], image.shape[0])
         return ok(f"Geometry of camera '{camera_name}'.", geometry=[int(geometry[0]), int(geometry[1])])
 
     @app.get(f"{API}/{{camera_name}}/image", summary="The next image of the camera as PNG", response_class=Response,
-             responses={**PNG, **errors(400, 404, 422, 503)})
-    def get_camera_image(camera_name: str, scale: float | None = None, min_value: float | None = None,
-                         max_value: float | None = None, colormap: str = "gray",
-                         timeout: float = FRAME_TIMEOUT) -> Response:
+             responses={**PNG, **errors(400, 404, 422, 429, 503)})
+    async def get_camera_image(camera_name: str, request: Request, scale: float | None = None,
+                               min_value: float | None = None, max_value: float | None = None,
+                               colormap: str = "gray", timeout: float = FRAME_TIMEOUT) -> Response:
         check_render_options(scale, min_value, max_value, colormap)
-        image, _ = manager.get_frame(camera_name, _timeout(timeout))
-        png = render_png(image, scale=scale, min_value=min_value, max_value=max_value, colormap=colormap)
+        image, _ = await next_frame(request, camera_name, timeout)
+        png = await run_in_threadpool(lambda: render_png(image, scale=scale, min_value=min_value,
+                                                         max_value=max_value, colormap=colormap))
         return Response(content=png, media_type="image/png")
 
     @app.get(f"{API}/{{camera_name}}/image_bytes", summary="The next image of the camera: raw pixels (base64)",
-             response_model=documented(ImageAnswer), responses=errors(400, 404, 422, 503))
-    def get_camera_image_bytes(camera_name: str, timeout: float = FRAME_TIMEOUT) -> dict[str, Any]:
-        image, header = manager.get_frame(camera_name, _timeout(timeout))
-        return ok(f"Image of camera '{camera_name}'.", image=image_bytes_payload(image, header))
+             response_model=documented(ImageAnswer), responses=errors(400, 404, 422, 429, 503))
+    async def get_camera_image_bytes(camera_name: str, request: Request, timeout: float = FRAME_TIMEOUT,
+                                     ) -> dict[str, Any]:
+        image, header = await next_frame(request, camera_name, timeout)
+        payload = await run_in_threadpool(image_bytes_payload, image, header)
+        return ok(f"Image of camera '{camera_name}'.", image=payload)
 
     bodies.install(app)
     # The live view: GET /, /view/<camera_name> and its WebSocket (see rest/view/routes.py).

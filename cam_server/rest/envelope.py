@@ -32,8 +32,8 @@ def ok(status: str, **fields: Any) -> dict[str, Any]:
     return {"state": "ok", "status": status, **fields}
 
 
-def error_response(status_code: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status_code, content={"state": "error", "status": message})
+def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status_code, content={"state": "error", "status": message}, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -41,7 +41,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CamServerError)
     async def _ours(_: Request, exc: CamServerError) -> JSONResponse:
-        return error_response(exc.status_code, str(exc))
+        return error_response(exc.status_code, str(exc), getattr(exc, "headers", None))  # 429: Retry-After
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

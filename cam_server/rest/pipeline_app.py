@@ -1,7 +1,11 @@
 """REST API of the pipeline server (README "Pipeline server API"), on top of :class:`PipelineManager`.
 
-Handlers that block (process start/stop, camera server calls, stream reads) are plain ``def`` so FastAPI runs them
-in its threadpool and concurrent clients do not wait for each other. Fixed path segments (``info``, ``camera``,
+Handlers that block (process start/stop, camera server calls) are plain ``def`` so FastAPI runs them in its
+threadpool and concurrent clients do not wait for each other; the slow ones among them (instance starts, camera
+server calls) are bounded by the manager's ``blocking`` gate (429 beyond it), and the pool has that many threads
+more than anyio's default, so the quick routes always find one. Waits for a stream (a background collection, one
+instance message) are long requests (:mod:`cam_server.rest.long_requests`): run apart, de-duplicated, cancelled
+when their clients are gone, at most ``max_long_requests`` at once. Fixed path segments (``info``, ``camera``,
 ``instance``, ``script``, ``background``) are declared before the ``{pipeline_name}`` routes and are refused as
 pipeline names.
 ``version``, ``config_names`` and ``groups`` are GET routes, which no ``{pipeline_name}`` route answers.
@@ -20,7 +24,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from cam_server.camera.render import check_render_options, image_bytes_payload, render_png
-from cam_server.common.errors import CamServerError
+from cam_server.common.errors import CamServerError, SourceUnavailable
 from cam_server.common.log_ring import LogRing, install_log_ring
 from cam_server.common.names import validate_name
 from cam_server.common.safe_pickle import safe_loads
@@ -32,8 +36,9 @@ from cam_server.pipeline.server.backgrounds import (
     MAX_LIST_VALUES,
     array_from_image_bytes,
     array_from_list,
+    check_n_images,
 )
-from cam_server.pipeline.server.manager import PipelineManager
+from cam_server.pipeline.server.manager import MESSAGE_TIMEOUT, PipelineManager
 from cam_server.rest.envelope import (
     BodyTooLarge,
     install_error_handlers,
@@ -42,6 +47,7 @@ from cam_server.rest.envelope import (
     parse_json_object,
     read_limited,
 )
+from cam_server.rest.long_requests import DEFAULT_MAX_LONG, JOB_WAIT_CAP_S, LongRequests, set_thread_pool_size
 from cam_server.rest.schemas import (
     PNG,
     BackgroundIdAnswer,
@@ -78,12 +84,18 @@ _CONFIG_CHANGE = "Only the keys to change (merged into dict-valued parameters); 
 _IMAGE_BYTES_JSON_VALUES = 64
 
 
-def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -> FastAPI:
+def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
+                        max_long_requests: int = DEFAULT_MAX_LONG) -> FastAPI:
     """The FastAPI application serving ``/api/v1/pipeline`` (OpenAPI at /docs and /openapi.json) and the log
-    records of ``logs`` (default: the root logger's ring, installed if needed)."""
+    records of ``logs`` (default: the root logger's ring, installed if needed); at most ``max_long_requests``
+    background collections / message waits run at once."""
+    jobs = LongRequests(max_long_requests, "pipeline")
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        set_thread_pool_size(manager.blocking.limit)
         yield
+        jobs.close()
         # Server shutdown (SIGTERM/SIGINT): uvicorn re-raises the signal after this, so stop instances here.
         await run_in_threadpool(manager.close)
 
@@ -100,7 +112,8 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
         return ok("List of pipelines.", pipelines=manager.get_pipeline_list())
 
     @app.post(API, summary="Create a private instance from a config", response_model=documented(InstanceAnswer),
-              responses=errors(400, 404, 409, 413, 503), openapi_extra=bodies.declare(PipelineConfig, _NEW_CONFIG))
+              responses=errors(400, 404, 409, 413, 429, 503),
+              openapi_extra=bodies.declare(PipelineConfig, _NEW_CONFIG))
     def create_from_config(config: dict = Depends(json_body),
                            instance_id: str | None = Query(None, description="requested unique instance id"),
                            ) -> dict[str, Any]:
@@ -115,7 +128,8 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
     @app.get(f"{API}/info", summary="Server info: running instances with their info, version, cpu, memory",
              response_model=documented(PipelineServerInfoAnswer), responses=errors())
     def get_info() -> dict[str, Any]:
-        return ok("Pipeline manager info.", info=manager.get_info())
+        return ok("Pipeline manager info.", info={**manager.get_info(), "long_requests": jobs.info(),
+                                                  "blocking_requests": manager.blocking.info()})
 
     @app.get(f"{API}/groups", summary="Saved pipelines by group (the configs' 'group' key)",
              response_model=documented(GroupsAnswer), responses=errors())
@@ -123,15 +137,21 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
         return ok("Pipeline groups.", groups=manager.get_pipeline_groups())
 
     @app.get(f"{API}/camera", summary="List the cameras of the camera server", response_model=documented(CamerasAnswer),
-             responses=errors(503))
+             responses=errors(429, 503))
     def get_cameras() -> dict[str, Any]:
         return ok("List of cameras.", cameras=manager.get_camera_list())
 
+    # A long request: run apart; clients asking for the same camera and n_images share one collection.
     @app.post(f"{API}/camera/{{camera_name}}/background", summary="Collect a background for the camera",
-              response_model=documented(BackgroundIdAnswer), responses=errors(400, 404, 422, 503))
-    def collect_background(camera_name: str, n_images: int | None = Query(None, description="images to average"),
-                           ) -> dict[str, Any]:
-        background_id = manager.collect_background(camera_name, n_images)
+              response_model=documented(BackgroundIdAnswer), responses=errors(400, 404, 422, 429, 503))
+    async def collect_background(camera_name: str, request: Request,
+                                 n_images: int | None = Query(None, description="images to average"),
+                                 ) -> dict[str, Any]:
+        validate_name(camera_name, "camera name")
+        n = check_n_images(n_images)
+        background_id = await jobs.run(
+            request, ("background", camera_name, n),
+            lambda job: manager.collect_background(camera_name, n, keep_waiting=job.keep_waiting))
         return ok(f"Background collected for camera {camera_name}.", background_id=background_id)
 
     @app.get(f"{API}/camera/{{camera_name}}/background", summary="Latest background of the camera",
@@ -193,14 +213,14 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
 
     # Trailing slash (PSI's client): distinct from POST {API}/{pipeline_name}, which never matches it.
     @app.post(f"{API}/instance/", summary="Stream of a shared (read-only) instance of a config, reused if running",
-              response_model=documented(InstanceAnswer), responses=errors(400, 404, 409, 413, 503),
+              response_model=documented(InstanceAnswer), responses=errors(400, 404, 409, 413, 429, 503),
               openapi_extra=bodies.declare(PipelineConfig, _NEW_CONFIG))
     def get_instance_stream_from_config(config: dict = Depends(json_body)) -> dict[str, Any]:
         iid, stream, expanded = manager.get_instance_stream_from_config(config)
         return ok(f"Shared pipeline instance {iid}.", instance_id=iid, stream=stream, config=expanded)
 
     @app.get(f"{API}/instance/{{instance_id}}", summary="Instance stream (starts the shared instance if needed)",
-             response_model=documented(StreamAnswer), responses=errors(400, 404, 409, 503))
+             response_model=documented(StreamAnswer), responses=errors(400, 404, 409, 429, 503))
     def get_instance_stream(instance_id: str) -> dict[str, Any]:
         return ok(f"Stream address for pipeline {instance_id}.", stream=manager.get_instance_stream(instance_id))
 
@@ -221,20 +241,26 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
         return ok(f"Pipeline instance {instance_id} config.", config=manager.get_instance_config(instance_id))
 
     @app.post(f"{API}/instance/{{instance_id}}/config", summary="Change the config of a private instance (incremental)",
-              response_model=documented(PipelineConfigAnswer), responses=errors(400, 404, 409, 413),
+              response_model=documented(PipelineConfigAnswer), responses=errors(400, 404, 409, 413, 429),
               openapi_extra=bodies.declare(PipelineConfig, _CONFIG_CHANGE))
     def set_instance_config(instance_id: str, config: dict = Depends(json_body)) -> dict[str, Any]:
         return ok(f"Pipeline instance {instance_id} config changed.",
                   config=manager.set_instance_config(instance_id, config))
 
+    # A long request: run apart; clients asking for a message of the same instance share one wait.
     @app.get(f"{API}/instance/{{instance_id}}/message", summary="One message of the instance stream, as JSON",
-             response_model=documented(MessageAnswer), responses=errors(400, 404, 503))
-    def get_instance_message(instance_id: str) -> Response:
-        message = manager.get_instance_message(instance_id)
+             response_model=documented(MessageAnswer), responses=errors(400, 404, 429, 503))
+    async def get_instance_message(instance_id: str, request: Request) -> Response:
+        message = await jobs.run(
+            request, ("message", instance_id),
+            lambda job: manager.get_instance_message(instance_id, JOB_WAIT_CAP_S, keep_waiting=job.keep_waiting),
+            timeout=MESSAGE_TIMEOUT, timeout_error=lambda: SourceUnavailable(
+                f"No message from instance '{instance_id}' in {MESSAGE_TIMEOUT:.0f} s."))
         body = ok(f"Message from pipeline instance {instance_id}.", message=message["data"],
                   pulse_id=message["pulse_id"], global_timestamp=message["global_timestamp"])
         # Serialised directly: FastAPI's generic encoder walks every pixel of a large image list far slower.
-        return Response(json.dumps(body, allow_nan=False), media_type="application/json")
+        text = await run_in_threadpool(json.dumps, body, allow_nan=False)
+        return Response(text, media_type="application/json")
 
     # User scripts (scripts folder -u): /script, /script/<name>/script_bytes (see rest/script_routes.py).
     install_script_routes(app, API, ScriptStore(manager.scripts_folder))
@@ -243,7 +269,7 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
 
     # --- named pipelines and instance ids -------------------------------------------------------------------
     @app.post(f"{API}/{{pipeline_name}}", summary="Create a private instance of a saved pipeline",
-              response_model=documented(InstanceAnswer), responses=errors(400, 404, 409, 503))
+              response_model=documented(InstanceAnswer), responses=errors(400, 404, 409, 429, 503))
     def create_from_name(pipeline_name: str, instance_id: str | None = Query(None)) -> dict[str, Any]:
         iid, stream, expanded = manager.create_instance_from_name(pipeline_name, instance_id)
         return ok(f"Pipeline instance {iid} created.", instance_id=iid, stream=stream, config=expanded)
@@ -254,7 +280,7 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
         return ok(f"Pipeline {pipeline_name} config.", config=manager.get_pipeline_config(pipeline_name))
 
     @app.post(f"{API}/{{pipeline_name}}/config", summary="Save a pipeline config",
-              response_model=documented(PipelineConfigAnswer), responses=errors(400, 404, 413, 503),
+              response_model=documented(PipelineConfigAnswer), responses=errors(400, 404, 413, 429, 503),
               openapi_extra=bodies.declare(PipelineConfig, _NEW_CONFIG))
     def save_pipeline_config(pipeline_name: str, config: dict = Depends(json_body)) -> dict[str, Any]:
         return ok(f"Pipeline {pipeline_name} config saved.",

@@ -57,6 +57,8 @@ _ERRORS = {
     409: "Clashes with the current state (id in use, read-only instance, alias taken, different background)",
     413: "Request body too large",
     422: "A query parameter of the wrong type",
+    429: "Too many long or blocking requests at once (server option --max_long_requests / --max_blocking_requests); "
+         "Retry-After says when to try again",
     503: "A camera, stream or the camera server cannot be reached",
 }
 
@@ -263,6 +265,24 @@ class EndedCamera(BaseModel):
     ended: float = Field(description="Unix time")
 
 
+class LongRequestsInfo(BaseModel):
+    """Long requests (waits for a frame, message, background, online check), run apart from the quick ones."""
+
+    running: int = Field(description="jobs running now (a cancelled one until it has stopped)")
+    clients: int = Field(description="requests waiting for them (several may share one job)")
+    limit: int = Field(description="at most this many jobs at once (--max_long_requests); more: 429")
+    cancelled: int = Field(description="jobs cancelled since the start because every client had gone")
+    refused: int = Field(description="requests refused (429) since the start")
+
+
+class BlockingRequestsInfo(BaseModel):
+    """Requests that hold a server thread for seconds (instance starts, camera server calls)."""
+
+    running: int = Field(description="running now")
+    limit: int = Field(description="at most this many at once (--max_blocking_requests); more: 429")
+    refused: int = Field(description="requests refused (429) since the start")
+
+
 class ServerUsage(BaseModel):
     """The server process itself."""
 
@@ -271,6 +291,8 @@ class ServerUsage(BaseModel):
     version: str
     cpu: float = Field(description="percent of one core since the previous call (0.0 the first time)")
     memory: int = Field(description="RSS bytes")
+    long_requests: LongRequestsInfo
+    blocking_requests: BlockingRequestsInfo
 
 
 class CameraServerInfo(ServerUsage):

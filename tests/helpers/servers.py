@@ -102,11 +102,12 @@ def _server(tmp_path: Path, what: str, module: str, config: str, config_dir: Pat
 
 @contextmanager
 def camera_server(tmp_path: Path, config_dir: Path | None = None, env: dict[str, str] | None = None,
-                  log_level: str = "INFO") -> Iterator[RunningServer]:
-    """A camera server on a free port with a copy of ``config_dir`` (default: the bundled example cameras)."""
+                  log_level: str = "INFO", extra_args: Sequence[str] = ()) -> Iterator[RunningServer]:
+    """A camera server on a free port with a copy of ``config_dir`` (default: the bundled example cameras;
+    ``extra_args``: more options)."""
     scripts = tmp_path / "camera_user_scripts"  # not created: the server creates it on the first upload
     with _server(tmp_path, "camera server", "cam_server.start_camera_server", "camera_config", config_dir, scripts,
-                 [], "/api/v1/cam", env, log_level) as server:
+                 [*extra_args], "/api/v1/cam", env, log_level) as server:
         yield server
 
 

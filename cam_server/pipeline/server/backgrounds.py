@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 
 from cam_server.common.config_store import atomic_write_bytes
 from cam_server.common.errors import Conflict, InvalidConfig, NotFound, SourceUnavailable
+from cam_server.common.limits import Cancelled
 from cam_server.common.names import validate_name
 
 log = logging.getLogger(__name__)
@@ -218,11 +220,12 @@ def _brief(value: Any) -> str:
 _SCALAR = (str, bytes, int, float, type(None))
 
 
-def average_stream_images(stream_address: str, n_images: int, timeout: float = 10.0) -> np.ndarray:
+def average_stream_images(stream_address: str, n_images: int, timeout: float = 10.0,
+                          keep_waiting: Callable[[], bool] | None = None) -> np.ndarray:
     """Subscribe to a camera stream and return the float64 mean of the next ``n_images`` images.
 
     ``timeout`` is the longest wait for any single image; a camera that stops sending images raises
-    SourceUnavailable.
+    SourceUnavailable. ``keep_waiting`` (checked every 0.2 s while no image comes): False raises Cancelled.
     """
     from cam_server.bsread import SUB, source  # lazy: the bsread layer is only needed when collecting
     from cam_server.bsread.address import host_and_port
@@ -233,7 +236,10 @@ def average_stream_images(stream_address: str, n_images: int, timeout: float = 1
     count = 0
     with source(host=host, port=port, mode=SUB, receive_timeout=200) as stream:
         while count < n_images:
-            message = next_message(stream, timeout, accept=_has_image)
+            message = next_message(stream, timeout, accept=_has_image, alive=keep_waiting)
+            if keep_waiting is not None and not keep_waiting():  # also between images of a camera that sends
+                raise Cancelled(f"Background collection from {stream_address} cancelled after {count} of "
+                                f"{n_images} images: no client waits any more.")
             if message is None:
                 raise SourceUnavailable(f"No image from camera stream {stream_address} in {timeout:.0f} s "
                                         f"(got {count} of {n_images}).")

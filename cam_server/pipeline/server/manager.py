@@ -30,6 +30,7 @@ import requests
 
 from cam_server.common.errors import CamServerError, Conflict, InvalidConfig, NotFound, SourceUnavailable
 from cam_server.common.instances import InstanceTable
+from cam_server.common.limits import DEFAULT_MAX_BLOCKING, Cancelled, Gate
 from cam_server.common.names import validate_name
 from cam_server.common.process import InstanceControl, InstanceProcess, reserve_port
 from cam_server.common.psi_stats import format_time, psi_statistics
@@ -85,8 +86,12 @@ class PipelineManager:
 
     def __init__(self, cam_client: Any, config_store: SavedConfigs, background_store: BackgroundStore,
                  scripts_folder: str, hostname: str, target: Callable[..., Any] | None = None,
-                 stop_timeout: float = 3.0, file_folder: str | None = None) -> None:
+                 stop_timeout: float = 3.0, file_folder: str | None = None,
+                 max_blocking: int = DEFAULT_MAX_BLOCKING) -> None:
         self.cam_client = cam_client
+        # What holds a REST thread for seconds (instance starts, which wait for the camera; calls to the camera
+        # server): at most max_blocking at once, more are refused (429).
+        self.blocking = Gate(max_blocking, "blocking requests (instance starts, camera server calls)")
         self.config_store = config_store
         self.background_store = background_store
         self.scripts_folder = str(scripts_folder)
@@ -128,16 +133,20 @@ class PipelineManager:
     # --- cameras and backgrounds --------------------------------------------------------------------------
     def get_camera_list(self) -> list[str]:
         try:
-            return list(self.cam_client.get_cameras())
+            with self.blocking:
+                return list(self.cam_client.get_cameras())
         except requests.RequestException as exc:
             raise SourceUnavailable(f"Camera server {self.cam_client.get_address()} is not reachable: {exc}") from None
 
-    def collect_background(self, camera_name: str, n_images: int | None = None) -> str:
-        """Average ``n_images`` (default 10) frames of the camera stream, save them, return the background id."""
+    def collect_background(self, camera_name: str, n_images: int | None = None,
+                           keep_waiting: Callable[[], bool] | None = None) -> str:
+        """Average ``n_images`` (default 10) frames of the camera stream, save them, return the background id.
+        ``keep_waiting`` (checked every 0.2 s while no image comes): False ends the collection with
+        :class:`Cancelled`, nothing saved."""
         validate_name(camera_name, "camera name")
         n = check_n_images(n_images)
         stream = self._camera_stream(camera_name)
-        array = average_stream_images(stream, n)
+        array = average_stream_images(stream, n, keep_waiting=keep_waiting)
         return self.background_store.save(camera_name, array)
 
     def get_latest_background(self, camera_name: str) -> str:
@@ -202,13 +211,23 @@ class PipelineManager:
         watching the same processing shares one instance; else one starts with a new uuid4 id.
         """
         requested = _without_reload(expand_config(config))
-        with self._shared_config_lock(json.dumps(requested, sort_keys=True, default=str)):
+        running = self._running_shared(requested)
+        if running is not None:
+            return running
+        # Bounded before waiting for the lock: clients waiting for the same start hold threads too.
+        with self.blocking, self._shared_config_lock(json.dumps(requested, sort_keys=True, default=str)):
             self.reap()  # an ended instance must not be handed out
-            for _, instance in self._instances.items():
-                if instance.read_only and instance.requested == requested and self._alive(instance):
-                    log.info("reusing shared instance %s", instance.instance_id)
-                    return instance.instance_id, instance.stream_address, dict(instance.config)
+            running = self._running_shared(requested)
+            if running is not None:
+                return running
             return self._create(config, None, read_only=True)
+
+    def _running_shared(self, requested: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
+        for _, instance in self._instances.items():
+            if instance.read_only and instance.requested == requested and self._alive(instance):
+                log.info("reusing shared instance %s", instance.instance_id)
+                return instance.instance_id, instance.stream_address, dict(instance.config)
+        return None
 
     def get_instance_config(self, instance_id: str) -> dict[str, Any]:
         return dict(self._get(instance_id).config)
@@ -301,8 +320,11 @@ class PipelineManager:
         return tuple(modules)
 
     # --- single message -----------------------------------------------------------------------------------
-    def get_instance_message(self, instance_id: str, timeout: float = MESSAGE_TIMEOUT) -> dict[str, Any]:
-        """One message of the instance stream: {"pulse_id", "global_timestamp", "data": {channel: JSON value}}."""
+    def get_instance_message(self, instance_id: str, timeout: float = MESSAGE_TIMEOUT,
+                             keep_waiting: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """One message of the instance stream: {"pulse_id", "global_timestamp", "data": {channel: JSON value}}.
+        ``keep_waiting`` (checked every 0.2 s while no message comes): False ends the wait with :class:`Cancelled`.
+        """
         from cam_server.bsread import source
         from cam_server.bsread.address import host_and_port
         from cam_server.bsread.endpoints import reader_mode
@@ -318,9 +340,14 @@ class PipelineManager:
         mode = reader_mode(config.get("mode"))
         host, port = host_and_port(instance.stream_address)
         process = instance.process
+        alive = None if process is None else process.is_alive
+        if keep_waiting is not None:
+            alive = lambda: keep_waiting() and (process is None or process.is_alive())  # noqa: E731
         with source(host=host, port=port, mode=mode, receive_timeout=200) as stream:
-            message = next_message(stream, timeout, alive=None if process is None else process.is_alive)
+            message = next_message(stream, timeout, alive=alive)
         if message is None:
+            if keep_waiting is not None and not keep_waiting():
+                raise Cancelled(f"Wait for a message of instance '{instance_id}' cancelled: no client waits any more.")
             if process is not None and not process.is_alive():
                 info = process.info()
                 raise SourceUnavailable(f"Instance '{instance_id}' stopped (exit code {info['exit_code']}, "
@@ -393,6 +420,11 @@ class PipelineManager:
 
     def _create(self, config: dict[str, Any], instance_id: str | None, read_only: bool,
                 ) -> tuple[str, str, dict[str, Any]]:
+        with self.blocking:  # it may wait for the camera server to start the camera
+            return self._create_now(config, instance_id, read_only)
+
+    def _create_now(self, config: dict[str, Any], instance_id: str | None, read_only: bool,
+                    ) -> tuple[str, str, dict[str, Any]]:
         if instance_id is not None:
             validate_name(instance_id, "instance id")
         expanded = expand_config(config)
@@ -461,7 +493,8 @@ class PipelineManager:
     def _camera_stream(self, camera: str) -> str:
         """The camera's stream from the camera server, with NotFound for cameras it does not know."""
         try:
-            return self.cam_client.get_instance_stream(camera)
+            with self.blocking:  # the camera server may start the camera (seconds)
+                return self.cam_client.get_instance_stream(camera)
         except requests.RequestException as exc:
             raise SourceUnavailable(f"Camera server {self.cam_client.get_address()} is not reachable: {exc}") from None
         except ValueError as exc:
@@ -479,7 +512,8 @@ class PipelineManager:
         if camera in self.get_camera_list():
             return True
         try:
-            return camera in self.cam_client.get_camera_aliases()
+            with self.blocking:
+                return camera in self.cam_client.get_camera_aliases()
         except Exception:  # noqa: BLE001 - older camera servers may not list aliases
             return False
 
@@ -493,7 +527,8 @@ class PipelineManager:
         if not camera or config.get("input_stream"):
             return
         try:
-            width, height = self.cam_client.get_camera_geometry(camera)
+            with self.blocking:  # the camera server may wait for a frame (seconds)
+                width, height = self.cam_client.get_camera_geometry(camera)
         except Exception as exc:  # noqa: BLE001 - the instance re-checks every frame; this is an early, helpful check
             log.info("no geometry for camera %s to check background %s: %s", camera, background, exc)
             return
