@@ -238,6 +238,8 @@ def test_a_stream_reservation_expires_and_a_connection_takes_it_up(tmp_path: Pat
         assert manager.running() == ["held"]  # beyond its no_client_timeout: held by the reservation
         wait_until(lambda: not manager.running(), RESERVATION_S + 5, "the reservation to expire")
         held = time.monotonic() - requested
+        record_property("held_without_client_s", round(held, 3))
+        print(f"held {held:.3f} s without a client (reservation {RESERVATION_S} s + no_client_timeout 1 s)")
         record = manager.info()["finished_instances"]["held"]
         assert RESERVATION_S <= held <= RESERVATION_S + 1 + 1.5  # + no_client_timeout + the monitor's period
         assert record["exit_reason"] == "no clients for 1 s" and record["exit_code"] == 0
@@ -249,6 +251,7 @@ def test_a_stream_reservation_expires_and_a_connection_takes_it_up(tmp_path: Pat
         wait_until(lambda: not manager.running(), 10, "the camera to stop after its client left")
         after = time.monotonic() - left
         record_property("stop_after_last_client_s", round(after, 3))
+        print(f"stopped {after:.3f} s after its last client left (no_client_timeout 1 s)")
         assert after <= 1 + 2.5
         record = manager.info()["finished_instances"]["held"]
         assert [r["exit_reason"] for r in record["history"]] == ["no clients for 1 s"]  # the first run, in brief

@@ -50,6 +50,7 @@ def test_killed_camera_instance_says_so_and_keeps_its_history(servers: ServerPai
             os.kill(pid, signal.SIGKILL)
             record, waited = _wait_record(lambda: cam.get_server_info()["finished_instances"], "killed_cam", run)
             record_property(f"record_after_kill_{run}_s", round(waited, 3))
+            print(f"camera record {waited:.3f} s after kill -9 (bound {REAP_BOUND_S} s)")
             assert waited <= REAP_BOUND_S
         assert record["exit_code"] == -9 and record["exit_reason"] == SIGKILL_TEXT and record["pid"] == pids[1]
         assert [(r["pid"], r["exit_reason"]) for r in record["history"]] == [(pids[0], SIGKILL_TEXT)]
@@ -75,6 +76,7 @@ def test_killed_pipeline_instance_says_so_and_its_reused_id_keeps_the_history(se
             record, waited = _wait_record(lambda: pipelines.get_server_info()["finished_instances"],
                                           "killed_pipeline", run)
             record_property(f"record_after_kill_{run}_s", round(waited, 3))
+            print(f"pipeline record {waited:.3f} s after kill -9 (bound {REAP_BOUND_S} s)")
             assert waited <= REAP_BOUND_S
         pipelines.create_instance_from_config(config, instance_id="killed_pipeline")  # the id runs again
         pipelines.stop_instance("killed_pipeline")
