@@ -165,9 +165,12 @@ def test_stalled_and_lost_upstream_show_in_camera_and_pipeline_info(cam: CamClie
             record_property("lost_visible_s", round(lost, 3))
             print(f"lost connection visible after {lost:.3f} s (bound {LOST_BOUND_S} s)")
 
-        with upstream(port, CONTINUED_RUN, tmp_path):
+        with upstream(port, CONTINUED_RUN, tmp_path) as (_, ready):
             back = wait_until(lambda: (s := camera_stats(cam, name))["state"] == "streaming" and s["rate"] > 0
                               and s, 15, "the camera to stream again")
+            resumed = time.time() - ready_time(ready)
+            record_property("streaming_again_s", round(resumed, 3))
+            print(f"streaming again (state and rate) {resumed:.3f} s after the new upstream's first message")
         assert stall <= STALL_BOUND_S and lost <= LOST_BOUND_S
         assert back["reconnects"] == 1 and back["source_restarts"] == 0
     finally:
