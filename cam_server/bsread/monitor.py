@@ -33,6 +33,7 @@ class ClientMonitor:
         self._timeout = 10.0 if timeout is None else float(timeout)
         self._plus_event = zmq.EVENT_CONNECTED if count_connects else zmq.EVENT_ACCEPTED
         self._count = 0
+        self.connections = 0  # every client that connected, those gone included
         self._zero_since: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bsread-client-monitor", daemon=True)
@@ -72,6 +73,7 @@ class ClientMonitor:
     def _on_event(self, event: int) -> None:
         if event == self._plus_event:
             self._count += 1
+            self.connections += 1
         elif event == zmq.EVENT_DISCONNECTED:
             self._count = max(0, self._count - 1)
         elif event == zmq.EVENT_CLOSED:
@@ -90,3 +92,47 @@ class ClientMonitor:
                 self._action()
             except Exception:  # the action must never kill the monitor
                 log.exception("no_client_action failed")
+
+
+class ConnectionWatch:
+    """Whether a connecting socket (a receiver's SUB/PULL) lost its peer, and how often it connected again.
+
+    No thread: :meth:`poll` drains the socket's monitor events without blocking, so the owner calls it when it
+    wants to know (e.g. on an idle receive). ZeroMQ reconnects by itself after its peer went away; the events are
+    the only way to see it. Create and :meth:`close` it in the thread that owns the socket (the monitor socket
+    itself may then be polled from any one thread).
+
+    The watch starts on a socket that is already connecting, so it may miss the first connection: the socket
+    counts as connected until a disconnection is seen, and a reconnection is a connection after a disconnection.
+    """
+
+    def __init__(self, socket: zmq.Socket) -> None:
+        self._socket = socket
+        self._monitor = socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.connected = True  # no disconnection seen since the last connection (or since the start)
+        self.reconnects = 0  # connections made after a disconnection
+
+    def poll(self) -> bool:
+        """Read the pending events; returns :attr:`connected`."""
+        while self._monitor is not None:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)["event"]
+            except zmq.ZMQError:  # zmq.Again: no more events (or the monitor is gone)
+                break
+            if event == zmq.EVENT_CONNECTED:
+                if not self.connected:
+                    self.reconnects += 1
+                self.connected = True
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.connected = False
+        return self.connected
+
+    def close(self) -> None:
+        if self._monitor is None:
+            return
+        try:
+            self._socket.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self._monitor.close(linger=0)
+        self._monitor = None

@@ -121,6 +121,11 @@ class Source:
     def decoder(self) -> Decoder:
         return self._decoder
 
+    @property
+    def socket(self) -> zmq.Socket | None:
+        """The ZeroMQ socket while connected (e.g. for a :class:`~cam_server.bsread.monitor.ConnectionWatch`)."""
+        return self._socket
+
     # -- receiving -----------------------------------------------------------------------------------
 
     def receive_frames(self) -> list[zmq.Frame] | None:

@@ -147,6 +147,11 @@ class Sender:
         return self._monitor.client_count if self._monitor is not None else 0
 
     @property
+    def connections(self) -> int:
+        """Clients that connected since the socket was opened (those gone included)."""
+        return self._monitor.connections if self._monitor is not None else 0
+
+    @property
     def pulse_id(self) -> int:
         """Pulse id the next message gets unless ``send(pulse_id=...)`` overrides it."""
         return self._encoder.pulse_id

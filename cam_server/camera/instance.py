@@ -5,7 +5,14 @@ Runs as the target of :class:`~cam_server.common.process.InstanceProcess`. Lifec
 * ``stats.start_time`` is set once the source is connected and the stream is bound (the parent waits for it);
 * a source that cannot connect (offline EPICS camera, bad address) is reported through the error queue and the
   process exits with :data:`EXIT_SOURCE_OFFLINE`;
-* the sender's no-client monitor ends the loop after ``no_client_timeout`` seconds without clients.
+* the sender's no-client monitor ends the loop after ``no_client_timeout`` seconds without clients, unless a
+  client was promised the stream and has not connected yet (:meth:`InstanceControl.reserve
+  <cam_server.common.process.InstanceControl.reserve>`: the server's answer to a stream request reserves it, so a
+  slow-starting pipeline does not find the camera gone); the reason is reported (``exit_reason``);
+* ``statistics.state`` says what it does (``streaming``, ``waiting for source`` when nothing arrived for
+  ``RATE_STALE_S``, ``reconnecting`` while the source's connection is down or being replaced, ``stopping``), and
+  the source's own counters (dropped, restarts of its pulse ids, reconnections) are copied into the statistics
+  every ``CHECK_INTERVAL_S`` and on every idle wake-up, not per frame.
 
 The server validates every config it hands the instance: the instance gets :class:`CameraConfig` models (at start
 and with each live change), never dicts to parse. Live config changes (``control.poll_config()``) apply from the
@@ -24,13 +31,14 @@ from typing import Any
 
 from cam_server.camera.config import SOURCE_KEYS, CameraConfig
 from cam_server.camera.sources.base import CameraOffline, FrameSource
-from cam_server.common.process import InstanceControl, RateMeter, configure_memory
+from cam_server.common.process import RATE_STALE_S, InstanceControl, RateMeter, SharedStats, configure_memory
 
 log = logging.getLogger(__name__)
 
 EXIT_SOURCE_OFFLINE = 3
 EXIT_ERROR = 1
 READ_TIMEOUT = 0.2  # seconds; bounds how late a stop request or config change is seen
+CHECK_INTERVAL_S = 0.25  # while frames flow: how often counters, clients and the state are brought up to date
 
 
 # Not "/tmp/cam_server": a folder of that name would shadow the package for scripts run from /tmp.
@@ -94,31 +102,61 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
     rate = RateMeter(stats)
     rate_in = RateMeter(stats, "rate_in", throughput_field=None)
     publisher = CameraPublisher(sender, config)
-    source_dropped = 0
+    counters = _SourceCounters(stats)
+    connections = 0  # the sender's count of client connections at the last check
     frame_shape = None  # the publisher's, as last written to the statistics
     current = [source]  # the source a config change may replace; a stop request interrupts whichever is current
-    control.on_stop(lambda: current[0].interrupt())
+
+    def stop_requested() -> None:
+        stats.set_state("stopping")
+        current[0].interrupt()
+
+    control.on_stop(stop_requested)
     stats.set("start_time", time.time())
+    stats.set_state("waiting for source")
+    streaming = False  # the state shown is "streaming"
+    last_frame = next_check = 0.0
     log.info("camera %s streaming on %s", config.name, sender.endpoint)
     try:
         while not control.should_stop():
             if no_clients.is_set():
-                log.info("camera %s: no clients for %.1f s, stopping", config.name, timeout)
-                break
+                stats.set_state("stopping")  # before looking at reservations (the server looks the other way)
+                connections = _note_connections(control, sender.connections, connections)
+                if not control.held():
+                    log.info("camera %s: no clients for %.1f s, stopping", config.name, timeout)
+                    control.report_exit_reason(f"no clients for {timeout:g} s")
+                    break
+                no_clients.clear()  # a client was promised the stream: wait for it (the monitor asks again)
+                streaming = False
             new = control.poll_config()
             if new is not None:
-                config, source = _apply_config(config, new, source, publisher)
+                config, source = _apply_config(config, new, source, publisher, stats)
+                if source is not current[0]:
+                    counters.reset()
+                    streaming = False
                 current[0] = source
                 if control.should_stop():  # a stop that arrived while the source was replaced woke the old one
                     break
             frame = source.read(READ_TIMEOUT)
-            dropped = getattr(source, "dropped", 0)
-            if dropped != source_dropped:
-                stats.add("dropped", dropped - source_dropped)
-                source_dropped = dropped
-            stats.set("clients", sender.client_count)
+            now = time.monotonic()
+            if frame is None or now >= next_check:  # not per frame: counters, clients, state and stale rates
+                next_check = now + CHECK_INTERVAL_S
+                connected = counters.update(source)
+                connections = _note_connections(control, sender.connections, connections)
+                stats.set("clients", sender.client_count)
+                if frame is None:
+                    state = ("reconnecting" if not connected else
+                             "streaming" if last_frame and now - last_frame <= RATE_STALE_S else "waiting for source")
+                    streaming = state == "streaming"
+                    stats.set_state(state)
+                    rate.expire(RATE_STALE_S)
+                    rate_in.expire(RATE_STALE_S)
             if frame is None:
                 continue
+            last_frame = now
+            if not streaming:
+                streaming = True
+                stats.set_state("streaming")
             stats.add("frames_in")
             rate_in.tick()
             try:
@@ -137,15 +175,50 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
                     stats.set("frame_height", frame_shape[0])
                     stats.set("frame_width", frame_shape[1])
     finally:
+        stats.set_state("stopping")
         sender.close()
         source.close()
 
 
+def _note_connections(control: InstanceControl, count: int, before: int) -> int:
+    """Client connections made since ``before`` take up stream reservations; returns ``count``."""
+    if count > before:
+        control.clients_connected(count - before)
+    return count
+
+
+class _SourceCounters:
+    """Copies a source's own counters into the shared statistics, as increments: ``dropped`` (late pulse ids,
+    messages without an image), ``source_restarts`` (its ``restarts``), ``reconnects`` (from its ``health()``)."""
+
+    def __init__(self, stats: SharedStats) -> None:
+        self._stats = stats
+        self._seen: dict[str, int] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """A new source object: its counters start from 0."""
+        self._seen = {"dropped": 0, "source_restarts": 0, "reconnects": 0}
+
+    def update(self, source: FrameSource) -> bool:
+        """Bring the statistics up to date; returns whether the source is connected (True if it cannot tell)."""
+        health = getattr(source, "health", None)
+        connected, reconnects = health() if health is not None else (True, 0)
+        for field, value in (("dropped", getattr(source, "dropped", 0)),
+                             ("source_restarts", getattr(source, "restarts", 0)), ("reconnects", reconnects)):
+            if value > self._seen[field]:
+                self._stats.add(field, value - self._seen[field])
+            self._seen[field] = value
+        return connected
+
+
 def _apply_config(config: CameraConfig, updated: CameraConfig, source: FrameSource,
-                  publisher: Any) -> tuple[CameraConfig, FrameSource]:
+                  publisher: Any, stats: SharedStats) -> tuple[CameraConfig, FrameSource]:
     old, cur = config.to_dict(), updated.to_dict()  # dicts: SOURCE_KEYS include an extra key (connection_timeout)
     if any(old.get(k) != cur.get(k) for k in SOURCE_KEYS):
         log.info("camera %s: source settings changed, reconnecting the source", config.name)
+        stats.set_state("reconnecting")
+        stats.add("reconnects")
         source.close()
         source = _connect_source(updated)
     publisher.set_config(updated)

@@ -6,6 +6,10 @@ A camera streams from its own process (:mod:`cam_server.camera.instance`), start
 error while the server itself stays healthy. An :class:`~cam_server.common.instances.InstanceTable` tracks them; its
 reaper joins instances that ended on their own (no clients for ``no_client_timeout``) so no zombie process is left
 behind, and records how they ended.
+
+A stream request reserves the stream (:data:`STREAM_RESERVATION_S`): whoever asked for the address (a pipeline
+server starting an instance, which may take seconds to connect) counts as a client until a client connects, so a
+camera with a short ``no_client_timeout`` does not stop before it arrives.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ PRELOAD = ("numpy", "zmq", "cam_server.bsread", "cam_server.processing", "cam_se
            "cam_server.camera.sources.simulation", "cam_server.camera.sources.bsread_source")
 START_TIMEOUT = 20.0  # seconds; covers the first fork-server start and an EPICS connection timeout
 FRAME_TIMEOUT = 10.0
+# How long a stream request counts as a client when nobody connects (a client that connects ends it at once).
+STREAM_RESERVATION_S = 30.0
+STOPPING_WAIT_S = 5.0  # how long a stream request waits for an instance that is ending by itself
 
 
 @dataclass
@@ -70,13 +77,15 @@ class CameraInstanceManager:
     """All camera instances of one server, keyed by camera name (aliases resolve to the camera)."""
 
     def __init__(self, store: CameraConfigStore, hostname: str = "localhost", start_timeout: float = START_TIMEOUT,
-                 log_level: int | None = None, max_blocking: int = DEFAULT_MAX_BLOCKING) -> None:
+                 log_level: int | None = None, max_blocking: int = DEFAULT_MAX_BLOCKING,
+                 stream_reservation: float = STREAM_RESERVATION_S) -> None:
         self.store = store
         # Instance starts (up to start_timeout each, also those waiting for the same camera's start) hold a thread
         # of the REST server's pool: at most max_blocking at once, more are refused (429).
         self.blocking = Gate(max_blocking, "instance starts")
         self.hostname = hostname
         self.start_timeout = start_timeout
+        self.stream_reservation = stream_reservation
         self.log_level = logging.getLogger().level if log_level is None else log_level
         # Only instances that ended by themselves are recorded as ended (a stopped camera is simply gone).
         self._table: InstanceTable[CameraInstance] = InstanceTable("camera", _ended_record, remember_stopped=False)
@@ -94,34 +103,55 @@ class CameraInstanceManager:
 
     # --- streams ------------------------------------------------------------------------------------------
     def get_instance_stream(self, name: str) -> str:
-        """Stream address of camera ``name`` (or alias), starting its instance if needed."""
-        return self.get_instance(name).stream_address
+        """Stream address of camera ``name`` (or alias), starting its instance if needed; the stream is reserved
+        for the caller (see the module doc)."""
+        return self.get_instance(name, reserve=True).stream_address
 
-    def get_instance(self, name: str) -> CameraInstance:
+    def get_instance(self, name: str, reserve: bool = False) -> CameraInstance:
+        """The running instance of camera ``name`` (or alias), started if needed; ``reserve``: the caller will
+        connect to its stream (it must not stop for lack of clients before that)."""
         camera = self.store.resolve(name)
         instance = self._table.get(camera)
-        if instance is not None and instance.process.is_alive():
+        if instance is not None and instance.process.is_alive() and (not reserve or self._reserve(instance)):
             return instance  # running: no start, nothing to bound
         with self._start_locks_lock:
             lock = self._start_locks.setdefault(camera, threading.Lock())
         with self.blocking, lock:
             instance = self._table.get(camera)
-            if instance is not None and instance.process.is_alive():
+            if instance is not None and instance.process.is_alive() and (not reserve or self._reserve(instance)):
                 return instance
             if instance is not None:
                 self._table.reap()  # it ended and the reaper has not seen it yet: record how
-            instance = self._start(camera)
+            instance = self._start(camera, reserve)
             self._table.add(camera, instance)
             return instance
+
+    def _reserve(self, instance: CameraInstance) -> bool:
+        """Reserve the running instance's stream; False if it is ending by itself (it has been waited for then).
+
+        The reservation is written before the state is read; the instance sets "stopping" before it reads the
+        reservations: one of the two sees the other.
+        """
+        control = instance.process.control
+        control.reserve(self.stream_reservation)
+        deadline = time.monotonic() + STOPPING_WAIT_S
+        while control.stats.state() == "stopping" and instance.process.is_alive():
+            if time.monotonic() > deadline:  # stuck: the caller replaces it
+                self._table.stop(instance.camera, timeout=1.0)
+                return False
+            time.sleep(0.01)  # it either goes on (it saw the reservation) or ends
+        return instance.process.is_alive()
 
     def _used_ports(self) -> set[int]:
         return {i.port for _, i in self._table.items()}
 
-    def _start(self, camera: str) -> CameraInstance:
+    def _start(self, camera: str, reserve: bool = False) -> CameraInstance:
         config = self.store.load(camera)
         port = config.port or reserve_port(exclude=self._used_ports())
         process = InstanceProcess(camera, run_camera_instance, args=(config, port, self.log_level),
                                   preload=PRELOAD)
+        if reserve:  # before it can look for clients
+            process.control.reserve(self.stream_reservation)
         process.start()
         deadline = time.monotonic() + self.start_timeout
         stats = process.control.stats
@@ -240,8 +270,9 @@ class CameraInstanceManager:
 def _ended_record(instance: CameraInstance) -> dict[str, Any]:
     """What ``finished_instances`` shows of a camera instance that ended by itself."""
     process = instance.process
-    return {"exit_code": process.exitcode, "last_error": process.last_error,
-            "last_error_time": process.last_error_time, "ended": time.time()}
+    return {"exit_code": process.exitcode, "exit_reason": process.exit_reason(), "last_error": process.last_error,
+            "last_error_time": process.last_error_time, "ended": time.time(), "pid": process.pid,
+            "created": process.created}
 
 
 def _value(values: dict[str, Any], name: str) -> Any:

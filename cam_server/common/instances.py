@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,8 @@ from cam_server.common.process import InstanceProcess
 log = logging.getLogger(__name__)
 
 ENDED_HISTORY = 100
+ENDED_PER_ID = 10  # ended runs remembered per id: the latest record in full, the earlier ones in brief (HISTORY_KEYS)
+HISTORY_KEYS = ("pid", "created", "ended", "exit_code", "exit_reason", "last_error", "last_error_time")
 REAP_INTERVAL = 0.5
 _MAX_STOP_THREADS = 32
 
@@ -35,25 +38,34 @@ T = TypeVar("T", bound=HasProcess)
 
 
 class InstanceTable(Generic[T]):
-    """Running instances by id, plus the records of the most recent ``history`` ended ones (oldest dropped first).
+    """Running instances by id, plus the records of the ended ones: of the most recent ``history`` ids (the id
+    whose run ended longest ago dropped first), up to ``per_id`` runs each.
 
     ``record(instance)`` makes the "ended" record (exit code, last error, ...) after the process was joined; it is
     called for instances that ended by themselves (found by the reaper thread) and, with ``remember_stopped``, for
-    stopped ones too. ``lock`` is public (re-entrant) for managers that must check and add atomically. An entry
-    whose process is None is "starting": the reaper leaves it alone.
+    stopped ones too; the table adds ``ended`` (when) if the record has none. ``lock`` is public (re-entrant) for
+    managers that must check and add atomically. An entry whose process is None is "starting": the reaper leaves
+    it alone.
+
+    A reused id keeps its history: a new run does not forget how the earlier ones ended (an instance killed and
+    started again under its id stays visible). The records are read as {id: latest record}, the shape servers
+    have always shown, with ``history``: the earlier runs of that id, oldest first, each in brief (HISTORY_KEYS).
+    So an id may be running and have ended records at the same time.
     """
 
     def __init__(self, kind: str, record: Callable[[T], dict[str, Any]], *, remember_stopped: bool = True,
                  history: int = ENDED_HISTORY, stop_timeout: float = 3.0,
-                 reap_interval: float = REAP_INTERVAL) -> None:
+                 reap_interval: float = REAP_INTERVAL, per_id: int = ENDED_PER_ID) -> None:
         self.kind = kind  # for log messages and the reaper thread's name
         self.lock = threading.RLock()
         self._record = record
         self._remember_stopped = remember_stopped
         self._history = history
+        self._per_id = max(1, per_id)
         self._stop_timeout = stop_timeout
         self._running: dict[str, T] = {}
-        self._ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # id → its ended runs, oldest first: the last one in full, the earlier ones in brief
+        self._ended: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._closing = threading.Event()
         self._reaper = threading.Thread(target=self._reap_loop, args=(reap_interval,), name=f"{kind}-reaper",
                                         daemon=True)
@@ -65,10 +77,10 @@ class InstanceTable(Generic[T]):
             return self._running.get(key)
 
     def ended(self, key: str) -> dict[str, Any] | None:
-        """The record of ``key``'s last ended instance (a copy), or None."""
+        """The record of ``key``'s last ended instance (a copy, with ``history``), or None."""
         with self.lock:
-            record = self._ended.get(key)
-            return None if record is None else dict(record)
+            runs = self._ended.get(key)
+            return None if runs is None else _with_history(runs)
 
     def __contains__(self, key: str) -> bool:
         with self.lock:
@@ -80,17 +92,17 @@ class InstanceTable(Generic[T]):
             return list(self._running.items())
 
     def snapshot(self) -> tuple[dict[str, T], dict[str, dict[str, Any]]]:
-        """Running instances and ended records (oldest first), taken together under the lock."""
+        """Running instances and ended records ({id: latest record with ``history``}, the id whose last run ended
+        longest ago first), taken together under the lock."""
         with self.lock:
-            return dict(self._running), {k: dict(v) for k, v in self._ended.items()}
+            return dict(self._running), {k: _with_history(v) for k, v in self._ended.items()}
 
     # --- changes ------------------------------------------------------------------------------------------
     def add(self, key: str, instance: T) -> None:
-        """Track ``instance`` as ``key`` (replacing an entry the caller has dealt with); a new run forgets the old
-        "ended" record, as a client asking about ``key`` means the new one."""
+        """Track ``instance`` as ``key`` (replacing an entry the caller has dealt with); the ended records of earlier
+        runs of ``key`` stay (its history)."""
         with self.lock:
             self._running[key] = instance
-            self._ended.pop(key, None)
 
     def remove(self, key: str, instance: T | None = None) -> T | None:
         """Untrack ``key`` without stopping it (only if it still is ``instance``, when given); returns it."""
@@ -147,7 +159,8 @@ class InstanceTable(Generic[T]):
         for key, process in done:
             code, error = process.exitcode, process.last_error
             if code:
-                log.warning("%s %s ended with exit code %s; last error: %s", self.kind, key, code, error)
+                log.warning("%s %s ended with exit code %s (%s); last error: %s", self.kind, key, code,
+                            process.exit_reason(), error)
             else:
                 log.info("%s %s finished (exit code %s)", self.kind, key, code)
         return [key for key, _ in done]
@@ -168,14 +181,18 @@ class InstanceTable(Generic[T]):
             return
         process.stop(self._stop_timeout if timeout is None else timeout)
         if self._remember_stopped:
-            with self.lock:
-                if self._running.get(key) is None:  # not re-created under the same id while this one stopped
-                    self._remember(key, self._record(instance))
+            self._remember(key, self._record(instance))  # also when re-created meanwhile: history of the id
 
     def _remember(self, key: str, record: dict[str, Any]) -> None:
+        record.setdefault("ended", time.time())
+        record.pop("history", None)
         with self.lock:
-            self._ended[key] = record
-            self._ended.move_to_end(key)
+            runs = self._ended.pop(key, [])
+            if runs:
+                runs[-1] = {k: runs[-1].get(k) for k in HISTORY_KEYS}  # the previous latest, now in brief
+            runs.append(record)
+            del runs[:-self._per_id]
+            self._ended[key] = runs
             while len(self._ended) > self._history:
                 self._ended.popitem(last=False)
 
@@ -185,3 +202,8 @@ class InstanceTable(Generic[T]):
                 self.reap()
             except Exception:  # noqa: BLE001 - the reaper must survive anything
                 log.exception("%s reaper failed", self.kind)
+
+
+def _with_history(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The latest record (a copy) with ``history``: the earlier runs, oldest first."""
+    return {**runs[-1], "history": [dict(r) for r in runs[:-1]]}

@@ -26,6 +26,7 @@ import multiprocessing as mp
 import multiprocessing.connection
 import os
 import queue
+import signal
 import socket
 import threading
 import time
@@ -50,10 +51,36 @@ STAT_FIELDS = (
     "rate_in",         # messages received per second, smoothed
     "frame_width",     # shape of the received images (0: none yet; a change of data header updates it)
     "frame_height",
+    # Health (issue 10 item 5): what the instance is doing and how its source behaves.
+    "state",           # code of the instance's state: an index into INSTANCE_STATES (snapshot() shows the name)
+    "reconnects",      # reconnections to the source after it was lost (or its settings changed)
+    "source_restarts",  # restarts of the source seen in its data (pulse ids started again from below)
+    "last_input_time",  # wall clock of the last frame/message received (last_frame_time: the last one sent)
 )
 _INDEX = {name: i for i, name in enumerate(STAT_FIELDS)}
 _INT_FIELDS = frozenset({"frames_in", "frames_out", "dropped", "errors", "clients", "bytes_out", "frame_width",
-                         "frame_height"})
+                         "frame_height", "reconnects", "source_restarts"})
+
+# The states an instance reports in ``statistics.state`` (SharedStats.set_state; shared memory holds the index):
+#   starting                  the process runs, its source / stream are being set up (0: the initial value)
+#   streaming                 frames arrive (the last one less than RATE_STALE_S ago)
+#   waiting for source        connected, but nothing arrived for RATE_STALE_S (an idle or stalled upstream)
+#   reconnecting              the connection to the source is lost (or is being replaced); reconnects counts returns
+#   stopping                  the instance is ending (stop request, no clients, end condition)
+#   waiting for camera server a pipeline whose camera server does not answer (pipeline side)
+INSTANCE_STATES = ("starting", "streaming", "waiting for source", "reconnecting", "stopping",
+                   "waiting for camera server")
+_STATE_CODES = {name: code for code, name in enumerate(INSTANCE_STATES)}
+# Rates only change on events: a reader shows a rate (and its throughput) as 0 once the stamp of its last event is
+# older than this. rate field → (wall-clock stamp of its last event, its throughput field or None).
+RATE_STALE_S = 2.0
+RATE_STAMPS = {"rate": ("last_frame_time", "throughput"), "rate_in": ("last_input_time", None)}
+
+
+def state_name(code: float) -> str:
+    """The name of a state code as stored in shared memory (an unknown code reads as "unknown")."""
+    index = int(code)
+    return INSTANCE_STATES[index] if 0 <= index < len(INSTANCE_STATES) else "unknown"
 
 _CONTEXT: Any = None
 
@@ -101,11 +128,27 @@ class SharedStats:
     def get(self, name: str) -> float:
         return self._values[_INDEX[name]]
 
-    def snapshot(self) -> dict[str, float]:
+    def set_state(self, state: str) -> None:
+        """Report the instance's state, one of :data:`INSTANCE_STATES` (a KeyError names a state that is not)."""
+        self._values[_INDEX["state"]] = _STATE_CODES[state]
+
+    def state(self) -> str:
+        return state_name(self._values[_INDEX["state"]])
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every field; ``state`` by name, and rates whose last event is older than RATE_STALE_S as 0 (a stalled
+        instance must not show its last rate for ever, whatever its loop is blocked in)."""
         values = list(self._values)
-        out: dict[str, float] = {}
+        out: dict[str, Any] = {}
         for name, value in zip(STAT_FIELDS, values, strict=True):
             out[name] = int(value) if name in _INT_FIELDS else value
+        out["state"] = state_name(out["state"])
+        now = time.time()
+        for rate, (stamp, throughput) in RATE_STAMPS.items():
+            if out[rate] and now - out[stamp] > RATE_STALE_S:
+                out[rate] = 0.0
+                if throughput is not None:
+                    out[throughput] = 0.0
         return out
 
 
@@ -116,6 +159,7 @@ class RateMeter:
                  throughput_field: str | None = "throughput") -> None:
         self._stats, self._field, self._window = stats, field, window
         self._throughput_field = throughput_field
+        self._stamp_field = RATE_STAMPS[field][0] if field in RATE_STAMPS else None  # wall clock of the last event
         self._count = 0
         self._bytes = 0
         self._bytes_total = 0
@@ -128,7 +172,8 @@ class RateMeter:
         a per-message size, so that a buffered output, which sends later in its own thread, is counted right.
         """
         self._stats.add("frames_out")
-        self._stats.set("last_frame_time", time.time())
+        if self._stamp_field != "last_frame_time":
+            self._stats.set("last_frame_time", time.time())
         if bytes_total:
             self._stats.set("bytes_out", bytes_total)
             self._bytes += bytes_total - self._bytes_total
@@ -137,6 +182,8 @@ class RateMeter:
 
     def tick(self) -> None:
         self._count += 1
+        if self._stamp_field is not None:
+            self._stats.set(self._stamp_field, time.time())
         now = self._last = time.monotonic()
         elapsed = now - self._since
         if elapsed >= self._window:
@@ -168,6 +215,11 @@ class InstanceControl:
         self._send_lock = threading.Lock()
         self._errors = ctx.Queue()
         self.stats = SharedStats(ctx)
+        # Stream reservations (parent: reserve(); child: held()): a client was handed the stream address and will
+        # connect; until it does (or the reservation expires), "no clients" must not end the instance.
+        self._reserved = ctx.RawValue("q", 0)  # reservations made (parent)
+        self._reserved_until = ctx.RawValue("d", 0.0)  # time.monotonic() the newest one expires (system-wide clock)
+        self._reservations_used = 0  # child: reservations taken up by client connections
         self._parent_pid = os.getpid()
         self._parent_checked = 0.0
         self._closed = False
@@ -249,6 +301,22 @@ class InstanceControl:
         except Exception:  # noqa: BLE001 - reporting must never break the loop
             log.exception("could not report error %s", message)
 
+    def report_exit_reason(self, reason: str) -> None:
+        """Say why the instance is about to end ("no clients for 10 s", "out of memory limit: ..."), just before it
+        ends: the parent shows it as ``exit_reason`` (not as an error: ``last_error`` is unchanged)."""
+        try:
+            self._errors.put_nowait((time.time(), reason, EXIT_REASON))
+        except Exception:  # noqa: BLE001 - reporting must never break the loop
+            log.exception("could not report exit reason %s", reason)
+
+    def clients_connected(self, count: int) -> None:
+        """Child: ``count`` new client connections were seen; each takes up one pending reservation."""
+        self._reservations_used = min(self._reserved.value, self._reservations_used + count)
+
+    def held(self) -> bool:
+        """Child: a client was promised the stream and has not connected yet (see :meth:`reserve`)."""
+        return self._reserved.value > self._reservations_used and time.monotonic() < self._reserved_until.value
+
     # --- parent side --------------------------------------------------------------------------------------
     def request_stop(self) -> None:
         """Write to and close the stop pipe; the child sees it at once, wherever it waits.
@@ -263,6 +331,13 @@ class InstanceControl:
             except OSError:  # the child is gone already
                 pass
             writer.close()
+
+    def reserve(self, seconds: float) -> None:
+        """Parent: a client was handed the stream address; the instance must not end for lack of clients until a
+        client connects (:meth:`clients_connected`) or ``seconds`` pass."""
+        with self._send_lock:
+            self._reserved_until.value = max(self._reserved_until.value, time.monotonic() + seconds)
+            self._reserved.value += 1
 
     def child_started(self) -> None:
         """Drop the parent's copy of the child's end once the child has its own."""
@@ -297,6 +372,20 @@ class InstanceControl:
 # request, the reaper, or Process.start() of any other instance, which polls every child) would make the second
 # read end-of-file and record exit code 255. One lock for all instances: reads are non-blocking, starts short.
 _STATUS_LOCK = threading.Lock()
+EXIT_REASON = "exit"  # marks an exit reason among the error reports
+
+
+def describe_exit(exitcode: int | None) -> str | None:
+    """Why a process ended, from its exit code alone: "killed by signal 9 (SIGKILL)", "exit code 1", "finished"."""
+    if exitcode is None:
+        return None
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+        return f"killed by signal {-exitcode} ({name})"
+    return "finished" if exitcode == 0 else f"exit code {exitcode}"
 
 
 class InstanceProcess:
@@ -312,6 +401,9 @@ class InstanceProcess:
         self._ps: psutil.Process | None = None
         self.last_error: str | None = None
         self.last_error_time: float | None = None
+        self.reported_exit_reason: str | None = None  # what the instance said just before it ended
+        self._stop_note: str | None = None  # how the parent ended it, when it had to (terminate / kill)
+        self._stop_requested = False  # the parent asked a running instance to stop
         self._errors_lock = threading.Lock()
         self.created = time.time()
 
@@ -360,9 +452,12 @@ class InstanceProcess:
 
     def stop(self, timeout: float = 3.0) -> None:
         """Ask the instance to stop, then terminate and kill it if it does not; never leaves a process behind."""
+        if not self._stop_requested and self.is_alive():  # not for a process that ended by itself (the reaper)
+            self._stop_requested = True
         self.control.request_stop()
         if not self._join(timeout):
             log.warning("instance %s did not stop in %.1f s; terminating", self.instance_id, timeout)
+            self._stop_note = f"did not stop within {timeout:g} s of the stop request"
             self._process.terminate()
             if not self._join(2.0):
                 self._process.kill()
@@ -377,8 +472,26 @@ class InstanceProcess:
         # One drain at a time: a concurrent drain (REST request vs reaper) could otherwise see the queue empty
         # while the other holds its read lock, and record no error for an instance that reported one.
         with self._errors_lock:
-            for when, message in self.control.drain_errors():
-                self.last_error, self.last_error_time = message, when
+            for when, message, *kind in self.control.drain_errors():
+                if kind == [EXIT_REASON]:
+                    self.reported_exit_reason = message
+                else:
+                    self.last_error, self.last_error_time = message, when
+
+    def exit_reason(self) -> str | None:
+        """Why the instance ended (None while it runs): the reason it reported ("no clients for 10 s", "out of
+        memory limit: ..."), else what its exit code says ("killed by signal 9 (SIGKILL)", "exit code 3"), and
+        whether the server had to end it."""
+        code = self.exitcode
+        if code is None:
+            return None
+        self._collect_errors()
+        if self.reported_exit_reason:
+            return self.reported_exit_reason
+        if self._stop_requested and code == 0:
+            return "stopped on request"
+        reason = describe_exit(code)
+        return f"{reason}: {self._stop_note}" if self._stop_note else reason
 
     def info(self) -> dict[str, Any]:
         """Statistics and health, read without asking the child anything."""
@@ -397,6 +510,7 @@ class InstanceProcess:
             "pid": self.pid,
             "is_running": self.is_alive(),
             "exit_code": self.exitcode,
+            "exit_reason": self.exit_reason(),
             "created": self.created,
             "statistics": stats,
             "last_error": self.last_error,

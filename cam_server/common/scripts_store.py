@@ -15,7 +15,7 @@ import ast
 import logging
 from pathlib import Path
 
-from cam_server.common.config_store import atomic_write_bytes
+from cam_server.common.config_store import atomic_write_bytes, remove_stale_temp_files
 from cam_server.common.errors import CamServerError, NotFound
 from cam_server.common.names import validate_name
 
@@ -61,6 +61,7 @@ class ScriptStore:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        remove_stale_temp_files(self.folder)  # of uploads a crash interrupted
 
     def path(self, name: str) -> Path:
         return self.folder / script_file_name(name)

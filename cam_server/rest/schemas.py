@@ -228,6 +228,11 @@ class Statistics(BaseModel):
     start_time: float | None = Field(None, description="Unix time the instance loop started (0: not yet)")
     cpu_percent: float | None = None
     memory_rss: int | None = None
+    state: str | None = Field(None, description="starting, streaming, waiting for source, reconnecting, stopping, "
+                                                "waiting for camera server")
+    reconnects: int | None = Field(None, description="reconnections to the source after it was lost (or replaced)")
+    source_restarts: int | None = Field(None, description="restarts of the source seen in its pulse ids")
+    last_input_time: float | None = Field(None, description="Unix time of the last frame received (0: none yet)")
 
 
 class InstanceInfo(BaseModel):
@@ -239,6 +244,8 @@ class InstanceInfo(BaseModel):
     pid: int | None
     is_running: bool
     exit_code: int | None = Field(description="null while running")
+    exit_reason: str | None = Field(None, description="why it ended: 'killed by signal 9 (SIGKILL)', 'no clients "
+                                                      "for 10 s', 'stopped on request', ...; null while running")
     created: float = Field(description="Unix time")
     statistics: Statistics
     last_error: str | None
@@ -254,15 +261,33 @@ class CameraInstanceInfo(InstanceInfo):
     config: CameraConfig
 
 
+class EndedRun(BaseModel):
+    """An earlier run of an id, in brief (``history`` of a finished instance)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    pid: int | None
+    created: float | None = Field(description="Unix time")
+    ended: float | None = Field(description="Unix time")
+    exit_code: int | None
+    exit_reason: str | None
+    last_error: str | None
+    last_error_time: float | None
+
+
 class EndedCamera(BaseModel):
     """How a camera instance that ended by itself (no clients, crash) ended."""
 
     model_config = ConfigDict(extra="allow")
 
     exit_code: int | None
+    exit_reason: str | None = Field(None, description="e.g. 'no clients for 10 s', 'killed by signal 9 (SIGKILL)'")
     last_error: str | None
     last_error_time: float | None
     ended: float = Field(description="Unix time")
+    pid: int | None = None
+    created: float | None = Field(None, description="Unix time")
+    history: list[EndedRun] = Field([], description="earlier runs of this camera, oldest first (at most 9)")
 
 
 class LongRequestsInfo(BaseModel):
@@ -297,7 +322,8 @@ class ServerUsage(BaseModel):
 
 class CameraServerInfo(ServerUsage):
     active_instances: dict[str, CameraInstanceInfo] = Field(description="camera → its running instance")
-    finished_instances: dict[str, EndedCamera] = Field(description="camera → how its last instance ended")
+    finished_instances: dict[str, EndedCamera] = Field(description="camera → how its last instance ended, and "
+                                                                   "its earlier runs (also while it runs again)")
 
 
 class CameraServerInfoAnswer(OkAnswer):
@@ -310,9 +336,18 @@ class PipelineInstanceInfo(InstanceInfo):
     config: PipelineConfig = Field(description="the full config, every default filled in")
 
 
+class FinishedPipelineInstance(PipelineInstanceInfo):
+    """The last info of an ended instance, and how the earlier runs of its id ended."""
+
+    ended: float | None = Field(None, description="Unix time")
+    history: list[EndedRun] = Field([], description="earlier runs of this id, oldest first (at most 9)")
+
+
 class PipelineServerInfo(ServerUsage):
     active_instances: dict[str, PipelineInstanceInfo] = Field(description="instance id → info (running ones)")
-    finished_instances: dict[str, PipelineInstanceInfo] = Field(description="instance id → last info, oldest first")
+    finished_instances: dict[str, FinishedPipelineInstance] = Field(
+        description="instance id → last info of its last ended run, with the earlier runs (also while the id runs "
+                    "again); the id whose run ended longest ago first")
 
 
 class PipelineServerInfoAnswer(OkAnswer):

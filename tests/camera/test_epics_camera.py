@@ -13,6 +13,7 @@ from cam_server.bsread import SUB, Source
 from cam_server.client.cam_client import CamClient
 from tests.epics.conftest import epics_client_env, start_ioc  # noqa: F401 - fixtures (autouse: netns check + env)
 from tests.helpers.net import EPICS_ENV
+from tests.helpers.procs import wait_until
 from tests.helpers.servers import RunningServer, camera_server
 from tests.helpers.streams import receive, values
 from tests.ioc.camera_ioc import base_pattern
@@ -128,6 +129,8 @@ def test_epics_camera_follows_resize_and_survives_ioc_restart(epics_server: Runn
         again = _next_frame(stream, lambda d: d["width"] == 64, 30)
         assert again["image"].shape == (48, 64)
         np.testing.assert_array_equal(again["image"][1:], base_pattern(64, 48, "uint16")[1:])
-    info = client.get_server_info()["active_instances"]["epics_cam"]
+    info = wait_until(lambda: (i := client.get_server_info()["active_instances"]["epics_cam"])
+                      and i["statistics"]["reconnects"] >= 1 and i, 5, "the reconnection counted")
     assert info["pid"] == pid  # the same instance process resumed streaming
+    assert info["statistics"]["reconnects"] == 1 and info["statistics"]["state"] == "streaming"
     client.stop_all_instances()

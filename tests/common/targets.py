@@ -54,3 +54,10 @@ def slow_to_stop(control, delay: float) -> None:
     control.stats.set("rate", time.time())  # when the stop request was seen
     time.sleep(delay)
     control.stats.set("last_frame_time", time.time())  # when the instance finished
+
+
+def exit_with_reason(control, reason: str, code: int) -> None:
+    """Reports why it ends (the hook a memory limit uses), and an error beside it, then exits with ``code``."""
+    control.report_error("something went wrong")
+    control.report_exit_reason(reason)
+    raise SystemExit(code)

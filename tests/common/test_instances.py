@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import psutil
+import pytest
 
-from cam_server.common.instances import InstanceTable
+from cam_server.common.instances import HISTORY_KEYS, InstanceTable
 from cam_server.common.process import InstanceProcess
 from tests.common import targets
 from tests.helpers.procs import wait_until
@@ -46,11 +48,13 @@ def test_instance_that_ends_by_itself_is_reaped_with_its_exit_code():
         entry = _start("crash", targets.exit_with, 3, "disk on fire")
         table.add("crash", entry)
         wait_until(lambda: table.ended("crash"), 10, "the reaper to record the ended instance")
-        assert table.ended("crash") == {"exit_code": 3, "last_error": "disk on fire"}
+        record = table.ended("crash")
+        assert record["ended"] == pytest.approx(time.time(), abs=10)  # stamped by the table
+        assert record == {"exit_code": 3, "last_error": "disk on fire", "ended": record["ended"], "history": []}
         assert "crash" not in table and table.get("crash") is None
         assert _gone(entry.process.pid)
-        table.add("crash", Entry(None))  # a new run of the same id forgets the old record ...
-        assert table.ended("crash") is None
+        table.add("crash", Entry(None))  # a new run of the same id keeps the old record (its history) ...
+        assert table.ended("crash")["exit_code"] == 3
         assert table.reap() == [] and table.get("crash") is not None  # ... and a starting entry is never reaped
     finally:
         table.close()
@@ -161,7 +165,7 @@ def test_concurrent_add_and_stop_from_threads_stop_each_instance_once():
     assert {k: r["exit_code"] for k, r in table.snapshot()[1].items()} == dict.fromkeys(keys, 0)
 
 
-def test_an_id_re_created_while_its_old_instance_stops_has_no_ended_record():
+def test_an_id_re_created_while_its_old_instance_stops_keeps_its_record():
     table = _table(reap_interval=3600)
     try:
         old = _start("a", targets.slow_to_stop, 0.5)
@@ -173,6 +177,25 @@ def test_an_id_re_created_while_its_old_instance_stops_has_no_ended_record():
         table.add("a", new)
         stopping.join(30)
         assert _gone(old.process.pid)
-        assert table.get("a") is new and table.ended("a") is None  # not listed as both running and ended
+        assert table.get("a") is new and table.ended("a")["exit_code"] == 0  # running again, and its history
+    finally:
+        table.close()
+
+
+def test_a_reused_id_keeps_a_bounded_history_of_its_runs():
+    """Each id keeps its latest ended record in full and up to ``per_id`` - 1 earlier runs in brief (oldest first),
+    also while the id runs again; how a killed run ended stays readable."""
+    table = _table(per_id=3, reap_interval=3600)
+    try:
+        for code in (1, 2, 3, 4):
+            entry = _start("reused", targets.exit_with, code, f"run {code}")
+            table.add("reused", entry)
+            entry.process.wait(10)
+            assert table.reap() == ["reused"]
+        table.add("reused", _start("reused", targets.counting_loop, 0.01))  # running again
+        record = table.snapshot()[1]["reused"]
+        assert record["exit_code"] == 4 and record["last_error"] == "run 4"
+        assert [(r["exit_code"], r["last_error"]) for r in record["history"]] == [(2, "run 2"), (3, "run 3")]
+        assert set(record["history"][0]) == set(HISTORY_KEYS)
     finally:
         table.close()

@@ -146,6 +146,7 @@ def test_frames_resume_after_ioc_killed_and_restarted(start_ioc, connected):
     assert source.connected
     assert frame.timestamp >= restarted_at - 1.0  # published by the new IOC, not left over from the old one
     assert "online" in source.status
+    assert source.health() == (True, 1)  # the camera instance's state and reconnect count come from here
 
 
 def test_a_frame_delivered_twice_at_subscription_start_is_emitted_once():

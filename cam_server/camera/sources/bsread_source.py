@@ -5,6 +5,14 @@ thread, and merged back into pulse-id order through a buffer of ``buffer_size`` 
 as soon as it is the next pulse id, or when the buffer is full / the oldest message waited too long (gaps in
 pulse ids must not stall the camera). Late or duplicate pulse ids are dropped and counted.
 
+An upstream that restarts numbering its pulses again from below (from 0) would make every later message "late":
+when only late messages arrive for longer than the reorder delay (``RESTART_AFTER_S``, at least
+``connections + 1`` of them, none released in between) the source has restarted: the merge forgets the last pulse
+id and goes on with the new run (``restarts`` counts it). A late message of a slow connection never looks like
+that: the other connections' newer messages are released within ``MAX_HOLD_S``. With one connection there is
+no merge; a pulse id below the previous one is counted as a restart as well. ZeroMQ reconnects by itself when the
+upstream comes back; :meth:`BsreadCameraSource.health` tells whether a connection is up and how often it came back.
+
 The image is the channel named ``image``, or else the only 2-D channel; all other channels (except the camera
 stream's own ``width``/``height``/``timestamp``/``x_axis``/``y_axis``) are passed on in ``RawFrame.extra``.
 A caller that knows the image channel names it (``image_channel``) and may give the geometry a 1-D image is
@@ -29,6 +37,7 @@ from cam_server.bsread import Source, Wakeup
 from cam_server.bsread.address import parse_stream_address
 from cam_server.bsread.endpoints import receive_mode
 from cam_server.bsread.message import Message
+from cam_server.bsread.monitor import ConnectionWatch
 from cam_server.camera.config import CameraConfig
 from cam_server.camera.sources.base import RawFrame
 from cam_server.common.errors import InvalidConfig
@@ -38,6 +47,7 @@ log = logging.getLogger(__name__)
 RECEIVE_POLL_MS = 100
 RECEIVE_QUEUE = 10  # ZeroMQ receive high-water mark per connection (messages)
 MAX_HOLD_S = 0.2  # longest a message waits in the merge buffer for an earlier pulse id
+RESTART_AFTER_S = 2 * MAX_HOLD_S  # only late messages for this long (none released): the upstream restarted
 CAMERA_CHANNELS = frozenset({"image", "width", "height", "timestamp", "x_axis", "y_axis"})
 
 
@@ -128,7 +138,9 @@ class BsreadCameraSource:
         assert config.buffer_size is not None  # resolved by CameraConfig (connections * 5)
         self.buffer_size = config.buffer_size
         self.dropped = 0  # late / duplicate pulse ids and messages without an image
+        self.restarts = 0  # the upstream started numbering its pulses again from below
         self._sources: list[Source] = []
+        self._watches: list[ConnectionWatch] = []
         self._extract = self._new_extractor()
         self._geometry = (0, 0)
         # merge state (connections > 1)
@@ -138,6 +150,8 @@ class BsreadCameraSource:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._last_pulse_id: int | None = None
+        self._late_run = 0  # late messages dropped since the last release
+        self._late_since = 0.0  # when the first of them was dropped
         self._wakeup = Wakeup()  # interrupts the single connection's receive (threads watch self._stop)
 
     def connect(self) -> None:
@@ -147,6 +161,8 @@ class BsreadCameraSource:
         self._sources = [Source(address=self.address, mode=self.mode, receive_timeout=timeout,
                                 queue_size=RECEIVE_QUEUE, wakeup=self._wakeup if self.connections == 1 else None
                                 ).connect() for _ in range(self.connections)]
+        self._watches = [ConnectionWatch(s.socket) for s in self._sources if s.socket is not None]
+        self._last_pulse_id, self._late_run = None, 0
         if self.connections > 1:
             self._threads = [threading.Thread(target=self._receive_loop, args=(s, self._new_extractor()),
                                               name=f"bsread-camera-rx-{i}", daemon=True)
@@ -168,6 +184,16 @@ class BsreadCameraSource:
             self._geometry = (w, h)
         return frame
 
+    def health(self) -> tuple[bool, int]:
+        """(connected, reconnects): a connection to the upstream is up; how often a connection came back after a
+        loss (the most of any one connection: one upstream restart counts once). Cheap; not for every frame."""
+        if not self._watches:
+            return False, 0
+        connected = False
+        for watch in self._watches:
+            connected = watch.poll() or connected
+        return connected, max(w.reconnects for w in self._watches)
+
     def interrupt(self) -> None:
         self._wakeup.set()
         with self._cond:
@@ -180,6 +206,9 @@ class BsreadCameraSource:
         for t in self._threads:
             t.join(timeout=2)
         self._threads = []
+        for watch in self._watches:
+            watch.close()
+        self._watches = []
         for s in self._sources:
             s.disconnect()
         self._sources = []
@@ -194,6 +223,11 @@ class BsreadCameraSource:
             if message is not None:
                 frame = self._extract(message)
                 if frame is not None:
+                    pulse_id = frame.pulse_id
+                    if pulse_id is not None:
+                        if self._last_pulse_id is not None and pulse_id < self._last_pulse_id:
+                            self._restarted(pulse_id)
+                        self._last_pulse_id = pulse_id
                     return frame
                 self.dropped += 1
             if time.monotonic() >= deadline or self._wakeup.is_set():
@@ -234,14 +268,31 @@ class BsreadCameraSource:
         with self._cond:
             while True:
                 while self._heap and self._last_pulse_id is not None and self._heap[0][0] <= self._last_pulse_id:
-                    heapq.heappop(self._heap)
+                    pulse_id = heapq.heappop(self._heap)[0]
                     self.dropped += 1
+                    self._late_run += 1
+                    now = time.monotonic()
+                    if self._late_run == 1:
+                        self._late_since = now
+                    elif self._late_run > self.connections and now - self._late_since >= RESTART_AFTER_S:
+                        self._restarted(pulse_id)
+                        self._cond.notify_all()  # room in the buffer
+                        break
                 if self._releasable():
                     pulse_id, _, _, frame = heapq.heappop(self._heap)
                     self._last_pulse_id = pulse_id
+                    self._late_run = 0
                     self._cond.notify_all()
                     return frame
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._wakeup.is_set():
                     return None
                 self._cond.wait(min(remaining, MAX_HOLD_S / 4))
+
+    def _restarted(self, pulse_id: int) -> None:
+        """The upstream numbers its pulses again from below: forget the last pulse id (under the merge lock)."""
+        self.restarts += 1
+        log.warning("bsread camera source %s: pulse id %d after %s, the upstream restarted (restart %d)",
+                    self.address, pulse_id, self._last_pulse_id, self.restarts)
+        self._last_pulse_id = None
+        self._late_run = 0

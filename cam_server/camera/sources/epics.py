@@ -195,6 +195,8 @@ class EpicsCameraSource(FrameSource):
         self._repeat_checks = 0  # image deliveries still checked for a repeat (the first ones of a subscription)
         self._interrupted = False
         self._opened = False
+        self.reconnects = 0  # Channel Access connections that came back after a loss (pyepics reconnects itself)
+        self._lost = False
 
     # -- FrameSource ---------------------------------------------------------------------------------------------
 
@@ -306,6 +308,10 @@ class EpicsCameraSource(FrameSource):
     def connected(self) -> bool:
         """True while every camera PV the frames need has a live Channel Access connection (``unused`` aside)."""
         return self._opened and bool(self._pv_connected) and all(self._pv_connected.values())
+
+    def health(self) -> tuple[bool, int]:
+        """(connected, reconnects), for the camera's state and statistics."""
+        return self.connected, self.reconnects
 
     @property
     def status(self) -> str:
@@ -462,8 +468,11 @@ class EpicsCameraSource(FrameSource):
         if conn and self.names.image is not None and pvname == f"{self.prefix}:{self.names.image}":
             self._watch_for_repeats()  # pyepics subscribes again after a reconnection
         if not conn and was_connected:
+            self._lost = True
             self.last_error = (f"Camera with prefix {self.prefix} disconnected ({pvname} lost); "
                                f"waiting for the IOC to come back")
             log.warning(self.last_error)
-        elif conn and not was_connected and self.connected and self.last_error:
+        elif conn and not was_connected and self.connected and self._lost:
+            self._lost = False
+            self.reconnects += 1
             log.info("Camera with prefix %s reconnected", self.prefix)

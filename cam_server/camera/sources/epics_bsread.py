@@ -53,6 +53,17 @@ class EpicsBsreadCameraSource:
         return self.stream.dropped if self.stream is not None else 0
 
     @property
+    def restarts(self) -> int:
+        """Restarts of the stream's pulse ids (see BsreadCameraSource.restarts)."""
+        return self.stream.restarts if self.stream is not None else 0
+
+    def health(self) -> tuple[bool, int]:
+        """(connected, reconnects): Channel Access and the stream both up; reconnections of either."""
+        ca_connected, ca_reconnects = self.control.health()
+        stream_connected, stream_reconnects = self.stream.health() if self.stream is not None else (False, 0)
+        return ca_connected and stream_connected, ca_reconnects + stream_reconnects
+
+    @property
     def status(self) -> str:
         """The Channel Access side's status, and the stream relayed."""
         stream = f"; stream {self.stream.address}, channel {self.image_channel}" if self.stream is not None else ""

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from cam_server.common.config_store import atomic_write_bytes
+from cam_server.common.config_store import atomic_write_bytes, remove_stale_temp_files
 from cam_server.common.errors import Conflict, InvalidConfig, NotFound, SourceUnavailable
 from cam_server.common.limits import Cancelled
 from cam_server.common.names import validate_name
@@ -52,6 +52,7 @@ class BackgroundStore:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.folder)  # of saves a crash interrupted
         self._named_lock = threading.Lock()
 
     def path(self, background_id: str) -> Path:
