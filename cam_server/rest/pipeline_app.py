@@ -47,6 +47,7 @@ from cam_server.rest.schemas import (
     BackgroundIdAnswer,
     BackgroundIdsAnswer,
     BackgroundList,
+    BackgroundsAnswer,
     CamerasAnswer,
     ExitCodeAnswer,
     GroupsAnswer,
@@ -94,9 +95,11 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
     bodies = JsonBodies()
 
     # --- fixed paths first ----------------------------------------------------------------------------------
-    @app.get(API, summary="List saved pipelines", response_model=documented(PipelinesAnswer), responses=errors())
+    @app.get(API, summary="List saved pipelines (and the broken entries of the config folder)",
+             response_model=documented(PipelinesAnswer), responses=errors())
     def get_pipelines() -> dict[str, Any]:
-        return ok("List of pipelines.", pipelines=manager.get_pipeline_list())
+        pipelines, broken = manager.config_store.scan()
+        return ok("List of pipelines.", pipelines=pipelines, broken=broken)
 
     @app.post(API, summary="Create a private instance from a config", response_model=documented(InstanceAnswer),
               responses=errors(400, 404, 409, 413, 503), openapi_extra=bodies.declare(PipelineConfig, _NEW_CONFIG))
@@ -127,7 +130,7 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
         return ok("List of cameras.", cameras=manager.get_camera_list())
 
     @app.post(f"{API}/camera/{{camera_name}}/background", summary="Collect a background for the camera",
-              response_model=documented(BackgroundIdAnswer), responses=errors(400, 404, 422, 503))
+              response_model=documented(BackgroundIdAnswer), responses=errors(400, 404, 409, 422, 503))
     def collect_background(camera_name: str, n_images: int | None = Query(None, description="images to average"),
                            ) -> dict[str, Any]:
         background_id = manager.collect_background(camera_name, n_images)
@@ -142,7 +145,13 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
     @app.get(f"{API}/camera/{{camera_name}}/backgrounds", summary="Background ids of the camera, sorted",
              response_model=documented(BackgroundIdsAnswer), responses=errors(400))
     def get_backgrounds(camera_name: str) -> dict[str, Any]:
-        return ok(f"Backgrounds of camera {camera_name}.", background_ids=manager.get_background_ids(camera_name))
+        return ok(f"Backgrounds of camera {camera_name}.", background_ids=manager.get_background_ids(camera_name),
+                  broken=manager.background_store.broken(camera_name))
+
+    @app.get(API + "/background", summary="Every background id, the broken entries and the storage bounds",
+             response_model=documented(BackgroundsAnswer), responses=errors())
+    def get_all_backgrounds() -> dict[str, Any]:
+        return ok("Backgrounds.", **manager.get_background_list())
 
     @app.post(API + "/background", summary="Store a background given as a JSON nested list",
               response_model=documented(BackgroundIdAnswer), responses=errors(400, 409, 413),
@@ -173,6 +182,16 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
     def get_background_image_bytes(background_name: str) -> dict[str, Any]:
         image = image_bytes_payload(manager.get_background_image(background_name))
         return ok(f"Background {background_name}.", image=image)
+
+    @app.delete(API + "/background/{background_name:path}",
+                summary="Delete a background (409 while an instance uses it)",
+                response_model=documented(BackgroundIdAnswer), responses=errors(400, 404, 409))
+    def delete_background(background_name: str) -> dict[str, Any]:
+        moved = manager.delete_background(background_name)
+        if moved is not None:
+            return ok(f"Background {background_name} was a broken entry: moved aside to {moved}.",
+                      background_id=background_name)
+        return ok(f"Background {background_name} deleted.", background_id=background_name)
 
     @app.put(API + "/background/{background_name:path}/image_bytes", summary="Store a background from image bytes",
              response_model=documented(BackgroundIdAnswer), responses=errors(400, 409, 413),
@@ -253,16 +272,19 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
         return ok(f"Pipeline {pipeline_name} config.", config=manager.get_pipeline_config(pipeline_name))
 
     @app.post(f"{API}/{{pipeline_name}}/config", summary="Save a pipeline config",
-              response_model=documented(PipelineConfigAnswer), responses=errors(400, 404, 413, 503),
+              response_model=documented(PipelineConfigAnswer), responses=errors(400, 404, 409, 413, 503),
               openapi_extra=bodies.declare(PipelineConfig, _NEW_CONFIG))
     def save_pipeline_config(pipeline_name: str, config: dict = Depends(json_body)) -> dict[str, Any]:
         return ok(f"Pipeline {pipeline_name} config saved.",
                   config=manager.save_pipeline_config(pipeline_name, config))
 
-    @app.delete(f"{API}/{{pipeline_name}}/config", summary="Delete a saved pipeline config",
-                response_model=documented(OkAnswer), responses=errors(400, 404))
+    @app.delete(f"{API}/{{pipeline_name}}/config",
+                summary="Delete a saved pipeline config (a broken entry: moved aside)",
+                response_model=documented(OkAnswer), responses=errors(400, 404, 409))
     def delete_pipeline_config(pipeline_name: str) -> dict[str, Any]:
-        manager.delete_pipeline_config(pipeline_name)
+        moved = manager.delete_pipeline_config(pipeline_name)
+        if moved is not None:
+            return ok(f"Pipeline {pipeline_name} was a broken entry: moved aside to {moved}.")
         return ok(f"Pipeline {pipeline_name} config deleted.")
 
     @app.delete(f"{API}/{{instance_id}}", summary="Stop an instance", response_model=documented(OkAnswer),
