@@ -3,6 +3,9 @@
 Aliases are alternative names of a camera and must be unique across cameras and must not shadow a camera
 name, so that a name always resolves to exactly one camera. The alias/group index is rebuilt only when a
 config file changes (checked by modification times), so resolving a name costs a directory listing.
+
+A bad entry (a folder named ``x.json``, a file that is not a valid camera config) is listed by :meth:`broken` with
+the reason and left out of the names, aliases and groups; deleting it moves it aside (``JsonConfigStore.delete``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 from cam_server.camera.config import CameraConfig, parse_camera_config
 from cam_server.common.config_store import JsonConfigStore
-from cam_server.common.errors import CamServerError, Conflict, InvalidName, NotFound
+from cam_server.common.errors import CamServerError, Conflict, InvalidConfig, InvalidName, NotFound
 from cam_server.common.names import validate_name
 
 log = logging.getLogger(__name__)
@@ -27,7 +30,7 @@ class CameraConfigStore:
     """Named camera configs in ``folder``; names may be given as a camera name or one of its aliases."""
 
     def __init__(self, folder: str | Path) -> None:
-        self._files = JsonConfigStore(folder, kind="camera")
+        self._files = JsonConfigStore(folder, kind="camera", check=lambda name, raw: parse_camera_config(raw, name))
         self.folder = self._files.folder
         self._lock = threading.RLock()
         self._index_key: tuple | None = None
@@ -52,7 +55,7 @@ class CameraConfigStore:
             if key != self._index_key:
                 aliases: dict[str, str] = {}
                 groups: dict[str, list[str]] = {}
-                for name, _ in key:
+                for name in self._files.names():  # the valid configs only
                     try:
                         raw = self._files.load(name)
                     except CamServerError as exc:
@@ -71,15 +74,29 @@ class CameraConfigStore:
 
     # --- queries ------------------------------------------------------------------------------------------
     def names(self) -> list[str]:
+        """The cameras with a valid config (:meth:`broken` lists the others)."""
         return self._files.names()
 
+    def broken(self) -> dict[str, str]:
+        """{entry name: why it is not a usable camera config} (unreadable, not JSON, invalid, a folder, ...)."""
+        return self._files.broken()
+
+    def scan(self) -> tuple[list[str], dict[str, str]]:
+        """(:meth:`names`, :meth:`broken`) from one listing of the folder."""
+        return self._files.scan()
+
     def resolve(self, name: str) -> str:
-        """The camera name ``name`` refers to (itself or the camera it is an alias of); NotFound otherwise."""
+        """The camera name ``name`` refers to (itself or the camera it is an alias of); NotFound otherwise
+        (InvalidConfig for an entry of that name that is not a file, e.g. a folder)."""
         validate_name(name, "camera name")
         if self._files.exists(name):
             return name
         camera = self._index()[0].get(name)
         if camera is None or not self._files.exists(camera):
+            problem = self._files.problem(name)
+            if problem is not None:
+                raise InvalidConfig(f"Camera '{name}' is broken ({self._files.path(name).name}: {problem}); "
+                                    "deleting its config moves it aside.")
             raise NotFound(f"Camera '{name}' does not exist.")
         return camera
 
@@ -128,7 +145,8 @@ class CameraConfigStore:
             return parsed
 
     def _check_aliases(self, camera: str, parsed: CameraConfig, aliases: dict[str, str]) -> None:
-        existing = set(self.names())
+        names, broken = self._files.scan()
+        existing = set(names) | set(broken)
         for alias in parsed.alias:
             if alias in RESERVED_NAMES:
                 raise InvalidName(f"Invalid alias '{alias}' of camera '{camera}': reserved by the REST API.")
@@ -143,11 +161,25 @@ class CameraConfigStore:
 
     def delete(self, name: str) -> str:
         """Delete the camera ``name`` (or the camera of alias ``name``); returns the camera name."""
+        return self.remove(name)[0]
+
+    def entry(self, name: str) -> str:
+        """The camera ``name`` refers to, as :meth:`resolve`, or ``name`` itself for a broken entry of that name."""
+        try:
+            return self.resolve(name)
+        except (NotFound, InvalidConfig):
+            if self._files.problem(name) is None:
+                raise
+            return name
+
+    def remove(self, name: str) -> tuple[str, Path | None]:
+        """Delete the camera ``name`` (or of alias ``name``), or move the broken entry ``name`` aside; returns the
+        camera name and where a broken entry went (None: a valid config was deleted)."""
         with self._lock:
-            camera = self.resolve(name)
-            self._files.delete(camera)
+            camera = self.entry(name)
+            moved = self._files.delete(camera)
             self._index_key = None
-            return camera
+            return camera, moved
 
 
 def _names_list(value: Any) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from collections.abc import Sequence
 
 from cam_server.cli import serve
@@ -19,34 +20,74 @@ def build_parser() -> argparse.ArgumentParser:
                         help="(Pipeline) Configuration base directory")
     parser.add_argument("-g", "--background_base", default="configuration/background_config",
                         help="Background (.npy) directory")
-    parser.add_argument("--file_folder", default=None,
-                        help="Confine FILE output to this directory (relative 'file' names are taken from it); "
-                             "default: anywhere, relative to the working directory")
+    parser.add_argument("--file_folder", default="data",
+                        help="Confine FILE output to this directory (relative 'file' names are taken from it; "
+                             "default: ./data of the working directory)")
+    parser.add_argument("--file_folder_any", action="store_true",
+                        help="Let FILE output write anywhere the server user can (relative names from the working "
+                             "directory, as the reference); never inside the config, background or scripts folders")
+    parser.add_argument("--background_retention", type=_positive_int, default=100, metavar="N",
+                        help="Collected backgrounds kept per camera: after a collection the oldest not used by a "
+                             "running instance are deleted (default: 100)")
+    parser.add_argument("--background_disk_limit", type=parse_size, default="10G", metavar="SIZE",
+                        help="Bytes of backgrounds the server may store, e.g. 500M, 10G (binary units); a new "
+                             "background past it is refused (default: 10G)")
     serve.add_trailing_arguments(parser, "User processing scripts directory")
     serve.add_limit_arguments(parser)
     return parser
 
 
+def parse_size(text: str) -> int:
+    """``10G``, ``500M``, ``1.5T``, ``64k``, ``12345`` (bytes; binary units, an optional trailing ``B``)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([kKmMgGtT]?)[bB]?\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: a number of bytes with an optional unit k, M, G, T "
+                                         "(e.g. 10G)")
+    factor = 1024 ** " KMGT".index(match.group(2).upper() or " ")
+    return int(float(match.group(1)) * factor)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid count {text!r}: a whole number >= 1")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.file_folder is not None and not args.file_folder.strip():
+    if not args.file_folder.strip():
         parser.error("--file_folder must name a directory")
     serve.configure_logging(args.log_level)
 
     from cam_server.client.cam_client import CamClient
+    from cam_server.pipeline.file_path import FileOutputError, check_file_folder
     from cam_server.pipeline.server.backgrounds import BackgroundStore
-    from cam_server.pipeline.server.manager import PipelineManager
+    from cam_server.pipeline.server.manager import PipelineManager, protected_folders
     from cam_server.pipeline.server.saved_configs import SavedConfigs
     from cam_server.rest.pipeline_app import create_pipeline_app
 
-    manager = PipelineManager(CamClient(args.cam_server), SavedConfigs(args.base),
-                              BackgroundStore(args.background_base), args.user_scripts_base,
-                              args.hostname, file_folder=args.file_folder, max_blocking=args.max_blocking_requests)
+    configs = SavedConfigs(args.base)
+    backgrounds = BackgroundStore(args.background_base, retention=args.background_retention,
+                                  disk_limit=args.background_disk_limit)
+    file_folder = None
+    if not args.file_folder_any:
+        try:
+            file_folder = check_file_folder(args.file_folder,
+                                            protected_folders(configs, backgrounds, args.user_scripts_base))
+        except FileOutputError as exc:
+            parser.error(str(exc))
+    manager = PipelineManager(CamClient(args.cam_server), configs, backgrounds, args.user_scripts_base,
+                              args.hostname, file_folder=file_folder,
+                              max_blocking=args.max_blocking_requests)
     serve.warm_up_in_background(manager.warm_up)
     app = create_pipeline_app(manager, max_long_requests=args.max_long_requests)
-    log.info("pipeline server on %s:%s (camera server %s, configs %s)", args.interface, args.port, args.cam_server,
-             args.base)
+    log.info("pipeline server on %s:%s (camera server %s, configs %s, FILE output %s)", args.interface, args.port,
+             args.cam_server, args.base, f"in {file_folder}" if file_folder else "anywhere (--file_folder_any)")
     serve.run(app, args, manager.close, "pipeline server")
 
 

@@ -149,6 +149,16 @@ class PipelineClient(UserScriptsMixin):
         values = data.tolist() if hasattr(data, "tolist") else data
         return self._post("/background", json={"filename": filename, "data": values})["background_id"]
 
+    def delete_background(self, background_name: str) -> None:
+        """Delete a background (refused while a running instance uses it; a broken entry is moved aside)."""
+        self._delete(f"/background/{_seg(background_name)}")
+
+    def get_all_backgrounds(self) -> dict[str, Any]:
+        """Every background of the server: {"background_ids", "broken" {id: reason}, "disk_usage", "disk_limit"
+        (bytes), "retention" (collected backgrounds kept per camera)}."""
+        body = self._get("/background")
+        return {key: body[key] for key in ("background_ids", "broken", "disk_usage", "disk_limit", "retention")}
+
     def get_server_info(self) -> dict[str, Any]:
         """Server info: "active_instances" {id: info} of the running instances, "version", "cpu", "memory",
         "finished_instances". For administrators."""

@@ -20,3 +20,4 @@ class InstanceSpec:
     background_folder: str
     scripts_folder: str
     file_folder: str | None = None  # FILE output confined to this folder (pipeline server --file_folder)
+    protected_folders: dict[str, str] | None = None  # {what: folder} FILE output never writes in (file_path.py)

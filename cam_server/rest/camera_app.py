@@ -34,6 +34,7 @@ from cam_server.rest.schemas import (
     PNG,
     AliasesAnswer,
     CameraConfigAnswer,
+    CameraListAnswer,
     CamerasAnswer,
     CameraServerInfoAnswer,
     GeometryAnswer,
@@ -77,9 +78,11 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
     bodies = JsonBodies()
     store = manager.store
 
-    @app.get(API, summary="List the cameras", response_model=documented(CamerasAnswer), responses=errors())
+    @app.get(API, summary="List the cameras (and the broken entries of the config folder)",
+             response_model=documented(CameraListAnswer), responses=errors())
     def get_cameras() -> dict[str, Any]:
-        return ok("List of cameras.", cameras=store.names())
+        cameras, broken = store.scan()
+        return ok("List of cameras.", cameras=cameras, broken=broken)
 
     @app.delete(API, summary="Stop all camera instances", response_model=documented(OkAnswer), responses=errors())
     def stop_all_instances() -> dict[str, Any]:
@@ -142,12 +145,14 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
         config = await run_in_threadpool(save)
         return ok(f"Camera '{camera_name}' configuration saved.", config=config)
 
-    @app.delete(f"{API}/{{camera_name}}/config", summary="Delete a camera config (stops its instance)",
-                response_model=documented(OkAnswer), responses=errors(400, 404))
+    @app.delete(f"{API}/{{camera_name}}/config", summary="Delete a camera config (stops its instance; a broken entry: "
+                "moved aside)", response_model=documented(OkAnswer), responses=errors(400, 404, 409))
     def delete_camera_config(camera_name: str) -> dict[str, Any]:
-        camera = store.resolve(camera_name)
+        camera = store.entry(camera_name)
         manager.stop_if_running(camera)
-        store.delete(camera)
+        camera, moved = store.remove(camera)
+        if moved is not None:
+            return ok(f"Camera '{camera}' was a broken entry: moved aside to {moved}.")
         return ok(f"Camera '{camera}' configuration deleted.")
 
     # Long requests: run apart, keyed by camera (image, image_bytes and geometry share one wait for a frame).

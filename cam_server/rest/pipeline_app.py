@@ -53,6 +53,7 @@ from cam_server.rest.schemas import (
     BackgroundIdAnswer,
     BackgroundIdsAnswer,
     BackgroundList,
+    BackgroundsAnswer,
     CamerasAnswer,
     ExitCodeAnswer,
     GroupsAnswer,
@@ -107,9 +108,11 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
     bodies = JsonBodies()
 
     # --- fixed paths first ----------------------------------------------------------------------------------
-    @app.get(API, summary="List saved pipelines", response_model=documented(PipelinesAnswer), responses=errors())
+    @app.get(API, summary="List saved pipelines (and the broken entries of the config folder)",
+             response_model=documented(PipelinesAnswer), responses=errors())
     def get_pipelines() -> dict[str, Any]:
-        return ok("List of pipelines.", pipelines=manager.get_pipeline_list())
+        pipelines, broken = manager.config_store.scan()
+        return ok("List of pipelines.", pipelines=pipelines, broken=broken)
 
     @app.post(API, summary="Create a private instance from a config", response_model=documented(InstanceAnswer),
               responses=errors(400, 404, 409, 413, 429, 503),
@@ -143,7 +146,7 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
 
     # A long request: run apart; clients asking for the same camera and n_images share one collection.
     @app.post(f"{API}/camera/{{camera_name}}/background", summary="Collect a background for the camera",
-              response_model=documented(BackgroundIdAnswer), responses=errors(400, 404, 422, 429, 503))
+              response_model=documented(BackgroundIdAnswer), responses=errors(400, 404, 409, 422, 429, 503))
     async def collect_background(camera_name: str, request: Request,
                                  n_images: int | None = Query(None, description="images to average"),
                                  ) -> dict[str, Any]:
@@ -163,7 +166,13 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
     @app.get(f"{API}/camera/{{camera_name}}/backgrounds", summary="Background ids of the camera, sorted",
              response_model=documented(BackgroundIdsAnswer), responses=errors(400))
     def get_backgrounds(camera_name: str) -> dict[str, Any]:
-        return ok(f"Backgrounds of camera {camera_name}.", background_ids=manager.get_background_ids(camera_name))
+        return ok(f"Backgrounds of camera {camera_name}.", background_ids=manager.get_background_ids(camera_name),
+                  broken=manager.background_store.broken(camera_name))
+
+    @app.get(API + "/background", summary="Every background id, the broken entries and the storage bounds",
+             response_model=documented(BackgroundsAnswer), responses=errors())
+    def get_all_backgrounds() -> dict[str, Any]:
+        return ok("Backgrounds.", **manager.get_background_list())
 
     @app.post(API + "/background", summary="Store a background given as a JSON nested list",
               response_model=documented(BackgroundIdAnswer), responses=errors(400, 409, 413),
@@ -194,6 +203,16 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
     def get_background_image_bytes(background_name: str) -> dict[str, Any]:
         image = image_bytes_payload(manager.get_background_image(background_name))
         return ok(f"Background {background_name}.", image=image)
+
+    @app.delete(API + "/background/{background_name:path}",
+                summary="Delete a background (409 while an instance uses it)",
+                response_model=documented(BackgroundIdAnswer), responses=errors(400, 404, 409))
+    def delete_background(background_name: str) -> dict[str, Any]:
+        moved = manager.delete_background(background_name)
+        if moved is not None:
+            return ok(f"Background {background_name} was a broken entry: moved aside to {moved}.",
+                      background_id=background_name)
+        return ok(f"Background {background_name} deleted.", background_id=background_name)
 
     @app.put(API + "/background/{background_name:path}/image_bytes", summary="Store a background from image bytes",
              response_model=documented(BackgroundIdAnswer), responses=errors(400, 409, 413),
@@ -286,10 +305,13 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
         return ok(f"Pipeline {pipeline_name} config saved.",
                   config=manager.save_pipeline_config(pipeline_name, config))
 
-    @app.delete(f"{API}/{{pipeline_name}}/config", summary="Delete a saved pipeline config",
-                response_model=documented(OkAnswer), responses=errors(400, 404))
+    @app.delete(f"{API}/{{pipeline_name}}/config",
+                summary="Delete a saved pipeline config (a broken entry: moved aside)",
+                response_model=documented(OkAnswer), responses=errors(400, 404, 409))
     def delete_pipeline_config(pipeline_name: str) -> dict[str, Any]:
-        manager.delete_pipeline_config(pipeline_name)
+        moved = manager.delete_pipeline_config(pipeline_name)
+        if moved is not None:
+            return ok(f"Pipeline {pipeline_name} was a broken entry: moved aside to {moved}.")
         return ok(f"Pipeline {pipeline_name} config deleted.")
 
     @app.delete(f"{API}/{{instance_id}}", summary="Stop an instance", response_model=documented(OkAnswer),

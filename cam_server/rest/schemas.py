@@ -54,7 +54,8 @@ class ErrorAnswer(BaseModel):
 _ERRORS = {
     400: "Invalid name, config, body or parameter",
     404: "Unknown camera, pipeline, instance, background, group or script (or no scripts folder)",
-    409: "Clashes with the current state (id in use, read-only instance, alias taken, different background)",
+    409: "Clashes with the current state (id in use, read-only instance, alias taken, different background, "
+         "background in use or disk limit reached, a folder where a config would be written)",
     413: "Request body too large",
     422: "A query parameter of the wrong type",
     429: "Too many long or blocking requests at once (server option --max_long_requests / --max_blocking_requests); "
@@ -156,8 +157,13 @@ class LogsAnswer(OkAnswer):
     logs: list[tuple[str, str, str, str]] = Field(description="[time, logger, level, message] per record, newest last")
 
 
+_BROKEN = ("entry → why it is not usable (a folder, not UTF-8, not valid JSON, an invalid config, ...): left out "
+           "of the list beside it; DELETE of that name moves it aside into the folder's broken/ subfolder")
+
+
 class ScriptsAnswer(OkAnswer):
     scripts: list[str] = Field(description="file names in the user scripts folder")
+    broken: dict[str, str] = Field(description=_BROKEN)
 
 
 class ScriptAnswer(OkAnswer):
@@ -355,6 +361,10 @@ class PipelineServerInfoAnswer(OkAnswer):
 
 
 # --- camera server answers --------------------------------------------------------------------------------------
+class CameraListAnswer(CamerasAnswer):
+    broken: dict[str, str] = Field(description=_BROKEN)
+
+
 class AliasesAnswer(OkAnswer):
     aliases: dict[str, str] = Field(description="alias → camera")
 
@@ -374,6 +384,7 @@ class GeometryAnswer(OkAnswer):
 # --- pipeline server answers ------------------------------------------------------------------------------------
 class PipelinesAnswer(OkAnswer):
     pipelines: list[str] = Field(description="saved pipelines")
+    broken: dict[str, str] = Field(description=_BROKEN)
 
 
 class InstanceAnswer(OkAnswer):
@@ -400,6 +411,17 @@ class BackgroundIdAnswer(OkAnswer):
 
 class BackgroundIdsAnswer(OkAnswer):
     background_ids: list[str] = Field(description="sorted, oldest first")
+    broken: dict[str, str] = Field(description=_BROKEN)
+
+
+class BackgroundsAnswer(BackgroundIdsAnswer):
+    """Every background of the server and its storage bounds (pipeline_server options)."""
+
+    disk_usage: int = Field(description="bytes of the .npy files in the background folder")
+    disk_limit: int = Field(description="bytes the server may store (--background_disk_limit): a background that "
+                                        "would pass it is refused with 409")
+    retention: int = Field(description="collected backgrounds kept per camera (--background_retention): the oldest "
+                                       "not in use are deleted after a new collection")
 
 
 class MessageAnswer(OkAnswer):

@@ -1,6 +1,7 @@
 """User script routes, the same on both servers (``/api/v1/pipeline/script...`` and ``/api/v1/cam/script...``).
 
-* ``GET  <api>/script`` → ``scripts``: file names in the scripts folder.
+* ``GET  <api>/script`` → ``scripts``: file names in the scripts folder; ``broken``: {file name: reason} of the
+  ``*.py`` entries that are not usable scripts (DELETE moves such an entry aside).
 * ``GET  <api>/script/<name>/script_bytes`` → ``script``: the source text.
 * ``PUT`` or ``POST <api>/script/<name>/script_bytes`` with the source as the raw request body → ``script_name``.
 * ``DELETE <api>/script/<name>/script_bytes``.
@@ -35,10 +36,11 @@ def install_script_routes(app: FastAPI, api: str, store: ScriptStore | None) -> 
             raise NotFound("This server has no user scripts folder (start it with -u USER_SCRIPTS_BASE).")
         return store
 
-    @app.get(f"{api}/script", summary="List the user scripts", response_model=documented(ScriptsAnswer),
-             responses=errors(404))
+    @app.get(f"{api}/script", summary="List the user scripts (and the broken entries of the folder)",
+             response_model=documented(ScriptsAnswer), responses=errors(404))
     def get_user_scripts() -> dict[str, Any]:
-        return ok("List of user scripts.", scripts=the_store().names())
+        scripts, broken = the_store().scan()
+        return ok("List of user scripts.", scripts=scripts, broken=broken)
 
     @app.get(f"{api}/script/{{script_name:path}}/script_bytes", summary="Source of a user script",
              response_model=documented(ScriptAnswer), responses=errors(400, 404))
@@ -54,10 +56,12 @@ def install_script_routes(app: FastAPI, api: str, store: ScriptStore | None) -> 
         app.add_api_route(f"{api}/script/{{script_name:path}}/script_bytes", upload, methods=[method],
                           summary="Upload a user script (the request body is the Python source)",
                           openapi_extra=_SCRIPT_BODY, name=f"set_user_script_{method.lower()}",
-                          response_model=documented(ScriptNameAnswer), responses=errors(400, 404, 413))
+                          response_model=documented(ScriptNameAnswer), responses=errors(400, 404, 409, 413))
 
-    @app.delete(f"{api}/script/{{script_name:path}}/script_bytes", summary="Delete a user script",
-                response_model=documented(ScriptNameAnswer), responses=errors(400, 404))
+    @app.delete(f"{api}/script/{{script_name:path}}/script_bytes", summary="Delete a user script (a broken entry: "
+                "moved aside)", response_model=documented(ScriptNameAnswer), responses=errors(400, 404, 409))
     def delete_user_script(script_name: str) -> dict[str, Any]:
-        deleted = the_store().delete(script_name)
+        deleted, moved = the_store().remove(script_name)
+        if moved is not None:
+            return ok(f"Script {deleted} was a broken entry: moved aside to {moved}.", script_name=deleted)
         return ok(f"Script {deleted} deleted.", script_name=deleted)

@@ -177,6 +177,8 @@ def test_the_pipeline_server_answers_what_its_document_says(servers: Servers) ->
         pipe.call("GET", f"{api}/background/{background}/image")
         pipe.call("PUT", f"{api}/background/doc_copy/image_bytes", json=image)
         pipe.call("POST", f"{api}/background", json={"filename": "doc_list", "data": [[1, 2], [3, 4]]})
+        assert "doc_list" in pipe.call("GET", f"{api}/background")["background_ids"]
+        pipe.call("DELETE", f"{api}/background/doc_list")
         _scripts(pipe, api)
         _server_routes(pipe, api)
         # Errors: each one documented for its route, as the envelope.

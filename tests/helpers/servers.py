@@ -114,14 +114,15 @@ def camera_server(tmp_path: Path, config_dir: Path | None = None, env: dict[str,
 @contextmanager
 def pipeline_server(tmp_path: Path, cam_url: str, config_dir: Path | None = None, env: dict[str, str] | None = None,
                     log_level: str = "INFO", extra_args: Sequence[str] = ()) -> Iterator[RunningServer]:
-    """A pipeline server on a free port using the camera server at ``cam_url`` (``extra_args``: more options)."""
+    """A pipeline server on a free port using the camera server at ``cam_url`` (``extra_args``: more options); its
+    FILE output goes to ``tmp_path/data`` (unless ``extra_args`` say otherwise)."""
     backgrounds = tmp_path / "background_config"
     scripts = tmp_path / "user_scripts"
     backgrounds.mkdir(exist_ok=True)
     scripts.mkdir(exist_ok=True)
+    args = ["-c", cam_url, "-g", str(backgrounds), "--file_folder", str(tmp_path / "data"), *extra_args]
     with _server(tmp_path, "pipeline server", "cam_server.start_pipeline_server", "pipeline_config", config_dir,
-                 scripts, ["-c", cam_url, "-g", str(backgrounds), *extra_args], "/api/v1/pipeline", env,
-                 log_level) as server:
+                 scripts, args, "/api/v1/pipeline", env, log_level) as server:
         yield server
 
 
@@ -132,7 +133,7 @@ class ServerPair:
     camera: RunningServer
     pipeline: RunningServer
     backgrounds: Path  # the pipeline server's background folder (-g)
-    data: Path         # a folder for the FILE outputs of pipeline instances
+    data: Path         # the pipeline server's --file_folder: FILE outputs of pipeline instances go there
 
     @property
     def url(self) -> str:

@@ -394,9 +394,10 @@ class FileOutput:
     datasets are created with that many rows); the file is complete and closed when the last record is written.
     """
 
-    def __init__(self, config: PipelineConfig, instance: str = "", folder: str | None = None) -> None:
+    def __init__(self, config: PipelineConfig, instance: str = "", folder: str | None = None,
+                 protected: Mapping[str, str] | None = None) -> None:
         records = config.records or None  # 0: no limit
-        self.path = resolve_output_file(config.file, folder)
+        self.path = resolve_output_file(config.file, folder, protected)
         self._writer = FileWriter(self.path, layout=config.layout, localtime=config.localtime, change=config.change,
                                   records=records, instance=instance)
         self.records = records

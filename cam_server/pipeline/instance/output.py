@@ -31,5 +31,6 @@ def open_output(spec: InstanceSpec, context: zmq.Context | None = None) -> Outpu
     """Open the instance's output for its config (``mode`` PUB / PUSH / FILE)."""
     config = spec.config
     if config.mode == "FILE":
-        return FileOutput(config, instance=spec.instance_id, folder=spec.file_folder).open()
+        return FileOutput(config, instance=spec.instance_id, folder=spec.file_folder,
+                          protected=spec.protected_folders).open()
     return OutputStream(spec.output_endpoint, output_config(config), context=context).open()

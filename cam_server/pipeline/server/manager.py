@@ -17,12 +17,14 @@ import importlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -95,7 +97,10 @@ class PipelineManager:
         self.config_store = config_store
         self.background_store = background_store
         self.scripts_folder = str(scripts_folder)
+        # FILE output: confined to file_folder (None: anywhere, pipeline_server --file_folder_any), never inside the
+        # server's own folders (pipeline/file_path.py).
         self.file_folder = str(file_folder) if file_folder is not None else None
+        self.protected_folders = protected_folders(config_store, background_store, self.scripts_folder)
         self.hostname = hostname
         self._target = target
         self._stop_timeout = stop_timeout
@@ -117,14 +122,16 @@ class PipelineManager:
         """Validate (incl. the camera and background) and save the expanded config; returns it."""
         validate_pipeline_name(name)
         expanded = expand_config(config)
+        self._check_output_file(expanded)
         self._check_camera_known(expanded)
         self._check_background(expanded)
         self.config_store.save(name, expanded)
         return expanded
 
-    def delete_pipeline_config(self, name: str) -> None:
+    def delete_pipeline_config(self, name: str) -> Path | None:
+        """Delete the saved config; a broken entry of that name is moved aside instead: returns where it went."""
         validate_pipeline_name(name)
-        self.config_store.delete(name)
+        return self.config_store.delete(name)
 
     def get_pipeline_groups(self) -> dict[str, list[str]]:
         """group → saved pipelines of that group (the configs' ``group`` key)."""
@@ -145,9 +152,53 @@ class PipelineManager:
         :class:`Cancelled`, nothing saved."""
         validate_name(camera_name, "camera name")
         n = check_n_images(n_images)
+        self.background_store.check_space()  # refused at once, not after collecting for nothing
         stream = self._camera_stream(camera_name)
         array = average_stream_images(stream, n, keep_waiting=keep_waiting)
-        return self.background_store.save(camera_name, array)
+        background_id = self.background_store.save(camera_name, array)
+        self._apply_retention(camera_name)
+        return background_id
+
+    def delete_background(self, background_id: str) -> Path | None:
+        """Delete a background (a broken entry of that name is moved aside: returns where it went); Conflict while
+        a running instance's config names it."""
+        validate_name(background_id, "background id")
+        self.reap()
+        with self._instances.lock:  # no instance can start with it between the check and the delete (_create)
+            users = self._backgrounds_in_use().get(background_id)
+            if users:
+                raise Conflict(f"Background '{background_id}' is used by running instance(s) {', '.join(users)}: "
+                               "stop them (or change their image_background) first.")
+            return self.background_store.delete(background_id)
+
+    def get_background_list(self) -> dict[str, Any]:
+        """Every background id, the broken entries, and the storage bounds (bytes used and allowed, retention)."""
+        ids, broken = self.background_store.scan()
+        return {"background_ids": ids, "broken": broken, "disk_usage": self.background_store.disk_usage(),
+                "disk_limit": self.background_store.disk_limit, "retention": self.background_store.retention}
+
+    def _apply_retention(self, camera_name: str) -> None:
+        """Keep at most ``retention`` collected backgrounds of the camera: delete the oldest not in use."""
+        self.reap()
+        with self._instances.lock:
+            self.background_store.prune(camera_name, in_use=self._backgrounds_in_use())
+
+    def _backgrounds_in_use(self) -> dict[str, list[str]]:
+        """background id → the running (or starting) instances whose config names it (enabled or not: a live
+        change may enable it)."""
+        used: dict[str, list[str]] = {}
+        for instance_id, instance in self._instances.items():
+            background = instance.config.get("image_background")
+            if background and self._alive(instance):
+                used.setdefault(background, []).append(instance_id)
+        return used
+
+    def _check_background_still_there(self, config: dict[str, Any]) -> None:
+        """Under the instance table's lock: the enabled background checked before was not deleted meanwhile."""
+        background = config.get("image_background")
+        if (background and config.get("image_background_enable") in _BACKGROUND_APPLIED
+                and not self.background_store.path(background).is_file()):
+            raise NotFound(f"Background '{background}' does not exist (it was just deleted).")
 
     def get_latest_background(self, camera_name: str) -> str:
         return self.background_store.latest(camera_name)
@@ -244,6 +295,7 @@ class PipelineManager:
         with self._instances.lock:
             # Re-merge on the newest config in case another client changed it meanwhile.
             new = update_config(instance.config, update)
+            self._check_background_still_there(new)
             instance.config = _without_reload(new)
             process = instance.process
         if process is not None:
@@ -395,7 +447,7 @@ class PipelineManager:
         """A FILE path outside ``--file_folder`` is a 400 at creation, not an instance that fails to start."""
         if config["mode"] == "FILE":  # an expanded config: mode is resolved and upper case
             try:
-                resolve_output_file(config["file"], self.file_folder)
+                resolve_output_file(config["file"], self.file_folder, self.protected_folders)
             except FileOutputError as exc:
                 raise InvalidConfig(str(exc)) from None
 
@@ -440,6 +492,7 @@ class PipelineManager:
                 instance_id = str(uuid.uuid4())
             if instance_id in self._instances:
                 raise Conflict(f"Instance id '{instance_id}' is already in use.")
+            self._check_background_still_there(expanded)
             used = {i.port for _, i in self._instances.items()}
             port = reserve_port(exclude=used)
             if PIPELINE_TYPES[expanded["pipeline_type"]].binds_input and not expanded.get("input_stream"):
@@ -453,7 +506,7 @@ class PipelineManager:
                             stream_address=instance.stream_address, camera_stream=camera_stream,
                             cam_server_url=self.cam_client.get_address(),
                             background_folder=str(self.background_store.folder), scripts_folder=self.scripts_folder,
-                            file_folder=self.file_folder)
+                            file_folder=self.file_folder, protected_folders=self.protected_folders)
         try:
             process = InstanceProcess(instance_id, target, (spec,), preload=self._preload())
             process.start()
@@ -545,6 +598,14 @@ class PipelineManager:
         if changed:
             raise InvalidConfig(f"Cannot change {', '.join(changed)} of running instance '{instance.instance_id}': "
                                 "create a new instance with the new config.")
+
+
+def protected_folders(config_store: SavedConfigs, background_store: BackgroundStore, scripts_folder: str,
+                      ) -> dict[str, str]:
+    """The folders FILE output never writes in: {what: absolute folder} of the server's stores."""
+    return {"pipeline config": str(config_store.folder.absolute()),
+            "background": str(background_store.folder.absolute()),
+            "user scripts": os.path.abspath(scripts_folder)}
 
 
 def _how_it_ended(record: dict[str, Any]) -> str:
