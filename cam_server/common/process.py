@@ -50,10 +50,28 @@ STAT_FIELDS = (
     "rate_in",         # messages received per second, smoothed
     "frame_width",     # shape of the received images (0: none yet; a change of data header updates it)
     "frame_height",
+    # --- pipeline side of issue 10 (faults): state, drops by reason, queues, memory limit ---
+    "state",             # what the instance does now: an index into INSTANCE_STATES
+    "reconnects",        # times the input was connected again (timeout, camera server back, input change)
+    "waiting_since",     # wall clock since when it waits for the camera server (0: not waiting)
+    "dropped_input",     # of "dropped": the oldest frames of a full input queue, merge frames without data
+    "dropped_gates",     # of "dropped": held back on purpose (paused, pid_range, downsampling, max_frame_rate, ...)
+    "dropped_output",    # of "dropped": not sent (full queue or send timeout, full buffer, enforce_pid)
+    "input_queue",       # frames received and waiting to be processed (sampled about once a second)
+    "output_queue",      # messages waiting in the output buffer (buffer_size; sampled about once a second)
+    "output_queue_max",  # the most messages the output buffer held at once
+    "output_backlog",    # bytes waiting in the kernel for the slowest stream client (sampled once a second)
+    "memory_limit",      # bytes of RSS at which the instance is ended (0: no limit)
 )
 _INDEX = {name: i for i, name in enumerate(STAT_FIELDS)}
 _INT_FIELDS = frozenset({"frames_in", "frames_out", "dropped", "errors", "clients", "bytes_out", "frame_width",
                          "frame_height"})
+_INT_FIELDS |= frozenset({"state", "reconnects", "dropped_input", "dropped_gates", "dropped_output", "input_queue",
+                          "output_queue", "output_queue_max", "output_backlog", "memory_limit"})
+# The names of the "state" statistic (its value is the index; 0 until the instance says otherwise).
+INSTANCE_STATES = ("starting", "streaming", "waiting for source", "reconnecting", "stopping",
+                   "waiting for camera server")
+STATE_CODES = {name: code for code, name in enumerate(INSTANCE_STATES)}
 
 _CONTEXT: Any = None
 
@@ -248,6 +266,22 @@ class InstanceControl:
             self._errors.put_nowait((time.time(), message))
         except Exception:  # noqa: BLE001 - reporting must never break the loop
             log.exception("could not report error %s", message)
+
+    def flush_errors(self, timeout: float = 2.0) -> None:
+        """Wait (up to ``timeout``) until the reported errors are written to the parent: before a hard exit
+        (``os._exit``), which would lose what the queue's feeder thread has not written yet."""
+        done = threading.Event()
+
+        def flush() -> None:
+            try:
+                self._errors.close()
+                self._errors.join_thread()
+            except Exception:  # noqa: BLE001 - best effort: the process is about to end
+                pass
+            done.set()
+
+        threading.Thread(target=flush, name="flush-errors", daemon=True).start()
+        done.wait(timeout)
 
     # --- parent side --------------------------------------------------------------------------------------
     def request_stop(self) -> None:
