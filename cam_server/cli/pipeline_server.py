@@ -10,6 +10,19 @@ from cam_server.cli import serve
 
 log = logging.getLogger(__name__)
 
+DEFAULT_INSTANCE_MEMORY_LIMIT_MIB = 4096
+MIB = 1024 * 1024
+
+
+def _mebibytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of MiB, not {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of MiB >= 0, not {text!r}")
+    return value
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Pipeline processing server")
@@ -22,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--file_folder", default=None,
                         help="Confine FILE output to this directory (relative 'file' names are taken from it); "
                              "default: anywhere, relative to the working directory")
+    parser.add_argument("--instance_memory_limit", type=_mebibytes, default=DEFAULT_INSTANCE_MEMORY_LIMIT_MIB,
+                        help="RSS in MiB past which a pipeline instance is ended (exit code 3), unless its config "
+                             f"sets memory_limit; 0: no limit (default {DEFAULT_INSTANCE_MEMORY_LIMIT_MIB})")
     serve.add_trailing_arguments(parser, "User processing scripts directory")
     return parser
 
@@ -41,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     manager = PipelineManager(CamClient(args.cam_server), SavedConfigs(args.base),
                               BackgroundStore(args.background_base), args.user_scripts_base,
-                              args.hostname, file_folder=args.file_folder)
+                              args.hostname, file_folder=args.file_folder,
+                              instance_memory_limit=int(args.instance_memory_limit * MIB))
     serve.warm_up_in_background(manager.warm_up)
     app = create_pipeline_app(manager)
     log.info("pipeline server on %s:%s (camera server %s, configs %s)", args.interface, args.port, args.cam_server,

@@ -20,3 +20,4 @@ class InstanceSpec:
     background_folder: str
     scripts_folder: str
     file_folder: str | None = None  # FILE output confined to this folder (pipeline server --file_folder)
+    memory_limit: int = 0  # bytes of RSS (server --instance_memory_limit) unless config.memory_limit says; 0: none
