@@ -36,6 +36,7 @@ from cam_server.pipeline.config import expand_config, parse_pipeline_config
 from cam_server.pipeline.instance.input import RETRY_MAX_S, InputQueue
 from cam_server.pipeline.instance.memory import format_bytes, memory_limit
 from cam_server.pipeline.instance_spec import InstanceSpec
+from cam_server.pipeline.registry import PIPELINE_TYPES
 from tests.helpers.net import free_port
 from tests.helpers.procs import start_python, stop_pid, wait_until
 from tests.helpers.servers import RunningServer, pipeline_server, write_config_dir
@@ -43,7 +44,7 @@ from tests.helpers.streams import connect, receive, values
 from tests.pipeline_instance.harness import FakeCamera, gaussian_image, pipeline
 
 # --- bounds ------------------------------------------------------------------------------------------------------
-INPUT_QUEUE_SIZE = 8  # the default of a processing pipeline (registry)
+INPUT_QUEUE_SIZE = PIPELINE_TYPES["processing"].input_queue_size  # its default: 8
 SLOW_FUNCTION_S, SLOW_CAMERA_HZ = 0.5, 20.0
 # Output lag behind the camera, in frames, once the input queue is full: the queue (the loop takes its oldest frame),
 # the frames the camera sends while the function works on it, and 6 of margin (a loaded machine, the receive).
