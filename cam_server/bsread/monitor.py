@@ -5,11 +5,20 @@ count ``EVENT_ACCEPTED`` +1; connecting sockets (which never see an accept) coun
 the Python lib counts only accepts, so its connecting senders fire the action while data flows, a quirk we do
 not copy. ``EVENT_DISCONNECTED`` −1, ``EVENT_CLOSED`` resets to 0. While the count is 0 for longer than
 ``timeout`` the action is called, and then again every ``timeout`` seconds.
+
+Backlog: each connect/accept event carries the connection's file descriptor; once a second the thread asks the
+kernel how many bytes wait unsent (or unread, for ipc) on each (``TIOCOUTQ``), and :attr:`ClientMonitor.backlog` is
+the largest: about 0 while every client keeps up, a full socket buffer for a client that falls behind. ZeroMQ itself
+says nothing about its per-client queues (PUB drops silently at the high-water mark; libzmq's pipe statistics are a
+draft API that pyzmq's builds do not have), so this is what a sender can know of a slow client.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import struct
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +29,8 @@ from zmq.utils.monitor import recv_monitor_message
 log = logging.getLogger(__name__)
 
 POLL_MS = 100
+BACKLOG_INTERVAL_S = 1.0
+_OUTQ = getattr(termios, "TIOCOUTQ", None)  # == SIOCOUTQ on Linux: unsent bytes of a socket
 
 
 class ClientMonitor:
@@ -34,6 +45,9 @@ class ClientMonitor:
         self._plus_event = zmq.EVENT_CONNECTED if count_connects else zmq.EVENT_ACCEPTED
         self._count = 0
         self.connections = 0  # every client that connected, those gone included
+        self._fds: set[int] = set()  # the connections' file descriptors (ZeroMQ's; only ever queried)
+        self.backlog = 0  # bytes waiting in the kernel for the slowest connection (sampled)
+        self._backlog_at = 0.0
         self._zero_since: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bsread-client-monitor", daemon=True)
@@ -60,7 +74,8 @@ class ClientMonitor:
             while not self._stop.is_set():
                 try:
                     if poller.poll(POLL_MS):
-                        self._on_event(recv_monitor_message(monitor)["event"])
+                        event = recv_monitor_message(monitor)
+                        self._on_event(event["event"], event.get("value"))
                 except zmq.ZMQError as exc:
                     if self._stop.is_set():
                         break
@@ -70,16 +85,29 @@ class ClientMonitor:
         finally:
             monitor.close(linger=0)
 
-    def _on_event(self, event: int) -> None:
+    def _on_event(self, event: int, value: int | None = None) -> None:
         if event == self._plus_event:
             self._count += 1
             self.connections += 1
+            if value is not None:
+                self._fds.add(value)
         elif event == zmq.EVENT_DISCONNECTED:
             self._count = max(0, self._count - 1)
+            self._fds.discard(value)  # type: ignore[arg-type]
         elif event == zmq.EVENT_CLOSED:
             self._count = 0
+            self._fds.clear()
+
+    def _sample_backlog(self) -> None:
+        now = time.monotonic()
+        if now - self._backlog_at < BACKLOG_INTERVAL_S:
+            return
+        self._backlog_at = now
+        self.backlog = max((_unsent_bytes(fd) for fd in list(self._fds)), default=0)
 
     def _check(self) -> None:
+        if _OUTQ is not None:
+            self._sample_backlog()
         if self._count > 0:
             self._zero_since = None
             return
@@ -92,6 +120,14 @@ class ClientMonitor:
                 self._action()
             except Exception:  # the action must never kill the monitor
                 log.exception("no_client_action failed")
+
+
+def _unsent_bytes(fd: int) -> int:
+    """Bytes the kernel holds for the peer of socket ``fd`` (0 when it cannot tell, e.g. the fd is gone)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, _OUTQ, b"\0\0\0\0"))[0]  # type: ignore[arg-type]
+    except (OSError, ValueError, TypeError):
+        return 0
 
 
 class ConnectionWatch:

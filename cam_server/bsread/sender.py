@@ -152,6 +152,11 @@ class Sender:
         return self._monitor.connections if self._monitor is not None else 0
 
     @property
+    def client_backlog(self) -> int:
+        """Bytes waiting in the kernel for the slowest client (sampled once a second; see ``monitor.py``)."""
+        return self._monitor.backlog if self._monitor is not None else 0
+
+    @property
     def pulse_id(self) -> int:
         """Pulse id the next message gets unless ``send(pulse_id=...)`` overrides it."""
         return self._encoder.pulse_id

@@ -11,6 +11,19 @@ from cam_server.cli import serve
 
 log = logging.getLogger(__name__)
 
+DEFAULT_INSTANCE_MEMORY_LIMIT_MIB = 4096
+MIB = 1024 * 1024
+
+
+def _mebibytes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of MiB, not {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of MiB >= 0, not {text!r}")
+    return value
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Pipeline processing server")
@@ -32,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--background_disk_limit", type=parse_size, default="10G", metavar="SIZE",
                         help="Bytes of backgrounds the server may store, e.g. 500M, 10G (binary units); a new "
                              "background past it is refused (default: 10G)")
+    parser.add_argument("--instance_memory_limit", type=_mebibytes, default=DEFAULT_INSTANCE_MEMORY_LIMIT_MIB,
+                        help="RSS in MiB past which a pipeline instance is ended (exit code 3), unless its config "
+                             f"sets memory_limit; 0: no limit (default {DEFAULT_INSTANCE_MEMORY_LIMIT_MIB})")
     serve.add_trailing_arguments(parser, "User processing scripts directory")
     serve.add_limit_arguments(parser)
     return parser
@@ -83,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(str(exc))
     manager = PipelineManager(CamClient(args.cam_server), configs, backgrounds, args.user_scripts_base,
                               args.hostname, file_folder=file_folder,
-                              max_blocking=args.max_blocking_requests)
+                              max_blocking=args.max_blocking_requests,
+                              instance_memory_limit=int(args.instance_memory_limit * MIB))
     serve.warm_up_in_background(manager.warm_up)
     app = create_pipeline_app(manager, max_long_requests=args.max_long_requests)
     log.info("pipeline server on %s:%s (camera server %s, configs %s, FILE output %s)", args.interface, args.port,

@@ -56,10 +56,22 @@ STAT_FIELDS = (
     "reconnects",      # reconnections to the source after it was lost (or its settings changed)
     "source_restarts",  # restarts of the source seen in its data (pulse ids started again from below)
     "last_input_time",  # wall clock of the last frame/message received (last_frame_time: the last one sent)
+    # --- pipeline side of issue 10 (faults): state, drops by reason, queues, memory limit ---
+    "waiting_since",     # wall clock since when it waits for the camera server (0: not waiting)
+    "dropped_input",     # of "dropped": the oldest frames of a full input queue, merge frames without data
+    "dropped_gates",     # of "dropped": held back on purpose (paused, pid_range, downsampling, max_frame_rate, ...)
+    "dropped_output",    # of "dropped": not sent (full queue or send timeout, full buffer, enforce_pid)
+    "input_queue",       # frames received and waiting to be processed (sampled about once a second)
+    "output_queue",      # messages waiting in the output buffer (buffer_size; sampled about once a second)
+    "output_queue_max",  # the most messages the output buffer held at once
+    "output_backlog",    # bytes waiting in the kernel for the slowest stream client (sampled once a second)
+    "memory_limit",      # bytes of RSS at which the instance is ended (0: no limit)
 )
 _INDEX = {name: i for i, name in enumerate(STAT_FIELDS)}
 _INT_FIELDS = frozenset({"frames_in", "frames_out", "dropped", "errors", "clients", "bytes_out", "frame_width",
-                         "frame_height", "reconnects", "source_restarts"})
+                         "frame_height", "reconnects", "source_restarts", "dropped_input", "dropped_gates",
+                         "dropped_output", "input_queue", "output_queue", "output_queue_max", "output_backlog",
+                         "memory_limit"})
 
 # The states an instance reports in ``statistics.state`` (SharedStats.set_state; shared memory holds the index):
 #   starting                  the process runs, its source / stream are being set up (0: the initial value)
@@ -70,7 +82,7 @@ _INT_FIELDS = frozenset({"frames_in", "frames_out", "dropped", "errors", "client
 #   waiting for camera server a pipeline whose camera server does not answer (pipeline side)
 INSTANCE_STATES = ("starting", "streaming", "waiting for source", "reconnecting", "stopping",
                    "waiting for camera server")
-_STATE_CODES = {name: code for code, name in enumerate(INSTANCE_STATES)}
+STATE_CODES = {name: code for code, name in enumerate(INSTANCE_STATES)}
 # Rates only change on events: a reader shows a rate (and its throughput) as 0 once the stamp of its last event is
 # older than this. rate field → (wall-clock stamp of its last event, its throughput field or None).
 RATE_STALE_S = 2.0
@@ -130,7 +142,7 @@ class SharedStats:
 
     def set_state(self, state: str) -> None:
         """Report the instance's state, one of :data:`INSTANCE_STATES` (a KeyError names a state that is not)."""
-        self._values[_INDEX["state"]] = _STATE_CODES[state]
+        self._values[_INDEX["state"]] = STATE_CODES[state]
 
     def state(self) -> str:
         return state_name(self._values[_INDEX["state"]])
@@ -316,6 +328,22 @@ class InstanceControl:
     def held(self) -> bool:
         """Child: a client was promised the stream and has not connected yet (see :meth:`reserve`)."""
         return self._reserved.value > self._reservations_used and time.monotonic() < self._reserved_until.value
+
+    def flush_errors(self, timeout: float = 2.0) -> None:
+        """Wait (up to ``timeout``) until the reported errors are written to the parent: before a hard exit
+        (``os._exit``), which would lose what the queue's feeder thread has not written yet."""
+        done = threading.Event()
+
+        def flush() -> None:
+            try:
+                self._errors.close()
+                self._errors.join_thread()
+            except Exception:  # noqa: BLE001 - best effort: the process is about to end
+                pass
+            done.set()
+
+        threading.Thread(target=flush, name="flush-errors", daemon=True).start()
+        done.wait(timeout)
 
     # --- parent side --------------------------------------------------------------------------------------
     def request_stop(self) -> None:

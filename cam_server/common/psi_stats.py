@@ -33,7 +33,8 @@ def psi_statistics(process_info: dict[str, Any]) -> dict[str, Any]:
     PSI keys: ``total_bytes`` (bytes sent), ``clients``, ``throughput`` (bytes/s sent), ``time`` (when these
     statistics were read), ``rx`` (received rate and count), ``tx`` (sent rate and count), ``pid``, ``cpu`` (percent
     of one core), ``memory`` (RSS bytes), ``frame_shape`` (``[height, width]`` of the received images, None before
-    the first image).
+    the first image). ``state`` is shown by its name (:data:`~cam_server.common.process.INSTANCE_STATES`),
+    ``waiting_since`` as a time string (None when not waiting).
     """
     raw = process_info.get("statistics") or {}
     stats = {k: v for k, v in raw.items() if k not in _REPLACED}
@@ -50,4 +51,6 @@ def psi_statistics(process_info: dict[str, Any]) -> dict[str, Any]:
         memory=raw.get("memory_rss"),
         frame_shape=[height, width] if height and width else None,
     )
+    if "waiting_since" in raw:
+        stats["waiting_since"] = format_time(raw["waiting_since"]) if raw["waiting_since"] else None
     return stats

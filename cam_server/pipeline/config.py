@@ -8,9 +8,9 @@ config it hands an instance once, the instance reads its fields). :func:`expand_
 processing functions read their own parameters from the same dict.
 
 Defaults live in :class:`PipelineConfig` only (the processing blocks' defaults come from
-:mod:`cam_server.processing.parameters`, shared with the processing functions). Three defaults depend on other
+:mod:`cam_server.processing.parameters`, shared with the processing functions). Four defaults depend on other
 fields, see :func:`derived_defaults`: ``mode`` (PUSH for store and fanout, else PUB), ``block`` (True for PUSH, else
-False) and ``input_mode`` (PULL for fanin, else SUB).
+False), ``input_mode`` (PULL for fanin, else SUB) and ``input_queue_size`` (the pipeline type's, see the registry).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ ROTATION_MODES = ("reflect", "nearest", "mirror", "wrap", "ortho")
 LEADING_KEYS = ("image_background_enable", "image_background", "image_threshold", "image_region_of_interest",
                 "image_good_region", "image_slices", "pipeline_type")
 # Keys whose default depends on other fields (see derived_defaults).
-DERIVED_KEYS = ("mode", "block", "input_mode")
+DERIVED_KEYS = ("mode", "block", "input_mode", "input_queue_size")
 # Parameters for which null is a value, not "use the default" (README: camera_timeout null disables the timeout).
 NULL_IS_VALUE = frozenset({"camera_timeout"})
 # README example spelling of the background id; accepted as an alias of image_background (see docs/pipeline.md).
@@ -138,11 +138,13 @@ def _int_like(v: Any, what: str, limit: int = MAX_COUNT) -> int:
 
 
 def derived_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The defaults of ``mode``, ``block`` and ``input_mode`` for this config (README: mode-dependent): the model's
-    default factories, and :func:`update_config` to tell a derived value from a chosen one."""
+    """The defaults of ``mode``, ``block``, ``input_mode`` and ``input_queue_size`` for this config (README:
+    mode-dependent): the model's default factories, and :func:`update_config` to tell a derived value from a chosen
+    one."""
     kind = PIPELINE_TYPES.get(config.get("pipeline_type") or DEFAULT_TYPE, PIPELINE_TYPES[DEFAULT_TYPE])
     mode = config.get("mode") or kind.output_mode
-    return {"mode": kind.output_mode, "block": str(mode).upper() == "PUSH", "input_mode": kind.input_mode}
+    return {"mode": kind.output_mode, "block": str(mode).upper() == "PUSH", "input_mode": kind.input_mode,
+            "input_queue_size": kind.input_queue_size}
 
 
 # A derived default's factory sees the fields validated before it (pipeline_type, and mode for block).
@@ -180,6 +182,11 @@ class PipelineConfig(BaseModel):
     bsread_image_buf: int = Field(1000, gt=0, le=MAX_COUNT)
     bsread_data_buf: int = Field(1000, gt=0, le=MAX_COUNT)
     pid_buffer: int = Field(0, ge=0, le=MAX_COUNT)
+    # Received frames waiting to be processed: a SUB input drops the oldest beyond this (a live pipeline works on
+    # recent frames, not a backlog), a PULL input holds the sender back instead.
+    input_queue_size: int = _derived("input_queue_size")
+    # Seconds the input may wait for an unreachable camera server (null: for ever), see input.py.
+    camera_server_timeout: float | None = Field(None, ge=0)
     # --- processing ---------------------------------------------------------------------------------------
     function: str | None = None
     reload: bool = False
@@ -197,6 +204,8 @@ class PipelineConfig(BaseModel):
     abort_on_error: bool = True
     abort_on_timeout: bool = False
     enforce_pid: bool = False
+    # MB of RSS past which the instance is ended (null: the server's --instance_memory_limit; 0: no limit).
+    memory_limit: float | None = Field(None, ge=0)
     # --- output -------------------------------------------------------------------------------------------
     mode: Literal["PUB", "PUSH", "FILE"] = _derived("mode")
     create_header: Literal["once", "always", "on_change"] = "on_change"
@@ -233,7 +242,7 @@ class PipelineConfig(BaseModel):
         return v
 
     @field_validator("stream_timeout", "camera_timeout", "no_client_timeout", "bsread_image_buf", "bsread_data_buf",
-                     "pid_buffer", "queue_size", mode="before")
+                     "pid_buffer", "queue_size", "camera_server_timeout", "memory_limit", mode="before")
     @classmethod
     def _no_bool(cls, v: Any) -> Any:
         if isinstance(v, bool):
@@ -293,7 +302,7 @@ class PipelineConfig(BaseModel):
             raise ValueError("must be a non-zero integer (N > 0: one output per N frames, N < 0: running mean)")
         return n
 
-    @field_validator("downsampling", "processing_threads", "records", "buffer_size", mode="before")
+    @field_validator("downsampling", "processing_threads", "records", "buffer_size", "input_queue_size", mode="before")
     @classmethod
     def _non_negative_int(cls, v: Any, info: ValidationInfo) -> Any:
         if v is None:
@@ -302,6 +311,8 @@ class PipelineConfig(BaseModel):
         n = _int_like(v, "an integer >= 0", limit)
         if n < 0:
             raise ValueError(f"must be an integer >= 0, not {v!r}")
+        if n == 0 and info.field_name == "input_queue_size":
+            raise ValueError("must be at least 1 (the frame being waited for)")
         return n
 
     @field_validator("image_threshold", "max_frame_rate", mode="before")

@@ -21,3 +21,4 @@ class InstanceSpec:
     scripts_folder: str
     file_folder: str | None = None  # FILE output confined to this folder (pipeline server --file_folder)
     protected_folders: dict[str, str] | None = None  # {what: folder} FILE output never writes in (file_path.py)
+    memory_limit: int = 0  # bytes of RSS (server --instance_memory_limit) unless config.memory_limit says; 0: none

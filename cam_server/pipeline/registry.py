@@ -26,6 +26,8 @@ class PipelineType:
     output_mode: Literal["PUB", "PUSH"] = "PUB"  # default ``mode``
     input_mode: Literal["SUB", "PULL"] = "SUB"  # default ``input_mode``
     binds_input: bool = False  # the server gives it an input address to bind (workers connect to it)
+    # default ``input_queue_size``: a live pipeline works on recent frames; a writer's feed rides out its hiccups
+    input_queue_size: int = 8
 
     @property
     def module_path(self) -> str:
@@ -36,7 +38,7 @@ PIPELINE_TYPES: dict[str, PipelineType] = {t.name: t for t in (
     PipelineType("processing", "camera / `input_stream`", "the processing function's channels", "processing"),
     # PSI's writers read a store pipeline with PULL: it PUSHes unless the config says otherwise.
     PipelineType("store", "camera / `input_stream`", "the received channels, unchanged (for a writer)", "store",
-                 output_mode="PUSH"),
+                 output_mode="PUSH", input_queue_size=20),
     PipelineType("stream", "`input_stream` / `bsread_address` / camera",
                  "`process(stream_data, ...)` result, or pass-through", "stream"),
     PipelineType("custom", "none", "`process(parameters)` result, called in a loop", "custom",
@@ -45,7 +47,7 @@ PIPELINE_TYPES: dict[str, PipelineType] = {t.name: t for t in (
                  run="run_script_pipeline", needs_input=False),
     # fanout: forward the frames unchanged, PUSHed round-robin to the workers.
     PipelineType("fanout", "camera / `input_stream`", "the received channels, PUSHed to the workers", "store",
-                 output_mode="PUSH"),
+                 output_mode="PUSH", input_queue_size=20),
     PipelineType("fanin", "binds PULL on its `input_stream`", "the workers' messages in pulse-id order", "fanin",
                  run="run_fanin_pipeline", needs_input=False, input_mode="PULL", binds_input=True),
 )}

@@ -225,7 +225,7 @@ class Statistics(BaseModel):
     # Ours (absent while the instance's process is being started).
     frames_in: int | None = None
     frames_out: int | None = None
-    dropped: int | None = Field(None, description="frames dropped (full queue, filters, unmatched merges, ...)")
+    dropped: int | None = Field(None, description="frames dropped: dropped_input + dropped_gates + dropped_output")
     errors: int | None = Field(None, description="frames whose processing failed")
     rate: float | None = Field(None, description="messages per second sent, smoothed")
     rate_in: float | None = Field(None, description="frames per second received, smoothed")
@@ -239,6 +239,21 @@ class Statistics(BaseModel):
     reconnects: int | None = Field(None, description="reconnections to the source after it was lost (or replaced)")
     source_restarts: int | None = Field(None, description="restarts of the source seen in its pulse ids")
     last_input_time: float | None = Field(None, description="Unix time of the last frame received (0: none yet)")
+    # Faults and staleness (pipeline instances; docs/reliability_pipeline.md).
+    waiting_since: str | None = Field(None, description="since when it waits for the camera server, "
+                                                        "'YYYY-MM-DD HH:MM:SS' (null: not waiting)")
+    dropped_input: int | None = Field(None, description="of dropped: the oldest frames of a full input queue "
+                                                        "(input_queue_size), bsread merge frames without data")
+    dropped_gates: int | None = Field(None, description="of dropped: held back on purpose (paused, pid_range, "
+                                                        "downsampling, max_frame_rate, empty image, function None)")
+    dropped_output: int | None = Field(None, description="of dropped: not sent (full queue or send timeout, full "
+                                                         "buffer, enforce_pid)")
+    input_queue: int | None = Field(None, description="frames waiting to be processed (sampled once a second)")
+    output_queue: int | None = Field(None, description="messages in the output buffer (buffer_size; sampled)")
+    output_queue_max: int | None = Field(None, description="the most messages the output buffer held")
+    output_backlog: int | None = Field(None, description="bytes the kernel holds for the slowest stream client "
+                                                         "(sampled once a second; about 0 while all keep up)")
+    memory_limit: int | None = Field(None, description="RSS bytes at which the instance is ended (0: no limit)")
 
 
 class InstanceInfo(BaseModel):

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from cam_server.common.process import STATE_CODES
 from tests.helpers.procs import wait_until
 from tests.helpers.streams import receive, values
 from tests.pipeline_instance.harness import PULL, FakeCamera, FakeCameraServer, gaussian_image, pipeline
@@ -51,14 +52,15 @@ def test_camera_timeout_reconnects_to_the_stream_from_the_camera_server(tmp_path
         second.stop()
 
 
-def test_camera_timeout_gives_up_when_camera_server_unreachable(tmp_path):
+def test_camera_timeout_gives_up_when_camera_server_unreachable_past_camera_server_timeout(tmp_path):
     camera = FakeCamera(rate=50).start()
     try:
-        with pipeline(tmp_path, camera, camera_timeout=1.0) as inst:
+        with pipeline(tmp_path, camera, camera_timeout=1.0, camera_server_timeout=1.0) as inst:
             receive(inst.receiver(), 1)
             camera.stop()
             assert inst.wait_exit() == 1
-            assert "Cannot reach camera server" in inst.info()["last_error"]
+            error = inst.info()["last_error"]
+            assert "Cannot reach camera server" in error and "camera_server_timeout 1 s" in error
     finally:
         camera.stop()
 
@@ -186,11 +188,20 @@ def test_live_change_of_input_stream_reconnects(tmp_path):
         receive(rx, 1, lambda m: m.data.pulse_id >= 500000)
 
 
-def test_start_fails_clearly_when_camera_server_is_down(tmp_path):
-    with pipeline(tmp_path) as inst:  # no camera stream given and nothing listening at cam_server_url
+def test_start_fails_clearly_when_camera_server_is_down_and_camera_server_timeout_is_0(tmp_path):
+    # no camera stream given and nothing listening at cam_server_url
+    with pipeline(tmp_path, camera_server_timeout=0) as inst:
         assert inst.wait_exit() == 1
         error = inst.info()["last_error"]
         assert "Cannot reach camera server" in error and "'fake'" in error
+
+
+def test_start_waits_for_the_camera_server_by_default(tmp_path):
+    with pipeline(tmp_path, no_client_timeout=0) as inst:
+        wait_until(lambda: inst.stats()["state"] == STATE_CODES["waiting for camera server"], 10, "the wait")
+        assert inst.stats()["waiting_since"] > 0 and inst.process.is_alive()
+        error = inst.info()["last_error"]
+        assert "Cannot reach camera server" in error and "waiting for the camera server" in error
 
 
 def test_stream_timeout_applies_to_a_plain_input_stream(tmp_path):

@@ -1,31 +1,63 @@
-"""The instance's input: a bsread connection to the camera (or any) stream, with timeout reconnection.
+"""The instance's input: a bsread connection to the camera (or any) stream, read by a thread of its own.
 
-``camera_timeout`` (camera input; None or <= 0 disables it): when no message arrived for that long,
+**Receiving thread.** A live pipeline must work on recent frames, not on a backlog: were frames left in ZeroMQ's and
+the kernel's buffers while a slow function works (the camera's send queue, the socket buffers, our receive queue),
+the output would fall further behind with every frame, silently. So a thread keeps the socket drained and hands the
+frames to the loop through :class:`InputQueue`, which holds at most ``input_queue_size`` of them: a SUB input (a live
+stream) drops the oldest when it is full and counts it (``dropped_input``); a PULL input (a PUSH sender that shares
+work out, e.g. a fanout, or a writer's feed) holds the sender back instead, nothing is dropped here. The loop's thread
+decodes a frame when it takes it, so a dropped frame costs no decoding.
+
+**Timeouts.** ``camera_timeout`` (camera input; None or <= 0 disables it): when no message arrived for that long,
 the stream address is asked again from the camera server (a restarted camera gets a new port) and the socket
-reconnected. If the camera server cannot give the stream, the instance gives up with :class:`SourceUnavailable`.
-``stream_timeout`` (plain ``input_stream`` input) does the same for a stream that is not a camera's:
+reconnected. ``stream_timeout`` (plain ``input_stream`` input) does the same for a stream that is not a camera's:
 the socket is reconnected to the same address. With ``abort_on_timeout`` either timeout ends the instance instead.
+
+**Camera server outage.** When the camera server cannot give the stream (unreachable, restarting, or it cannot
+stream the camera), the input asks again with a backoff (:data:`RETRY_FIRST_S` doubling up to :data:`RETRY_MAX_S`)
+for as long as it takes; the statistics say ``state: "waiting for camera server"`` and ``waiting_since``. The instance
+ends (:class:`SourceUnavailable`, exit code 1) only when ``camera_server_timeout`` is set and has passed.
+
+**State** (statistic ``state``, names in :data:`~cam_server.common.process.INSTANCE_STATES`): ``starting`` until the
+first frame, ``streaming`` while frames arrive, ``waiting for source`` after a receive timeout (about 1 s without a
+frame), ``reconnecting`` from a timeout's reconnection until the next frame, ``waiting for camera server`` (above);
+``reconnects`` counts the connections made again.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import requests
 import zmq
 
-from cam_server.bsread import Message, Source, Wakeup
-from cam_server.bsread.endpoints import mode_name, receive_mode
+from cam_server.bsread import Decoder, Message, Source, Wakeup
+from cam_server.bsread.endpoints import SUB, mode_name, receive_mode
 from cam_server.common.errors import SourceUnavailable
+from cam_server.common.process import INSTANCE_STATES, STATE_CODES, RateMeter, SharedStats
 from cam_server.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
 
 RECEIVE_TIMEOUT_MS = 1000
-INPUT_QUEUE_SIZE = 20  # messages; large frames: 20 x 11 MB already bounds memory at ~220 MB
+INPUT_QUEUE_SIZE = 20  # messages: the receive queue (RCVHWM) of bound inputs and the slack of a SUB input's socket
 REQUEST_TIMEOUT_S = 10.0
 INPUT_KEYS = ("camera_name", "input_stream", "input_mode")
+RETRY_FIRST_S = 0.5  # first retry of an unreachable camera server; doubled per failure up to RETRY_MAX_S
+RETRY_MAX_S = 5.0
+JOIN_TIMEOUT_S = 1.0  # a thread in a camera server request (up to REQUEST_TIMEOUT_S) is left to the exit
+RATE_STALE_S = 2.0  # the received rate reads 0 after this long without a frame
+
+STARTING, STREAMING, WAITING_FOR_SOURCE, RECONNECTING, WAITING_FOR_CAMERA_SERVER = (
+    STATE_CODES[name] for name in ("starting", "streaming", "waiting for source", "reconnecting",
+                                   "waiting for camera server"))
+
+_WAKE = object()  # put into the queue to end the loop's wait at once (a stop, an error of the thread)
 
 
 def request_camera_stream(cam_server_url: str, camera_name: str) -> str:
@@ -43,8 +75,66 @@ def request_camera_stream(cam_server_url: str, camera_name: str) -> str:
     return str(body["stream"])
 
 
+class InputQueue:
+    """Received messages (raw frames) between the receiving thread (:meth:`put`) and the loop (:meth:`get`).
+
+    At most ``size`` messages: with ``drop_oldest`` (SUB) a put into a full queue drops the oldest (``dropped``),
+    else (PULL) it waits for room, which holds the sender back. One producer, one consumer; ``size`` and
+    ``drop_oldest`` may change between puts (a live config change).
+    """
+
+    def __init__(self, size: int, drop_oldest: bool) -> None:
+        self._items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._room = threading.Condition()  # waited on only by a PULL producer
+        self.size = size
+        self.drop_oldest = drop_oldest
+        self.dropped = 0  # written by the producer only
+
+    def __len__(self) -> int:
+        return self._items.qsize()
+
+    def put(self, item: Any, stopped: Callable[[], bool]) -> bool:
+        """Queue ``item``; False when ``stopped()`` became true while waiting for room (PULL)."""
+        items = self._items
+        if not self.drop_oldest:
+            with self._room:
+                while items.qsize() >= self.size:
+                    if stopped():
+                        return False
+                    self._room.wait(0.1)
+            items.put(item)
+            return True
+        items.put(item)
+        while items.qsize() > self.size:
+            try:
+                oldest = items.get_nowait()
+            except queue.Empty:  # the loop took one meanwhile
+                break
+            if oldest is _WAKE:  # never drop a wake-up: the loop must see it
+                items.put(oldest)
+                break
+            self.dropped += 1
+        return True
+
+    def get(self, timeout: float) -> Any:
+        """The oldest item, or None when none came within ``timeout`` seconds."""
+        try:
+            item = self._items.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if not self.drop_oldest:
+            with self._room:
+                self._room.notify()
+        return item
+
+    def wake(self) -> None:
+        """End the consumer's current (or next) wait at once."""
+        self._items.put(_WAKE)
+
+
 class StreamInput:
-    """Receives messages from one bsread stream; returns None on timeout (after handling the camera timeout)."""
+    """Receives messages from one bsread stream (see the module docstring); :meth:`receive` returns the next one,
+    or None after about a receive timeout without one."""
 
     def __init__(self, address: str | None, config: PipelineConfig, cam_server_url: str | None = None,
                  receive_timeout_ms: int = RECEIVE_TIMEOUT_MS, context: zmq.Context | None = None) -> None:
@@ -54,25 +144,54 @@ class StreamInput:
         self._receive_timeout_ms = receive_timeout_ms
         self.address = address
         self.reconnects = 0
-        self._source: Source | None = None
-        self._last_message = time.monotonic()
+        self._source: Source | None = None  # owned by the receiving thread
         self._wakeup = Wakeup()
+        self._queue = InputQueue(config.input_queue_size, drop_oldest=self._mode(config) == SUB)
+        self._decoder = Decoder()  # used by the loop's thread only
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None  # raised by the thread, re-raised in the loop's receive()
+        self._input_changed = False  # set by update_config, taken by the thread
+        self._connected_once = False
+        self._last_message = time.monotonic()
+        self._stats: SharedStats | None = None
+        self._rate_in: RateMeter | None = None
+        self._report: Callable[[str], None] | None = None
+        self._state = STARTING
+        self._wait_started: float | None = None  # monotonic start of a camera server outage
+        self._retry_at = 0.0
+        self._retry_delay = RETRY_FIRST_S
+
+    def attach(self, stats: SharedStats, report: Callable[[str], None]) -> None:
+        """Count received frames (``frames_in``, ``rate_in``: every frame received, also those dropped later), show
+        the input's state in ``stats`` and report why it waits through ``report`` (the instance's errors). Call
+        before :meth:`connect`."""
+        self._rate_in = RateMeter(stats, "rate_in", throughput_field=None)
+        self._report = report
+        self._stats = stats  # last: the receiving thread counts once this is set
+        stats.set("state", self._state)
+        stats.set("reconnects", self.reconnects)
 
     def interrupt(self) -> None:
-        """From any thread: make a blocked :meth:`receive` (and every later one) return None at once."""
+        """From any thread: make a blocked :meth:`receive` (and every later one) return None at once, and end the
+        receiving thread."""
         self._wakeup.set()
+        self._queue.wake()
 
     # -- config ---------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _mode(config: PipelineConfig) -> int:
+        return receive_mode(config.input_mode, "input_mode")
+
     def update_config(self, config: PipelineConfig) -> None:
-        """Take a new config; a changed input (camera_name, input_stream, input_mode) reconnects on the next
-        receive, asking the camera server for the new camera's stream."""
+        """Take a new config; a changed input (camera_name, input_stream, input_mode) reconnects, asking the camera
+        server for the new camera's stream; ``input_queue_size`` applies at once."""
         changed = any(getattr(config, key) != getattr(self._config, key) for key in INPUT_KEYS)
         self._config = config
+        self._queue.size = config.input_queue_size
         if changed:
             log.info("input changed; reconnecting")
-            self.close()
-            self.address = None
+            self._input_changed = True
 
     @property
     def camera_name(self) -> str | None:
@@ -87,61 +206,201 @@ class StreamInput:
         timeout = self._config.camera_timeout if self.camera_name else self._config.stream_timeout
         return timeout if timeout is not None and timeout > 0 else None
 
-    # -- connection -----------------------------------------------------------------------------------
+    @property
+    def dropped_backlog(self) -> int:
+        """Frames dropped because the input queue was full (the oldest ones; SUB input only)."""
+        return self._queue.dropped
+
+    @property
+    def queued(self) -> int:
+        """Frames received and waiting for the loop."""
+        return len(self._queue)
+
+    @property
+    def state(self) -> str:
+        """The input's state by name (see the module docstring)."""
+        return INSTANCE_STATES[self._state]
+
+    # -- lifecycle (loop's thread) --------------------------------------------------------------------
 
     def connect(self) -> None:
-        if self.address is None:
-            self.address = self._resolve_address()
-        mode = receive_mode(self._config.input_mode, "input_mode")
-        self._source = Source(address=self.address, mode=mode, receive_timeout=self._receive_timeout_ms,
-                              queue_size=INPUT_QUEUE_SIZE, context=self._context, wakeup=self._wakeup)
-        self._source.connect()
-        self._last_message = time.monotonic()
-        log.info("connected to %s (%s)", self.address, mode_name(mode))
+        """Start the receiving thread (it connects, and reconnects when it must)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="input", daemon=True)
+            self._thread.start()
 
-    def _resolve_address(self) -> str:
+    def close(self) -> None:
+        """Stop the receiving thread (it closes the socket)."""
+        self._wakeup.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                log.warning("input thread did not end; leaving its socket to process exit")
+
+    # -- receiving (loop's thread) --------------------------------------------------------------------
+
+    def receive(self) -> Message | None:
+        """Next message, or None after about a receive timeout (or at once after :meth:`interrupt`).
+
+        Raises what ended the receiving thread: :class:`SourceUnavailable` (``abort_on_timeout``, the
+        ``camera_server_timeout`` passed, no input), or an unexpected error.
+        """
+        if self._error is not None:
+            raise self._error
+        if self._wakeup.is_set():
+            return None
+        if self._thread is None:
+            self.connect()
+        frames = self._queue.get(self._receive_timeout_ms / 1000)
+        if frames is None or frames is _WAKE:
+            if self._error is not None:
+                raise self._error
+            return None
+        return self._decoder.decode(frames)
+
+    # -- the receiving thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._receive_loop()
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop, which ends the instance with it
+            self._error = exc
+            self._queue.wake()
+        finally:
+            self._disconnect()
+
+    def _receive_loop(self) -> None:
+        stopped = self._wakeup.is_set
+        while not stopped():
+            if self._input_changed:
+                self._input_changed = False
+                self._disconnect()
+                self.address = None
+            if self._source is None and not self._open():
+                if self._rate_in is not None:
+                    self._rate_in.expire(RATE_STALE_S)
+                continue  # waiting for the camera server (the wait is done)
+            source = self._source
+            assert source is not None
+            frames = source.receive_frames()
+            if frames is not None:
+                self._last_message = time.monotonic()
+                if self._state != STREAMING:
+                    self._set_state(STREAMING)
+                if self._stats is not None:
+                    self._stats.add("frames_in")
+                    self._rate_in.tick()  # type: ignore[union-attr]
+                self._queue.put(frames, stopped)
+            elif not source.interrupted:
+                if self._rate_in is not None:
+                    self._rate_in.expire(RATE_STALE_S)  # the rate only updates on frames
+                self._timed_out()
+
+    def _timed_out(self) -> None:
+        """A receive timed out: show it, and after the camera / stream timeout reconnect (or abort)."""
+        now = time.monotonic()
+        if self._state not in (WAITING_FOR_SOURCE, RECONNECTING):
+            self._set_state(WAITING_FOR_SOURCE)
+        timeout = self.timeout
+        if timeout is None or now - self._last_message <= timeout:
+            return
+        if self._config.abort_on_timeout:
+            raise SourceUnavailable(f"No message from {self.address} for {now - self._last_message:.1f} s "
+                                    "(abort_on_timeout)")
+        log.warning("no message from %s for %.1f s; reconnecting", self.address, now - self._last_message)
+        self._disconnect()
+        if self.camera_name and self._cam_server_url:
+            self.address = None  # a restarted camera may stream elsewhere: ask the camera server again
+        self._set_state(RECONNECTING)
+        self._last_message = now
+
+    def _open(self) -> bool:
+        """Connect (asking the camera server for the address when needed); False while it cannot give it."""
+        if self.address is None:
+            address = self._resolve_address()
+            if address is None:
+                return False
+            self.address = address
+        config = self._config
+        mode = self._mode(config)
+        self._queue.drop_oldest = mode == SUB
+        self._queue.size = config.input_queue_size
+        # A SUB socket keeps some slack (the thread drains it at once, drops are counted in the queue); a PULL
+        # socket's queue adds to the hold-back, so it stays as small as the input queue.
+        hwm = max(INPUT_QUEUE_SIZE, config.input_queue_size) if mode == SUB else config.input_queue_size
+        self._source = Source(address=self.address, mode=mode, receive_timeout=self._receive_timeout_ms,
+                              queue_size=hwm, context=self._context, wakeup=self._wakeup).connect()
+        self._last_message = time.monotonic()
+        if self._connected_once:
+            self.reconnects += 1
+            if self._stats is not None:
+                self._stats.set("reconnects", self.reconnects)
+            self._set_state(RECONNECTING)
+        self._connected_once = True
+        log.info("connected to %s (%s)", self.address, mode_name(mode))
+        return True
+
+    def _resolve_address(self) -> str | None:
+        """The stream to read: ``input_stream``, or the camera's stream from the camera server (None while the camera
+        server cannot give it: then this waited until the next try is due, or a receive timeout)."""
         stream = self._config.input_stream
         if stream:
             return stream
         name = self.camera_name
         if not name or not self._cam_server_url:
             raise SourceUnavailable("Pipeline has no input: set camera_name or input_stream")
-        return request_camera_stream(self._cam_server_url, name)
-
-    def reconnect(self) -> None:
-        """Re-request the camera stream (when reading a camera) and reconnect; raises SourceUnavailable."""
-        self.reconnects += 1
-        if self._source is not None:
-            self._source.disconnect()
-            self._source = None
-        if self.camera_name and self._cam_server_url:
-            self.address = request_camera_stream(self._cam_server_url, self.camera_name)
-        self.connect()
-
-    def close(self) -> None:
-        if self._source is not None:
-            self._source.disconnect()
-            self._source = None
-
-    # -- receiving ------------------------------------------------------------------------------------
-
-    def receive(self) -> Message | None:
-        """Next message, or None after a receive timeout (reconnects first if the camera timeout elapsed)."""
-        if self._wakeup.is_set():
-            return None
-        if self._source is None:
-            self.connect()
-        assert self._source is not None
-        message = self._source.receive()
         now = time.monotonic()
-        if message is not None:
-            self._last_message = now
-            return message
-        timeout = self.timeout
-        if timeout is not None and now - self._last_message > timeout and self._source.timed_out:
-            if self._config.abort_on_timeout:
-                raise SourceUnavailable(f"No message from {self.address} for {now - self._last_message:.1f} s "
-                                        "(abort_on_timeout)")
-            log.warning("no message from %s for %.1f s; reconnecting", self.address, now - self._last_message)
-            self.reconnect()
-        return None
+        if now < self._retry_at:
+            self._wakeup.wait(min(self._retry_at - now, self._receive_timeout_ms / 1000))
+            return None
+        try:
+            address = request_camera_stream(self._cam_server_url, name)
+        except SourceUnavailable as exc:
+            self._camera_server_failed(exc)
+            return None
+        if self._wait_started is not None:
+            log.info("camera server gave the stream of %s again after %.1f s", name,
+                     time.monotonic() - self._wait_started)
+            self._wait_started = None
+            self._retry_at, self._retry_delay = 0.0, RETRY_FIRST_S
+            if self._stats is not None:
+                self._stats.set("waiting_since", 0.0)
+        return address
+
+    def _camera_server_failed(self, error: SourceUnavailable) -> None:
+        """Wait for the camera server (backoff), or give up once ``camera_server_timeout`` has passed."""
+        now = time.monotonic()
+        limit = self._config.camera_server_timeout
+        if self._wait_started is None:
+            self._wait_started = now
+            self._retry_delay = RETRY_FIRST_S
+            self._set_state(WAITING_FOR_CAMERA_SERVER)
+            if self._stats is not None:
+                self._stats.set("waiting_since", time.time())
+            if limit is None or limit > 0:
+                message = (f"{error}; waiting for the camera server (retrying, "
+                           + ("no time limit" if limit is None else f"camera_server_timeout {limit:g} s") + ")")
+                log.warning("%s", message)
+                if self._report is not None:
+                    self._report(message)
+        else:
+            self._retry_delay = min(2 * self._retry_delay, RETRY_MAX_S)
+        waited = now - self._wait_started
+        if limit is not None and waited >= limit:
+            raise SourceUnavailable(f"{error} (gave up after {waited:.1f} s: camera_server_timeout {limit:g} s)")
+        self._retry_at = now + self._retry_delay
+        if limit is not None:
+            self._retry_at = min(self._retry_at, self._wait_started + limit)  # the last try at the limit
+
+    def _set_state(self, state: int) -> None:
+        if self._wakeup.is_set():  # stopping: the loop shows that
+            return
+        self._state = state
+        if self._stats is not None:
+            self._stats.set("state", state)
+
+    def _disconnect(self) -> None:
+        if self._source is not None:
+            self._source.disconnect()
+            self._source = None

@@ -16,16 +16,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 from cam_server.bsread import Message
-from cam_server.common.process import InstanceControl, RateMeter
+from cam_server.common.process import STATE_CODES, InstanceControl, RateMeter
 from cam_server.pipeline.config import PipelineConfig
-from cam_server.pipeline.instance.input import StreamInput
+from cam_server.pipeline.instance.input import RATE_STALE_S, StreamInput
 from cam_server.pipeline.instance.outcomes import FinishInstance, Job, ProcessingError
 from cam_server.pipeline.instance.stream_output import OutputStream
 
 log = logging.getLogger(__name__)
 
 ERROR_REPORT_INTERVAL_S = 1.0
-RATE_STALE_S = 2.0
+HOUSEKEEPING_S = 1.0  # how often queue fill levels and the clients' backlog are copied to the statistics
+STREAMING, STOPPING = STATE_CODES["streaming"], STATE_CODES["stopping"]
 
 
 class Handler(Protocol):
@@ -82,15 +83,30 @@ class InstanceLoop:
         interrupt = getattr(source, "interrupt", None)
         if interrupt is not None:  # a stop request ends the wait for the next frame at once
             control.on_stop(interrupt)
+        # An input that counts received frames and shows its state itself (StreamInput: its receiving thread).
+        attach = getattr(source, "attach", None)
+        self._input_counts = attach is not None
+        if attach is not None:
+            attach(control.stats, control.report_error)
+        self._next_housekeeping = 0.0
 
     # -- main loop ------------------------------------------------------------------------------------
 
     def run(self) -> None:
         self.stats.set("start_time", time.time())
-        if self.threads:
-            self._run_parallel()
-        else:
-            self._loop(self._finish_job_now)
+        if not self._input_counts:
+            self.stats.set("state", STREAMING)
+        try:
+            if self.threads:
+                self._run_parallel()
+            else:
+                self._loop(self._finish_job_now)
+        finally:
+            interrupt = getattr(self.source, "interrupt", None)
+            if interrupt is not None:  # the input thread must not show its state any more
+                interrupt()
+            self.stats.set("state", STOPPING)
+            self._update_dropped()
         log.info("instance finished: %s", self.end_reason)
 
     def _loop(self, dispatch: Callable[[Job], bool]) -> None:
@@ -105,6 +121,8 @@ class InstanceLoop:
             config = control.poll_config()
             if config is not None:
                 self._apply_config(config)
+            if time.monotonic() >= self._next_housekeeping:
+                self._housekeeping()
             stats.set("clients", output.client_count)
             if output.no_clients:
                 self.end_reason = "no clients connected"
@@ -115,10 +133,12 @@ class InstanceLoop:
                     return
                 self._update_dropped()
                 self.rate.expire(RATE_STALE_S)  # the rate meters only update on messages
-                self.rate_in.expire(RATE_STALE_S)
+                if not self._input_counts:
+                    self.rate_in.expire(RATE_STALE_S)
                 continue
-            stats.add("frames_in")
-            self.rate_in.tick()
+            if not self._input_counts:
+                stats.add("frames_in")
+                self.rate_in.tick()
             if isinstance(message, Message) and message.data.format_changed:  # custom pipelines get call times
                 self._note_frame_shape(message)
             try:
@@ -182,10 +202,27 @@ class InstanceLoop:
             raise failure[0]
 
     def _update_dropped(self) -> None:
-        """Frames dropped by gates / functions returning None, by the output (queue full, enforce_pid) and by the
-        input (bsread merge: frames without data)."""
-        dropped_here = self._dropped_prepare + self._dropped_compute
-        self.stats.set("dropped", dropped_here + self.output.dropped + getattr(self.source, "dropped", 0))
+        """``dropped`` and its parts: ``dropped_gates`` (held back on purpose: gates, empty images, functions
+        returning None), ``dropped_output`` (the output: full queue or send timeout, full buffer, enforce_pid) and
+        ``dropped_input`` (the input: the oldest frames of a full input queue, bsread merge frames without data)."""
+        stats, source = self.stats, self.source
+        gates = self._dropped_prepare + self._dropped_compute
+        output = self.output.dropped
+        inputs = getattr(source, "dropped", 0) + getattr(source, "dropped_backlog", 0)
+        stats.set("dropped_gates", gates)
+        stats.set("dropped_output", output)
+        stats.set("dropped_input", inputs)
+        stats.set("dropped", gates + output + inputs)
+
+    def _housekeeping(self) -> None:
+        """About once a second: queue fill levels and the slowest client's backlog (not worth a look per frame)."""
+        self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+        stats, output = self.stats, self.output
+        stats.set("input_queue", getattr(self.source, "queued", 0))
+        stats.set("output_queue", getattr(output, "queued", 0))
+        stats.set("output_queue_max", getattr(output, "queued_max", 0))
+        stats.set("output_backlog", getattr(output, "client_backlog", 0))
+        self._update_dropped()
 
     def _note_frame_shape(self, message: Message) -> None:
         """The received image's shape for the statistics (``frame_shape``), read from a new data header."""

@@ -2,8 +2,8 @@
 forkserver child.
 
 Exit codes: 0 finished normally (stop requested, records reached, pid_range stop, no clients), 1 failed to start or
-run (bad config, unreachable camera, unexpected error), 2 aborted on a processing error (``abort_on_error``).
-Every non-zero exit reports its reason through ``control.report_error`` first.
+run (bad config, unreachable camera, unexpected error), 2 aborted on a processing error (``abort_on_error``), 3 ended
+by the memory limit (``memory.py``). Every non-zero exit reports its reason through ``control.report_error`` first.
 
 Pipeline types are modules of ``cam_server.pipeline.types`` listed in ``cam_server.pipeline.registry``; this file
 only picks the runner: the shared loop (with the type module's ``make_handler`` and optional ``open_input``), or
@@ -20,10 +20,11 @@ from collections.abc import Callable
 import zmq
 
 from cam_server.common.errors import CamServerError
-from cam_server.common.process import InstanceControl, configure_memory
+from cam_server.common.process import STATE_CODES, InstanceControl, configure_memory
 from cam_server.pipeline.instance.input import StreamInput
 from cam_server.pipeline.instance.loop import AbortInstance, InstanceLoop
-from cam_server.pipeline.instance.outcomes import EXIT_ABORTED, EXIT_FAILURE, EXIT_OK
+from cam_server.pipeline.instance.memory import MemoryLimitExceeded, MemoryWatchdog, memory_limit
+from cam_server.pipeline.instance.outcomes import EXIT_ABORTED, EXIT_FAILURE, EXIT_MEMORY, EXIT_OK
 from cam_server.pipeline.instance.output import open_output
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.registry import PIPELINE_TYPES, PipelineType
@@ -70,8 +71,8 @@ def run_stream_pipeline(control: InstanceControl, spec: InstanceSpec) -> int:
         source = StreamInput(spec.camera_stream, config, spec.cam_server_url, context=context)
     output = open_output(spec, context)  # PUB / PUSH stream or FILE (output.py)
     try:
+        loop = InstanceLoop(control, handler, source, output, config.processing_threads)  # before the input runs
         source.connect()
-        loop = InstanceLoop(control, handler, source, output, config.processing_threads)
         loop.run()
     finally:
         source.close()
@@ -86,8 +87,16 @@ def run_instance(control: InstanceControl, spec: InstanceSpec) -> None:
     configure_memory()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{spec.instance_id}] %(name)s: "
                                                    "%(message)s")
+    limit = memory_limit(spec)
+    watchdog = MemoryWatchdog(control, limit).start() if limit > 0 else None
     try:
-        code = pipeline_runner(_type_of(spec))(control, spec)
+        kind = _type_of(spec)
+        if kind.run is not None:  # types with a loop of their own (custom, script, fanin) run as soon as they start
+            control.stats.set("state", STATE_CODES["streaming"])
+        code = pipeline_runner(kind)(control, spec)
+    except MemoryLimitExceeded as exc:
+        log.error("%s", exc)  # already reported by the watchdog
+        code = EXIT_MEMORY
     except AbortInstance as exc:
         log.error("aborted: %s", exc)  # already reported by the loop
         code = EXIT_ABORTED
@@ -99,5 +108,9 @@ def run_instance(control: InstanceControl, spec: InstanceSpec) -> None:
         log.exception("instance failed")
         control.report_error(f"Pipeline instance failed: {type(exc).__name__}: {exc}")
         code = EXIT_FAILURE
+    finally:
+        if watchdog is not None:
+            watchdog.stop()
+    control.stats.set("state", STATE_CODES["stopping"])
     if code != EXIT_OK:
         raise SystemExit(code)

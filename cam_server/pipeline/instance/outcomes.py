@@ -9,6 +9,7 @@ from typing import Any
 EXIT_OK = 0          # finished normally: records reached, pid_range stop, stop requested, no clients
 EXIT_FAILURE = 1     # could not start or run: bad config, camera unreachable, unexpected error
 EXIT_ABORTED = 2     # a processing error with abort_on_error
+EXIT_MEMORY = 3      # ended by the memory limit (memory_limit / the server's --instance_memory_limit)
 
 
 class ProcessingError(Exception):

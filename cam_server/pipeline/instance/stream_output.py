@@ -89,6 +89,7 @@ class OutputStream:
         self.last_pulse_id: int | None = None
         self._buffer: queue.Queue | None = None
         self._buffer_thread: threading.Thread | None = None
+        self.queued_max = 0  # the most messages the buffer held at once (its high-water mark)
         self._closing = False
         self.update_config(config)
 
@@ -143,6 +144,18 @@ class OutputStream:
         return self._sender.bytes_sent
 
     @property
+    def queued(self) -> int:
+        """Messages waiting in the buffer (``buffer_size``; 0 without one)."""
+        return self._buffer.qsize() if self._buffer is not None else 0
+
+    @property
+    def client_backlog(self) -> int:
+        """Bytes the kernel holds for the slowest client (sampled once a second, see ``bsread/monitor.py``): about 0
+        while every client keeps up; a full socket buffer for a client that falls behind, after which ZeroMQ drops
+        its messages at the queue_size limit (PUB: silently, per client; PUSH: the send fails and is counted)."""
+        return self._sender.client_backlog
+
+    @property
     def no_clients(self) -> bool:
         """True once nobody was connected for ``no_client_timeout`` seconds (never when it is <= 0)."""
         return self._no_clients.is_set()
@@ -168,7 +181,10 @@ class OutputStream:
                 self._buffer.put_nowait((values, pulse_id, timestamp))
             except queue.Full:
                 self.dropped += 1
+                self.queued_max = self._buffer.maxsize
                 return False
+            if self.queued_max < self._buffer.maxsize:  # one look at the queue per message until it was full once
+                self.queued_max = max(self.queued_max, self._buffer.qsize())
             self.last_pulse_id = pulse_id
             self.sent += 1
             return True

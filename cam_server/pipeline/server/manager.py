@@ -89,7 +89,8 @@ class PipelineManager:
     def __init__(self, cam_client: Any, config_store: SavedConfigs, background_store: BackgroundStore,
                  scripts_folder: str, hostname: str, target: Callable[..., Any] | None = None,
                  stop_timeout: float = 3.0, file_folder: str | None = None,
-                 max_blocking: int = DEFAULT_MAX_BLOCKING) -> None:
+                 max_blocking: int = DEFAULT_MAX_BLOCKING,
+                 instance_memory_limit: int = 0) -> None:
         self.cam_client = cam_client
         # What holds a REST thread for seconds (instance starts, which wait for the camera; calls to the camera
         # server): at most max_blocking at once, more are refused (429).
@@ -102,6 +103,7 @@ class PipelineManager:
         self.file_folder = str(file_folder) if file_folder is not None else None
         self.protected_folders = protected_folders(config_store, background_store, self.scripts_folder)
         self.hostname = hostname
+        self.instance_memory_limit = instance_memory_limit  # bytes of RSS per instance unless its config says; 0: none
         self._target = target
         self._stop_timeout = stop_timeout
         self._instances: InstanceTable[_Instance] = InstanceTable("pipeline", self._info, stop_timeout=stop_timeout)
@@ -506,7 +508,8 @@ class PipelineManager:
                             stream_address=instance.stream_address, camera_stream=camera_stream,
                             cam_server_url=self.cam_client.get_address(),
                             background_folder=str(self.background_store.folder), scripts_folder=self.scripts_folder,
-                            file_folder=self.file_folder, protected_folders=self.protected_folders)
+                            file_folder=self.file_folder, protected_folders=self.protected_folders,
+                            memory_limit=self.instance_memory_limit)
         try:
             process = InstanceProcess(instance_id, target, (spec,), preload=self._preload())
             process.start()
