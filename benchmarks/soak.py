@@ -1,7 +1,7 @@
 """Soak test: a camera and a pipeline running for minutes, memory and every drop accounted for (issue 10).
 
     .venv/bin/python benchmarks/soak.py [--minutes 10] [--width 1280] [--height 1024] [--rate 100]
-        [--sample 10] [--warmup 30] [--slow-rate 1]
+        [--sample 10] [--warmup 30] [--slow-rate 1] [--camera-queue N]
 
 A real camera server and a real pipeline server (processes, their logs in a temporary folder that is kept when
 something fails) stream a simulated camera of ``--width`` x ``--height`` at ``--rate`` Hz through a private
@@ -24,6 +24,7 @@ The exit status is 0 when RSS is flat and every drop is counted, else 1.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -189,13 +190,16 @@ def drop_counters(stats_start: dict[str, Any], stats_end: dict[str, Any]) -> dic
             if "drop" in k and isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def report(first: Sample, last: Sample, rate: float) -> bool:
-    """Print the RSS and drop tables; True when RSS is flat and every drop is counted."""
+def report(window: list[Sample], rate: float) -> bool:
+    """Print the RSS and drop tables over ``window`` (the samples after the warm-up); True when RSS is flat and
+    every drop is counted."""
+    first, last = window[0], window[-1]
     ok = True
     print(f"\nRSS: first sample after warm-up (t = {first.t:.0f} s) vs last (t = {last.t:.0f} s); flat = within "
-          f"{RSS_FLAT:.0%}")
-    print(f"| {'process':<18} | {'first MB':>9} | {'last MB':>9} | {'change':>8} | flat |")
-    print(f"|{'-' * 20}|{'-' * 11}|{'-' * 11}|{'-' * 10}|------|")
+          f"{RSS_FLAT:.0%}; the highest sample between them")
+    print(f"| {'process':<18} | {'first MB':>9} | {'last MB':>9} | {'change':>8} | flat | {'max MB':>9} | "
+          f"{'max at t/s':>10} |")
+    print(f"|{'-' * 20}|{'-' * 11}|{'-' * 11}|{'-' * 10}|------|{'-' * 11}|{'-' * 12}|")
     for name in first.rss:
         a, b = first.rss[name], last.rss[name]
         if not a or not b:
@@ -205,7 +209,9 @@ def report(first: Sample, last: Sample, rate: float) -> bool:
         change = (b - a) / a
         flat = abs(change) <= RSS_FLAT
         ok &= flat
-        print(f"| {name:<18} | {mb(a):>9} | {mb(b):>9} | {change:+8.1%} | {'yes' if flat else 'NO':<4} |")
+        peak = max(window, key=lambda sample: sample.rss[name] or 0)
+        print(f"| {name:<18} | {mb(a):>9} | {mb(b):>9} | {change:+8.1%} | {'yes' if flat else 'NO':<4} | "
+              f"{mb(peak.rss[name]):>9} | {peak.t:10.0f} |")
 
     def delta(stats: str, key: str) -> float:
         return getattr(last, stats).get(key, 0) - getattr(first, stats).get(key, 0)
@@ -261,13 +267,17 @@ def main() -> int:
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds before the first compared sample")
     parser.add_argument("--slow-rate", type=float, default=1.0, help="messages per second the slow client reads")
+    parser.add_argument("--camera-queue", type=int, default=None,
+                        help="the camera's queue_size (frames its PUB socket may queue; default: the camera default)")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="soak_"))
     (folder / "camera_config").mkdir()
-    (folder / "camera_config" / f"{CAMERA}.json").write_text(
-        f'{{"name": "{CAMERA}", "source": "simulation", "source_type": "simulation", "size_x": {args.width}, '
-        f'"size_y": {args.height}, "frame_rate": {args.rate}}}')
+    camera = {"name": CAMERA, "source": "simulation", "source_type": "simulation", "size_x": args.width,
+              "size_y": args.height, "frame_rate": args.rate}
+    if args.camera_queue:
+        camera["queue_size"] = args.camera_queue
+    (folder / "camera_config" / f"{CAMERA}.json").write_text(json.dumps(camera))
     for sub in ("pipeline_config", "background_config", "camera_scripts", "pipeline_scripts"):
         (folder / sub).mkdir()
     servers: dict[str, subprocess.Popen] = {}
@@ -315,7 +325,7 @@ def main() -> int:
         if first is None or first is samples[-1]:
             print("the run is too short for a window after the warm-up")
             return 1
-        ok = report(first, samples[-1], args.rate)
+        ok = report(samples[samples.index(first):], args.rate)
     finally:
         stop.set()
         for client in clients:
