@@ -120,3 +120,12 @@ def test_any_json_value(value: Any) -> None:
     expanded = _expand(value)
     if expanded is not None:
         _check_fixed_point(expanded)
+
+
+def test_update_keeps_the_key_order() -> None:
+    """What the properties found: a parameter set back to its default (and the derived mode, block and input_mode)
+    kept its value but moved to the end of the config."""
+    expanded = expand_config({"camera_name": "simulation", "queue_size": 5, "user_key": 1})
+    assert list(update_config(expanded, {})) == list(expanded)
+    assert list(update_config(expanded, {"queue_size": None, "user_key": None})) == list(expanded)
+    assert list(update_config(expanded, {"mode": "PUSH"})) == list(expanded)
