@@ -186,8 +186,12 @@ def print_row(sample: Sample, header: bool) -> None:
 
 
 def drop_counters(stats_start: dict[str, Any], stats_end: dict[str, Any]) -> dict[str, float]:
-    return {k: v - stats_start.get(k, 0) for k, v in stats_end.items()
-            if "drop" in k and isinstance(v, int | float) and not isinstance(v, bool)}
+    """The increase of every drop counter of one instance; when it reports drops by reason (``dropped_<reason>``),
+    those alone (a total beside them would count each drop twice)."""
+    found = {k: v - stats_start.get(k, 0) for k, v in stats_end.items()
+             if "drop" in k and isinstance(v, int | float) and not isinstance(v, bool)}
+    by_reason = {k: v for k, v in found.items() if k != "dropped"}
+    return by_reason or found
 
 
 def report(window: list[Sample], rate: float) -> bool:
