@@ -436,14 +436,13 @@ def update_config(current: dict[str, Any], update: dict[str, Any]) -> dict[str, 
     update = _normalise_alias(update)
     merged = dict(current)
     old_derived = derived_defaults(current)
+    # None, not a removed key: a parameter returning to its default keeps its place in the key order.
     for key in DERIVED_KEYS:
         if key not in update and merged.get(key) == old_derived[key]:
-            merged.pop(key, None)
+            merged[key] = None
     for key, value in update.items():
         if value is None and key not in NULL_IS_VALUE:
-            merged.pop(key, None)
-            if key not in _KNOWN:
-                merged[key] = None  # an unknown (user) key set to None stays, as None
+            merged[key] = None  # a parameter's default; an unknown (user) key set to None stays, as None
         elif isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _merge_dict(merged[key], value, key in _KNOWN)
         else:
