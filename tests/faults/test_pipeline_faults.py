@@ -30,7 +30,6 @@ from cam_server.bsread import PULL
 from cam_server.cli.pipeline_server import DEFAULT_INSTANCE_MEMORY_LIMIT_MIB, build_parser
 from cam_server.client.pipeline_client import PipelineClient
 from cam_server.common.errors import InvalidConfig
-from cam_server.common.process import STATE_CODES
 from cam_server.common.psi_stats import psi_statistics
 from cam_server.pipeline.config import expand_config, parse_pipeline_config
 from cam_server.pipeline.instance.input import RETRY_MAX_S, InputQueue
@@ -469,7 +468,7 @@ def test_instance_memory_limit_option():
 
 @pytest.mark.unit
 def test_state_and_waiting_since_are_shown_by_name():
-    stats = psi_statistics({"statistics": {"state": STATE_CODES["waiting for camera server"],
-                                           "waiting_since": 1.7e9}, "pid": 1})
+    # SharedStats.snapshot() names the state; psi_statistics shows waiting_since as a time.
+    stats = psi_statistics({"statistics": {"state": "waiting for camera server", "waiting_since": 1.7e9}, "pid": 1})
     assert stats["state"] == "waiting for camera server" and stats["waiting_since"].startswith("20")
-    assert psi_statistics({"statistics": {"state": 0, "waiting_since": 0.0}})["waiting_since"] is None
+    assert psi_statistics({"statistics": {"state": "starting", "waiting_since": 0.0}})["waiting_since"] is None

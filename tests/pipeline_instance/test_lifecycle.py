@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 
-from cam_server.common.process import STATE_CODES
 from tests.helpers.procs import wait_until
 from tests.helpers.streams import receive, values
 from tests.pipeline_instance.harness import PULL, FakeCamera, FakeCameraServer, gaussian_image, pipeline
@@ -198,7 +197,7 @@ def test_start_fails_clearly_when_camera_server_is_down_and_camera_server_timeou
 
 def test_start_waits_for_the_camera_server_by_default(tmp_path):
     with pipeline(tmp_path, no_client_timeout=0) as inst:
-        wait_until(lambda: inst.stats()["state"] == STATE_CODES["waiting for camera server"], 10, "the wait")
+        wait_until(lambda: inst.stats()["state"] == "waiting for camera server", 10, "the wait")
         assert inst.stats()["waiting_since"] > 0 and inst.process.is_alive()
         error = inst.info()["last_error"]
         assert "Cannot reach camera server" in error and "waiting for the camera server" in error
