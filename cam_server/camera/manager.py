@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from cam_server.bsread.address import listen_endpoint
 from cam_server.camera.config import CameraConfig
 from cam_server.camera.instance import ipc_address, run_camera_instance
 from cam_server.camera.store import CameraConfigStore
@@ -68,9 +69,11 @@ class CameraInstanceManager:
     """All camera instances of one server, keyed by camera name (aliases resolve to the camera)."""
 
     def __init__(self, store: CameraConfigStore, hostname: str = "localhost", start_timeout: float = START_TIMEOUT,
-                 log_level: int | None = None) -> None:
+                 log_level: int | None = None, stream_interface: str | None = None) -> None:
         self.store = store
         self.hostname = hostname
+        # Where instance streams listen (None: every interface); the server's own subscriptions connect there.
+        self.stream_interface = stream_interface
         self.start_timeout = start_timeout
         self.log_level = logging.getLogger().level if log_level is None else log_level
         # Only instances that ended by themselves are recorded as ended (a stopped camera is simply gone).
@@ -112,8 +115,9 @@ class CameraInstanceManager:
     def _start(self, camera: str) -> CameraInstance:
         config = self.store.load(camera)
         port = config.port or reserve_port(exclude=self._used_ports())
-        process = InstanceProcess(camera, run_camera_instance, args=(config, port, self.log_level),
-                                  preload=PRELOAD)
+        process = InstanceProcess(camera, run_camera_instance,
+                                  args=(config, port, self.log_level, self.stream_interface),
+                                  preload=PRELOAD, ports=() if config.protocol == "ipc" else (port,))
         process.start()
         deadline = time.monotonic() + self.start_timeout
         stats = process.control.stats
@@ -130,7 +134,9 @@ class CameraInstanceManager:
         if config.protocol == "ipc":
             stream = local = ipc_address(camera, port)
         else:
-            stream, local = f"tcp://{self.hostname}:{port}", f"tcp://127.0.0.1:{port}"
+            listening = listen_endpoint(self.stream_interface, port)
+            local = f"tcp://127.0.0.1:{port}" if listening.startswith("tcp://*:") else listening
+            stream = f"tcp://{self.hostname}:{port}"
         log.info("camera %s started (pid %s) on %s", camera, process.pid, stream)
         return CameraInstance(camera, process, config, port, stream, local, time.time())
 

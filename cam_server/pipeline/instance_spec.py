@@ -20,3 +20,5 @@ class InstanceSpec:
     background_folder: str
     scripts_folder: str
     file_folder: str | None = None  # FILE output confined to this folder (pipeline server --file_folder)
+    stream_interface: str | None = None  # where bound inputs listen (a fan-in's input_stream); None: everywhere
+    allow_external_functions: bool = False  # `function` may name any .py path or importable module

@@ -24,6 +24,7 @@ from cam_server.common.log_ring import LogRing, install_log_ring
 from cam_server.common.scripts_store import ScriptStore
 from cam_server.common.usage import server_usage
 from cam_server.processing.camera_transforms import camera_geometry
+from cam_server.rest.auth import install_auth
 from cam_server.rest.envelope import install_error_handlers, json_body, ok
 from cam_server.rest.schemas import (
     PNG,
@@ -50,10 +51,10 @@ MAX_FRAME_TIMEOUT = 120.0
 
 
 def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | None = None,
-                      logs: LogRing | None = None) -> FastAPI:
+                      logs: LogRing | None = None, api_token: str | None = None) -> FastAPI:
     """The FastAPI app serving ``manager`` (instances are stopped when the app shuts down), the user scripts
     folder ``scripts`` (``-u``; without one the script routes answer 404) and the log records of ``logs`` (default:
-    the root logger's ring, installed if needed)."""
+    the root logger's ring, installed if needed). With ``api_token``, POST, PUT and DELETE need it (rest/auth.py)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -177,6 +178,7 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
         return ok(f"Image of camera '{camera_name}'.", image=image_bytes_payload(image, header))
 
     bodies.install(app)
+    install_auth(app, api_token)
     return app
 
 

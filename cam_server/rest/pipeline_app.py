@@ -34,6 +34,7 @@ from cam_server.pipeline.server.backgrounds import (
     array_from_list,
 )
 from cam_server.pipeline.server.manager import PipelineManager
+from cam_server.rest.auth import install_auth
 from cam_server.rest.envelope import (
     BodyTooLarge,
     install_error_handlers,
@@ -77,9 +78,11 @@ _CONFIG_CHANGE = "Only the keys to change (merged into dict-valued parameters); 
 _IMAGE_BYTES_JSON_VALUES = 64
 
 
-def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -> FastAPI:
+def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None, api_token: str | None = None,
+                        ) -> FastAPI:
     """The FastAPI application serving ``/api/v1/pipeline`` (OpenAPI at /docs and /openapi.json) and the log
-    records of ``logs`` (default: the root logger's ring, installed if needed)."""
+    records of ``logs`` (default: the root logger's ring, installed if needed). With ``api_token``, POST, PUT and
+    DELETE need it (rest/auth.py)."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -272,6 +275,7 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None) -
         return ok(f"Pipeline instance {instance_id} stopped.")
 
     bodies.install(app)
+    install_auth(app, api_token)
     return app
 
 

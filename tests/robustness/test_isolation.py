@@ -16,7 +16,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+import requests
 
+from cam_server.client.cam_client import CamClient
 from cam_server.client.pipeline_client import PipelineClient
 from cam_server.common.process import listening_pids
 from tests.helpers.procs import wait_until
@@ -189,3 +191,100 @@ def test_processes_a_script_started_end_when_the_server_dies(servers: ServerPair
                 wait_until(lambda pid=pid: gone(pid), 10, f"the {what} child (pid {pid}) to end with the server")
         finally:
             kill_if_running([instance_pid, *children.values()])
+
+
+# --- item 4: streams listen where the server does ----------------------------------------------------------------
+def _listening_addresses(pid: int) -> set[tuple[str, int]]:
+    return {(c.laddr.ip, c.laddr.port) for c in psutil.Process(pid).net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN}
+
+
+def test_streams_listen_on_the_server_interface(servers: ServerPair, pipelines: PipelineClient) -> None:
+    # Was: tcp://* (every interface) although the servers run with -i 127.0.0.1.
+    cameras = CamClient(servers.camera.url)
+    stream = cameras.get_instance_stream(CAMERA)
+    camera_pid = cameras.get_server_info()["active_instances"][CAMERA]["pid"]
+    assert _listening_addresses(camera_pid) == {("127.0.0.1", int(stream.rpartition(":")[2]))}
+
+    instance_id, stream = pipelines.create_instance_from_config({"camera_name": CAMERA, "function": "transparent"})
+    receive(stream, 1)
+    pid = pipelines.get_instance_info(instance_id)["pid"]
+    assert _listening_addresses(pid) == {("127.0.0.1", int(stream.rpartition(":")[2]))}
+
+
+@pytest.fixture(scope="module")
+def open_pipeline(servers: ServerPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A pipeline server (REST on 127.0.0.1) whose streams listen everywhere and whose functions may be anywhere."""
+    with pipeline_server(tmp_path_factory.mktemp("open"), servers.camera.url,
+                         extra_args=["--stream_interface", "0.0.0.0", "--allow_external_functions"]) as server:
+        yield server
+
+
+def test_stream_interface_option(open_pipeline: RunningServer) -> None:
+    pipelines = PipelineClient(open_pipeline.url)
+    try:
+        instance_id, stream = pipelines.create_instance_from_config({"camera_name": CAMERA,
+                                                                     "function": "transparent"})
+        receive(stream, 1)
+        pid = pipelines.get_instance_info(instance_id)["pid"]
+        assert _listening_addresses(pid) == {("0.0.0.0", int(stream.rpartition(":")[2]))}
+    finally:
+        pipelines.stop_all_instances()
+
+
+# --- item 5: `function` runs only the server's own code by default ----------------------------------------------
+EVIL = """
+import pathlib
+pathlib.Path({marker!r}).write_text("ran")
+
+def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
+    return {{"evil": 1}}
+"""
+
+
+def _refused(response: requests.Response, what: str) -> None:
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["state"] == "error" and what in body["status"] and "--allow_external_functions" in body["status"]
+
+
+def test_functions_outside_the_scripts_folder_are_refused(own_pipeline: RunningServer, pipelines: PipelineClient,
+                                                          tmp_path: Path) -> None:
+    # Was: any .py path or importable module ran in the instance.
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.py"
+    evil.write_text(EVIL.format(marker=str(marker)))
+    api = f"{own_pipeline.url}/api/v1/pipeline"
+    for function, what in ((str(evil), "is a path"), ("os.path", "names a Python module"),
+                           (f"../{evil.name}", "is a path")):
+        _refused(requests.post(api, json={"camera_name": CAMERA, "function": function}, timeout=30), what)
+        _refused(requests.post(f"{api}/evil_pipeline/config", json={"camera_name": CAMERA, "function": function},
+                               timeout=30), what)
+    assert "evil_pipeline" not in pipelines.get_pipelines()
+
+    instance_id, stream = pipelines.create_instance_from_config({"camera_name": CAMERA, "function": "transparent"})
+    receive(stream, 1)
+    _refused(requests.post(f"{api}/instance/{instance_id}/config", json={"function": str(evil)}, timeout=30),
+             "is a path")
+    assert pipelines.get_instance_config(instance_id)["function"] == "transparent"
+
+    # A plain name is a script name: a module of that name is not imported (the instance says the script is missing).
+    instance_id, _ = pipelines.create_instance_from_config({"camera_name": CAMERA, "function": "os"})
+    code = wait_until(lambda: pipelines.get_instance_exit_code(instance_id), 30, "the instance to fail")
+    assert code == 1
+    error = pipelines.get_server_info()["finished_instances"][instance_id]["last_error"]
+    assert "script 'os' not found in the scripts folder" in error
+    assert not marker.exists()
+
+
+def test_allow_external_functions_option(open_pipeline: RunningServer, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.py"
+    evil.write_text(EVIL.format(marker=str(marker)))
+    pipelines = PipelineClient(open_pipeline.url)
+    try:
+        _, stream = pipelines.create_instance_from_config({"camera_name": CAMERA, "function": str(evil)})
+        assert values(receive(stream, 1)[0])["evil"] == 1
+        assert marker.read_text() == "ran"
+    finally:
+        pipelines.stop_all_instances()
