@@ -327,6 +327,7 @@ _STATUS_LOCK = threading.Lock()
 NO_EXIT_CODE = -(2 ** 31)  # InstanceControl's exit code slot before the child wrote one
 LOST_STATUS = 255  # what multiprocessing reports when the fork server's status pipe closed without a status
 LEFTOVER_GRACE = 0.5  # seconds a leftover process of an instance gets between SIGTERM and SIGKILL
+CREATE_TIME_MARGIN = 0.1  # seconds: process start times are counted in clock ticks
 # Shared per-host daemons an instance may start (EPICS Channel Access starts caRepeater on first use): they serve
 # every client on the host, not the instance, and are left alone.
 SHARED_DAEMONS = frozenset({"caRepeater"})
@@ -349,38 +350,102 @@ def _instance_main(target: Callable[..., Any], control: InstanceControl, *args: 
         raise
     finally:
         control.record_exit(code)
-        # Also a process that escaped the group and the tree (fork, setsid, fork) but keeps one of our sockets.
-        escaped = port_holders(control.ports, time.time(), server=control._parent_pid)
-        end_processes(own_leftovers() + escaped, "instance exit")
+        leftovers = descendants(os.getpid())
+        if not _running(control._parent_pid):
+            # The server died and will not look for what left the process tree: members of our group, and a process
+            # that escaped the group too (fork, setsid, fork) but keeps one of our ports (slower looks, only now).
+            leftovers += own_group() + port_holders(control.ports, time.time(), server=control._parent_pid)
+        end_processes(leftovers, "instance exit")
 
 
-def own_leftovers() -> list[psutil.Process]:
-    """In an instance: the processes it started that still run (descendants, members of its process group)."""
-    me = os.getpid()
+def descendants(pid: int) -> list[psutil.Process]:
+    """The processes below ``pid`` in the process tree: read from ``/proc/<pid>/task/*/children`` (a few small
+    files, where psutil would read every process's status), else from psutil."""
+    found: list[int] = []
+    todo = [pid]
     try:
-        found = psutil.Process(me).children(recursive=True)
-    except psutil.Error:
-        found = []
-    return _unique(found + group_members(me, exclude={me}))
-
-
-def group_members(pgid: int, exclude: set[int] = frozenset(), born_before: float | None = None,
-                  ) -> list[psutil.Process]:
-    """Processes of process group ``pgid`` (started before ``born_before``, when given), not in ``exclude``."""
-    members = []
-    for process in psutil.process_iter(["create_time"]):
-        if process.pid in exclude:
-            continue
-        try:
-            if os.getpgid(process.pid) != pgid:
+        while todo:
+            parent = todo.pop()
+            try:
+                tasks = os.listdir(f"/proc/{parent}/task")
+            except OSError:  # ended meanwhile
                 continue
-        except OSError:
+            for task in tasks:
+                try:
+                    with open(f"/proc/{parent}/task/{task}/children") as file:
+                        children = [int(child) for child in file.read().split()]
+                except FileNotFoundError:
+                    if not os.path.exists(f"/proc/{parent}/task/{task}"):
+                        continue  # the thread ended
+                    raise  # a kernel without CONFIG_PROC_CHILDREN
+                except OSError:
+                    continue
+                found += children
+                todo += children
+    except FileNotFoundError:
+        try:
+            return psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            return []
+    processes = []
+    for child in found:
+        try:
+            processes.append(psutil.Process(child))
+        except psutil.Error:
             continue
+    return processes
+
+
+def own_group() -> list[psutil.Process]:
+    """In an instance: the other members of its process group (started by it, possibly no descendants any more)."""
+    try:
+        me = psutil.Process()
+        born = me.create_time()
+    except psutil.Error:
+        return []
+    return [p for p in younger_processes(born, exclude={me.pid}) if _pgid(p.pid) == me.pid]
+
+
+def younger_processes(born_after: float, exclude: set[int] = frozenset()) -> list[psutil.Process]:
+    """Processes started at ``born_after`` or later (with a margin of the clock's resolution), not in ``exclude``:
+    the only ones that can have been started by a process that started then."""
+    found = []
+    for process in psutil.process_iter(["create_time"]):
         created = process.info.get("create_time")
-        if born_before is not None and (created is None or created > born_before):
-            continue
-        members.append(process)
-    return members
+        if process.pid not in exclude and created is not None and created >= born_after - CREATE_TIME_MARGIN:
+            found.append(process)
+    return found
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """The sockets process ``pid`` holds (``socket:[inode]`` links of its file descriptors)."""
+    found = set()
+    try:
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(fd.path)
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                found.add(link)
+    except OSError:  # ended, or no /proc
+        pass
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Process ``pid`` exists and is no zombie (a dead process its parent has not reaped yet)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def port_holders(ports: Sequence[int], born_before: float, exclude: set[int] = frozenset(),
@@ -615,8 +680,10 @@ class InstanceProcess:
     def stop(self, timeout: float = 3.0) -> None:
         """Ask the instance to stop, then terminate and kill it if it does not; never leaves a process behind:
         what the instance started and left running (its process group, the descendants seen before, any process
-        still listening on its ports) is ended too."""
+        that kept one of its sockets) is ended too."""
+        first = self.control.stop_requested_at is None  # nobody asked yet: it still holds its sockets
         seen = self._descendants()
+        sockets = socket_inodes(self._process.pid) if first and self._process.pid is not None else set()
         self.control.request_stop()
         if not self._join(timeout):
             log.warning("instance %s did not stop in %.1f s; terminating", self.instance_id, timeout)
@@ -624,7 +691,7 @@ class InstanceProcess:
             if not self._join(2.0):
                 self._signal(signal.SIGKILL)
                 self._join(2.0)
-        self._end_leftovers(seen)
+        self._end_leftovers(seen, sockets)
         self._collect_errors()
         self.control.close()
         if self._pidfd is not None and not self.is_alive():
@@ -632,21 +699,26 @@ class InstanceProcess:
             self._pidfd = None
 
     def _descendants(self) -> list[psutil.Process]:
-        if self._ps is None:
+        if self._ps is None or not self._ps.is_running():
             return []
-        try:
-            return self._ps.children(recursive=True)
-        except psutil.Error:
-            return []
+        return descendants(self._ps.pid)
 
-    def _end_leftovers(self, seen: list[psutil.Process]) -> None:
+    def _end_leftovers(self, seen: list[psutil.Process], sockets: set[str]) -> None:
+        """After the instance ended: end the descendants ``seen`` while it ran, the members of its process group and
+        the processes holding one of its ``sockets`` (fork children keep them; without a snapshot, e.g. when
+        the instance had ended or been asked to stop before, those listening on its ports)."""
         pid = self._process.pid
         if pid is None or self.is_alive():
             return
-        stopped = self.control.stop_requested_at or time.time()
+        server = os.getpid()
         leftovers = [p for p in seen if p.is_running()]
-        leftovers += group_members(pid, exclude={os.getpid()}, born_before=stopped)
-        leftovers += port_holders(self.control.ports, stopped)
+        born = self._ps.create_time() if self._ps is not None else self.created
+        for process in younger_processes(born, exclude={server, pid}):
+            kept_socket = bool(sockets) and not socket_inodes(process.pid).isdisjoint(sockets)
+            if _pgid(process.pid) == pid or (kept_socket and not _is_instance(process, server)):
+                leftovers.append(process)
+        if not sockets:
+            leftovers += port_holders(self.control.ports, self.control.stop_requested_at or time.time())
         if leftovers:
             end_processes(leftovers, f"instance {self.instance_id}")
 
