@@ -22,9 +22,10 @@ depend on the fork server once an instance runs. A fork server that dies (a user
 ``os.kill(os.getppid(), 9)``) ends no instance: the server notices (the status pipe closes while the instance's
 pidfd says it lives), keeps tracking the instance by its pidfd, takes its exit code from shared memory (the instance
 writes it as it ends) and starts a new fork server for new instances. Stopping an instance also ends every process
-it started: the instance ends its descendants and the members of its process group as it exits, and the server,
-after the grace period, kills what is left of the group, of the descendants it saw, and any process started before
-the stop that still listens on the instance's ports (a ``fork`` + ``setsid`` child that escaped the group).
+it started: the instance ends its descendants as it exits (and, when its server is gone, the members of its group
+and the processes on its ports), and the server, after the grace period, kills what is left of the group, of the
+descendants it saw when it asked for the stop, and any process that kept one of the instance's sockets (a ``fork``
+child that left the group and the tree with ``setsid`` and a second fork).
 """
 
 from __future__ import annotations
@@ -188,11 +189,12 @@ class InstanceControl:
         self._exit_code = ctx.RawValue("i", NO_EXIT_CODE)
         self.ports: tuple[int, ...] = ()  # TCP ports the instance listens on (a leftover holding one is killed)
         self.stop_requested_at: float | None = None  # parent: when the stop was asked for
+        self.before_stop: Callable[[], None] | None = None  # parent: called once, before the stop is asked for
 
     def __getstate__(self) -> dict[str, Any]:
         """What the child receives: never the stop pipe's write end (its end-of-file is the stop signal)."""
         state = self.__dict__.copy()
-        state.update(_stop_writer=None, _wakers=[], _watcher=None, _send_lock=None)
+        state.update(_stop_writer=None, _wakers=[], _watcher=None, _send_lock=None, before_stop=None)
         return state
 
     # --- child side ---------------------------------------------------------------------------------------
@@ -278,6 +280,11 @@ class InstanceControl:
         writer, self._stop_writer = self._stop_writer, None
         if self.stop_requested_at is None:
             self.stop_requested_at = time.time()
+            if self.before_stop is not None and writer is not None:
+                try:
+                    self.before_stop()
+                except Exception:  # noqa: BLE001 - the stop must happen whatever the hook does
+                    log.exception("before-stop hook failed")
         if writer is not None:
             try:
                 writer.send_bytes(b"stop")
@@ -585,6 +592,16 @@ class InstanceProcess:
         self.last_error_time: float | None = None
         self._errors_lock = threading.Lock()
         self.created = time.time()
+        # Taken when the stop is asked for (by stop(), or by whoever calls control.request_stop() first), while the
+        # instance still runs and holds its sockets: what may outlive it.
+        self._seen: list[psutil.Process] = []
+        self._sockets: set[str] = set()
+        self.control.before_stop = self._before_stop
+
+    def _before_stop(self) -> None:
+        if self._process.pid is not None and self._ps is not None and self._ps.is_running():
+            self._seen = self._descendants()
+            self._sockets = socket_inodes(self._process.pid)
 
     def start(self) -> None:
         if self._ctx.get_start_method() == "forkserver":
@@ -681,17 +698,14 @@ class InstanceProcess:
         """Ask the instance to stop, then terminate and kill it if it does not; never leaves a process behind:
         what the instance started and left running (its process group, the descendants seen before, any process
         that kept one of its sockets) is ended too."""
-        first = self.control.stop_requested_at is None  # nobody asked yet: it still holds its sockets
-        seen = self._descendants()
-        sockets = socket_inodes(self._process.pid) if first and self._process.pid is not None else set()
-        self.control.request_stop()
+        self.control.request_stop()  # takes the snapshot (_before_stop) if this is the first request
         if not self._join(timeout):
             log.warning("instance %s did not stop in %.1f s; terminating", self.instance_id, timeout)
             self._signal(signal.SIGTERM)
             if not self._join(2.0):
                 self._signal(signal.SIGKILL)
                 self._join(2.0)
-        self._end_leftovers(seen, sockets)
+        self._end_leftovers()
         self._collect_errors()
         self.control.close()
         if self._pidfd is not None and not self.is_alive():
@@ -703,24 +717,29 @@ class InstanceProcess:
             return []
         return descendants(self._ps.pid)
 
-    def _end_leftovers(self, seen: list[psutil.Process], sockets: set[str]) -> None:
-        """After the instance ended: end the descendants ``seen`` while it ran, the members of its process group and
-        the processes holding one of its ``sockets`` (fork children keep them; without a snapshot, e.g. when
-        the instance had ended or been asked to stop before, those listening on its ports)."""
+    def _end_leftovers(self) -> None:
+        """After the instance ended: end the descendants seen while it ran, the members of its process group and
+        the processes holding one of its sockets (fork children keep them). Without a snapshot (the instance had
+        ended before anyone asked it to stop) the instance ended its descendants itself; processes still listening
+        on its ports are looked for in a thread (a slower look, not in the caller's way)."""
         pid = self._process.pid
         if pid is None or self.is_alive():
             return
         server = os.getpid()
-        leftovers = [p for p in seen if p.is_running()]
+        sockets = self._sockets
+        leftovers = [p for p in self._seen if p.is_running()]
         born = self._ps.create_time() if self._ps is not None else self.created
         for process in younger_processes(born, exclude={server, pid}):
             kept_socket = bool(sockets) and not socket_inodes(process.pid).isdisjoint(sockets)
             if _pgid(process.pid) == pid or (kept_socket and not _is_instance(process, server)):
                 leftovers.append(process)
-        if not sockets:
-            leftovers += port_holders(self.control.ports, self.control.stop_requested_at or time.time())
         if leftovers:
             end_processes(leftovers, f"instance {self.instance_id}")
+        if not sockets and self.control.ports:
+            stopped = self.control.stop_requested_at or time.time()
+            threading.Thread(target=lambda: end_processes(port_holders(self.control.ports, stopped),
+                                                          f"instance {self.instance_id}"),
+                             name=f"leftovers-{self.instance_id}", daemon=True).start()
 
     def wait(self, timeout: float | None = None) -> None:
         self._join(timeout)
