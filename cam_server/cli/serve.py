@@ -45,8 +45,17 @@ def add_access_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def stream_interface(args: argparse.Namespace) -> str:
-    """The interface instance streams bind to: ``--stream_interface``, else the server's ``-i``."""
-    return (args.stream_interface if args.stream_interface is not None else args.interface).strip()
+    """The interface instance streams bind to: ``--stream_interface``, else the server's ``-i``; a network interface
+    name (``eth0``) as its IPv4 address, so that it also serves as the host of the stream addresses."""
+    value = (args.stream_interface if args.stream_interface is not None else args.interface).strip()
+    if value in ALL_INTERFACES:
+        return value
+    import psutil
+
+    for address in psutil.net_if_addrs().get(value, ()):
+        if address.family == socket.AF_INET:
+            return address.address
+    return value  # an address, or a host name (ZeroMQ resolves it)
 
 
 def stream_hostname(args: argparse.Namespace) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ import psutil
 import pytest
 import requests
 
+from cam_server.cli import serve
+from cam_server.cli.pipeline_server import build_parser
 from cam_server.client.cam_client import CamClient
 from cam_server.client.pipeline_client import PipelineClient
 from cam_server.common.process import listening_pids
@@ -288,3 +291,16 @@ def test_allow_external_functions_option(open_pipeline: RunningServer, tmp_path:
         assert marker.read_text() == "ran"
     finally:
         pipelines.stop_all_instances()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("argv", "interface", "host"), [
+    (["-i", "127.0.0.1"], "127.0.0.1", "127.0.0.1"),  # the stream addresses name where the streams listen
+    (["-i", "lo"], "127.0.0.1", "127.0.0.1"),  # a network interface by name: its address
+    (["-i", "127.0.0.1", "-n", "cams.example"], "127.0.0.1", "cams.example"),
+    (["-i", "127.0.0.1", "--stream_interface", "0.0.0.0"], "0.0.0.0", socket.gethostname()),
+    ([], "0.0.0.0", socket.gethostname()),
+])
+def test_stream_interface_and_host_from_the_options(argv: list[str], interface: str, host: str) -> None:
+    args = build_parser().parse_args(argv)
+    assert (serve.stream_interface(args), serve.stream_hostname(args)) == (interface, host)
