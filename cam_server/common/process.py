@@ -260,6 +260,19 @@ class InstanceControl:
                 return latest
             self._configs_taken += 1
 
+    def server_gone(self) -> bool:
+        """Child, as it ends: True when the server is gone (its end of the stop pipe closed without a stop request,
+        which can come while the server is still being torn down, or it no longer runs)."""
+        try:
+            if self._stop_reader.poll(0):
+                self._stop_reader.recv_bytes()
+                return False  # a stop request
+        except EOFError:
+            return True
+        except (OSError, ValueError):  # closed
+            pass
+        return not _running(self._parent_pid)
+
     def record_exit(self, code: int) -> None:
         """Child: the exit code the process is about to end with (read by the parent if the fork server is gone)."""
         self._exit_code.value = code
@@ -358,7 +371,7 @@ def _instance_main(target: Callable[..., Any], control: InstanceControl, *args: 
     finally:
         control.record_exit(code)
         leftovers = descendants(os.getpid())
-        if not _running(control._parent_pid):
+        if control.server_gone():
             # The server died and will not look for what left the process tree: members of our group, and a process
             # that escaped the group too (fork, setsid, fork) but keeps one of our ports (slower looks, only now).
             leftovers += own_group() + port_holders(control.ports, time.time(), server=control._parent_pid)

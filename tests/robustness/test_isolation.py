@@ -191,7 +191,8 @@ def test_processes_a_script_started_end_when_the_server_dies(servers: ServerPair
             os.kill(server.pid, signal.SIGKILL)
             wait_until(lambda: gone(instance_pid), 10, "the instance to end with its server")
             for what, pid in children.items():
-                wait_until(lambda pid=pid: gone(pid), 10, f"the {what} child (pid {pid}) to end with the server")
+                wait_until(lambda pid=pid: gone(pid), 10, f"the {what} child (pid {pid}) to end with the server; "
+                           f"server log:\n{server.log_text()[-3000:]}")
         finally:
             kill_if_running([instance_pid, *children.values()])
 
