@@ -58,3 +58,13 @@ def host_and_port(stream_address: str) -> tuple[str, int]:
     if address.scheme != "tcp":
         raise ValueError(f"Invalid stream address {stream_address!r}: expected tcp://host:port")
     return address.host or "", address.port or 0
+
+
+ALL_INTERFACES = ("", "*", "0.0.0.0", "::")  # interface values meaning "every interface"
+
+
+def listen_endpoint(interface: str | None, port: int) -> str:
+    """``tcp://<interface>:<port>``, the endpoint a stream binds: ``*`` (every interface) for None or a value of
+    :data:`ALL_INTERFACES`, else the given address (IPv4) or interface name."""
+    interface = (interface or "").strip()
+    return f"tcp://{'*' if interface in ALL_INTERFACES else interface}:{port}"

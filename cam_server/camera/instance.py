@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Any
 
+from cam_server.bsread.address import listen_endpoint
 from cam_server.camera.config import SOURCE_KEYS, CameraConfig
 from cam_server.camera.sources.base import CameraOffline, FrameSource
 from cam_server.common.process import RATE_STALE_S, InstanceControl, RateMeter, SharedStats, configure_memory
@@ -49,12 +50,12 @@ def ipc_address(name: str, port: int) -> str:
     return f"ipc://{IPC_FOLDER}/{name}-{port}"
 
 
-def bind_address(config: CameraConfig, port: int) -> str:
-    """The endpoint the instance binds (tcp on all interfaces, or an ipc path)."""
+def bind_address(config: CameraConfig, port: int, interface: str | None = None) -> str:
+    """The endpoint the instance binds (tcp on ``interface``, default all interfaces, or an ipc path)."""
     if config.protocol == "ipc":
         os.makedirs(IPC_FOLDER, exist_ok=True)
         return ipc_address(config.name or "camera", port)
-    return f"tcp://*:{port}"
+    return listen_endpoint(interface, port)
 
 
 def _connect_source(config: CameraConfig) -> FrameSource:
@@ -66,7 +67,7 @@ def _connect_source(config: CameraConfig) -> FrameSource:
 
 
 def run_camera_instance(control: InstanceControl, config: CameraConfig, port: int,
-                        log_level: int = logging.WARNING) -> None:
+                        log_level: int = logging.WARNING, interface: str | None = None) -> None:
     """Instance process entry point (module level: forkserver pickles it by reference)."""
     configure_memory()
     logging.basicConfig(level=log_level, format=f"%(asctime)s camera[{config.name}] %(levelname)s "
@@ -81,20 +82,21 @@ def run_camera_instance(control: InstanceControl, config: CameraConfig, port: in
         control.report_error(f"Cannot start camera '{config.name}': {exc}")
         raise SystemExit(EXIT_SOURCE_OFFLINE) from None
     try:
-        _stream(control, config, source, port)
+        _stream(control, config, source, port, interface)
     except Exception as exc:  # noqa: BLE001
         log.exception("camera instance failed")
         control.report_error(f"Camera '{config.name}' stopped: {type(exc).__name__}: {exc}")
         raise SystemExit(EXIT_ERROR) from None
 
 
-def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource, port: int) -> None:
+def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource, port: int,
+            interface: str | None = None) -> None:
     from cam_server.bsread import PUB, Sender
     from cam_server.camera.publisher import CameraPublisher
 
     no_clients = threading.Event()
     timeout = config.no_client_timeout
-    sender = Sender(queue_size=config.queue_size, port=None, address=bind_address(config, port), mode=PUB,
+    sender = Sender(queue_size=config.queue_size, port=None, address=bind_address(config, port, interface), mode=PUB,
                     block=False)
     sender.open(no_client_action=no_clients.set if timeout > 0 else None,
                 no_client_timeout=timeout if timeout > 0 else None)

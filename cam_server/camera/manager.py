@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from cam_server.bsread.address import listen_endpoint
 from cam_server.camera.config import CameraConfig
 from cam_server.camera.instance import ipc_address, run_camera_instance
 from cam_server.camera.store import CameraConfigStore
@@ -78,12 +79,14 @@ class CameraInstanceManager:
 
     def __init__(self, store: CameraConfigStore, hostname: str = "localhost", start_timeout: float = START_TIMEOUT,
                  log_level: int | None = None, max_blocking: int = DEFAULT_MAX_BLOCKING,
-                 stream_reservation: float = STREAM_RESERVATION_S) -> None:
+                 stream_reservation: float = STREAM_RESERVATION_S, stream_interface: str | None = None) -> None:
         self.store = store
         # Instance starts (up to start_timeout each, also those waiting for the same camera's start) hold a thread
         # of the REST server's pool: at most max_blocking at once, more are refused (429).
         self.blocking = Gate(max_blocking, "instance starts")
         self.hostname = hostname
+        # Where instance streams listen (None: every interface); the server's own subscriptions connect there.
+        self.stream_interface = stream_interface
         self.start_timeout = start_timeout
         self.stream_reservation = stream_reservation
         self.log_level = logging.getLogger().level if log_level is None else log_level
@@ -148,8 +151,9 @@ class CameraInstanceManager:
     def _start(self, camera: str, reserve: bool = False) -> CameraInstance:
         config = self.store.load(camera)
         port = config.port or reserve_port(exclude=self._used_ports())
-        process = InstanceProcess(camera, run_camera_instance, args=(config, port, self.log_level),
-                                  preload=PRELOAD)
+        process = InstanceProcess(camera, run_camera_instance,
+                                  args=(config, port, self.log_level, self.stream_interface),
+                                  preload=PRELOAD, ports=() if config.protocol == "ipc" else (port,))
         if reserve:  # before it can look for clients
             process.control.reserve(self.stream_reservation)
         process.start()
@@ -168,7 +172,9 @@ class CameraInstanceManager:
         if config.protocol == "ipc":
             stream = local = ipc_address(camera, port)
         else:
-            stream, local = f"tcp://{self.hostname}:{port}", f"tcp://127.0.0.1:{port}"
+            listening = listen_endpoint(self.stream_interface, port)
+            local = f"tcp://127.0.0.1:{port}" if listening.startswith("tcp://*:") else listening
+            stream = f"tcp://{self.hostname}:{port}"
         log.info("camera %s started (pid %s) on %s", camera, process.pid, stream)
         return CameraInstance(camera, process, config, port, stream, local, time.time())
 

@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="(Camera) Configuration base directory")
     serve.add_trailing_arguments(parser, "User scripts directory (served under /api/v1/cam/script)")
     serve.add_limit_arguments(parser)
+    serve.add_access_arguments(parser)
     return parser
 
 
@@ -28,14 +29,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     from cam_server.camera.manager import CameraInstanceManager
     from cam_server.camera.store import CameraConfigStore
     from cam_server.common.scripts_store import ScriptStore
+    from cam_server.rest.auth import api_token
     from cam_server.rest.camera_app import create_camera_app
 
-    manager = CameraInstanceManager(CameraConfigStore(args.base), hostname=args.hostname,
-                                    max_blocking=args.max_blocking_requests)
+    hostname = serve.stream_hostname(args)
+    manager = CameraInstanceManager(CameraConfigStore(args.base), hostname=hostname,
+                                    max_blocking=args.max_blocking_requests,
+                                    stream_interface=serve.stream_interface(args))
     serve.warm_up_in_background(manager.warm_up)
-    app = create_camera_app(manager, ScriptStore(args.user_scripts_base), max_long_requests=args.max_long_requests)
-    log.info("camera server on %s:%s (configs %s, stream host %s)", args.interface, args.port, args.base,
-             args.hostname)
+    app = create_camera_app(manager, ScriptStore(args.user_scripts_base), max_long_requests=args.max_long_requests,
+                            api_token=api_token(args.api_token))
+    log.info("camera server on %s:%s (configs %s, stream host %s, streams on %s)", args.interface, args.port,
+             args.base, hostname, serve.stream_interface(args))
     serve.run(app, args, manager.close, "camera server")
 
 

@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
                              f"sets memory_limit; 0: no limit (default {DEFAULT_INSTANCE_MEMORY_LIMIT_MIB})")
     serve.add_trailing_arguments(parser, "User processing scripts directory")
     serve.add_limit_arguments(parser)
+    serve.add_access_arguments(parser)
+    parser.add_argument("--cam_server_token", default=None,
+                        help="API token of the camera server (default: the environment variable "
+                             "CAM_SERVER_API_TOKEN).")
+    parser.add_argument("--allow_external_functions", action="store_true",
+                        help="Let 'function' name any .py file or importable module on this host (default: only the "
+                             "built-in functions and the scripts of the user scripts directory).")
     return parser
 
 
@@ -85,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from cam_server.pipeline.server.backgrounds import BackgroundStore
     from cam_server.pipeline.server.manager import PipelineManager, protected_folders
     from cam_server.pipeline.server.saved_configs import SavedConfigs
+    from cam_server.rest.auth import api_token
     from cam_server.rest.pipeline_app import create_pipeline_app
 
     configs = SavedConfigs(args.base)
@@ -97,12 +105,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                                             protected_folders(configs, backgrounds, args.user_scripts_base))
         except FileOutputError as exc:
             parser.error(str(exc))
-    manager = PipelineManager(CamClient(args.cam_server), configs, backgrounds, args.user_scripts_base,
-                              args.hostname, file_folder=file_folder,
+    manager = PipelineManager(CamClient(args.cam_server, token=args.cam_server_token), configs, backgrounds,
+                              args.user_scripts_base,
+                              serve.stream_hostname(args), file_folder=file_folder,
+                              stream_interface=serve.stream_interface(args),
+                              allow_external_functions=args.allow_external_functions,
                               max_blocking=args.max_blocking_requests,
                               instance_memory_limit=int(args.instance_memory_limit * MIB))
     serve.warm_up_in_background(manager.warm_up)
-    app = create_pipeline_app(manager, max_long_requests=args.max_long_requests)
+    app = create_pipeline_app(manager, max_long_requests=args.max_long_requests,
+                              api_token=api_token(args.api_token))
     log.info("pipeline server on %s:%s (camera server %s, configs %s, FILE output %s)", args.interface, args.port,
              args.cam_server, args.base, f"in {file_folder}" if file_folder else "anywhere (--file_folder_any)")
     serve.run(app, args, manager.close, "pipeline server")

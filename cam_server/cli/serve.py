@@ -11,6 +11,7 @@ from typing import Any
 
 import uvicorn
 
+from cam_server.bsread.address import ALL_INTERFACES
 from cam_server.common.limits import DEFAULT_MAX_BLOCKING, DEFAULT_MAX_LONG
 from cam_server.common.log_ring import install_log_ring
 
@@ -28,8 +29,9 @@ def add_listen_arguments(parser: argparse.ArgumentParser, port: int, port_help: 
 def add_trailing_arguments(parser: argparse.ArgumentParser, scripts_help: str) -> None:
     """``-u``, ``-n`` and ``--log_level``, the same on both servers."""
     parser.add_argument("-u", "--user_scripts_base", default="configuration/user_scripts", help=scripts_help)
-    parser.add_argument("-n", "--hostname", default=socket.gethostname(),
-                        help="Hostname to use when returning the stream address (default: this host's name).")
+    parser.add_argument("-n", "--hostname", default=None,
+                        help="Hostname to use when returning the stream address (default: this host's name; the "
+                             "stream interface when streams listen on one address).")
     parser.add_argument("--log_level", default="WARNING", choices=LOG_LEVELS, help="Log level to use.")
 
 
@@ -51,6 +53,39 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def add_access_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where instance streams listen and who may change things, the same on both servers (after the others)."""
+    parser.add_argument("--stream_interface", default=None,
+                        help="Interface the instance streams listen on (default: the -i interface; 0.0.0.0: all).")
+    parser.add_argument("--api_token", default=None,
+                        help="API token: POST, PUT and DELETE requests need 'Authorization: Bearer <token>' "
+                             "(default: the environment variable CAM_SERVER_API_TOKEN). Without one, anyone who can "
+                             "reach the port can change configs and run code through user scripts.")
+
+
+def stream_interface(args: argparse.Namespace) -> str:
+    """The interface instance streams bind to: ``--stream_interface``, else the server's ``-i``; a network interface
+    name (``eth0``) as its IPv4 address, so that it also serves as the host of the stream addresses."""
+    value = (args.stream_interface if args.stream_interface is not None else args.interface).strip()
+    if value in ALL_INTERFACES:
+        return value
+    import psutil
+
+    for address in psutil.net_if_addrs().get(value, ()):
+        if address.family == socket.AF_INET:
+            return address.address
+    return value  # an address, or a host name (ZeroMQ resolves it)
+
+
+def stream_hostname(args: argparse.Namespace) -> str:
+    """The host name in the stream addresses the server hands out: ``-n``, else the stream interface when streams
+    listen on one address (a client could not reach them under another name), else this host's name."""
+    if args.hostname:
+        return args.hostname
+    interface = stream_interface(args)
+    return socket.gethostname() if interface in ALL_INTERFACES else interface
 
 
 def configure_logging(level: str) -> None:

@@ -14,9 +14,11 @@ from cam_server.client.user_scripts import UserScriptsMixin
 class CamClient(UserScriptsMixin):
     """Wraps the camera server's REST API; every error raises ``ValueError`` with the server's message."""
 
-    def __init__(self, address: str = "http://sf-daqsync-01:8888/", timeout: float = 30.0) -> None:
-        """:param address: Address of the cam API, e.g. http://localhost:10000"""
-        super().__init__(address, "/api/v1/cam", timeout=timeout)
+    def __init__(self, address: str = "http://sf-daqsync-01:8888/", timeout: float = 30.0,
+                 token: str | None = None) -> None:
+        """:param address: Address of the cam API, e.g. http://localhost:10000
+        :param token: the server's API token (default: the environment variable CAM_SERVER_API_TOKEN, if set)"""
+        super().__init__(address, "/api/v1/cam", timeout=timeout, token=token)
 
     def get_server_info(self) -> dict[str, Any]:
         """Return the info of the cam server instance (administrative): {"active_instances": {...}, ...}."""

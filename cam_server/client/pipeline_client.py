@@ -25,9 +25,11 @@ def _seg(name: str) -> str:
 class PipelineClient(UserScriptsMixin):
     """Wrapper around the pipeline server REST API; every error raises ``ValueError`` with the server's message."""
 
-    def __init__(self, address: str = "http://sf-daqsync-01:8889/", timeout: float = 30.0) -> None:
-        """:param address: Address of the pipeline API, e.g. http://localhost:8889"""
-        super().__init__(address, "/api/v1/pipeline", timeout=timeout)
+    def __init__(self, address: str = "http://sf-daqsync-01:8889/", timeout: float = 30.0,
+                 token: str | None = None) -> None:
+        """:param address: Address of the pipeline API, e.g. http://localhost:8889
+        :param token: the server's API token (default: the environment variable CAM_SERVER_API_TOKEN, if set)"""
+        super().__init__(address, "/api/v1/pipeline", timeout=timeout, token=token)
 
     @staticmethod
     def _instance_params(instance_id: str | None) -> dict[str, str]:

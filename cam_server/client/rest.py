@@ -3,21 +3,31 @@ have (``get_version``, ``get_logs``, ``get_config_names``)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import requests
 
 LOGS_PATH = "/api/v1/logs"  # server-wide, not under a server's root
+TOKEN_ENV = "CAM_SERVER_API_TOKEN"  # the same variable the servers read (cam_server.rest.auth)
 
 
 class RestClient:
-    """Calls a server's REST API and unwraps the JSON envelope; errors raise ``ValueError(status message)``."""
+    """Calls a server's REST API and unwraps the JSON envelope; errors raise ``ValueError(status message)``.
 
-    def __init__(self, address: str, prefix: str, timeout: float = 30.0) -> None:
+    ``token``: the server's API token, sent as ``Authorization: Bearer <token>`` (servers started with
+    ``--api_token`` refuse POST, PUT and DELETE without it); default: the environment variable
+    ``CAM_SERVER_API_TOKEN``, if set; ``""``: none.
+    """
+
+    def __init__(self, address: str, prefix: str, timeout: float = 30.0, token: str | None = None) -> None:
         self._address = address.rstrip("/")
         self._api = f"{self._address}{prefix}"
         self._timeout = timeout
         self._session = requests.Session()
+        token = os.environ.get(TOKEN_ENV) if token is None else token
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
 
     def get_address(self) -> str:
         """Return the REST api endpoint address."""

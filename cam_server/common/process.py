@@ -16,6 +16,16 @@ server down, and image processing must use more than one core. The parent talks 
 Children start with the ``forkserver`` method: fast (modules preloaded once in a clean server process that
 never holds an EPICS Channel Access context or threads of ours) and safe, unlike a plain fork of the
 multi-threaded REST server.
+
+Isolation (issue 11): each instance runs in a session (and process group) of its own, and the server does not
+depend on the fork server once an instance runs. A fork server that dies (a user script can kill it with
+``os.kill(os.getppid(), 9)``) ends no instance: the server notices (the status pipe closes while the instance's
+pidfd says it lives), keeps tracking the instance by its pidfd, takes its exit code from shared memory (the instance
+writes it as it ends) and starts a new fork server for new instances. Stopping an instance also ends every process
+it started: the instance ends its descendants as it exits (and, when its server is gone, the members of its group
+and the processes on its ports), and the server, after the grace period, kills what is left of the group, of the
+descendants it saw when it asked for the stop, and any process that kept one of the instance's sockets (a ``fork``
+child that left the group and the tree with ``setsid`` and a second fork).
 """
 
 from __future__ import annotations
@@ -237,11 +247,17 @@ class InstanceControl:
         self._closed = False
         self._wakers: list[Callable[[], None]] = []
         self._watcher: threading.Thread | None = None
+        # The exit code the child writes as it ends: the exit status when the fork server, which reads the real one,
+        # is gone. NO_EXIT_CODE until then.
+        self._exit_code = ctx.RawValue("i", NO_EXIT_CODE)
+        self.ports: tuple[int, ...] = ()  # TCP ports the instance listens on (a leftover holding one is killed)
+        self.stop_requested_at: float | None = None  # parent: when the stop was asked for
+        self.before_stop: Callable[[], None] | None = None  # parent: called once, before the stop is asked for
 
     def __getstate__(self) -> dict[str, Any]:
         """What the child receives: never the stop pipe's write end (its end-of-file is the stop signal)."""
         state = self.__dict__.copy()
-        state.update(_stop_writer=None, _wakers=[], _watcher=None, _send_lock=None)
+        state.update(_stop_writer=None, _wakers=[], _watcher=None, _send_lock=None, before_stop=None)
         return state
 
     # --- child side ---------------------------------------------------------------------------------------
@@ -307,6 +323,23 @@ class InstanceControl:
                 return latest
             self._configs_taken += 1
 
+    def server_gone(self) -> bool:
+        """Child, as it ends: True when the server is gone (its end of the stop pipe closed without a stop request,
+        which can come while the server is still being torn down, or it no longer runs)."""
+        try:
+            if self._stop_reader.poll(0):
+                self._stop_reader.recv_bytes()
+                return False  # a stop request
+        except EOFError:
+            return True
+        except (OSError, ValueError):  # closed
+            pass
+        return not _running(self._parent_pid)
+
+    def record_exit(self, code: int) -> None:
+        """Child: the exit code the process is about to end with (read by the parent if the fork server is gone)."""
+        self._exit_code.value = code
+
     def report_error(self, message: str) -> None:
         try:
             self._errors.put_nowait((time.time(), message))
@@ -353,6 +386,13 @@ class InstanceControl:
         and end-of-file alone would never come.
         """
         writer, self._stop_writer = self._stop_writer, None
+        if self.stop_requested_at is None:
+            self.stop_requested_at = time.time()
+            if self.before_stop is not None and writer is not None:
+                try:
+                    self.before_stop()
+                except Exception:  # noqa: BLE001 - the stop must happen whatever the hook does
+                    log.exception("before-stop hook failed")
         if writer is not None:
             try:
                 writer.send_bytes(b"stop")
@@ -376,6 +416,11 @@ class InstanceControl:
         with self._send_lock:  # REST threads may send concurrently; the count must not lose an increment
             self._configs.put(config)
             self._configs_sent.value += 1
+
+    def recorded_exit_code(self) -> int | None:
+        """The exit code the child wrote as it ended (None if it did not, e.g. killed by a signal)."""
+        code = self._exit_code.value
+        return None if code == NO_EXIT_CODE else code
 
     def drain_errors(self) -> list[tuple[float, str]]:
         out = []
@@ -415,18 +460,263 @@ def describe_exit(exitcode: int | None) -> str | None:
         return f"killed by signal {-exitcode} ({name})"
     return "finished" if exitcode == 0 else f"exit code {exitcode}"
 
+NO_EXIT_CODE = -(2 ** 31)  # InstanceControl's exit code slot before the child wrote one
+LOST_STATUS = 255  # what multiprocessing reports when the fork server's status pipe closed without a status
+LEFTOVER_GRACE = 0.5  # seconds a leftover process of an instance gets between SIGTERM and SIGKILL
+CREATE_TIME_MARGIN = 0.1  # seconds: process start times are counted in clock ticks
+# Shared per-host daemons an instance may start (EPICS Channel Access starts caRepeater on first use): they serve
+# every client on the host, not the instance, and are left alone.
+SHARED_DAEMONS = frozenset({"caRepeater"})
+_FORK_SERVER_MAIN = "multiprocessing.forkserver import main"
+
+
+def _instance_main(target: Callable[..., Any], control: InstanceControl, *args: Any) -> None:
+    """What every instance process runs: ``target(control, *args)`` in a session of its own; records the exit code
+    in shared memory and ends every process the instance started before it exits."""
+    try:
+        os.setsid()  # own session and process group: stopped as a whole, never signalled with the server's group
+    except OSError:  # already a group leader (not a forked child): keep the group it has
+        pass
+    code = 1
+    try:
+        target(control, *args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        raise
+    finally:
+        control.record_exit(code)
+        leftovers = descendants(os.getpid())
+        if control.server_gone():
+            # The server died and will not look for what left the process tree: members of our group, and a process
+            # that escaped the group too (fork, setsid, fork) but keeps one of our ports (slower looks, only now).
+            leftovers += own_group() + port_holders(control.ports, time.time(), server=control._parent_pid)
+        end_processes(leftovers, "instance exit")
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    """The processes below ``pid`` in the process tree: read from ``/proc/<pid>/task/*/children`` (a few small
+    files, where psutil would read every process's status), else from psutil."""
+    found: list[int] = []
+    todo = [pid]
+    try:
+        while todo:
+            parent = todo.pop()
+            try:
+                tasks = os.listdir(f"/proc/{parent}/task")
+            except OSError:  # ended meanwhile
+                continue
+            for task in tasks:
+                try:
+                    with open(f"/proc/{parent}/task/{task}/children") as file:
+                        children = [int(child) for child in file.read().split()]
+                except FileNotFoundError:
+                    if not os.path.exists(f"/proc/{parent}/task/{task}"):
+                        continue  # the thread ended
+                    raise  # a kernel without CONFIG_PROC_CHILDREN
+                except OSError:
+                    continue
+                found += children
+                todo += children
+    except FileNotFoundError:
+        try:
+            return psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            return []
+    processes = []
+    for child in found:
+        try:
+            processes.append(psutil.Process(child))
+        except psutil.Error:
+            continue
+    return processes
+
+
+def own_group() -> list[psutil.Process]:
+    """In an instance: the other members of its process group (started by it, possibly no descendants any more)."""
+    try:
+        me = psutil.Process()
+        born = me.create_time()
+    except psutil.Error:
+        return []
+    return [p for p in younger_processes(born, exclude={me.pid}) if _pgid(p.pid) == me.pid]
+
+
+def younger_processes(born_after: float, exclude: set[int] = frozenset()) -> list[psutil.Process]:
+    """Processes started at ``born_after`` or later (with a margin of the clock's resolution), not in ``exclude``:
+    the only ones that can have been started by a process that started then."""
+    found = []
+    for process in psutil.process_iter(["create_time"]):
+        created = process.info.get("create_time")
+        if process.pid not in exclude and created is not None and created >= born_after - CREATE_TIME_MARGIN:
+            found.append(process)
+    return found
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """The sockets process ``pid`` holds (``socket:[inode]`` links of its file descriptors)."""
+    found = set()
+    try:
+        for fd in os.scandir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(fd.path)
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                found.add(link)
+    except OSError:  # ended, or no /proc
+        pass
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Process ``pid`` exists and is no zombie (a dead process its parent has not reaped yet)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def port_holders(ports: Sequence[int], born_before: float, exclude: set[int] = frozenset(),
+                 server: int | None = None) -> list[psutil.Process]:
+    """Processes started before ``born_before`` that listen on one of ``ports`` (TCP), except ``exclude``, this
+    process and instances of ours (children of a fork server or of the ``server`` process, default: this one): a
+    child that kept an ended instance's socket."""
+    server = os.getpid() if server is None else server
+    if not ports:
+        return []
+    pids = listening_pids(ports)
+    holders = []
+    for pid in pids - set(exclude) - {os.getpid()}:
+        try:
+            process = psutil.Process(pid)
+            if process.create_time() > born_before or _is_instance(process, server):
+                continue
+        except psutil.Error:
+            continue
+        holders.append(process)
+    return holders
+
+
+def listening_pids(ports: Sequence[int]) -> set[int]:
+    """Every process with a TCP socket listening on one of ``ports``, also when several share one socket (a forked
+    child keeps its parent's): psutil's connection list names only one process per socket."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as file:
+                lines = file.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:  # sl local_address rem_address st ... inode (LISTEN is st 0A)
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) in ports:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return set()
+    pids = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in os.scandir(f"/proc/{entry.name}/fd"):
+                try:
+                    if os.readlink(fd.path) in inodes:
+                        pids.add(int(entry.name))
+                        break
+                except OSError:
+                    continue
+        except OSError:  # ended meanwhile, or not ours to look into
+            continue
+    return pids
+
+
+def _is_instance(process: psutil.Process, server: int) -> bool:
+    """A child of the ``server`` process (its fork server, or an instance with the ``fork`` start method), or a
+    child of its fork server (an instance). By parentage, not by command line: a fork of an instance has the fork
+    server's command line too."""
+    try:
+        parent = process.parent()
+        if parent is None:
+            return False
+        if parent.pid == server:
+            return True
+        return parent.ppid() == server and _FORK_SERVER_MAIN in " ".join(parent.cmdline())
+    except psutil.Error:
+        return False
+
+
+def end_processes(processes: Sequence[psutil.Process], why: str) -> list[int]:
+    """SIGTERM, then (after :data:`LEFTOVER_GRACE`) SIGKILL ``processes``; returns the pids that were running.
+
+    psutil checks each process's identity (pid and start time) before signalling it: a pid reused meanwhile is
+    never hit. Shared daemons (:data:`SHARED_DAEMONS`) are left alone.
+    """
+    alive = []
+    for process in _unique(processes):
+        try:
+            if process.name() in SHARED_DAEMONS or process.status() == psutil.STATUS_ZOMBIE:
+                continue
+            process.terminate()
+        except psutil.Error:
+            continue
+        alive.append(process)
+    if not alive:
+        return []
+    log.warning("%s: ending %d process(es) left behind: %s", why, len(alive), sorted(p.pid for p in alive))
+    _, still = psutil.wait_procs(alive, timeout=LEFTOVER_GRACE)
+    for process in still:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(still, timeout=LEFTOVER_GRACE)
+    return [p.pid for p in alive]
+
+
+def _unique(processes: Sequence[psutil.Process]) -> list[psutil.Process]:
+    seen: dict[int, psutil.Process] = {}
+    for process in processes:
+        seen.setdefault(process.pid, process)
+    return list(seen.values())
+
+
+def _restart_fork_server() -> None:
+    """A new fork server for new instances (after the old one died), now rather than at the next start."""
+    from multiprocessing import forkserver
+
+    try:
+        forkserver.ensure_running()
+    except Exception:  # noqa: BLE001 - the next start tries again
+        log.exception("could not restart the fork server")
+
 
 class InstanceProcess:
-    """Parent-side handle of one instance process."""
+    """Parent-side handle of one instance process.
+
+    ``ports``: the TCP ports the instance listens on; a process of the instance that still holds one after the
+    instance ended is killed with it.
+    """
 
     def __init__(self, instance_id: str, target: Callable[..., Any], args: tuple = (),
-                 preload: Sequence[str] = ()) -> None:
+                 preload: Sequence[str] = (), ports: Sequence[int] = ()) -> None:
         self.instance_id = instance_id
         self._ctx = process_context(preload)
         self.control = InstanceControl(self._ctx)
-        self._process = self._ctx.Process(target=target, args=(self.control, *args), name=f"instance-{instance_id}",
-                                          daemon=True)
+        self.control.ports = tuple(ports)
+        self._process = self._ctx.Process(target=_instance_main, args=(target, self.control, *args),
+                                          name=f"instance-{instance_id}", daemon=True)
         self._ps: psutil.Process | None = None
+        self._pidfd: int | None = None  # tracks the process itself, whatever happens to the fork server
+        self._orphaned = False  # the fork server died while the instance ran
+        self._signalled: int | None = None  # the signal we ended it with, if we had to
         self.last_error: str | None = None
         self.last_error_time: float | None = None
         self.reported_exit_reason: str | None = None  # what the instance said just before it ended
@@ -434,6 +724,16 @@ class InstanceProcess:
         self._stop_requested = False  # the parent asked a running instance to stop
         self._errors_lock = threading.Lock()
         self.created = time.time()
+        # Taken when the stop is asked for (by stop(), or by whoever calls control.request_stop() first), while the
+        # instance still runs and holds its sockets: what may outlive it.
+        self._seen: list[psutil.Process] = []
+        self._sockets: set[str] = set()
+        self.control.before_stop = self._before_stop
+
+    def _before_stop(self) -> None:
+        if self._process.pid is not None and self._ps is not None and self._ps.is_running():
+            self._seen = self._descendants()
+            self._sockets = socket_inodes(self._process.pid)
 
     def start(self) -> None:
         if self._ctx.get_start_method() == "forkserver":
@@ -448,6 +748,10 @@ class InstanceProcess:
             raise
         self.control.child_started()
         try:
+            self._pidfd = os.pidfd_open(self._process.pid)
+        except (OSError, AttributeError):  # already ended (the status pipe tells), or no pidfd on this system
+            self._pidfd = None
+        try:
             self._ps = psutil.Process(self._process.pid)
             self._ps.cpu_percent(None)
         except psutil.Error:
@@ -459,39 +763,118 @@ class InstanceProcess:
 
     def is_alive(self) -> bool:
         with _STATUS_LOCK:
-            return self._process.is_alive()
+            if self._process.is_alive():
+                return True
+            if self._orphaned or self._process.exitcode == LOST_STATUS:
+                return self._orphan_alive()
+        return False
 
     @property
     def exitcode(self) -> int | None:
         with _STATUS_LOCK:
-            return self._process.exitcode
+            code = self._process.exitcode
+            if code is None or not (self._orphaned or code == LOST_STATUS):
+                return code
+            if self._orphan_alive():
+                return None
+        recorded = self.control.recorded_exit_code()
+        if recorded is not None and self._signalled is None:
+            return recorded
+        return -self._signalled if self._signalled is not None else code
+
+    def _orphan_alive(self) -> bool:
+        """Multiprocessing says ended with 255: the real end, or the fork server's status pipe closed (it died)
+        while the instance runs on? The pidfd tells (called under the status lock)."""
+        if self._pidfd is None:
+            try:
+                alive = self._ps is not None and self._ps.is_running() and self._ps.status() != psutil.STATUS_ZOMBIE
+            except psutil.Error:
+                alive = False
+        else:
+            alive = not multiprocessing.connection.wait([self._pidfd], 0)
+        if alive and not self._orphaned:
+            self._orphaned = True
+            log.warning("instance %s (pid %s): its fork server died; the instance runs on, new instances get a "
+                        "new fork server", self.instance_id, self.pid)
+            threading.Thread(target=_restart_fork_server, name="fork-server-restart", daemon=True).start()
+        return alive
 
     def _join(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` for the end (outside the lock, so readers are not blocked); True when ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             multiprocessing.connection.wait([self._process.sentinel], timeout)
         except ValueError:  # never started
             return True
+        if self.is_alive() and self._orphaned and self._pidfd is not None:  # the status pipe closed early
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            multiprocessing.connection.wait([self._pidfd], left)
         return not self.is_alive()
+
+    def _signal(self, signum: int) -> None:
+        """Signal the instance itself (by pidfd where we have one: never another process that got its pid)."""
+        self._signalled = signum
+        try:
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, signum)
+            elif self._process.pid is not None:
+                os.kill(self._process.pid, signum)
+        except (ProcessLookupError, OSError):  # already gone
+            pass
 
     def update_config(self, config: Any) -> None:
         """Send the instance a live config change (see :meth:`InstanceControl.poll_config`)."""
         self.control.send_config(config)
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Ask the instance to stop, then terminate and kill it if it does not; never leaves a process behind."""
+        """Ask the instance to stop, then terminate and kill it if it does not; never leaves a process behind:
+        what the instance started and left running (its process group, the descendants seen before, any process
+        that kept one of its sockets) is ended too."""
         if not self._stop_requested and self.is_alive():  # not for a process that ended by itself (the reaper)
             self._stop_requested = True
-        self.control.request_stop()
+        self.control.request_stop()  # takes the snapshot (_before_stop) if this is the first request
         if not self._join(timeout):
             log.warning("instance %s did not stop in %.1f s; terminating", self.instance_id, timeout)
             self._stop_note = f"did not stop within {timeout:g} s of the stop request"
-            self._process.terminate()
+            self._signal(signal.SIGTERM)
             if not self._join(2.0):
-                self._process.kill()
+                self._signal(signal.SIGKILL)
                 self._join(10.0)  # SIGKILL cannot be ignored; only a loaded machine delays the reaping
+        self._end_leftovers()
         self._collect_errors()
         self.control.close()
+        if self._pidfd is not None and not self.is_alive():
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    def _descendants(self) -> list[psutil.Process]:
+        if self._ps is None or not self._ps.is_running():
+            return []
+        return descendants(self._ps.pid)
+
+    def _end_leftovers(self) -> None:
+        """After the instance ended: end the descendants seen while it ran, the members of its process group and
+        the processes holding one of its sockets (fork children keep them). Without a snapshot (the instance had
+        ended before anyone asked it to stop) the instance ended its descendants itself; processes still listening
+        on its ports are looked for in a thread (a slower look, not in the caller's way)."""
+        pid = self._process.pid
+        if pid is None or self.is_alive():
+            return
+        server = os.getpid()
+        sockets = self._sockets
+        leftovers = [p for p in self._seen if p.is_running()]
+        born = self._ps.create_time() if self._ps is not None else self.created
+        for process in younger_processes(born, exclude={server, pid}):
+            kept_socket = bool(sockets) and not socket_inodes(process.pid).isdisjoint(sockets)
+            if _pgid(process.pid) == pid or (kept_socket and not _is_instance(process, server)):
+                leftovers.append(process)
+        if leftovers:
+            end_processes(leftovers, f"instance {self.instance_id}")
+        if not sockets and self.control.ports:
+            stopped = self.control.stop_requested_at or time.time()
+            threading.Thread(target=lambda: end_processes(port_holders(self.control.ports, stopped),
+                                                          f"instance {self.instance_id}"),
+                             name=f"leftovers-{self.instance_id}", daemon=True).start()
 
     def wait(self, timeout: float | None = None) -> None:
         self._join(timeout)
@@ -505,6 +888,11 @@ class InstanceProcess:
                     self.reported_exit_reason = message
                 else:
                     self.last_error, self.last_error_time = message, when
+        if (self._orphaned and self.last_error is None and not self.is_alive()
+                and self.control.recorded_exit_code() is None and self._signalled is None):
+            self.last_error = ("ended without an exit status: the fork server that started it had died, and it "
+                               "ended by a signal")
+            self.last_error_time = time.time()
 
     def exit_reason(self) -> str | None:
         """Why the instance ended (None while it runs): the reason it reported ("no clients for 10 s", "out of

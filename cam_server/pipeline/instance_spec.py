@@ -22,3 +22,5 @@ class InstanceSpec:
     file_folder: str | None = None  # FILE output confined to this folder (pipeline server --file_folder)
     protected_folders: dict[str, str] | None = None  # {what: folder} FILE output never writes in (file_path.py)
     memory_limit: int = 0  # bytes of RSS (server --instance_memory_limit) unless config.memory_limit says; 0: none
+    stream_interface: str | None = None  # where bound inputs listen (a fan-in's input_stream); None: everywhere
+    allow_external_functions: bool = False  # `function` may name any .py path or importable module

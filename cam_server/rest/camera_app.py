@@ -28,6 +28,7 @@ from cam_server.common.log_ring import LogRing, install_log_ring
 from cam_server.common.scripts_store import ScriptStore
 from cam_server.common.usage import server_usage
 from cam_server.processing.camera_transforms import camera_geometry
+from cam_server.rest.auth import install_auth
 from cam_server.rest.envelope import install_error_handlers, json_body, ok
 from cam_server.rest.long_requests import DEFAULT_MAX_LONG, LongRequests, set_thread_pool_size
 from cam_server.rest.schemas import (
@@ -57,11 +58,12 @@ MAX_FRAME_TIMEOUT = 120.0
 
 
 def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | None = None,
-                      logs: LogRing | None = None, max_long_requests: int = DEFAULT_MAX_LONG) -> FastAPI:
+                      logs: LogRing | None = None, max_long_requests: int = DEFAULT_MAX_LONG,
+                      api_token: str | None = None) -> FastAPI:
     """The FastAPI app serving ``manager`` (instances are stopped when the app shuts down), the user scripts
     folder ``scripts`` (``-u``; without one the script routes answer 404), the log records of ``logs`` (default:
     the root logger's ring, installed if needed); at most ``max_long_requests`` frame waits / online checks run at
-    once."""
+    once. With ``api_token``, POST, PUT and DELETE need it (rest/auth.py)."""
     jobs = LongRequests(max_long_requests, "camera")
 
     @asynccontextmanager
@@ -207,6 +209,7 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
     bodies.install(app)
     # The live view: GET /, /view/<camera_name> and its WebSocket (see rest/view/routes.py).
     install_view_routes(app, CameraTarget(manager))
+    install_auth(app, api_token)
     return app
 
 

@@ -39,6 +39,7 @@ from cam_server.pipeline.server.backgrounds import (
     check_n_images,
 )
 from cam_server.pipeline.server.manager import MESSAGE_TIMEOUT, PipelineManager
+from cam_server.rest.auth import install_auth
 from cam_server.rest.envelope import (
     BodyTooLarge,
     install_error_handlers,
@@ -86,10 +87,11 @@ _IMAGE_BYTES_JSON_VALUES = 64
 
 
 def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
-                        max_long_requests: int = DEFAULT_MAX_LONG) -> FastAPI:
+                        max_long_requests: int = DEFAULT_MAX_LONG, api_token: str | None = None) -> FastAPI:
     """The FastAPI application serving ``/api/v1/pipeline`` (OpenAPI at /docs and /openapi.json) and the log
     records of ``logs`` (default: the root logger's ring, installed if needed); at most ``max_long_requests``
-    background collections / message waits run at once."""
+    background collections / message waits run at once. With ``api_token``, POST, PUT and DELETE need it
+    (rest/auth.py)."""
     jobs = LongRequests(max_long_requests, "pipeline")
 
     @asynccontextmanager
@@ -323,6 +325,7 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
     bodies.install(app)
     # The live view: GET /, /view/<instance_id> and its WebSocket (see rest/view/routes.py).
     install_view_routes(app, PipelineTarget(manager))
+    install_auth(app, api_token)
     return app
 
 

@@ -78,22 +78,24 @@ def _local(app: FastAPI, base: Path, logs: LogRing, backgrounds: Path | None = N
 
 
 @contextmanager
-def camera_app(tmp_path: Path, config_dir: Path | None = None) -> Iterator[LocalApp]:
+def camera_app(tmp_path: Path, config_dir: Path | None = None, api_token: str | None = None) -> Iterator[LocalApp]:
     """The camera server's app with a copy of ``config_dir`` (default: the bundled cameras), a user scripts folder,
-    streams handed out for 127.0.0.1."""
+    streams handed out for 127.0.0.1 (``api_token``: as the server's --api_token)."""
     base = copy_config(tmp_path, "camera_config", config_dir)
     manager = CameraInstanceManager(CameraConfigStore(base), hostname="127.0.0.1")
     logs = LogRing()
-    with _local(create_camera_app(manager, ScriptStore(tmp_path / "camera_user_scripts"), logs), base,
+    with _local(create_camera_app(manager, ScriptStore(tmp_path / "camera_user_scripts"), logs, api_token), base,
                 logs) as local:
         yield local
 
 
 @contextmanager
-def pipeline_app(tmp_path: Path, cam_url: str, config_dir: Path | None = None) -> Iterator[LocalApp]:
+def pipeline_app(tmp_path: Path, cam_url: str, config_dir: Path | None = None, api_token: str | None = None,
+                 ) -> Iterator[LocalApp]:
     """The pipeline server's app with a copy of ``config_dir`` (default: the bundled pipelines), its camera server
     at ``cam_url`` (an in-process camera app's :attr:`LocalApp.url`, or an address nobody answers when the routes
-    under test never ask the camera server), background and user scripts folders."""
+    under test never ask the camera server), background and user scripts folders (``api_token``: as the server's
+    --api_token)."""
     base = copy_config(tmp_path, "pipeline_config", config_dir)
     backgrounds, scripts = tmp_path / "background_config", tmp_path / "user_scripts"
     backgrounds.mkdir(exist_ok=True)
@@ -101,7 +103,7 @@ def pipeline_app(tmp_path: Path, cam_url: str, config_dir: Path | None = None) -
     manager = PipelineManager(CamClient(cam_url), SavedConfigs(base), BackgroundStore(backgrounds), str(scripts),
                               "127.0.0.1")
     logs = LogRing()
-    with _local(create_pipeline_app(manager, logs), base, logs, backgrounds) as local:
+    with _local(create_pipeline_app(manager, logs, api_token), base, logs, backgrounds) as local:
         yield local
 
 

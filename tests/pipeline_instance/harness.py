@@ -124,8 +124,10 @@ def parameters(message: Message) -> dict[str, Any]:
 
 @contextmanager
 def pipeline(tmp_path: Path, camera: FakeCamera | None = None, cam_server_url: str | None = None,
-             camera_stream: str | None = None, **config: Any) -> Iterator[RunningInstance]:
-    """A pipeline instance reading ``camera`` (or ``camera_stream``), stopped and checked at the end."""
+             camera_stream: str | None = None, allow_external_functions: bool = False,
+             **config: Any) -> Iterator[RunningInstance]:
+    """A pipeline instance reading ``camera`` (or ``camera_stream``), stopped and checked at the end
+    (``allow_external_functions``: as the pipeline server's option)."""
     config.setdefault("camera_name", "fake")
     parsed = parse_pipeline_config(config)
     output = unique_ipc_address("output")
@@ -142,6 +144,7 @@ def pipeline(tmp_path: Path, camera: FakeCamera | None = None, cam_server_url: s
         cam_server_url=cam_server_url or f"http://127.0.0.1:{free_port()}",
         background_folder=str(backgrounds),
         scripts_folder=str(scripts),
+        allow_external_functions=allow_external_functions,
     )
     process = InstanceProcess("test", run_instance, (spec,), preload=PRELOAD)
     process.start()

@@ -51,8 +51,18 @@ def test_user_function_from_scripts_folder_gets_parameters_and_bsdata(tmp_path, 
 def test_user_function_by_path(tmp_path, camera):
     path = tmp_path / "elsewhere.py"
     path.write_text(SCRIPT.format(version=7))
-    with pipeline(tmp_path, camera, function=str(path)) as inst:
+    with pipeline(tmp_path, camera, function=str(path), allow_external_functions=True) as inst:
         assert values(receive(inst.receiver(), 1, skip=1)[0])["version"] == 7
+
+
+def test_user_function_by_path_only_when_the_server_allows_it(tmp_path, camera):
+    path = tmp_path / "elsewhere.py"
+    path.write_text(SCRIPT.format(version=7))
+    with pipeline(tmp_path, camera, function=str(path)) as inst:
+        assert inst.wait_exit() == 1
+        error = inst.info()["last_error"]
+    assert f"function '{path}' is a path, not a script of the scripts folder" in error
+    assert "--allow_external_functions" in error
 
 
 def test_reload_reloads_the_file_and_resets_itself(tmp_path, camera):

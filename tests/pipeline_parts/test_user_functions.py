@@ -7,7 +7,12 @@ import textwrap
 
 import pytest
 
-from cam_server.pipeline.instance.user_code import UserScriptError, load_function, validate_result
+from cam_server.pipeline.instance.user_code import (
+    UserScriptError,
+    allow_external_functions,
+    load_function,
+    validate_result,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -25,13 +30,31 @@ GOOD = """
 """
 
 
-def test_load_by_name_with_and_without_py_and_by_path(tmp_path):
+@pytest.fixture()
+def external_allowed():
+    """As on a pipeline server started with --allow_external_functions."""
+    previous = allow_external_functions(True)
+    yield
+    allow_external_functions(previous)
+
+
+def test_load_by_name_with_and_without_py_and_by_path(tmp_path, external_allowed):
     path = _script(tmp_path, "my_proc.py", GOOD)
     f1 = load_function("my_proc", tmp_path)
     f2 = load_function("my_proc.py", tmp_path)
     f3 = load_function(str(path), None)
     assert f1(1, 0, 0, 0, 0, {}) == {"sum": 2}
     assert f1 is f2 is f3  # cached: same module object
+
+
+@pytest.mark.parametrize(("name", "what"), [
+    ("{path}", "is a path"), ("json", "not found in the scripts folder"), ("os.path", "names a Python module"),
+    ("../my_proc", "is a path"), ("sub/my_proc.py", "is a path")])
+def test_only_the_scripts_folder_by_default(tmp_path, name, what):
+    path = _script(tmp_path, "my_proc.py", GOOD)
+    with pytest.raises(UserScriptError, match=what):
+        load_function(name.format(path=path), tmp_path / "elsewhere", function_name="dumps")
+    assert load_function("my_proc", tmp_path)(1, 0, 0, 0, 0, {}) == {"sum": 2}
 
 
 def test_reload_reimports_changed_file(tmp_path):
@@ -54,7 +77,7 @@ def test_missing_file(tmp_path):
 def test_no_path_traversal_through_scripts_folder(tmp_path):
     (tmp_path / "scripts").mkdir()
     _script(tmp_path, "outside.py", GOOD)
-    with pytest.raises(UserScriptError, match="not found"):
+    with pytest.raises(UserScriptError, match="is a path, not a script of the scripts folder"):
         load_function("../outside", tmp_path / "scripts")
 
 
@@ -107,7 +130,7 @@ def test_signature_check(tmp_path):
     assert callable(load_function("sig7", tmp_path, n_args=6))  # bsdata has a default
 
 
-def test_importable_module(tmp_path):
+def test_importable_module(tmp_path, external_allowed):
     f = load_function("json", None, function_name="dumps")
     assert f({"a": 1}) == '{"a": 1}'
 

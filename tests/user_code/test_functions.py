@@ -73,11 +73,14 @@ def test_user_script_from_the_scripts_folder(pipelines: PipelineClient) -> None:
     assert pipelines.get_instance_config(instance_id)["function"] == "versioned"
 
 
-def test_user_script_by_file_path(pipelines: PipelineClient, tmp_path: Path) -> None:
+def test_user_script_by_file_path_only_with_allow_external_functions(pipelines: PipelineClient,
+                                                                     tmp_path: Path) -> None:
+    # The shared server runs without --allow_external_functions: a path is refused when the instance is created
+    # (tests/robustness/test_isolation.py runs one on a server that allows it).
     path = tmp_path / "elsewhere.py"
     path.write_text(VERSIONED.format(version=7))
-    _, stream = _create(pipelines, function=str(path))
-    assert values(receive(stream, 1)[0])["version"] == 7
+    with pytest.raises(ValueError, match="is a path, not a script of the scripts folder"):
+        _create(pipelines, function=str(path))
 
 
 def test_reload_takes_a_new_version_live_and_resets_itself(pipelines: PipelineClient) -> None:

@@ -26,6 +26,7 @@ from cam_server.pipeline.instance.loop import AbortInstance, InstanceLoop
 from cam_server.pipeline.instance.memory import MemoryLimitExceeded, MemoryWatchdog, memory_limit
 from cam_server.pipeline.instance.outcomes import EXIT_ABORTED, EXIT_FAILURE, EXIT_MEMORY, EXIT_OK
 from cam_server.pipeline.instance.output import open_output
+from cam_server.pipeline.instance.user_code import allow_external_functions
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.registry import PIPELINE_TYPES, PipelineType
 
@@ -85,6 +86,7 @@ def run_instance(control: InstanceControl, spec: InstanceSpec) -> None:
     """Run one pipeline instance until it should end; exits the process with the code described above."""
     _configure_threads()
     configure_memory()
+    allow_external_functions(spec.allow_external_functions)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{spec.instance_id}] %(name)s: "
                                                    "%(message)s")
     limit = memory_limit(spec)

@@ -1,7 +1,8 @@
 """Loading user processing functions and scripts (config keys ``function`` and ``reload``).
 
-A user names a script (``"my_proc"`` / ``"my_proc.py"`` in the scripts folder, or a path to a ``.py``
-file) or an importable module (``"package.module"``). Every way this can go wrong — missing file, syntax
+A user names a script (``"my_proc"`` / ``"my_proc.py"`` in the scripts folder) or, only on a pipeline server started
+with ``--allow_external_functions`` (:func:`allow_external_functions`), a path to a ``.py`` file or an importable
+module (``"package.module"``). Every way this can go wrong — missing file, syntax
 error, exception at import, missing or non-callable function, wrong return type — becomes a
 :class:`UserScriptError` whose message says which script, which line and what to fix, so the pipeline
 server can report it instead of crashing.
@@ -24,11 +25,23 @@ from typing import Any
 
 from cam_server.common.errors import CamServerError
 from cam_server.pipeline.config import PipelineConfig
+from cam_server.pipeline.function_names import ALLOW_OPTION, external_function, refusal, script_in_folder
 
 log = logging.getLogger(__name__)
 
 _cache: dict[str, ModuleType] = {}
 _cache_lock = threading.Lock()
+# Whether a name may be any .py path or importable module (the pipeline server's --allow_external_functions; the
+# instance sets it from its spec). Off: only scripts of the scripts folder (function_names.py).
+_external_allowed = False
+
+
+def allow_external_functions(allowed: bool) -> bool:
+    """Let names be any ``.py`` path or importable module (True) or only scripts of the scripts folder (False, the
+    default), for this process; returns the previous setting."""
+    global _external_allowed
+    previous, _external_allowed = _external_allowed, bool(allowed)
+    return previous
 
 
 class UserScriptError(CamServerError):
@@ -45,14 +58,13 @@ def resolve_script(name_or_path: str, scripts_folder: str | os.PathLike | None) 
     """Absolute path of the script file, or None when the name does not refer to a file.
 
     Tried in order: for a bare name (no folder), ``<scripts_folder>/<name>`` and ``<scripts_folder>/<name>.py``
-    (so an uploaded script wins over a same-named file in the server's working directory); then an existing
-    path as given (absolute, or relative to the working directory, only when it ends with ``.py``).
+    (so an uploaded script wins over a same-named file in the server's working directory); then, only when external
+    functions are allowed (:func:`allow_external_functions`), an existing path as given (absolute, or relative to
+    the working directory, only when it ends with ``.py``).
     """
-    if scripts_folder and os.path.basename(name_or_path) == name_or_path and name_or_path not in (".", ".."):
-        for candidate in (name_or_path, name_or_path + ".py"):
-            path = os.path.join(os.fspath(scripts_folder), candidate)
-            if candidate.endswith(".py") and os.path.isfile(path):
-                return os.path.abspath(path)
+    in_folder = script_in_folder(name_or_path, scripts_folder)
+    if in_folder is not None or not _external_allowed:
+        return in_folder
     if name_or_path.endswith(".py") and os.path.isfile(name_or_path):
         return os.path.abspath(name_or_path)
     return None
@@ -64,6 +76,10 @@ def load_module(name_or_path: str, scripts_folder: str | os.PathLike | None = No
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise UserScriptError(f"script name must be a non-empty string, got {name_or_path!r}")
     name_or_path = name_or_path.strip()
+    if not _external_allowed:
+        reason = external_function(name_or_path, scripts_folder)
+        if reason is not None:
+            raise UserScriptError(refusal(reason))
     path = resolve_script(name_or_path, scripts_folder)
     key = path or name_or_path
     with _cache_lock:
@@ -159,6 +175,10 @@ def _import_module(name: str, scripts_folder: str | os.PathLike | None, reload: 
     if "/" in name or os.sep in name or name.endswith(".py"):
         where = f" (scripts folder: {os.fspath(scripts_folder)})" if scripts_folder else ""
         raise UserScriptError(f"script '{name}' not found{where}")
+    if not _external_allowed:
+        where = f" in the scripts folder {os.fspath(scripts_folder)}" if scripts_folder else ""
+        raise UserScriptError(f"script '{name}' not found{where} (modules are importable only when the pipeline "
+                              f"server is started with {ALLOW_OPTION})")
     try:
         if reload and name in sys.modules:
             return importlib.reload(sys.modules[name])

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import requests
 
+from cam_server.bsread.address import listen_endpoint
 from cam_server.common.errors import CamServerError, Conflict, InvalidConfig, NotFound, SourceUnavailable
 from cam_server.common.instances import InstanceTable
 from cam_server.common.limits import DEFAULT_MAX_BLOCKING, Cancelled, Gate
@@ -39,6 +40,7 @@ from cam_server.common.psi_stats import format_time, psi_statistics
 from cam_server.common.usage import server_usage
 from cam_server.pipeline.config import expand_config, parse_pipeline_config, update_config
 from cam_server.pipeline.file_path import FileOutputError, resolve_output_file
+from cam_server.pipeline.function_names import external_function, refusal
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.registry import DEFAULT_TYPE, INSTANCE_ENTRY, PIPELINE_TYPES
 from cam_server.pipeline.server.backgrounds import BackgroundStore, average_stream_images, check_n_images
@@ -90,11 +92,14 @@ class PipelineManager:
                  scripts_folder: str, hostname: str, target: Callable[..., Any] | None = None,
                  stop_timeout: float = 3.0, file_folder: str | None = None,
                  max_blocking: int = DEFAULT_MAX_BLOCKING,
-                 instance_memory_limit: int = 0) -> None:
+                 instance_memory_limit: int = 0, stream_interface: str | None = None,
+                 allow_external_functions: bool = False) -> None:
         self.cam_client = cam_client
         # What holds a REST thread for seconds (instance starts, which wait for the camera; calls to the camera
         # server): at most max_blocking at once, more are refused (429).
         self.blocking = Gate(max_blocking, "blocking requests (instance starts, camera server calls)")
+        self.stream_interface = stream_interface  # where instance streams listen (None: every interface)
+        self.allow_external_functions = allow_external_functions  # `function` may be any .py path or module
         self.config_store = config_store
         self.background_store = background_store
         self.scripts_folder = str(scripts_folder)
@@ -125,6 +130,7 @@ class PipelineManager:
         validate_pipeline_name(name)
         expanded = expand_config(config)
         self._check_output_file(expanded)
+        self._check_function(expanded)
         self._check_camera_known(expanded)
         self._check_background(expanded)
         self.config_store.save(name, expanded)
@@ -293,6 +299,7 @@ class PipelineManager:
                            "Create a private instance (create_instance_from_name/config) to change parameters.")
         new = update_config(instance.config, update)
         self._check_structural(instance, new)
+        self._check_function(new)
         self._check_background(new)
         with self._instances.lock:
             # Re-merge on the newest config in case another client changed it meanwhile.
@@ -453,6 +460,13 @@ class PipelineManager:
             except FileOutputError as exc:
                 raise InvalidConfig(str(exc)) from None
 
+    def _check_function(self, config: dict[str, Any]) -> None:
+        """A ``function`` outside the built-ins and the scripts folder is a 400 unless the server allows it."""
+        if not self.allow_external_functions:
+            reason = external_function(config.get("function"), self.scripts_folder)
+            if reason is not None:
+                raise InvalidConfig(refusal(reason))
+
     @staticmethod
     def _alive(instance: _Instance) -> bool:
         return instance.process is None or instance.process.is_alive()
@@ -486,6 +500,7 @@ class PipelineManager:
         if instance_id is not None and instance_id in self._instances:
             self.reap()  # a finished, not yet reaped instance must not block its id
         self._check_output_file(expanded)
+        self._check_function(expanded)
         camera_stream = self._resolve_inputs(expanded)
         self._check_background(expanded)
         target = self._target or _default_target()
@@ -504,14 +519,18 @@ class PipelineManager:
             instance = _Instance(instance_id, _without_reload(expanded), f"tcp://{self.hostname}:{port}", port,
                                  read_only, camera_stream, requested)
             self._instances.add(instance_id, instance)
-        spec = InstanceSpec(instance_id=instance_id, config=model, output_endpoint=f"tcp://*:{port}",
+        spec = InstanceSpec(instance_id=instance_id, config=model,
+                            output_endpoint=listen_endpoint(self.stream_interface, port),
                             stream_address=instance.stream_address, camera_stream=camera_stream,
                             cam_server_url=self.cam_client.get_address(),
                             background_folder=str(self.background_store.folder), scripts_folder=self.scripts_folder,
                             file_folder=self.file_folder, protected_folders=self.protected_folders,
-                            memory_limit=self.instance_memory_limit)
+                            memory_limit=self.instance_memory_limit,
+                            stream_interface=self.stream_interface,
+                            allow_external_functions=self.allow_external_functions)
         try:
-            process = InstanceProcess(instance_id, target, (spec,), preload=self._preload())
+            process = InstanceProcess(instance_id, target, (spec,), preload=self._preload(),
+                                      ports=_listening_ports(port, expanded))
             process.start()
         except Exception as exc:
             self._instances.remove(instance_id, instance)
@@ -609,6 +628,16 @@ def protected_folders(config_store: SavedConfigs, background_store: BackgroundSt
     return {"pipeline config": str(config_store.folder.absolute()),
             "background": str(background_store.folder.absolute()),
             "user scripts": os.path.abspath(scripts_folder)}
+
+
+def _listening_ports(port: int, config: dict[str, Any]) -> tuple[int, ...]:
+    """The TCP ports an instance listens on: its output, and the input a fan-in binds."""
+    ports = [port]
+    if PIPELINE_TYPES[config["pipeline_type"]].binds_input and config.get("input_stream"):
+        tail = str(config["input_stream"]).rpartition(":")[2]
+        if tail.isdigit():
+            ports.append(int(tail))
+    return tuple(ports)
 
 
 def _how_it_ended(record: dict[str, Any]) -> str:

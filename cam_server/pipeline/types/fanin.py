@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 
 from cam_server.bsread import PULL, Message, Source, Wakeup
+from cam_server.bsread.address import listen_endpoint
 from cam_server.bsread.endpoints import BIND, endpoint_port
 from cam_server.common.errors import InvalidConfig
 from cam_server.common.process import InstanceControl
@@ -44,8 +45,9 @@ class _Late:
 LATE = _Late()
 
 
-def bind_endpoint(config: PipelineConfig) -> str:
-    """``tcp://*:<port>`` of the fan-in's ``input_stream``; clear errors for a missing address or SUB mode."""
+def bind_endpoint(config: PipelineConfig, interface: str | None = None) -> str:
+    """``tcp://<interface>:<port>`` (default ``*``) of the fan-in's ``input_stream``; clear errors for a missing
+    address or SUB mode."""
     address = config.input_stream
     if not address:
         raise InvalidConfig("fanin pipeline has no input address: give input_stream (tcp://host:port) or let the "
@@ -56,15 +58,16 @@ def bind_endpoint(config: PipelineConfig) -> str:
     port = endpoint_port(address)
     if port is None:
         raise InvalidConfig(f"fanin input_stream must be tcp://host:port, got {address!r}")
-    return f"tcp://*:{port}"
+    return listen_endpoint(interface, port)
 
 
 class FaninInput:
     """Bound PULL input with pulse-id reordering; ``receive()`` returns the next message in order, :data:`LATE`
     for a dropped one, or None after a receive timeout."""
 
-    def __init__(self, config: PipelineConfig, context: zmq.Context | None = None) -> None:
-        self.endpoint = bind_endpoint(config)
+    def __init__(self, config: PipelineConfig, context: zmq.Context | None = None,
+                 interface: str | None = None) -> None:
+        self.endpoint = bind_endpoint(config, interface)
         self._context = context
         self._source: Source | None = None
         self._buffer = PidReorderBuffer(config.pid_buffer)
@@ -142,7 +145,7 @@ def run_fanin_pipeline(control: InstanceControl, spec: InstanceSpec) -> int:
     config = spec.config
     handler = FaninHandler(config)
     context = zmq.Context(io_threads=2)
-    source = FaninInput(config, context)
+    source = FaninInput(config, context, spec.stream_interface)
     output = open_output(spec, context)
     try:
         source.connect()
