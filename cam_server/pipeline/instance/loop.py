@@ -70,6 +70,7 @@ class InstanceLoop:
         self.source = source
         self.output = output
         self.stats = control.stats
+        self.histograms = control.histograms  # GET /metrics: processing time and end-to-end latency per frame
         self.rate = RateMeter(control.stats)
         self.rate_in = RateMeter(control.stats, "rate_in", throughput_field=None)
         self.report = _ErrorReporter(control)
@@ -118,6 +119,7 @@ class InstanceLoop:
                 self.rate_in.expire(RATE_STALE_S)
                 continue
             stats.add("frames_in")
+            received = time.time()
             self.rate_in.tick()
             if isinstance(message, Message) and message.data.format_changed:  # custom pipelines get call times
                 self._note_frame_shape(message)
@@ -130,6 +132,7 @@ class InstanceLoop:
                 self._dropped_prepare += 1
                 self._update_dropped()
                 continue
+            job.received = received
             if dispatch(job):
                 return
 
@@ -181,6 +184,18 @@ class InstanceLoop:
         if failure:
             raise failure[0]
 
+    def _observe(self, job: Job) -> None:
+        """A frame was sent: its processing time (receive → send) and end-to-end latency (its global timestamp →
+        send) into the shared histograms (a few hundred ns, no allocation)."""
+        now = time.time()
+        histograms = self.histograms
+        if job.received:
+            histograms.processing.observe(now - job.received)
+        seconds, nanoseconds = job.timestamp
+        if seconds > 0:
+            latency = now - seconds - nanoseconds * 1e-9
+            histograms.latency.observe(latency if latency > 0.0 else 0.0)
+
     def _update_dropped(self) -> None:
         """Frames dropped by gates / functions returning None, by the output (queue full, enforce_pid) and by the
         input (bsread merge: frames without data)."""
@@ -226,6 +241,7 @@ class InstanceLoop:
             return False
         if sent:
             self.rate.sent(self.output.bytes_sent)
+            self._observe(job)
         self._update_dropped()
         if self.output.finished:
             self.end_reason = f"{self.output.records} records sent"
