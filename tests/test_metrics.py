@@ -163,3 +163,23 @@ def test_histogram_buckets_and_cost():
     per_call = (time.perf_counter() - start) / n
     print(f"histogram observe: {per_call * 1e9:.0f} ns")
     assert per_call < 2e-6
+
+
+@pytest.mark.unit
+def test_grafana_dashboard_uses_exported_series():
+    """docs/grafana-dashboard.json is valid JSON and every cam_server_* series it queries is one we export."""
+    import json
+    import re
+    from pathlib import Path
+
+    from cam_server.common.histograms import HISTOGRAMS
+    from cam_server.rest import metrics
+
+    dashboard = json.loads((Path(__file__).parent.parent / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {re.sub(r"_(bucket|total|count|sum)$", "", n) for e in exprs for n in re.findall(r"cam_server_\w+", e)}
+    exported = {metrics.PREFIX + name for name, _ in (*metrics.COUNTERS.values(), *metrics.GAUGES.values())}
+    exported |= {metrics.PREFIX + n for n in (*HISTOGRAMS, "dropped", "cpu_seconds", "memory_rss_bytes", "restarts")}
+    exported |= {"cam_server_instances", "cam_server_http_requests", "cam_server_http_request_duration_seconds"}
+    assert used and used <= exported, used - exported
+    assert len(dashboard["panels"]) >= 10
