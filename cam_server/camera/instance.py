@@ -105,6 +105,7 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
     rate_in = RateMeter(stats, "rate_in", throughput_field=None)
     publisher = CameraPublisher(sender, config)
     counters = _SourceCounters(stats)
+    latency = control.histograms.latency  # GET /metrics: frame timestamp → sent, per frame
     connections = 0  # the sender's count of client connections at the last check
     frame_shape = None  # the publisher's, as last written to the statistics
     current = [source]  # the source a config change may replace; a stop request interrupts whichever is current
@@ -169,6 +170,8 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
                 continue
             if sent:
                 rate.sent(sender.bytes_sent)
+                age = time.time() - frame.timestamp
+                latency.observe(age if age > 0.0 else 0.0)
             else:
                 stats.add("dropped")
             if publisher.frame_shape is not frame_shape:  # a new layout (geometry, dtype, channels)

@@ -225,6 +225,12 @@ class CameraInstanceManager:
         active = {c: i.info() for c, i in instances.items()}
         return {"active_instances": {c: i for c, i in active.items() if i["is_running"]}, "finished_instances": ended}
 
+    def metrics_instances(self) -> list[dict[str, Any]]:
+        """What ``GET /metrics`` reads of each instance, without asking it anything: ``instance_id``, ``camera``,
+        ``pipeline_type`` ("" here), ``process`` and ``restarts`` (its earlier runs that ended by themselves)."""
+        return [{"instance_id": c, "camera": i.camera, "pipeline_type": "", "process": i.process,
+                 "restarts": self._table.ended_runs(c)} for c, i in self._table.items()]
+
     def is_online(self, name: str) -> tuple[bool, str]:
         """(online, why) for camera ``name`` (or alias), checked without starting its stream (see
         :mod:`cam_server.camera.online`); NotFound for an unknown camera."""

@@ -82,6 +82,11 @@ class InstanceTable(Generic[T]):
             runs = self._ended.get(key)
             return None if runs is None else _with_history(runs)
 
+    def ended_runs(self, key: str) -> int:
+        """How many ended runs of ``key`` are remembered (at most ``per_id``): its restarts, for ``GET /metrics``."""
+        with self.lock:
+            return len(self._ended.get(key, ()))
+
     def __contains__(self, key: str) -> bool:
         with self.lock:
             return key in self._running

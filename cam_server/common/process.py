@@ -45,6 +45,8 @@ from typing import Any
 
 import psutil
 
+from cam_server.common.histograms import InstanceHistograms
+
 log = logging.getLogger(__name__)
 
 STAT_FIELDS = (
@@ -237,6 +239,7 @@ class InstanceControl:
         self._send_lock = threading.Lock()
         self._errors = ctx.Queue()
         self.stats = SharedStats(ctx)
+        self.histograms = InstanceHistograms(ctx)  # processing time and latency (GET /metrics), per frame
         # Stream reservations (parent: reserve(); child: held()): a client was handed the stream address and will
         # connect; until it does (or the reservation expires), "no clients" must not end the instance.
         self._reserved = ctx.RawValue("q", 0)  # reservations made (parent)
@@ -932,6 +935,17 @@ class InstanceProcess:
             "last_error": self.last_error,
             "last_error_time": self.last_error_time,
         }
+
+    def usage(self) -> tuple[float, int] | None:
+        """(CPU seconds, user + system, RSS bytes) of the running instance, or None (ended, not readable)."""
+        if self._ps is None or not self.is_alive():
+            return None
+        try:
+            with self._ps.oneshot():
+                times = self._ps.cpu_times()
+                return times.user + times.system, self._ps.memory_info().rss
+        except psutil.Error:
+            return None
 
 
 def reserve_port(host: str = "0.0.0.0", exclude: set[int] | None = None) -> int:

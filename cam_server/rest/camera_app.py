@@ -31,6 +31,7 @@ from cam_server.processing.camera_transforms import camera_geometry
 from cam_server.rest.auth import install_auth
 from cam_server.rest.envelope import install_error_handlers, json_body, ok
 from cam_server.rest.long_requests import DEFAULT_MAX_LONG, LongRequests, set_thread_pool_size
+from cam_server.rest.metrics import install_metrics
 from cam_server.rest.schemas import (
     PNG,
     AliasesAnswer,
@@ -209,6 +210,8 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
     bodies.install(app)
     # The live view: GET /, /view/<camera_name> and its WebSocket (see rest/view/routes.py).
     install_view_routes(app, CameraTarget(manager))
+    # GET /metrics (Prometheus) and the REST request counters (see rest/metrics.py).
+    install_metrics(app, "camera", manager.metrics_instances)
     install_auth(app, api_token)
     return app
 

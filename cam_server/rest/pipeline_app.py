@@ -49,6 +49,7 @@ from cam_server.rest.envelope import (
     read_limited,
 )
 from cam_server.rest.long_requests import DEFAULT_MAX_LONG, JOB_WAIT_CAP_S, LongRequests, set_thread_pool_size
+from cam_server.rest.metrics import install_metrics
 from cam_server.rest.schemas import (
     PNG,
     BackgroundIdAnswer,
@@ -325,6 +326,8 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
     bodies.install(app)
     # The live view: GET /, /view/<instance_id> and its WebSocket (see rest/view/routes.py).
     install_view_routes(app, PipelineTarget(manager))
+    # GET /metrics (Prometheus) and the REST request counters (see rest/metrics.py).
+    install_metrics(app, "pipeline", manager.metrics_instances)
     install_auth(app, api_token)
     return app
 

@@ -71,6 +71,7 @@ class InstanceLoop:
         self.source = source
         self.output = output
         self.stats = control.stats
+        self.histograms = control.histograms  # GET /metrics: processing time and end-to-end latency per frame
         self.rate = RateMeter(control.stats)
         self.rate_in = RateMeter(control.stats, "rate_in", throughput_field=None)
         self.report = _ErrorReporter(control)
@@ -136,6 +137,7 @@ class InstanceLoop:
                 if not self._input_counts:
                     self.rate_in.expire(RATE_STALE_S)
                 continue
+            received = time.time()
             if not self._input_counts:
                 stats.add("frames_in")
                 self.rate_in.tick()
@@ -150,6 +152,7 @@ class InstanceLoop:
                 self._dropped_prepare += 1
                 self._update_dropped()
                 continue
+            job.received = received
             if dispatch(job):
                 return
 
@@ -200,6 +203,18 @@ class InstanceLoop:
             executor.shutdown(wait=True, cancel_futures=True)
         if failure:
             raise failure[0]
+
+    def _observe(self, job: Job) -> None:
+        """A frame was sent: its processing time (receive → send) and end-to-end latency (its global timestamp →
+        send) into the shared histograms (a few hundred ns, no allocation)."""
+        now = time.time()
+        histograms = self.histograms
+        if job.received:
+            histograms.processing.observe(now - job.received)
+        seconds, nanoseconds = job.timestamp
+        if seconds > 0:
+            latency = now - seconds - nanoseconds * 1e-9
+            histograms.latency.observe(latency if latency > 0.0 else 0.0)
 
     def _update_dropped(self) -> None:
         """``dropped`` and its parts: ``dropped_gates`` (held back on purpose: gates, empty images, functions
@@ -263,6 +278,7 @@ class InstanceLoop:
             return False
         if sent:
             self.rate.sent(self.output.bytes_sent)
+            self._observe(job)
         self._update_dropped()
         if self.output.finished:
             self.end_reason = f"{self.output.records} records sent"

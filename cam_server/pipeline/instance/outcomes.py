@@ -27,3 +27,4 @@ class Job:
     pulse_id: int
     timestamp: tuple[int, int]
     compute: Callable[[], dict[str, Any] | None]
+    received: float = 0.0  # wall clock of the message's receive (set by the loop: the processing time histogram)

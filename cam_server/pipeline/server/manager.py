@@ -341,6 +341,14 @@ class PipelineManager:
                   if i.process is not None and i.process.is_alive()}
         return {**server_usage(), "active_instances": active, "finished_instances": finished}
 
+    def metrics_instances(self) -> list[dict[str, Any]]:
+        """What ``GET /metrics`` reads of each started instance, without asking it anything: ``instance_id``,
+        ``camera``, ``pipeline_type``, ``process`` and ``restarts`` (earlier runs of its id that ended)."""
+        return [{"instance_id": iid, "camera": i.config.get("camera_name") or "",
+                 "pipeline_type": i.config.get("pipeline_type") or "", "process": i.process,
+                 "restarts": self._instances.ended_runs(iid)}
+                for iid, i in self._instances.items() if i.process is not None]
+
     def stop_instance(self, instance_id: str) -> None:
         validate_name(instance_id, "instance id")
         if self._instances.stop(instance_id) is None:
