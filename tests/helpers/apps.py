@@ -84,7 +84,8 @@ def camera_app(tmp_path: Path, config_dir: Path | None = None, api_token: str | 
     base = copy_config(tmp_path, "camera_config", config_dir)
     manager = CameraInstanceManager(CameraConfigStore(base), hostname="127.0.0.1")
     logs = LogRing()
-    with _local(create_camera_app(manager, ScriptStore(tmp_path / "camera_user_scripts"), logs, api_token), base,
+    with _local(create_camera_app(manager, ScriptStore(tmp_path / "camera_user_scripts"), logs, api_token=api_token),
+                base,
                 logs) as local:
         yield local
 
@@ -103,7 +104,7 @@ def pipeline_app(tmp_path: Path, cam_url: str, config_dir: Path | None = None, a
     manager = PipelineManager(CamClient(cam_url), SavedConfigs(base), BackgroundStore(backgrounds), str(scripts),
                               "127.0.0.1")
     logs = LogRing()
-    with _local(create_pipeline_app(manager, logs, api_token), base, logs, backgrounds) as local:
+    with _local(create_pipeline_app(manager, logs, api_token=api_token), base, logs, backgrounds) as local:
         yield local
 
 
