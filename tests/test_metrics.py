@@ -65,7 +65,9 @@ def test_both_servers_export_instances_under_load(servers, client):
         assert value(second, "cam_server_instance_memory_rss_bytes", **labels) > 10e6
         assert value(second, "cam_server_instance_clients", **labels) >= (1 if labels is camera else 0)
         assert value(second, "cam_server_instance_processing_errors_total", **labels) == 0
-        assert value(second, "cam_server_instance_restarts", **labels) == 0
+        # Earlier tests on the shared servers may have ended runs of the same id: only no new ones meanwhile.
+        assert value(second, "cam_server_instance_restarts", **labels) == value(first, "cam_server_instance_restarts",
+                                                                                **labels)
         assert value(second, "cam_server_instance_dropped_total", reason="other", **labels) is not None
         # the end-to-end latency histogram is filled by the instance (shared memory), one bucket per frame
         count = value(second, "cam_server_instance_latency_seconds_count", **labels)
