@@ -11,6 +11,7 @@ they can for ``--seconds``; prints req/s and p50/p99 in ms, and the PSS / RSS of
 
     .venv/bin/python benchmarks/bench_pipeline_rest.py [--n 40] [--clients 8]
     .venv/bin/python benchmarks/bench_pipeline_rest.py --info [--clients 8] [--instances 4] [--seconds 10]
+    .venv/bin/python benchmarks/bench_pipeline_rest.py --info --instances 1 --camera-size 2560x2160 --frame-rate 100
 """
 
 from __future__ import annotations
@@ -99,9 +100,17 @@ def info_benchmark(args: argparse.Namespace) -> None:
             pipeline_server(Path(tmp), cam.url, log_level="WARNING") as pipe:
         api = f"{pipe.url}/api/v1/pipeline"
         session = requests.Session()
+        if args.camera_size:  # a simulated camera of that size (uint16) for the instances to read
+            width, height = (int(v) for v in args.camera_size.lower().split("x"))
+            camera = {"name": "bench_size", "source": "simulation", "source_type": "simulation", "size_x": width,
+                      "size_y": height, "frame_rate": args.frame_rate, "dtype": "uint16", "mirror_x": False,
+                      "mirror_y": False, "rotate": 0, "camera_calibration": None}
+            r = session.post(f"{cam.url}/api/v1/cam/bench_size/config", json=camera, timeout=30)
+            r.raise_for_status()
+            CONFIG["camera_name"] = "bench_size"
         ids = [session.post(api, json={**CONFIG, "no_client_timeout": 0}, timeout=60).json()["instance_id"]
                for _ in range(args.instances)]
-        time.sleep(2)  # streaming, and the first cpu figures are in
+        time.sleep(args.settle)  # streaming, and the first cpu figures are in
         urls = [f"{api}/info"] + ([f"{api}/instance/{ids[0]}/info"] if args.instance_info and ids else [])
         print(f"config: {json.dumps(CONFIG)}, {args.instances} instances, {args.clients} clients, {args.seconds:g} s\n")
         print("| route                                |   req/s |   p50 ms |   p99 ms |")
@@ -111,6 +120,8 @@ def info_benchmark(args: argparse.Namespace) -> None:
             rate, lat = read_info(url, args.clients, args.seconds)
             name = url.removeprefix(pipe.url).replace(ids[0], "<id>") if ids else url.removeprefix(pipe.url)
             print(f"| {name:<36} | {rate:>7.0f} | {percentile(lat, 0.5):>8.2f} | {percentile(lat, 0.99):>8.2f} |")
+        active = session.get(f"{api}/info", timeout=30).json()["info"]["active_instances"]
+        time.sleep(5.5)  # PSS is refreshed at most every 5 s: read one taken while streaming, not at the start
         active = session.get(f"{api}/info", timeout=30).json()["info"]["active_instances"]
         for iid, info in active.items():
             stats = info["statistics"]
@@ -130,6 +141,10 @@ def main() -> None:
     parser.add_argument("--instance-info", action="store_true", help="with --info: also an instance's info route")
     parser.add_argument("--instances", type=int, default=4, help="with --info: running instances")
     parser.add_argument("--seconds", type=float, default=10.0, help="with --info: seconds per route")
+    parser.add_argument("--camera-size", default="", help="with --info: a simulated uint16 camera WxH to read, "
+                        "e.g. 2560x2160")
+    parser.add_argument("--frame-rate", type=float, default=10.0, help="with --camera-size: its frame rate")
+    parser.add_argument("--settle", type=float, default=2.0, help="with --info: seconds before measuring")
     args = parser.parse_args()
     CONFIG.clear()
     CONFIG.update(json.loads(args.config))
