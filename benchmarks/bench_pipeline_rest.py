@@ -5,18 +5,26 @@ copy), then measures
 ``POST /api/v1/pipeline`` (create, incl. the camera server call and the process start) and
 ``DELETE /api/v1/pipeline/<id>`` (stop, incl. joining the process). Prints a table with p50/p99 in ms.
 
+With ``--info``: read-only throughput instead. ``--instances`` pipeline instances run (simulation camera); ``--clients``
+clients read ``GET /api/v1/pipeline/info`` (and, with ``--instance-info``, an instance's ``info``) as fast as
+they can for ``--seconds``; prints req/s and p50/p99 in ms, and the PSS / RSS of each instance (issue 13).
+
     .venv/bin/python benchmarks/bench_pipeline_rest.py [--n 40] [--clients 8]
+    .venv/bin/python benchmarks/bench_pipeline_rest.py --info [--clients 8] [--instances 4] [--seconds 10]
+    .venv/bin/python benchmarks/bench_pipeline_rest.py --info --instances 1 --camera-size 2560x2160 --frame-rate 100
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import requests
@@ -56,14 +64,103 @@ def row(name: str, values: list[float]) -> str:
             f"| {statistics.mean(values):>8.1f} |")
 
 
+def read_info(url: str, clients: int, seconds: float) -> tuple[float, list[float]]:
+    """``clients`` threads GET ``url`` for ``seconds``; (requests/s, latencies in ms)."""
+    latencies: list[float] = []
+    errors: list[Exception] = []
+    stop_at = time.perf_counter() + seconds
+
+    parts = urllib.parse.urlsplit(url)
+
+    def client() -> None:
+        # http.client on one kept-alive connection: a third of requests' own cost per request, so that the clients
+        # (threads of this one process, on the same machine) measure the server more than themselves.
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        mine = []
+        try:
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                conn.request("GET", parts.path)
+                r = conn.getresponse()
+                body = r.read()
+                mine.append((time.perf_counter() - t0) * 1e3)
+                if r.status != 200:
+                    raise RuntimeError(body)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            conn.close()
+        latencies.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return len(latencies) / wall, latencies
+
+
+def info_benchmark(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench_pipeline_rest_") as tmp, \
+            camera_server(Path(tmp), log_level="WARNING") as cam, \
+            pipeline_server(Path(tmp), cam.url, log_level="WARNING") as pipe:
+        api = f"{pipe.url}/api/v1/pipeline"
+        session = requests.Session()
+        if args.camera_size:  # a simulated camera of that size (uint16) for the instances to read
+            width, height = (int(v) for v in args.camera_size.lower().split("x"))
+            camera = {"name": "bench_size", "source": "simulation", "source_type": "simulation", "size_x": width,
+                      "size_y": height, "frame_rate": args.frame_rate, "dtype": "uint16", "mirror_x": False,
+                      "mirror_y": False, "rotate": 0, "camera_calibration": None}
+            r = session.post(f"{cam.url}/api/v1/cam/bench_size/config", json=camera, timeout=30)
+            r.raise_for_status()
+            CONFIG["camera_name"] = "bench_size"
+        ids = [session.post(api, json={**CONFIG, "no_client_timeout": 0}, timeout=60).json()["instance_id"]
+               for _ in range(args.instances)]
+        time.sleep(args.settle)  # streaming, and the first cpu figures are in
+        urls = [f"{api}/info"] + ([f"{api}/instance/{ids[0]}/info"] if args.instance_info and ids else [])
+        print(f"config: {json.dumps(CONFIG)}, {args.instances} instances, {args.clients} clients, {args.seconds:g} s\n")
+        print("| route                                |   req/s |   p50 ms |   p99 ms |")
+        print("|--------------------------------------|---------|----------|----------|")
+        for url in urls:
+            read_info(url, args.clients, 1.0)  # warm-up
+            rate, lat = read_info(url, args.clients, args.seconds)
+            name = url.removeprefix(pipe.url).replace(ids[0], "<id>") if ids else url.removeprefix(pipe.url)
+            print(f"| {name:<36} | {rate:>7.0f} | {percentile(lat, 0.5):>8.2f} | {percentile(lat, 0.99):>8.2f} |")
+        active = session.get(f"{api}/info", timeout=30).json()["info"]["active_instances"]
+        time.sleep(5.5)  # PSS is refreshed at most every 5 s: read one taken while streaming, not at the start
+        active = session.get(f"{api}/info", timeout=30).json()["info"]["active_instances"]
+        for iid, info in active.items():
+            stats = info["statistics"]
+            pss, rss = stats.get("memory_pss"), stats.get("memory_rss")
+            print(f"instance {iid[:8]}: PSS {pss / 2**20 if pss else float('nan'):.1f} MiB, "
+                  f"RSS {rss / 2**20 if rss else float('nan'):.1f} MiB, frame {stats.get('frame_shape')}")
+        for iid in ids:
+            session.delete(f"{api}/{iid}", timeout=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=40, help="create+stop cycles per client")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--config", default=json.dumps(CONFIG), help="pipeline config of the created instances")
+    parser.add_argument("--info", action="store_true", help="measure GET .../info throughput instead")
+    parser.add_argument("--instance-info", action="store_true", help="with --info: also an instance's info route")
+    parser.add_argument("--instances", type=int, default=4, help="with --info: running instances")
+    parser.add_argument("--seconds", type=float, default=10.0, help="with --info: seconds per route")
+    parser.add_argument("--camera-size", default="", help="with --info: a simulated uint16 camera WxH to read, "
+                        "e.g. 2560x2160")
+    parser.add_argument("--frame-rate", type=float, default=10.0, help="with --camera-size: its frame rate")
+    parser.add_argument("--settle", type=float, default=2.0, help="with --info: seconds before measuring")
     args = parser.parse_args()
     CONFIG.clear()
     CONFIG.update(json.loads(args.config))
+    if args.info:
+        info_benchmark(args)
+        return
 
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_rest_") as tmp, \
             camera_server(Path(tmp), log_level="WARNING") as cam, \

@@ -36,6 +36,7 @@ import multiprocessing as mp
 import multiprocessing.connection
 import os
 import queue
+import select
 import signal
 import socket
 import threading
@@ -142,6 +143,10 @@ class SharedStats:
 
     def __init__(self, ctx: Any) -> None:
         self._values = ctx.RawArray("d", len(STAT_FIELDS))
+        self._view: memoryview | None = None  # reader side: all fields in one copy (not pickled to the child)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_values": self._values, "_view": None}
 
     def add(self, name: str, n: float = 1) -> None:
         self._values[_INDEX[name]] += n
@@ -162,7 +167,9 @@ class SharedStats:
     def snapshot(self) -> dict[str, Any]:
         """Every field; ``state`` by name, and rates whose last event is older than RATE_STALE_S as 0 (a stalled
         instance must not show its last rate for ever, whatever its loop is blocked in)."""
-        values = list(self._values)
+        if self._view is None:
+            self._view = memoryview(self._values).cast("B").cast("d")
+        values = self._view.tolist()
         out: dict[str, Any] = {}
         for name, value in zip(STAT_FIELDS, values, strict=True):
             out[name] = int(value) if name in _INT_FIELDS else value
@@ -226,6 +233,70 @@ class RateMeter:
             self._count, self._bytes, self._since = 0, 0, now
 
 
+USAGE_MAX_AGE_S = 1.0  # cpu and RSS of a process are read at most this often (info routes answer from the cache)
+PSS_MAX_AGE_S = 5.0    # PSS reads /proc/<pid>/smaps_rollup, which walks every mapping: at most this often
+
+
+class ProcessUsage:
+    """cpu (percent of one core) and memory (RSS, PSS) of one process, read from the OS at most every ``max_age``
+    seconds (PSS every ``pss_max_age``) and served from memory in between.
+
+    Why: every ``GET .../info`` used to read /proc for each instance; under many concurrent readers those reads
+    were most of the route's cost. A reader that finds the figures older than ``max_age`` refreshes them under the
+    lock; readers arriving meanwhile wait for that one refresh instead of each making their own (the lock is only
+    ever held for the /proc reads, never by instance starts or stops). ``refreshes`` / ``pss_refreshes`` count the
+    reads made (for tests and benchmarks). PSS counts the pages shared with the fork server and the sibling
+    instances at their share only: the instance's own memory, unlike RSS.
+    """
+
+    def __init__(self, pid: int | None = None, max_age: float = USAGE_MAX_AGE_S,
+                 pss_max_age: float = PSS_MAX_AGE_S, pss: bool = True) -> None:
+        self._ps: psutil.Process | None
+        try:
+            self._ps = psutil.Process(pid)
+            self._ps.cpu_percent(None)  # the first cpu figure is measured from here
+        except psutil.Error:
+            self._ps = None
+        self._max_age, self._pss_max_age, self._with_pss = max_age, pss_max_age, pss
+        self._lock = threading.Lock()
+        self._stamp = self._pss_stamp = -float("inf")  # time.monotonic() of the last reads
+        self._figures: dict[str, Any] = {"cpu_percent": None, "memory_rss": None, "memory_pss": None}
+        self.refreshes = 0
+        self.pss_refreshes = 0
+
+    def read(self) -> dict[str, Any]:
+        """``{"cpu_percent", "memory_rss", "memory_pss"}`` (None when the process is gone or unreadable); the
+        same dict object until the next refresh: do not change it."""
+        now = time.monotonic()
+        if now - self._stamp < self._max_age or self._ps is None:
+            return self._figures
+        with self._lock:
+            now = time.monotonic()
+            if now - self._stamp >= self._max_age:  # nobody refreshed while we waited for the lock
+                self._refresh(now)
+        return self._figures
+
+    def _refresh(self, now: float) -> None:
+        figures = dict(self._figures)
+        assert self._ps is not None
+        try:
+            with self._ps.oneshot():
+                figures["cpu_percent"] = self._ps.cpu_percent(None)
+                figures["memory_rss"] = self._ps.memory_info().rss
+            self.refreshes += 1
+            if self._with_pss and now - self._pss_stamp >= self._pss_max_age:
+                self._pss_stamp = now
+                self.pss_refreshes += 1
+                try:
+                    figures["memory_pss"] = self._ps.memory_full_info().pss
+                except (psutil.AccessDenied, AttributeError):  # no smaps access / not Linux: no PSS
+                    figures["memory_pss"] = None
+        except psutil.Error:  # gone: no figures (is_running says why)
+            figures = {"cpu_percent": None, "memory_rss": None, "memory_pss": None}
+        self._figures = figures  # one assignment: readers see the old or the new figures, never a mix
+        self._stamp = now
+
+
 class InstanceControl:
     """The child's end: what an instance loop receives to know when to stop, get configs and report."""
 
@@ -238,6 +309,10 @@ class InstanceControl:
         self._configs_taken = 0
         self._send_lock = threading.Lock()
         self._errors = ctx.Queue()
+        # Reports sent (child, counted before each put) and taken (parent): readers drain the queue only when
+        # something was sent, so an info request costs no queue syscalls.
+        self._errors_sent = ctx.RawValue("q", 0)
+        self._errors_taken = 0
         self.stats = SharedStats(ctx)
         self.histograms = InstanceHistograms(ctx)  # processing time and latency (GET /metrics), per frame
         # Stream reservations (parent: reserve(); child: held()): a client was handed the stream address and will
@@ -345,6 +420,7 @@ class InstanceControl:
 
     def report_error(self, message: str) -> None:
         try:
+            self._errors_sent.value += 1
             self._errors.put_nowait((time.time(), message))
         except Exception:  # noqa: BLE001 - reporting must never break the loop
             log.exception("could not report error %s", message)
@@ -353,6 +429,7 @@ class InstanceControl:
         """Say why the instance is about to end ("no clients for 10 s", "out of memory limit: ..."), just before it
         ends: the parent shows it as ``exit_reason`` (not as an error: ``last_error`` is unchanged)."""
         try:
+            self._errors_sent.value += 1
             self._errors.put_nowait((time.time(), reason, EXIT_REASON))
         except Exception:  # noqa: BLE001 - reporting must never break the loop
             log.exception("could not report exit reason %s", reason)
@@ -425,13 +502,18 @@ class InstanceControl:
         code = self._exit_code.value
         return None if code == NO_EXIT_CODE else code
 
-    def drain_errors(self) -> list[tuple[float, str]]:
-        out = []
+    def drain_errors(self, always: bool = False) -> list[tuple[float, str]]:
+        """The reports the child sent since the last call; without ``always``, the queue is only read when the
+        child counted a report that was not taken yet (one still in the child's feeder thread stays counted)."""
+        out: list[tuple[float, str]] = []
+        if not always and self._errors_sent.value == self._errors_taken:
+            return out
         while True:
             try:
                 out.append(self._errors.get_nowait())
             except (queue.Empty, EOFError, OSError, ValueError):  # ValueError: queue already closed
                 return out
+            self._errors_taken += 1
 
     def close(self) -> None:
         if self._closed:
@@ -720,6 +802,9 @@ class InstanceProcess:
         self._pidfd: int | None = None  # tracks the process itself, whatever happens to the fork server
         self._orphaned = False  # the fork server died while the instance ran
         self._signalled: int | None = None  # the signal we ended it with, if we had to
+        self.usage: ProcessUsage | None = None  # cpu / memory of the process, cached (see ProcessUsage)
+        self._exitcode: int | None = None  # known once the process ended (orphans: see exitcode)
+        self._sentinel: int | None = None  # readable once the process ended or its fork server died (set by start)
         self.last_error: str | None = None
         self.last_error_time: float | None = None
         self.reported_exit_reason: str | None = None  # what the instance said just before it ended
@@ -759,12 +844,25 @@ class InstanceProcess:
             self._ps.cpu_percent(None)
         except psutil.Error:
             self._ps = None
+        self._sentinel = self._process.sentinel
+        self.usage = ProcessUsage(self._process.pid)
 
     @property
     def pid(self) -> int | None:
         return self._process.pid
 
     def is_alive(self) -> bool:
+        """True while the process runs. Cheap for readers: while the process's sentinel is not readable it runs,
+        known without the status lock (which process starts hold); only a process that ended takes the lock once,
+        to read its exit status, and after that its exit code is known without any call."""
+        if self._exitcode is not None:
+            return False
+        if self._sentinel is not None:
+            try:
+                if not select.select((self._sentinel,), (), (), 0)[0]:
+                    return True
+            except (OSError, ValueError):  # closed: ended and joined
+                pass
         with _STATUS_LOCK:
             if self._process.is_alive():
                 return True
@@ -774,6 +872,8 @@ class InstanceProcess:
 
     @property
     def exitcode(self) -> int | None:
+        if self._exitcode is not None or self.is_alive():
+            return self._exitcode
         with _STATUS_LOCK:
             code = self._process.exitcode
             if code is None or not (self._orphaned or code == LOST_STATUS):
@@ -844,7 +944,7 @@ class InstanceProcess:
                 self._signal(signal.SIGKILL)
                 self._join(10.0)  # SIGKILL cannot be ignored; only a loaded machine delays the reaping
         self._end_leftovers()
-        self._collect_errors()
+        self._collect_errors(always=True)
         self.control.close()
         if self._pidfd is not None and not self.is_alive():
             os.close(self._pidfd)
@@ -882,11 +982,11 @@ class InstanceProcess:
     def wait(self, timeout: float | None = None) -> None:
         self._join(timeout)
 
-    def _collect_errors(self) -> None:
+    def _collect_errors(self, always: bool = False) -> None:
         # One drain at a time: a concurrent drain (REST request vs reaper) could otherwise see the queue empty
         # while the other holds its read lock, and record no error for an instance that reported one.
         with self._errors_lock:
-            for when, message, *kind in self.control.drain_errors():
+            for when, message, *kind in self.control.drain_errors(always):
                 if kind == [EXIT_REASON]:
                     self.reported_exit_reason = message
                 else:
@@ -916,20 +1016,17 @@ class InstanceProcess:
         """Statistics and health, read without asking the child anything."""
         self._collect_errors()
         stats: dict[str, Any] = self.control.stats.snapshot()
-        cpu = rss = None
-        if self._ps is not None and self.is_alive():
-            try:
-                cpu = self._ps.cpu_percent(None)
-                rss = self._ps.memory_info().rss
-            except psutil.Error:
-                pass
-        stats.update(cpu_percent=cpu, memory_rss=rss)
+        running = self.is_alive()
+        if running and self.usage is not None:  # cpu / RSS at most 1 s old, PSS at most 5 s (ProcessUsage)
+            stats.update(self.usage.read())
+        else:
+            stats.update(cpu_percent=None, memory_rss=None, memory_pss=None)
         return {
             "instance_id": self.instance_id,
             "pid": self.pid,
-            "is_running": self.is_alive(),
-            "exit_code": self.exitcode,
-            "exit_reason": self.exit_reason(),
+            "is_running": running,
+            "exit_code": None if running else self.exitcode,
+            "exit_reason": None if running else self.exit_reason(),
             "created": self.created,
             "statistics": stats,
             "last_error": self.last_error,

@@ -9,6 +9,7 @@ Times are local wall-clock strings ``YYYY-mm-dd HH:MM:SS`` (:data:`TIME_FORMAT`)
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -19,7 +20,13 @@ _REPLACED = ("frame_width", "frame_height")
 
 def format_time(timestamp: float | None = None) -> str:
     """``timestamp`` (Unix seconds; now when None) as local time in :data:`TIME_FORMAT`."""
-    return time.strftime(TIME_FORMAT, time.localtime(time.time() if timestamp is None else timestamp))
+    return _format_second(int(time.time() if timestamp is None else timestamp))  # floor: times here are > 0
+
+
+@functools.lru_cache(maxsize=256)
+def _format_second(second: int) -> str:
+    """One formatted second (info routes format "now" and each instance's start time on every request)."""
+    return time.strftime(TIME_FORMAT, time.localtime(second))
 
 
 def rate_and_count(rate: float, count: int) -> str:

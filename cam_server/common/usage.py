@@ -6,22 +6,21 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import psutil
-
+from cam_server.common.process import ProcessUsage
 from cam_server.version import __version__
 
 _lock = threading.Lock()
-_process: psutil.Process | None = None
+_usage: ProcessUsage | None = None
 
 
 def server_usage() -> dict[str, Any]:
-    """``version``, ``cpu`` (percent of one core since the previous call) and ``memory`` (RSS bytes) of this
-    process. The first call's cpu is 0.0 (psutil measures between calls)."""
-    global _process
-    with _lock:
-        if _process is None:
-            _process = psutil.Process()
-        with _process.oneshot():
-            cpu = _process.cpu_percent(None)
-            memory = _process.memory_info().rss
-    return {"version": __version__, "cpu": cpu, "memory": memory}
+    """``version``, ``cpu`` (percent of one core, measured over the last second or more) and ``memory`` (RSS bytes)
+    of this process, read from the OS at most once a second (:class:`ProcessUsage`). The first call's cpu is 0.0
+    (psutil measures between reads)."""
+    global _usage
+    if _usage is None:
+        with _lock:
+            if _usage is None:
+                _usage = ProcessUsage(pss=False)
+    figures = _usage.read()
+    return {"version": __version__, "cpu": figures["cpu_percent"], "memory": figures["memory_rss"]}

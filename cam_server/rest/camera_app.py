@@ -29,7 +29,7 @@ from cam_server.common.scripts_store import ScriptStore
 from cam_server.common.usage import server_usage
 from cam_server.processing.camera_transforms import camera_geometry
 from cam_server.rest.auth import install_auth
-from cam_server.rest.envelope import install_error_handlers, json_body, ok
+from cam_server.rest.envelope import install_error_handlers, json_body, ok, ok_response
 from cam_server.rest.long_requests import DEFAULT_MAX_LONG, LongRequests, set_thread_pool_size
 from cam_server.rest.metrics import install_metrics
 from cam_server.rest.schemas import (
@@ -94,9 +94,10 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
 
     @app.get(f"{API}/info", summary="Server info: running instances with their info, version, cpu, memory",
              response_model=documented(CameraServerInfoAnswer), responses=errors())
-    def get_server_info() -> dict[str, Any]:
-        return ok("Camera manager info.", info={**manager.info(), **server_usage(), "long_requests": jobs.info(),
-                                                "blocking_requests": manager.blocking.info()})
+    def get_server_info() -> Response:
+        return ok_response("Camera manager info.", info={**manager.info(), **server_usage(),
+                                                         "long_requests": jobs.info(),
+                                                         "blocking_requests": manager.blocking.info()})
 
     @app.get(f"{API}/aliases", summary="Camera aliases", response_model=documented(AliasesAnswer),
              responses=errors())

@@ -11,8 +11,10 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic_core import PydanticSerializationError, to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cam_server.common.errors import CamServerError, describe_validation_errors
@@ -117,3 +119,18 @@ def _http_message(request: Request, exc: StarletteHTTPException) -> str:
         return f"Method {request.method} is not allowed on {request.url.path}" + (f"; use {allowed}." if allowed
                                                                                     else ".")
     return str(exc.detail)
+
+
+def ok_response(status: str, **fields: Any) -> Response:
+    """:func:`ok` sent as JSON in one encoding pass, for the routes polled often (info).
+
+    A route returning a dict is serialised twice (pydantic's JSON-mode pass, then ``json.dumps``); the answers of
+    the info routes are plain JSON values already, so they are encoded once, by pydantic's encoder (non-finite
+    floats become null, as the two passes made them). A value it does not know goes through FastAPI's encoder first.
+    """
+    content = ok(status, **fields)
+    try:
+        body = to_json(content, inf_nan_mode="null")
+    except PydanticSerializationError:
+        body = to_json(jsonable_encoder(content), inf_nan_mode="null")
+    return Response(body, media_type="application/json")

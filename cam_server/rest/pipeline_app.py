@@ -45,6 +45,7 @@ from cam_server.rest.envelope import (
     install_error_handlers,
     json_body,
     ok,
+    ok_response,
     parse_json_object,
     read_limited,
 )
@@ -133,9 +134,9 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
 
     @app.get(f"{API}/info", summary="Server info: running instances with their info, version, cpu, memory",
              response_model=documented(PipelineServerInfoAnswer), responses=errors())
-    def get_info() -> dict[str, Any]:
-        return ok("Pipeline manager info.", info={**manager.get_info(), "long_requests": jobs.info(),
-                                                  "blocking_requests": manager.blocking.info()})
+    def get_info() -> Response:
+        return ok_response("Pipeline manager info.", info={**manager.get_info(), "long_requests": jobs.info(),
+                                                           "blocking_requests": manager.blocking.info()})
 
     @app.get(f"{API}/groups", summary="Saved pipelines by group (the configs' 'group' key)",
              response_model=documented(GroupsAnswer), responses=errors())
@@ -248,8 +249,8 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
 
     @app.get(f"{API}/instance/{{instance_id}}/info", summary="Instance info",
              response_model=documented(PipelineInstanceInfoAnswer), responses=errors(400, 404))
-    def get_instance_info(instance_id: str) -> dict[str, Any]:
-        return ok(f"Pipeline instance {instance_id} info.", info=manager.get_instance_info(instance_id))
+    def get_instance_info(instance_id: str) -> Response:
+        return ok_response(f"Pipeline instance {instance_id} info.", info=manager.get_instance_info(instance_id))
 
     @app.get(f"{API}/instance/{{instance_id}}/exitcode", summary="Exit code: null while running, then the code",
              response_model=documented(ExitCodeAnswer), responses=errors(400, 404))

@@ -232,8 +232,11 @@ class Statistics(BaseModel):
     bytes_out: int | None = None
     last_frame_time: float | None = Field(None, description="Unix time of the last message sent (0: none yet)")
     start_time: float | None = Field(None, description="Unix time the instance loop started (0: not yet)")
-    cpu_percent: float | None = None
-    memory_rss: int | None = None
+    cpu_percent: float | None = Field(None, description="percent of one core (read at most once a second)")
+    memory_rss: int | None = Field(None, description="resident bytes, including pages shared with the fork server "
+                                                     "and the other instances (read at most once a second)")
+    memory_pss: int | None = Field(None, description="proportional set size: the instance's own memory, shared "
+                                                     "pages counted at their share (read at most every 5 s)")
     state: str | None = Field(None, description="starting, streaming, waiting for source, reconnecting, stopping, "
                                                 "waiting for camera server")
     reconnects: int | None = Field(None, description="reconnections to the source after it was lost (or replaced)")
