@@ -803,7 +803,7 @@ class InstanceProcess:
         self._orphaned = False  # the fork server died while the instance ran
         self._signalled: int | None = None  # the signal we ended it with, if we had to
         self.usage: ProcessUsage | None = None  # cpu / memory of the process, cached (see ProcessUsage)
-        self._exitcode: int | None = None  # known once the process ended (orphans: see exitcode)
+        self._ended = False  # known to have ended: no status lock, no select any more
         self._sentinel: int | None = None  # readable once the process ended or its fork server died (set by start)
         self.last_error: str | None = None
         self.last_error_time: float | None = None
@@ -855,7 +855,7 @@ class InstanceProcess:
         """True while the process runs. Cheap for readers: while the process's sentinel is not readable it runs,
         known without the status lock (which process starts hold); only a process that ended takes the lock once,
         to read its exit status, and after that its exit code is known without any call."""
-        if self._exitcode is not None:
+        if self._ended:
             return False
         if self._sentinel is not None:
             try:
@@ -866,14 +866,16 @@ class InstanceProcess:
         with _STATUS_LOCK:
             if self._process.is_alive():
                 return True
-            if self._orphaned or self._process.exitcode == LOST_STATUS:
-                return self._orphan_alive()
+            if (self._orphaned or self._process.exitcode == LOST_STATUS) and self._orphan_alive():
+                return True
+            # multiprocessing has read the status from the sentinel now (it may not be readable again): remember
+            self._ended = True
         return False
 
     @property
     def exitcode(self) -> int | None:
-        if self._exitcode is not None or self.is_alive():
-            return self._exitcode
+        if self.is_alive():
+            return None
         with _STATUS_LOCK:
             code = self._process.exitcode
             if code is None or not (self._orphaned or code == LOST_STATUS):
@@ -1033,7 +1035,7 @@ class InstanceProcess:
             "last_error_time": self.last_error_time,
         }
 
-    def usage(self) -> tuple[float, int] | None:
+    def cpu_seconds_and_rss(self) -> tuple[float, int] | None:
         """(CPU seconds, user + system, RSS bytes) of the running instance, or None (ended, not readable)."""
         if self._ps is None or not self.is_alive():
             return None

@@ -120,7 +120,7 @@ class InstanceCollector(Collector):
                 dropped.add_metric([*labels, field[len("dropped_"):]], stats[field])
             dropped.add_metric([*labels, "other"], max(0, stats[DROP_TOTAL] - parts))
             restarts.add_metric(labels, entry.get("restarts") or 0)
-            usage = process.usage()
+            usage = process.cpu_seconds_and_rss()
             if usage is not None:
                 cpu.add_metric(labels, usage[0])
                 rss.add_metric(labels, usage[1])
