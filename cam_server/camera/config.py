@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cam_server.bsread.address import is_stream_address
 from cam_server.common.errors import InvalidConfig, InvalidName, describe_validation_errors
 from cam_server.common.names import validate_name
+from cam_server.processing.camera_transforms import roi_outside
+from cam_server.processing.simulation import DEFAULT_SIZE_X, DEFAULT_SIZE_Y
 
 EPICS_SOURCE_TYPES = ("epics", "area_detector")  # source = PV prefix
 # bsread: source = a stream address, or the PV prefix of a camera that publishes its own bsread stream (spec 5)
@@ -22,6 +24,15 @@ DEFAULT_DTYPE = "uint16"  # pixel type of a config without dtype (also read by t
 # Sanity bounds: larger values are typing mistakes that would only fail later, inside the camera process.
 MAX_IMAGE_SIDE = 65536
 MAX_QUEUE = 1_000_000
+# What the hardware means (issue 11 item 6): frame rates, image sizes and calibrations beyond these are typing
+# mistakes (a 1e9 Hz simulation busy-loops, an angle of 1e308 fails every frame).
+MAX_FRAME_RATE = 1000.0  # Hz
+MAX_IMAGE_PIXELS = 2**26  # size_x * size_y of a simulated camera: 67 Mpixel, 134 MB per uint16 frame
+MAX_MARKER = 1e7  # reference_marker coordinates (pixels)
+MAX_MARKER_SIZE = 1e12  # reference_marker_width / _height (engineering units, e.g. micrometres)
+MAX_ANGLE = 90.0  # camera_calibration angles (degrees, exclusive): the pixel size scales with cos(angle)
+# Boolean keys: JSON true/false only (pydantic would read "yes", "no", 1, 0 as booleans).
+BOOL_KEYS = ("mirror_x", "mirror_y", "binning_mean", "simulate_pulse_id")
 # Numeric keys: JSON true/false is not a number here (pydantic would read it as 1/0).
 NUMBER_KEYS = ("rotate", "connections", "buffer_size", "frame_rate", "size_x", "size_y", "binning_x", "binning_y",
                "port", "no_client_timeout", "queue_size")
@@ -37,10 +48,10 @@ class CameraCalibration(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     reference_marker: list[int | float] = Field(default_factory=lambda: [0, 0, 100, 100], min_length=4, max_length=4)
-    reference_marker_width: float = 100.0
-    reference_marker_height: float = 100.0
-    angle_horizontal: float = 0.0
-    angle_vertical: float = 0.0
+    reference_marker_width: float = Field(100.0, gt=0, le=MAX_MARKER_SIZE)
+    reference_marker_height: float = Field(100.0, gt=0, le=MAX_MARKER_SIZE)
+    angle_horizontal: float = Field(0.0, gt=-MAX_ANGLE, lt=MAX_ANGLE)
+    angle_vertical: float = Field(0.0, gt=-MAX_ANGLE, lt=MAX_ANGLE)
 
     @field_validator("reference_marker", "reference_marker_width", "reference_marker_height", "angle_horizontal",
                      "angle_vertical", mode="before")
@@ -49,6 +60,13 @@ class CameraCalibration(BaseModel):
         values = value if isinstance(value, list) else [value]
         if any(isinstance(v, bool) for v in values):
             raise ValueError(f"must be a number, not {value!r}")
+        return value
+
+    @field_validator("reference_marker")
+    @classmethod
+    def _marker(cls, value: list[int | float]) -> list[int | float]:
+        if any(not -MAX_MARKER <= v <= MAX_MARKER for v in value):
+            raise ValueError(f"coordinates must be pixels within +-{MAX_MARKER:g}, not {value!r}")
         return value
 
 
@@ -72,7 +90,7 @@ class CameraConfig(BaseModel):
     buffer_size: int | None = Field(default=None, ge=0, le=MAX_QUEUE)  # None → connections * 5
     bsread_mode: Literal["PULL", "SUB"] = "PULL"
     # acquisition / simulation
-    frame_rate: float | None = Field(default=None, gt=0)
+    frame_rate: float | None = Field(default=None, gt=0, le=MAX_FRAME_RATE)
     size_x: int | None = Field(default=None, gt=0, le=MAX_IMAGE_SIDE)
     size_y: int | None = Field(default=None, gt=0, le=MAX_IMAGE_SIDE)
     dtype: str = DEFAULT_DTYPE
@@ -93,6 +111,13 @@ class CameraConfig(BaseModel):
     def _no_bool(cls, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError(f"must be a number, not {value!r}")
+        return value
+
+    @field_validator(*BOOL_KEYS, mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, not {_short(value)}")
         return value
 
     @model_validator(mode="before")
@@ -160,7 +185,25 @@ class CameraConfig(BaseModel):
                              f"got {self.source!r}")
         if self.buffer_size is None:
             self.buffer_size = self.connections * 5
+        if self.source_type == "simulation":
+            self._check_simulated_geometry()
         return self
+
+    def _check_simulated_geometry(self) -> None:
+        """A simulated camera's size is known here: bound its pixels, and its ``roi`` must start inside the
+        (binned, rotated) image (an ROI larger than the image is clamped to it, processing.md 1.1)."""
+        width, height = self.size_x or DEFAULT_SIZE_X, self.size_y or DEFAULT_SIZE_Y
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ValueError(f"size_x * size_y must be at most {MAX_IMAGE_PIXELS} pixels, not {width} * {height}")
+        width, height = width // self.binning_x, height // self.binning_y
+        if width < 1 or height < 1:
+            raise ValueError(f"binning {self.binning_x} x {self.binning_y} is larger than the image "
+                             f"({self.size_x or DEFAULT_SIZE_X} x {self.size_y or DEFAULT_SIZE_Y})")
+        if self.rotate % 2:
+            width, height = height, width
+        problem = roi_outside(self.roi, width, height)
+        if problem:
+            raise ValueError(f"'roi' {problem}")
 
     # --- convenience ------------------------------------------------------------------------------------------
     def calibration_dict(self) -> dict[str, Any] | None:
@@ -169,6 +212,12 @@ class CameraConfig(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """The complete config (defaults filled in, extra keys kept) as plain JSON-able data."""
         return self.model_dump(mode="json")
+
+
+def _short(v: Any) -> str:
+    """``repr(v)`` cut to a readable length."""
+    text = repr(v)
+    return text if len(text) <= 40 else text[:30] + f"... ({len(text)} characters)"
 
 
 def _is_bsread_pv_prefix(value: Any) -> bool:
