@@ -121,7 +121,8 @@ class CameraInstanceManager:
             if not process.is_alive():
                 process.stop(timeout=1.0)
                 reason = process.last_error or f"instance process exited with code {process.exitcode}"
-                raise SourceUnavailable(f"Cannot start camera '{camera}': {reason}")
+                prefix = f"Cannot start camera '{camera}': "
+                raise SourceUnavailable(reason if reason.startswith(prefix) else prefix + reason)
             if time.monotonic() > deadline:
                 process.stop(timeout=2.0)
                 raise SourceUnavailable(f"Camera '{camera}' did not start streaming within "
@@ -210,7 +211,7 @@ class CameraInstanceManager:
                       "timestamp": _value(values, "timestamp"),
                       "width": _value(values, "width"), "height": _value(values, "height"),
                       "x_axis": _value(values, "x_axis"), "y_axis": _value(values, "y_axis")}
-            return values["image"].value, header
+            return message.data.array("image"), header  # 2-D also for an image one pixel high
         error = instance.process.last_error
         raise SourceUnavailable(f"No image from camera '{instance.camera}' within {timeout:g} s"
                                 + (f" ({error})" if error else ""))

@@ -237,7 +237,7 @@ def average_stream_images(stream_address: str, n_images: int, timeout: float = 1
             if message is None:
                 raise SourceUnavailable(f"No image from camera stream {stream_address} in {timeout:.0f} s "
                                         f"(got {count} of {n_images}).")
-            image = message.data.data["image"].value
+            image = message.data.array("image")  # 2-D also for an image one pixel high
             if total is None:
                 total = np.zeros(image.shape, dtype=np.float64)
             elif total.shape != image.shape:
