@@ -146,7 +146,7 @@ def _import_file(path: str) -> ModuleType:
     except SyntaxError as ex:
         sys.modules.pop(module_name, None)
         raise UserScriptError(f"syntax error in script {os.path.basename(path)} line {ex.lineno}: {ex.msg}"
-                              + (f": {ex.text.strip()}" if ex.text else "")) from None
+                              + (f": {_excerpt(ex.text.strip())}" if ex.text else "")) from None
     except Exception as ex:
         sys.modules.pop(module_name, None)
         raise UserScriptError(f"error importing script {os.path.basename(path)}: "
@@ -172,6 +172,11 @@ def _import_module(name: str, scripts_folder: str | os.PathLike | None, reload: 
         raise UserScriptError(f"syntax error in module '{name}' line {ex.lineno}: {ex.msg}") from None
     except Exception as ex:
         raise UserScriptError(f"error importing module '{name}': {describe_exception(ex)}") from None
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    """The start of a script's line for a message (a 200k-character line is not echoed back whole)."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def _describe(module: ModuleType) -> str:
