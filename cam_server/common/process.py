@@ -56,6 +56,11 @@ _INT_FIELDS = frozenset({"frames_in", "frames_out", "dropped", "errors", "client
                          "frame_height"})
 
 _CONTEXT: Any = None
+# Config acknowledgements (see InstanceControl.acknowledge_configs): outcomes of InstanceProcess.wait_config.
+CONFIG_APPLIED, CONFIG_REFUSED, CONFIG_PENDING, CONFIG_NOT_ACKNOWLEDGED, CONFIG_ENDED = (
+    "applied", "refused", "pending", "not acknowledged", "ended")
+MAX_REPORT_CHARS = 4000  # an error report or refusal reason longer than this is cut (it is shown in answers)
+_ACKS_ON, _ACK_HANDLED, _ACK_REFUSED = 0, 1, 2  # the slots of InstanceControl._acks
 
 
 def process_context(preload: Sequence[str] = ()) -> Any:
@@ -166,6 +171,10 @@ class InstanceControl:
         self._configs_sent = ctx.RawValue("q", 0)
         self._configs_taken = 0
         self._send_lock = threading.Lock()
+        # Child → parent, in shared memory: does the child acknowledge configs, the number of the last config it
+        # handled (applied or refused), of the last one it refused, and why (UTF-8, cut to MAX_REPORT_CHARS).
+        self._acks = ctx.RawArray("q", 3)
+        self._refusal = ctx.RawArray("c", MAX_REPORT_CHARS + 1)
         self._errors = ctx.Queue()
         self.stats = SharedStats(ctx)
         self._parent_pid = os.getpid()
@@ -243,7 +252,24 @@ class InstanceControl:
                 return latest
             self._configs_taken += 1
 
+    def acknowledge_configs(self) -> None:
+        """Declare that this child acknowledges every config it takes (:meth:`config_applied` or
+        :meth:`config_refused`); the parent then waits for that answer (:meth:`InstanceProcess.wait_config`).
+        Children that never call it (camera instances, test stand-ins) are not waited for."""
+        self._acks[_ACKS_ON] = 1
+
+    def config_applied(self) -> None:
+        """The configs taken so far (the newest one) now run."""
+        self._acks[_ACK_HANDLED] = self._configs_taken
+
+    def config_refused(self, reason: str) -> None:
+        """The newest config taken was not applied (the previous one still runs), because of ``reason``."""
+        self._refusal.value = _cut(reason).encode("utf-8", "replace")[:MAX_REPORT_CHARS].replace(b"\0", b" ")
+        self._acks[_ACK_REFUSED] = self._configs_taken
+        self._acks[_ACK_HANDLED] = self._configs_taken
+
     def report_error(self, message: str) -> None:
+        message = _cut(message)
         try:
             self._errors.put_nowait((time.time(), message))
         except Exception:  # noqa: BLE001 - reporting must never break the loop
@@ -268,11 +294,23 @@ class InstanceControl:
         """Drop the parent's copy of the child's end once the child has its own."""
         self._stop_reader.close()
 
-    def send_config(self, config: Any) -> None:
-        """Queue a config for the child (pickled; see :meth:`poll_config`)."""
+    def send_config(self, config: Any) -> int:
+        """Queue a config for the child (pickled; see :meth:`poll_config`); returns its number (1, 2, ...)."""
         with self._send_lock:  # REST threads may send concurrently; the count must not lose an increment
             self._configs.put(config)
             self._configs_sent.value += 1
+            return self._configs_sent.value
+
+    def config_outcome(self, number: int) -> tuple[str, str | None]:
+        """What became of config ``number`` so far: (CONFIG_APPLIED | CONFIG_REFUSED | CONFIG_PENDING |
+        CONFIG_NOT_ACKNOWLEDGED, the refusal reason or None)."""
+        if not self._acks[_ACKS_ON]:
+            return CONFIG_NOT_ACKNOWLEDGED, None
+        if self._acks[_ACK_HANDLED] < number:
+            return CONFIG_PENDING, None
+        if self._acks[_ACK_REFUSED] == number:
+            return CONFIG_REFUSED, self._refusal.value.decode("utf-8", "replace")
+        return CONFIG_APPLIED, None  # (a newer config handled since counts as this one applied and replaced)
 
     def drain_errors(self) -> list[tuple[float, str]]:
         out = []
@@ -354,9 +392,27 @@ class InstanceProcess:
             return True
         return not self.is_alive()
 
-    def update_config(self, config: Any) -> None:
-        """Send the instance a live config change (see :meth:`InstanceControl.poll_config`)."""
-        self.control.send_config(config)
+    def update_config(self, config: Any) -> int:
+        """Send the instance a live config change (see :meth:`InstanceControl.poll_config`); returns its number
+        for :meth:`wait_config`."""
+        return self.control.send_config(config)
+
+    def wait_config(self, number: int, timeout: float) -> tuple[str, str | None]:
+        """Wait up to ``timeout`` s for the instance to apply or refuse config ``number``: (outcome, reason), the
+        outcome one of CONFIG_APPLIED, CONFIG_REFUSED (reason: why), CONFIG_PENDING (no answer in time),
+        CONFIG_NOT_ACKNOWLEDGED (the instance does not acknowledge configs) or CONFIG_ENDED (it ended first)."""
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            outcome = self.control.config_outcome(number)
+            if outcome[0] != CONFIG_PENDING:
+                return outcome
+            if not self.is_alive():
+                return CONFIG_ENDED, None
+            if time.monotonic() >= deadline:
+                return outcome
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
 
     def stop(self, timeout: float = 3.0) -> None:
         """Ask the instance to stop, then terminate and kill it if it does not; never leaves a process behind."""
@@ -402,6 +458,15 @@ class InstanceProcess:
             "last_error": self.last_error,
             "last_error_time": self.last_error_time,
         }
+
+
+def _cut(message: str) -> str:
+    """``message`` cut to MAX_REPORT_CHARS (an exception message can be megabytes: it would travel to every
+    info answer)."""
+    message = str(message)
+    if len(message) <= MAX_REPORT_CHARS:
+        return message
+    return message[:MAX_REPORT_CHARS - 50] + f"... (cut: {len(message)} characters)"
 
 
 def reserve_port(host: str = "0.0.0.0", exclude: set[int] | None = None) -> int:

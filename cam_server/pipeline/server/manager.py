@@ -31,11 +31,24 @@ import requests
 from cam_server.common.errors import CamServerError, Conflict, InvalidConfig, NotFound, SourceUnavailable
 from cam_server.common.instances import InstanceTable
 from cam_server.common.names import validate_name
-from cam_server.common.process import InstanceControl, InstanceProcess, reserve_port
+from cam_server.common.process import (
+    CONFIG_ENDED,
+    CONFIG_PENDING,
+    CONFIG_REFUSED,
+    InstanceControl,
+    InstanceProcess,
+    reserve_port,
+)
 from cam_server.common.psi_stats import format_time, psi_statistics
 from cam_server.common.usage import server_usage
-from cam_server.pipeline.config import expand_config, parse_pipeline_config, update_config
-from cam_server.pipeline.file_path import FileOutputError, resolve_output_file
+from cam_server.pipeline.config import (
+    PipelineConfig,
+    expand_config,
+    parse_pipeline_config,
+    roi_problem,
+    update_config,
+)
+from cam_server.pipeline.file_path import FileOutputError, check_output_target, resolve_output_file
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.registry import DEFAULT_TYPE, INSTANCE_ENTRY, PIPELINE_TYPES
 from cam_server.pipeline.server.backgrounds import BackgroundStore, average_stream_images, check_n_images
@@ -53,6 +66,10 @@ STRUCTURAL_KEYS = ("camera_name", "pipeline_type", "mode", "input_stream", "inpu
 # A background is "enabled" (must exist and match the image) for these values of image_background_enable.
 _BACKGROUND_APPLIED = (True, "signed", "passive")
 MESSAGE_TIMEOUT = 10.0
+# How long a live config change waits for the instance to apply or refuse it (it takes configs between frames,
+# at least about once a second; a starting instance once its loop runs).
+CONFIG_TIMEOUT = 10.0
+GEOMETRY_TIMEOUT = 3.0  # the camera server's wait for a frame, when a check needs the camera geometry
 
 
 def _default_target() -> Callable[..., Any]:
@@ -78,6 +95,7 @@ class _Instance:
     requested: dict[str, Any]
     process: InstanceProcess | None = None  # None while starting
     created: float = field(default_factory=time.time)
+    update_lock: threading.Lock = field(default_factory=threading.Lock)  # live config changes, one at a time
 
 
 class PipelineManager:
@@ -85,7 +103,8 @@ class PipelineManager:
 
     def __init__(self, cam_client: Any, config_store: SavedConfigs, background_store: BackgroundStore,
                  scripts_folder: str, hostname: str, target: Callable[..., Any] | None = None,
-                 stop_timeout: float = 3.0, file_folder: str | None = None) -> None:
+                 stop_timeout: float = 3.0, file_folder: str | None = None,
+                 config_timeout: float = CONFIG_TIMEOUT) -> None:
         self.cam_client = cam_client
         self.config_store = config_store
         self.background_store = background_store
@@ -94,6 +113,7 @@ class PipelineManager:
         self.hostname = hostname
         self._target = target
         self._stop_timeout = stop_timeout
+        self._config_timeout = config_timeout
         self._instances: InstanceTable[_Instance] = InstanceTable("pipeline", self._info, stop_timeout=stop_timeout)
         # One lock per requested config (while someone uses it): identical concurrent shared requests start one
         # instance, different configs do not wait for each other.
@@ -130,7 +150,11 @@ class PipelineManager:
         try:
             return list(self.cam_client.get_cameras())
         except requests.RequestException as exc:
-            raise SourceUnavailable(f"Camera server {self.cam_client.get_address()} is not reachable: {exc}") from None
+            raise self._camera_server_failure(exc) from None
+        except ValueError as exc:
+            if _server_error(exc):
+                raise self._camera_server_failure(exc) from None
+            raise
 
     def collect_background(self, camera_name: str, n_images: int | None = None) -> str:
         """Average ``n_images`` (default 10) frames of the camera stream, save them, return the background id."""
@@ -214,24 +238,49 @@ class PipelineManager:
         return dict(self._get(instance_id).config)
 
     def set_instance_config(self, instance_id: str, update: dict[str, Any]) -> dict[str, Any]:
-        """Apply an incremental config change to a private instance, live; returns the complete new config."""
+        """Apply an incremental config change to a private instance, live; returns the complete new config.
+
+        Applied completely or not at all: the server checks what it can (the config, its structure, the background,
+        the ROI against the camera geometry), then the instance, which takes the config, applies or refuses it (a
+        function that does not load, ...) and says which; the server waits for that answer (``config_timeout``)
+        and only then changes the config it reports. A refusal is a 400 with the reason, no answer in time a 503,
+        and in both cases the previous config keeps running (GET config shows what runs).
+        """
         instance = self._get(instance_id)
         if instance.read_only:
             raise Conflict(f"Instance '{instance_id}' is a shared (read-only) instance: its config cannot be changed. "
                            "Create a private instance (create_instance_from_name/config) to change parameters.")
-        new = update_config(instance.config, update)
-        self._check_structural(instance, new)
-        self._check_background(new)
-        with self._instances.lock:
-            # Re-merge on the newest config in case another client changed it meanwhile.
-            new = update_config(instance.config, update)
-            instance.config = _without_reload(new)
+        with instance.update_lock:  # one change at a time per instance: each waits for its own answer
+            previous = instance.config
+            new = update_config(previous, update)
+            self._check_structural(instance, new)
+            self._check_background(new)
+            self._check_roi(new)
             process = instance.process
-        if process is not None:
-            # with reload: true, once; the instance resets it after reloading
-            process.update_config(parse_pipeline_config(new))
+            if process is not None:
+                # with reload: true, once; the instance resets it after reloading
+                self._send_and_wait(instance_id, process, parse_pipeline_config(new), previous)
+            instance.config = _without_reload(new)
         log.info("instance %s config updated: %s", instance_id, sorted(update))
         return _without_reload(new)
+
+    def _send_and_wait(self, instance_id: str, process: InstanceProcess, config: PipelineConfig,
+                       previous: dict[str, Any]) -> None:
+        """Send ``config`` and wait for the instance to take it; raises (nothing changed) unless it was applied."""
+        outcome, reason = process.wait_config(process.update_config(config), self._config_timeout)
+        if outcome == CONFIG_REFUSED:
+            raise InvalidConfig(f"Config not applied to instance '{instance_id}' (the previous config keeps running): "
+                                f"{reason}")
+        if outcome == CONFIG_ENDED:
+            info = process.info()
+            raise Conflict(f"Instance '{instance_id}' ended before it applied the config (exit code "
+                           f"{info['exit_code']}, last error: {info['last_error']}).")
+        if outcome == CONFIG_PENDING:
+            # Withdrawn: the previous config, sent after it, is what the instance takes (it takes the newest).
+            process.update_config(parse_pipeline_config(previous))
+            raise SourceUnavailable(f"Instance '{instance_id}' did not take the config change within "
+                                    f"{self._config_timeout:g} s (starting, or busy with a frame): the change was "
+                                    "withdrawn and the previous config keeps running; try again.")
 
     def get_instance_info(self, instance_id: str) -> dict[str, Any]:
         """Info of a live instance; one that ended or was stopped no longer exists here (see exit code)."""
@@ -372,6 +421,26 @@ class PipelineManager:
             except FileOutputError as exc:
                 raise InvalidConfig(str(exc)) from None
 
+    def _check_output_target(self, config: dict[str, Any]) -> None:
+        """A FILE target that exists, sits in no writable folder or is written by a running instance is a 4xx at
+        creation (see :func:`check_output_target`), not an instance that ends with exit code 1 after a 200."""
+        if config["mode"] != "FILE":
+            return
+        path = resolve_output_file(config["file"], self.file_folder)  # checked by _check_output_file
+        for _, instance in self._instances.items():
+            other = instance.config
+            if other.get("mode") == "FILE" and self._alive(instance):
+                try:
+                    same = resolve_output_file(other["file"], self.file_folder) == path
+                except FileOutputError:
+                    same = False
+                if same:
+                    raise Conflict(f"FILE output: instance '{instance.instance_id}' is writing {path}.")
+        try:
+            check_output_target(path)
+        except FileOutputError as exc:
+            raise InvalidConfig(str(exc)) from None
+
     @staticmethod
     def _alive(instance: _Instance) -> bool:
         return instance.process is None or instance.process.is_alive()
@@ -400,8 +469,10 @@ class PipelineManager:
         if instance_id is not None and instance_id in self._instances:
             self.reap()  # a finished, not yet reaped instance must not block its id
         self._check_output_file(expanded)
+        self._check_output_target(expanded)
         camera_stream = self._resolve_inputs(expanded)
         self._check_background(expanded)
+        self._check_roi(expanded)
         target = self._target or _default_target()
         with self._instances.lock:
             if instance_id is None:
@@ -463,11 +534,26 @@ class PipelineManager:
         try:
             return self.cam_client.get_instance_stream(camera)
         except requests.RequestException as exc:
-            raise SourceUnavailable(f"Camera server {self.cam_client.get_address()} is not reachable: {exc}") from None
+            raise self._camera_server_failure(exc) from None
         except ValueError as exc:
+            if _server_error(exc):
+                raise self._camera_server_failure(exc, f" for camera '{camera}'") from None
             if not self._camera_exists(camera):
                 raise NotFound(f"Camera '{camera}' does not exist on the camera server.") from None
             raise SourceUnavailable(f"Camera '{camera}' cannot be streamed: {exc}") from None
+
+    def _camera_server_failure(self, exc: Exception, what: str = "") -> SourceUnavailable:
+        """What went wrong asking the camera server, told apart: not reachable (no connection), no answer in time,
+        or an answer of its own failure (HTTP 5xx: it is reachable, something failed there)."""
+        address = self.cam_client.get_address()
+        if isinstance(exc, requests.ConnectionError):
+            return SourceUnavailable(f"Camera server {address} is not reachable{what}: {exc}")
+        if isinstance(exc, requests.Timeout):
+            return SourceUnavailable(f"Camera server {address} did not answer in time{what}: {exc}")
+        if isinstance(exc, requests.RequestException):
+            return SourceUnavailable(f"Request to the camera server {address} failed{what}: {exc}")
+        return SourceUnavailable(f"Camera server {address} answered with an error (HTTP {_server_error(exc)}){what}: "
+                                 f"{exc}")
 
     def _check_camera_known(self, config: dict[str, Any]) -> None:
         camera = config.get("camera_name")
@@ -504,12 +590,34 @@ class PipelineManager:
             raise InvalidConfig(f"Background '{background}' has shape {list(shape)} (rows, columns) but camera "
                                 f"'{camera}' images are {height} x {width}: use a background of this camera.")
 
+    def _check_roi(self, config: dict[str, Any]) -> None:
+        """An ROI must start inside the camera's image (when the camera server tells its geometry quickly); the
+        instance checks it again against the frames it gets (processing handler)."""
+        camera = config.get("camera_name")
+        if not config.get("image_region_of_interest") or not camera or config.get("input_stream"):
+            return
+        try:
+            width, height = self.cam_client.get_camera_geometry(camera, timeout=GEOMETRY_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - an early, helpful check; the instance checks again
+            log.info("no geometry for camera %s to check the ROI: %s", camera, exc)
+            return
+        problem = roi_problem(config, width, height)
+        if problem:
+            raise InvalidConfig(f"Invalid pipeline config: {problem} of camera '{camera}'.")
+
     @staticmethod
     def _check_structural(instance: _Instance, new: dict[str, Any]) -> None:
         changed = [k for k in STRUCTURAL_KEYS if new.get(k) != instance.config.get(k)]
         if changed:
             raise InvalidConfig(f"Cannot change {', '.join(changed)} of running instance '{instance.instance_id}': "
                                 "create a new instance with the new config.")
+
+
+def _server_error(exc: Exception) -> int | None:
+    """The HTTP status of a client's error answer when it is a failure of that server (5xx but 503, which says a
+    camera is unavailable), else None."""
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) and status >= 500 and status != 503 else None
 
 
 def _how_it_ended(record: dict[str, Any]) -> str:
