@@ -15,8 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cam_server.bsread.address import is_stream_address
 from cam_server.common.errors import InvalidConfig, InvalidName, describe_validation_errors
 from cam_server.common.names import validate_name
-from cam_server.processing.camera_transforms import roi_outside
-from cam_server.processing.simulation import DEFAULT_SIZE_X, DEFAULT_SIZE_Y
 
 EPICS_SOURCE_TYPES = ("epics", "area_detector")  # source = PV prefix
 # bsread: source = a stream address, or the PV prefix of a camera that publishes its own bsread stream (spec 5)
@@ -27,7 +25,8 @@ MAX_QUEUE = 1_000_000
 # What the hardware means (issue 11 item 6): frame rates, image sizes and calibrations beyond these are typing
 # mistakes (a 1e9 Hz simulation busy-loops, an angle of 1e308 fails every frame).
 MAX_FRAME_RATE = 1000.0  # Hz
-MAX_IMAGE_PIXELS = 2**26  # size_x * size_y of a simulated camera: 67 Mpixel, 134 MB per uint16 frame
+MAX_ROI = 2**31 - 1  # roi offsets and sizes (as the pipeline's image_region_of_interest)
+MAX_SIMULATED_SIDE = 8192  # size_x, size_y of a simulated camera: at most 67 Mpixel (134 MB uint16) per frame
 MAX_MARKER = 1e7  # reference_marker coordinates (pixels)
 MAX_MARKER_SIZE = 1e12  # reference_marker_width / _height (engineering units, e.g. micrometres)
 MAX_ANGLE = 90.0  # camera_calibration angles (degrees, exclusive): the pixel size scales with cos(angle)
@@ -126,7 +125,8 @@ class CameraConfig(BaseModel):
         """An extra key read by the EPICS source; checked here so a bad value fails on save, not on first stream."""
         if isinstance(data, dict) and data.get("connection_timeout") is not None:
             timeout = data["connection_timeout"]
-            if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
+            number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+            if not number or not 0 < _as_float(timeout) < math.inf:
                 raise ValueError(f"'connection_timeout' must be a positive number of seconds, not {timeout!r}")
         return data
 
@@ -173,6 +173,8 @@ class CameraConfig(BaseModel):
             offset_x, size_x, offset_y, size_y = value
             if offset_x < 0 or offset_y < 0 or size_x <= 0 or size_y <= 0:
                 raise ValueError("roi must be [offset_x, size_x, offset_y, size_y] with offsets >= 0 and sizes > 0")
+            if max(value) > MAX_ROI:
+                raise ValueError(f"roi values must be at most {MAX_ROI}, not {value!r}")
         return value
 
     @model_validator(mode="after")
@@ -190,20 +192,12 @@ class CameraConfig(BaseModel):
         return self
 
     def _check_simulated_geometry(self) -> None:
-        """A simulated camera's size is known here: bound its pixels, and its ``roi`` must start inside the
-        (binned, rotated) image (an ROI larger than the image is clamped to it, processing.md 1.1)."""
-        width, height = self.size_x or DEFAULT_SIZE_X, self.size_y or DEFAULT_SIZE_Y
-        if width * height > MAX_IMAGE_PIXELS:
-            raise ValueError(f"size_x * size_y must be at most {MAX_IMAGE_PIXELS} pixels, not {width} * {height}")
-        width, height = width // self.binning_x, height // self.binning_y
-        if width < 1 or height < 1:
-            raise ValueError(f"binning {self.binning_x} x {self.binning_y} is larger than the image "
-                             f"({self.size_x or DEFAULT_SIZE_X} x {self.size_y or DEFAULT_SIZE_Y})")
-        if self.rotate % 2:
-            width, height = height, width
-        problem = roi_outside(self.roi, width, height)
-        if problem:
-            raise ValueError(f"'roi' {problem}")
+        """A simulated camera renders every frame: at most MAX_SIMULATED_SIDE pixels a side."""
+        for key in ("size_x", "size_y"):
+            value = getattr(self, key)
+            if value is not None and value > MAX_SIMULATED_SIDE:
+                raise ValueError(f"'{key}' of a simulated camera must be at most {MAX_SIMULATED_SIDE} (a frame of "
+                                 f"at most {MAX_SIMULATED_SIDE}^2 pixels is rendered for every frame), not {value}")
 
     # --- convenience ------------------------------------------------------------------------------------------
     def calibration_dict(self) -> dict[str, Any] | None:
@@ -212,6 +206,14 @@ class CameraConfig(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """The complete config (defaults filled in, extra keys kept) as plain JSON-able data."""
         return self.model_dump(mode="json")
+
+
+def _as_float(value: int | float) -> float:
+    """``value`` as a float; inf for an integer too large for one."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _short(v: Any) -> str:

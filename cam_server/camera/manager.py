@@ -33,6 +33,7 @@ PRELOAD = ("numpy", "zmq", "cam_server.bsread", "cam_server.processing", "cam_se
            "cam_server.camera.sources.simulation", "cam_server.camera.sources.bsread_source")
 START_TIMEOUT = 20.0  # seconds; covers the first fork-server start and an EPICS connection timeout
 FRAME_TIMEOUT = 10.0
+MAX_FRAME_TIMEOUT = 120.0  # the longest wait for a frame a request may ask for (query ``timeout``)
 
 
 @dataclass

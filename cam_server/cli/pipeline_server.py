@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--file_folder", default=None,
                         help="Confine FILE output to this directory (relative 'file' names are taken from it); "
                              "default: anywhere, relative to the working directory")
+    parser.add_argument("--max_instances", type=int, default=None,
+                        help="Most pipeline instances running at once (each is a process); more are refused with "
+                             "429 (default: 100)")
     serve.add_trailing_arguments(parser, "User processing scripts directory")
     return parser
 
@@ -31,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.file_folder is not None and not args.file_folder.strip():
         parser.error("--file_folder must name a directory")
+    if args.max_instances is not None and args.max_instances < 1:
+        parser.error("--max_instances must be at least 1")
     serve.configure_logging(args.log_level)
 
     from cam_server.client.cam_client import CamClient
@@ -42,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     manager = PipelineManager(CamClient(args.cam_server), SavedConfigs(args.base),
                               BackgroundStore(args.background_base), args.user_scripts_base,
                               args.hostname, file_folder=args.file_folder)
+    if args.max_instances is not None:
+        manager.max_instances = args.max_instances
     serve.warm_up_in_background(manager.warm_up)
     app = create_pipeline_app(manager)
     log.info("pipeline server on %s:%s (camera server %s, configs %s)", args.interface, args.port, args.cam_server,

@@ -60,7 +60,7 @@ _CONTEXT: Any = None
 CONFIG_APPLIED, CONFIG_REFUSED, CONFIG_PENDING, CONFIG_NOT_ACKNOWLEDGED, CONFIG_ENDED = (
     "applied", "refused", "pending", "not acknowledged", "ended")
 MAX_REPORT_CHARS = 4000  # an error report or refusal reason longer than this is cut (it is shown in answers)
-_ACKS_ON, _ACK_HANDLED, _ACK_REFUSED = 0, 1, 2  # the slots of InstanceControl._acks
+_ACKS_ON, _ACK_HANDLED, _ACK_REFUSED, _ACK_STATUS = 0, 1, 2, 3  # the slots of InstanceControl._acks
 
 
 def process_context(preload: Sequence[str] = ()) -> Any:
@@ -172,8 +172,9 @@ class InstanceControl:
         self._configs_taken = 0
         self._send_lock = threading.Lock()
         # Child → parent, in shared memory: does the child acknowledge configs, the number of the last config it
-        # handled (applied or refused), of the last one it refused, and why (UTF-8, cut to MAX_REPORT_CHARS).
-        self._acks = ctx.RawArray("q", 3)
+        # handled (applied or refused), of the last one it refused, the HTTP status and the reason of that refusal
+        # (UTF-8, cut to MAX_REPORT_CHARS).
+        self._acks = ctx.RawArray("q", 4)
         self._refusal = ctx.RawArray("c", MAX_REPORT_CHARS + 1)
         self._errors = ctx.Queue()
         self.stats = SharedStats(ctx)
@@ -262,9 +263,11 @@ class InstanceControl:
         """The configs taken so far (the newest one) now run."""
         self._acks[_ACK_HANDLED] = self._configs_taken
 
-    def config_refused(self, reason: str) -> None:
-        """The newest config taken was not applied (the previous one still runs), because of ``reason``."""
+    def config_refused(self, reason: str, status_code: int = 400) -> None:
+        """The newest config taken was not applied (the previous one still runs), because of ``reason``
+        (``status_code``: what the server answers, e.g. 404 for a function that does not exist)."""
         self._refusal.value = _cut(reason).encode("utf-8", "replace")[:MAX_REPORT_CHARS].replace(b"\0", b" ")
+        self._acks[_ACK_STATUS] = status_code
         self._acks[_ACK_REFUSED] = self._configs_taken
         self._acks[_ACK_HANDLED] = self._configs_taken
 
@@ -300,6 +303,10 @@ class InstanceControl:
             self._configs.put(config)
             self._configs_sent.value += 1
             return self._configs_sent.value
+
+    def refusal_status(self) -> int:
+        """The HTTP status of the last refusal (see :meth:`config_refused`)."""
+        return int(self._acks[_ACK_STATUS]) or 400
 
     def config_outcome(self, number: int) -> tuple[str, str | None]:
         """What became of config ``number`` so far: (CONFIG_APPLIED | CONFIG_REFUSED | CONFIG_PENDING |

@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from cam_server.bsread.address import is_stream_address
-from cam_server.common.errors import InvalidConfig, InvalidName, describe_validation_errors
+from cam_server.common.errors import InvalidCombination, InvalidConfig, InvalidName, describe_validation_errors
 from cam_server.common.names import validate_name
 from cam_server.pipeline.registry import DEFAULT_TYPE, PIPELINE_TYPES
 from cam_server.processing.camera_transforms import roi_outside
@@ -130,7 +130,7 @@ class Rotation(_Block):
 
     @model_validator(mode="after")
     def _ortho(self) -> Rotation:
-        if self.mode == "ortho" and self.angle % 90 != 0:
+        if self.mode == "ortho" and not (self.angle / 90).is_integer():  # (as JSON Schema's multipleOf reads it)
             raise ValueError(f"angle must be a multiple of 90 in 'ortho' mode, not {self.angle}")
         return self
 
@@ -450,7 +450,9 @@ def parse_pipeline_config(config: dict[str, Any]) -> PipelineConfig:
     except ValidationError as exc:
         # A derived default is not computed after an error in a field it depends on: that says nothing new.
         errors = [e for e in exc.errors() if e["type"] != "default_factory_not_called"]
-        raise InvalidConfig("Invalid pipeline config: " + describe_validation_errors(errors)) from None
+        # Only the rules between fields failed (errors without a field location): every value is fine by itself.
+        kind = InvalidCombination if errors and not any(e.get("loc") for e in errors) else InvalidConfig
+        raise kind("Invalid pipeline config: " + describe_validation_errors(errors)) from None
     model._given_order = tuple(config)
     return model
 

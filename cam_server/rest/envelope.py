@@ -136,11 +136,19 @@ def _json_type(value: Any) -> str:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route of the app answers on this request's path (for a 405's ``Allow``), sorted."""
+    """The methods of the resource this request's path names (for a 405's ``Allow``), sorted: those of every route
+    with the path template of the first route that matches the path (the one the router chose), not just of that
+    route (Starlette's ``Allow``), nor of a ``{name}`` route that would also match a fixed path like ``info``."""
+    template = None
     methods: set[str] = set()
     for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
+        path = getattr(route, "path", None)
+        if template is None:
+            match, _ = route.matches(request.scope)
+            if match == Match.NONE:
+                continue
+            template = path
+        if path == template:
             methods |= set(getattr(route, "methods", None) or ())
     return sorted(methods)
 

@@ -202,7 +202,7 @@ class InstanceLoop:
             self.handler.update(config)
         except Exception as exc:  # noqa: BLE001 - a bad live config keeps the previous one running
             log.warning("config update refused: %s", exc)
-            self.control.config_refused(str(exc))
+            self.control.config_refused(str(exc), getattr(exc, "status_code", 400))
             return
         self.source.update_config(config)
         self.output.update_config(config)

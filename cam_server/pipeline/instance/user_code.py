@@ -35,6 +35,12 @@ class UserScriptError(CamServerError):
     """A user script or function that cannot be loaded or used; the message names the script and line."""
 
 
+class ScriptNotFound(UserScriptError):
+    """No script (nor module) of that name: 404, like any other name that does not exist."""
+
+    status_code = 404
+
+
 def user_parameters(config: PipelineConfig) -> dict[str, Any]:
     """The config as user code gets it (``parameters``): the expanded dict, built once per config, with ``reload``
     false, since the instance reloaded the function when it took this config (README: reload resets itself)."""
@@ -158,7 +164,7 @@ def _import_file(path: str) -> ModuleType:
 def _import_module(name: str, scripts_folder: str | os.PathLike | None, reload: bool) -> ModuleType:
     if "/" in name or os.sep in name or name.endswith(".py"):
         where = f" (scripts folder: {os.fspath(scripts_folder)})" if scripts_folder else ""
-        raise UserScriptError(f"script '{name}' not found{where}")
+        raise ScriptNotFound(f"script '{name}' not found{where}")
     try:
         if reload and name in sys.modules:
             return importlib.reload(sys.modules[name])
@@ -166,7 +172,7 @@ def _import_module(name: str, scripts_folder: str | os.PathLike | None, reload: 
     except ModuleNotFoundError as ex:
         if ex.name and name.startswith(ex.name):
             where = f" in the scripts folder {os.fspath(scripts_folder)}" if scripts_folder else ""
-            raise UserScriptError(f"script '{name}' not found{where} (nor as an importable module)") from None
+            raise ScriptNotFound(f"script '{name}' not found{where} (nor as an importable module)") from None
         raise UserScriptError(f"error importing module '{name}': {describe_exception(ex)}") from None
     except SyntaxError as ex:
         raise UserScriptError(f"syntax error in module '{name}' line {ex.lineno}: {ex.msg}") from None

@@ -151,7 +151,7 @@ def array_from_image_bytes(payload: Any) -> np.ndarray:
     dtype = _background_dtype(payload["dtype"])
     shape = _shape(payload["shape"])
     for key, expected in (("height", shape[0]), ("width", shape[1]), ("encoding", "base64"), ("byteorder", "little")):
-        if key in payload and payload[key] != expected:
+        if key in payload and (type(payload[key]) is not type(expected) or payload[key] != expected):  # true != 1
             raise InvalidConfig(f"Invalid background image: '{key}' is {_brief(payload[key])}, expected {expected!r}.")
     encoded = payload["bytes"]
     if not isinstance(encoded, (str, bytes)):

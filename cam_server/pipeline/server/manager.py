@@ -28,7 +28,14 @@ from typing import Any
 import numpy as np
 import requests
 
-from cam_server.common.errors import CamServerError, Conflict, InvalidConfig, NotFound, SourceUnavailable
+from cam_server.common.errors import (
+    CamServerError,
+    Conflict,
+    InvalidCombination,
+    InvalidConfig,
+    NotFound,
+    SourceUnavailable,
+)
 from cam_server.common.instances import InstanceTable
 from cam_server.common.names import validate_name
 from cam_server.common.process import (
@@ -69,7 +76,14 @@ MESSAGE_TIMEOUT = 10.0
 # How long a live config change waits for the instance to apply or refuse it (it takes configs between frames,
 # at least about once a second; a starting instance once its loop runs).
 CONFIG_TIMEOUT = 10.0
+MAX_INSTANCES = 100  # running instances per server (--max_instances): each is a process with its own memory
 GEOMETRY_TIMEOUT = 3.0  # the camera server's wait for a frame, when a check needs the camera geometry
+
+
+class InstanceLimit(CamServerError):
+    """The server runs as many instances as it may (``max_instances``): 429, try again when one has ended."""
+
+    status_code = 429
 
 
 def _default_target() -> Callable[..., Any]:
@@ -104,7 +118,7 @@ class PipelineManager:
     def __init__(self, cam_client: Any, config_store: SavedConfigs, background_store: BackgroundStore,
                  scripts_folder: str, hostname: str, target: Callable[..., Any] | None = None,
                  stop_timeout: float = 3.0, file_folder: str | None = None,
-                 config_timeout: float = CONFIG_TIMEOUT) -> None:
+                 config_timeout: float = CONFIG_TIMEOUT, max_instances: int = MAX_INSTANCES) -> None:
         self.cam_client = cam_client
         self.config_store = config_store
         self.background_store = background_store
@@ -114,6 +128,7 @@ class PipelineManager:
         self._target = target
         self._stop_timeout = stop_timeout
         self._config_timeout = config_timeout
+        self.max_instances = max_instances
         self._instances: InstanceTable[_Instance] = InstanceTable("pipeline", self._info, stop_timeout=stop_timeout)
         # One lock per requested config (while someone uses it): identical concurrent shared requests start one
         # instance, different configs do not wait for each other.
@@ -252,7 +267,11 @@ class PipelineManager:
                            "Create a private instance (create_instance_from_name/config) to change parameters.")
         with instance.update_lock:  # one change at a time per instance: each waits for its own answer
             previous = instance.config
-            new = update_config(previous, update)
+            try:
+                new = update_config(previous, update)
+            except InvalidCombination as exc:  # valid values, but not together with the rest of the running config
+                raise Conflict(f"{exc} (after merging the change into the config of instance '{instance_id}')") \
+                    from None
             self._check_structural(instance, new)
             self._check_background(new)
             self._check_roi(new)
@@ -269,8 +288,9 @@ class PipelineManager:
         """Send ``config`` and wait for the instance to take it; raises (nothing changed) unless it was applied."""
         outcome, reason = process.wait_config(process.update_config(config), self._config_timeout)
         if outcome == CONFIG_REFUSED:
-            raise InvalidConfig(f"Config not applied to instance '{instance_id}' (the previous config keeps running): "
-                                f"{reason}")
+            kind = NotFound if process.control.refusal_status() == 404 else InvalidConfig
+            raise kind(f"Config not applied to instance '{instance_id}' (the previous config keeps running): "
+                       f"{reason}")
         if outcome == CONFIG_ENDED:
             info = process.info()
             raise Conflict(f"Instance '{instance_id}' ended before it applied the config (exit code "
@@ -359,11 +379,12 @@ class PipelineManager:
 
         instance = self._get(instance_id)
         config = instance.config
+        # 409: a valid request, but not for an instance of this kind
         if config.get("pipeline_type") == "store":
-            raise InvalidConfig(f"Instance '{instance_id}' is a 'store' pipeline: reading a message would take it "
-                                "from the store's consumer. Read messages from a processing pipeline instead.")
+            raise Conflict(f"Instance '{instance_id}' is a 'store' pipeline: reading a message would take it "
+                           "from the store's consumer. Read messages from a processing pipeline instead.")
         if config.get("mode") == "FILE":
-            raise InvalidConfig(f"Instance '{instance_id}' writes to a file (mode FILE) and has no stream to read.")
+            raise Conflict(f"Instance '{instance_id}' writes to a file (mode FILE) and has no stream to read.")
         mode = reader_mode(config.get("mode"))
         host, port = host_and_port(instance.stream_address)
         process = instance.process
@@ -438,8 +459,8 @@ class PipelineManager:
                     raise Conflict(f"FILE output: instance '{instance.instance_id}' is writing {path}.")
         try:
             check_output_target(path)
-        except FileOutputError as exc:
-            raise InvalidConfig(str(exc)) from None
+        except FileOutputError as exc:  # 409: the file system's state, not the config, is in the way
+            raise Conflict(str(exc)) from None
 
     @staticmethod
     def _alive(instance: _Instance) -> bool:
@@ -479,6 +500,12 @@ class PipelineManager:
                 instance_id = str(uuid.uuid4())
             if instance_id in self._instances:
                 raise Conflict(f"Instance id '{instance_id}' is already in use.")
+            if len(self._instances.items()) >= self.max_instances:
+                self.reap()  # ended ones do not count
+                running = len(self._instances.items())
+                if running >= self.max_instances:
+                    raise InstanceLimit(f"This server runs {running} pipeline instances, its limit (--max_instances "
+                                        f"{self.max_instances}): stop one, or try again when one has ended.")
             used = {i.port for _, i in self._instances.items()}
             port = reserve_port(exclude=used)
             if PIPELINE_TYPES[expanded["pipeline_type"]].binds_input and not expanded.get("input_stream"):
@@ -522,7 +549,7 @@ class PipelineManager:
             self.get_instance_stream(target)
             receiver = self._instances.get(target)
             if receiver is None or not receiver.config.get("input_stream"):
-                raise InvalidConfig(f"output_pipeline '{target}' has no input address (it must be a 'fanin' pipeline).")
+                raise Conflict(f"output_pipeline '{target}' has no input address (it must be a 'fanin' pipeline).")
             config["output_stream"] = receiver.config["input_stream"]
         camera = config.get("camera_name")
         if camera and not config.get("input_stream"):
@@ -556,9 +583,11 @@ class PipelineManager:
                                  f"{exc}")
 
     def _check_camera_known(self, config: dict[str, Any]) -> None:
+        """A saved config must name a camera the camera server knows (409: the saved pipeline itself is fine, the
+        camera server's state is in the way)."""
         camera = config.get("camera_name")
         if camera and not self._camera_exists(camera):
-            raise NotFound(f"Camera '{camera}' does not exist on the camera server.")
+            raise Conflict(f"Camera '{camera}' does not exist on the camera server.")
 
     def _camera_exists(self, camera: str) -> bool:
         """A camera name or alias known to the camera server."""
@@ -608,8 +637,8 @@ class PipelineManager:
     @staticmethod
     def _check_structural(instance: _Instance, new: dict[str, Any]) -> None:
         changed = [k for k in STRUCTURAL_KEYS if new.get(k) != instance.config.get(k)]
-        if changed:
-            raise InvalidConfig(f"Cannot change {', '.join(changed)} of running instance '{instance.instance_id}': "
+        if changed:  # 409: a valid config, but not for the sockets and source this instance already has
+            raise Conflict(f"Cannot change {', '.join(changed)} of running instance '{instance.instance_id}': "
                                 "create a new instance with the new config.")
 
 
