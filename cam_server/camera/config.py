@@ -57,8 +57,8 @@ class CameraCalibration(BaseModel):
     @classmethod
     def _no_bool(cls, value: Any) -> Any:
         values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, bool) for v in values):
-            raise ValueError(f"must be a number, not {value!r}")
+        if any(isinstance(v, bool | str) for v in values):  # pydantic would read true as 1 and "5" as 5
+            raise ValueError(f"must be a number, not {_short(value)}")
         return value
 
     @field_validator("reference_marker")
@@ -105,11 +105,12 @@ class CameraConfig(BaseModel):
     no_client_timeout: float = 10.0  # seconds; <= 0 keeps the instance running without clients
     queue_size: int = Field(default=100, ge=1, le=MAX_QUEUE)
 
-    @field_validator(*NUMBER_KEYS, mode="before")
+    @field_validator(*NUMBER_KEYS, "roi", mode="before")
     @classmethod
     def _no_bool(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError(f"must be a number, not {value!r}")
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, bool | str) for v in values):  # pydantic would read true as 1 and "5" as 5
+            raise ValueError(f"must be a number, not {_short(value)}")
         return value
 
     @field_validator(*BOOL_KEYS, mode="before")

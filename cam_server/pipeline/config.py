@@ -87,10 +87,11 @@ class _Block(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_bool(cls, v: Any) -> Any:
-        # JSON true/false is no number (pydantic would read 1/0); the blocks hold numbers, and strings for modes.
-        if isinstance(v, bool):
-            raise ValueError(f"must be a number, not {v!r}")
+    def _no_bool(cls, v: Any, info: ValidationInfo) -> Any:
+        # JSON true/false is no number (pydantic would read 1/0), nor is "5" (pydantic would read 5); the blocks hold
+        # numbers, and strings for modes.
+        if isinstance(v, bool) or (isinstance(v, str) and info.field_name not in ("mode", "orientation")):
+            raise ValueError(f"must be a number, not {_short(v)}")
         return v
 
 
@@ -250,8 +251,8 @@ class PipelineConfig(BaseModel):
                      "pid_buffer", "queue_size", mode="before")
     @classmethod
     def _no_bool(cls, v: Any) -> Any:
-        if isinstance(v, bool):
-            raise ValueError(f"must be a number, not {v!r}")
+        if isinstance(v, bool | str):  # pydantic would read true as 1 and "5" as 5
+            raise ValueError(f"must be a number, not {_short(v)}")
         return v
 
     @field_validator(*ADDRESS_KEYS)

@@ -51,7 +51,7 @@ NAME: dict[str, Any] = {"type": "string", "pattern": NAME_PATTERN, "maxLength": 
 _VISIBLE = r"[^\s\x1c-\x1f\x85]"
 _PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 # bsread/address.py: tcp://host:port (port 1-65535) or ipc://path, no white space.
-ADDRESS_PATTERN = rf"^(?:tcp://{_VISIBLE}+:{_PORT}|ipc://{_VISIBLE}+)$"
+ADDRESS_PATTERN = rf"^(?:tcp://{_VISIBLE}+:0*{_PORT}|ipc://{_VISIBLE}+)$"
 ADDRESS: dict[str, Any] = {"type": "string", "pattern": ADDRESS_PATTERN}
 # A bsread camera named by its PV prefix: no white space, no "scheme://".
 PV_PREFIX: dict[str, Any] = {"type": "string", "pattern": rf"^(?:(?!://){_VISIBLE})+$"}

@@ -95,7 +95,8 @@ def _run(url: str, tmp_path: Path, name: str) -> tuple[int, str, float]:
 def fuzzed_servers(tmp_path_factory: pytest.TempPathFactory):
     tmp_path = tmp_path_factory.mktemp("schemathesis")
     data = tmp_path / "data"
-    data.mkdir()
+    for folder in (data, tmp_path / "camera", tmp_path / "pipeline"):
+        folder.mkdir()
     with camera_server(tmp_path / "camera") as cam, \
             pipeline_server(tmp_path / "pipeline", cam.url, extra_args=["--file_folder", str(data),
                                                                         "--max_instances", str(MAX_INSTANCES)]) as pipe:
