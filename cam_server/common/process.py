@@ -56,11 +56,10 @@ _INT_FIELDS = frozenset({"frames_in", "frames_out", "dropped", "errors", "client
                          "frame_height"})
 
 _CONTEXT: Any = None
-# Config acknowledgements (see InstanceControl.acknowledge_configs): outcomes of InstanceProcess.wait_config.
-CONFIG_APPLIED, CONFIG_REFUSED, CONFIG_PENDING, CONFIG_NOT_ACKNOWLEDGED, CONFIG_ENDED = (
-    "applied", "refused", "pending", "not acknowledged", "ended")
+# Config acknowledgements (InstanceControl.config_applied / config_refused): outcomes of InstanceProcess.wait_config.
+CONFIG_APPLIED, CONFIG_REFUSED, CONFIG_PENDING, CONFIG_ENDED = "applied", "refused", "pending", "ended"
 MAX_REPORT_CHARS = 4000  # an error report or refusal reason longer than this is cut (it is shown in answers)
-_ACKS_ON, _ACK_HANDLED, _ACK_REFUSED, _ACK_STATUS = 0, 1, 2, 3  # the slots of InstanceControl._acks
+_ACK_HANDLED, _ACK_REFUSED, _ACK_STATUS = 0, 1, 2  # the slots of InstanceControl._acks
 
 
 def process_context(preload: Sequence[str] = ()) -> Any:
@@ -171,10 +170,9 @@ class InstanceControl:
         self._configs_sent = ctx.RawValue("q", 0)
         self._configs_taken = 0
         self._send_lock = threading.Lock()
-        # Child → parent, in shared memory: does the child acknowledge configs, the number of the last config it
-        # handled (applied or refused), of the last one it refused, the HTTP status and the reason of that refusal
-        # (UTF-8, cut to MAX_REPORT_CHARS).
-        self._acks = ctx.RawArray("q", 4)
+        # Child → parent, in shared memory: the number of the last config the child handled (applied or refused), of
+        # the last one it refused, the HTTP status and the reason of that refusal (UTF-8, cut to MAX_REPORT_CHARS).
+        self._acks = ctx.RawArray("q", 3)
         self._refusal = ctx.RawArray("c", MAX_REPORT_CHARS + 1)
         self._errors = ctx.Queue()
         self.stats = SharedStats(ctx)
@@ -253,12 +251,6 @@ class InstanceControl:
                 return latest
             self._configs_taken += 1
 
-    def acknowledge_configs(self) -> None:
-        """Declare that this child acknowledges every config it takes (:meth:`config_applied` or
-        :meth:`config_refused`); the parent then waits for that answer (:meth:`InstanceProcess.wait_config`).
-        Children that never call it (camera instances, test stand-ins) are not waited for."""
-        self._acks[_ACKS_ON] = 1
-
     def config_applied(self) -> None:
         """The configs taken so far (the newest one) now run."""
         self._acks[_ACK_HANDLED] = self._configs_taken
@@ -309,10 +301,8 @@ class InstanceControl:
         return int(self._acks[_ACK_STATUS]) or 400
 
     def config_outcome(self, number: int) -> tuple[str, str | None]:
-        """What became of config ``number`` so far: (CONFIG_APPLIED | CONFIG_REFUSED | CONFIG_PENDING |
-        CONFIG_NOT_ACKNOWLEDGED, the refusal reason or None)."""
-        if not self._acks[_ACKS_ON]:
-            return CONFIG_NOT_ACKNOWLEDGED, None
+        """What became of config ``number`` so far: (CONFIG_APPLIED | CONFIG_REFUSED | CONFIG_PENDING, the refusal
+        reason or None). Only for children that acknowledge every config they take (pipeline instances)."""
         if self._acks[_ACK_HANDLED] < number:
             return CONFIG_PENDING, None
         if self._acks[_ACK_REFUSED] == number:
@@ -406,8 +396,8 @@ class InstanceProcess:
 
     def wait_config(self, number: int, timeout: float) -> tuple[str, str | None]:
         """Wait up to ``timeout`` s for the instance to apply or refuse config ``number``: (outcome, reason), the
-        outcome one of CONFIG_APPLIED, CONFIG_REFUSED (reason: why), CONFIG_PENDING (no answer in time),
-        CONFIG_NOT_ACKNOWLEDGED (the instance does not acknowledge configs) or CONFIG_ENDED (it ended first)."""
+        outcome one of CONFIG_APPLIED, CONFIG_REFUSED (reason: why), CONFIG_PENDING (no answer in time) or
+        CONFIG_ENDED (it ended first). Only for children that acknowledge every config they take."""
         deadline = time.monotonic() + timeout
         delay = 0.002
         while True:

@@ -54,3 +54,18 @@ def slow_to_stop(control, delay: float) -> None:
     control.stats.set("rate", time.time())  # when the stop request was seen
     time.sleep(delay)
     control.stats.set("last_frame_time", time.time())  # when the instance finished
+
+
+def acknowledging_loop(control, step: float) -> None:
+    """Takes configs (dicts) between "frames" and acknowledges each: refused when it has ``bad`` (with its status),
+    applied otherwise; ``busy`` seconds: one long frame before the next config is taken."""
+    while not control.should_stop():
+        new = control.poll_config()
+        if new is not None:
+            if new.get("bad"):
+                control.config_refused(f"refused: {new['bad']}", new.get("status", 400))
+            else:
+                control.stats.set("clients", new.get("clients", 0))
+                control.config_applied()
+            time.sleep(new.get("busy", 0))
+        time.sleep(step)

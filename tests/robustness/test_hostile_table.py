@@ -375,3 +375,37 @@ def test_the_instance_limit(tmp_path: Path) -> None:
         client.stop_instance(first)
         second, _ = client.create_instance_from_config({"pipeline_type": "fanin", "no_client_timeout": 0})
         client.stop_instance(second)
+
+
+def test_an_instance_busy_with_a_frame_gets_no_change_half_applied(servers: ServerPair, tmp_path: Path) -> None:
+    """An instance that does not take a change in time (one long frame): 503, the change withdrawn (the previous
+    config is sent after it and the instance takes the newest), GET config unchanged, and the instance later runs
+    the previous config, not the change."""
+    from cam_server.common.errors import SourceUnavailable
+    from cam_server.pipeline.server.backgrounds import BackgroundStore
+    from cam_server.pipeline.server.manager import PipelineManager
+    from cam_server.pipeline.server.saved_configs import SavedConfigs
+
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    write_script(scripts, "slow_frames.py", """
+        import time
+
+        def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata):
+            time.sleep(2.0)
+            return {"threshold": float(parameters.get("image_threshold") or 0)}
+    """)
+    manager = PipelineManager(CamClient(servers.camera.url), SavedConfigs(tmp_path / "configs"),
+                              BackgroundStore(tmp_path / "backgrounds"), str(scripts), "127.0.0.1", config_timeout=0.5)
+    try:
+        instance_id, _, _ = manager.create_instance_from_config(
+            {"camera_name": "test_camera", "function": "slow_frames", "no_client_timeout": 0, "image_threshold": 1})
+        wait_until(lambda: manager.get_instance_info(instance_id)["statistics"]["frames_in"] > 0, 30, "a frame")
+        time.sleep(0.2)  # inside the 2 s frame
+        with pytest.raises(SourceUnavailable, match="did not take the config change within 0.5 s .*withdrawn"):
+            manager.set_instance_config(instance_id, {"image_threshold": 5})
+        assert manager.get_instance_config(instance_id)["image_threshold"] == 1
+        message = manager.get_instance_message(instance_id, timeout=20)  # frames after the withdrawal
+        assert message["data"]["threshold"] == 1.0
+    finally:
+        manager.close()

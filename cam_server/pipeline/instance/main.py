@@ -84,7 +84,6 @@ def run_instance(control: InstanceControl, spec: InstanceSpec) -> None:
     """Run one pipeline instance until it should end; exits the process with the code described above."""
     _configure_threads()
     configure_memory()
-    control.acknowledge_configs()  # every pipeline type applies or refuses each live config and says which
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s [{spec.instance_id}] %(name)s: "
                                                    "%(message)s")
     try:
