@@ -7,6 +7,7 @@ cam_server code reads ``m.data.pulse_id``, ``m.data.global_timestamp`` (sec), ``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,23 @@ class MessageData:
             if spec.name == name:
                 return spec
         return None
+
+    def array(self, name: str) -> Any:
+        """The value of channel ``name`` in its declared shape (None when the message lacks it).
+
+        The Python receiver unwraps a first axis of length 1 (spec section 11): an image one pixel high comes back
+        as a 1-D row, a one-element axis as a scalar. Consumers that need the array as declared (a 2-D image) get
+        it back here, as a view (no copy).
+        """
+        entry = self.data.get(name)
+        value = None if entry is None else entry.value
+        spec = self.channel(name)
+        if value is None or spec is None or spec.shape is None or spec.type == "string":
+            return value
+        shape = spec.numpy_shape
+        if hasattr(value, "reshape") and getattr(value, "shape", None) != shape and math.prod(shape) == value.size:
+            return value.reshape(shape)
+        return value
 
 
 @dataclass

@@ -22,6 +22,16 @@ DEFAULT_DTYPE = "uint16"  # pixel type of a config without dtype (also read by t
 # Sanity bounds: larger values are typing mistakes that would only fail later, inside the camera process.
 MAX_IMAGE_SIDE = 65536
 MAX_QUEUE = 1_000_000
+# What the hardware means (issue 11 item 6): frame rates, image sizes and calibrations beyond these are typing
+# mistakes (a 1e9 Hz simulation busy-loops, an angle of 1e308 fails every frame).
+MAX_FRAME_RATE = 1000.0  # Hz
+MAX_ROI = 2**31 - 1  # roi offsets and sizes (as the pipeline's image_region_of_interest)
+MAX_SIMULATED_SIDE = 8192  # size_x, size_y of a simulated camera: at most 67 Mpixel (134 MB uint16) per frame
+MAX_MARKER = 1e7  # reference_marker coordinates (pixels)
+MAX_MARKER_SIZE = 1e12  # reference_marker_width / _height (engineering units, e.g. micrometres)
+MAX_ANGLE = 90.0  # camera_calibration angles (degrees, exclusive): the pixel size scales with cos(angle)
+# Boolean keys: JSON true/false only (pydantic would read "yes", "no", 1, 0 as booleans).
+BOOL_KEYS = ("mirror_x", "mirror_y", "binning_mean", "simulate_pulse_id")
 # Numeric keys: JSON true/false is not a number here (pydantic would read it as 1/0).
 NUMBER_KEYS = ("rotate", "connections", "buffer_size", "frame_rate", "size_x", "size_y", "binning_x", "binning_y",
                "port", "no_client_timeout", "queue_size")
@@ -37,18 +47,25 @@ class CameraCalibration(BaseModel):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     reference_marker: list[int | float] = Field(default_factory=lambda: [0, 0, 100, 100], min_length=4, max_length=4)
-    reference_marker_width: float = 100.0
-    reference_marker_height: float = 100.0
-    angle_horizontal: float = 0.0
-    angle_vertical: float = 0.0
+    reference_marker_width: float = Field(100.0, gt=0, le=MAX_MARKER_SIZE)
+    reference_marker_height: float = Field(100.0, gt=0, le=MAX_MARKER_SIZE)
+    angle_horizontal: float = Field(0.0, gt=-MAX_ANGLE, lt=MAX_ANGLE)
+    angle_vertical: float = Field(0.0, gt=-MAX_ANGLE, lt=MAX_ANGLE)
 
     @field_validator("reference_marker", "reference_marker_width", "reference_marker_height", "angle_horizontal",
                      "angle_vertical", mode="before")
     @classmethod
     def _no_bool(cls, value: Any) -> Any:
         values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, bool) for v in values):
-            raise ValueError(f"must be a number, not {value!r}")
+        if any(isinstance(v, bool | str) for v in values):  # pydantic would read true as 1 and "5" as 5
+            raise ValueError(f"must be a number, not {_short(value)}")
+        return value
+
+    @field_validator("reference_marker")
+    @classmethod
+    def _marker(cls, value: list[int | float]) -> list[int | float]:
+        if any(not -MAX_MARKER <= v <= MAX_MARKER for v in value):
+            raise ValueError(f"coordinates must be pixels within +-{MAX_MARKER:g}, not {value!r}")
         return value
 
 
@@ -72,7 +89,7 @@ class CameraConfig(BaseModel):
     buffer_size: int | None = Field(default=None, ge=0, le=MAX_QUEUE)  # None → connections * 5
     bsread_mode: Literal["PULL", "SUB"] = "PULL"
     # acquisition / simulation
-    frame_rate: float | None = Field(default=None, gt=0)
+    frame_rate: float | None = Field(default=None, gt=0, le=MAX_FRAME_RATE)
     size_x: int | None = Field(default=None, gt=0, le=MAX_IMAGE_SIDE)
     size_y: int | None = Field(default=None, gt=0, le=MAX_IMAGE_SIDE)
     dtype: str = DEFAULT_DTYPE
@@ -88,11 +105,19 @@ class CameraConfig(BaseModel):
     no_client_timeout: float = 10.0  # seconds; <= 0 keeps the instance running without clients
     queue_size: int = Field(default=100, ge=1, le=MAX_QUEUE)
 
-    @field_validator(*NUMBER_KEYS, mode="before")
+    @field_validator(*NUMBER_KEYS, "roi", mode="before")
     @classmethod
     def _no_bool(cls, value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError(f"must be a number, not {value!r}")
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, bool | str) for v in values):  # pydantic would read true as 1 and "5" as 5
+            raise ValueError(f"must be a number, not {_short(value)}")
+        return value
+
+    @field_validator(*BOOL_KEYS, mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise ValueError(f"must be true or false, not {_short(value)}")
         return value
 
     @model_validator(mode="before")
@@ -101,7 +126,8 @@ class CameraConfig(BaseModel):
         """An extra key read by the EPICS source; checked here so a bad value fails on save, not on first stream."""
         if isinstance(data, dict) and data.get("connection_timeout") is not None:
             timeout = data["connection_timeout"]
-            if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
+            number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+            if not number or not 0 < _as_float(timeout) < math.inf:
                 raise ValueError(f"'connection_timeout' must be a positive number of seconds, not {timeout!r}")
         return data
 
@@ -148,6 +174,8 @@ class CameraConfig(BaseModel):
             offset_x, size_x, offset_y, size_y = value
             if offset_x < 0 or offset_y < 0 or size_x <= 0 or size_y <= 0:
                 raise ValueError("roi must be [offset_x, size_x, offset_y, size_y] with offsets >= 0 and sizes > 0")
+            if max(value) > MAX_ROI:
+                raise ValueError(f"roi values must be at most {MAX_ROI}, not {value!r}")
         return value
 
     @model_validator(mode="after")
@@ -160,7 +188,17 @@ class CameraConfig(BaseModel):
                              f"got {self.source!r}")
         if self.buffer_size is None:
             self.buffer_size = self.connections * 5
+        if self.source_type == "simulation":
+            self._check_simulated_geometry()
         return self
+
+    def _check_simulated_geometry(self) -> None:
+        """A simulated camera renders every frame: at most MAX_SIMULATED_SIDE pixels a side."""
+        for key in ("size_x", "size_y"):
+            value = getattr(self, key)
+            if value is not None and value > MAX_SIMULATED_SIDE:
+                raise ValueError(f"'{key}' of a simulated camera must be at most {MAX_SIMULATED_SIDE} (a frame of "
+                                 f"at most {MAX_SIMULATED_SIDE}^2 pixels is rendered for every frame), not {value}")
 
     # --- convenience ------------------------------------------------------------------------------------------
     def calibration_dict(self) -> dict[str, Any] | None:
@@ -169,6 +207,20 @@ class CameraConfig(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """The complete config (defaults filled in, extra keys kept) as plain JSON-able data."""
         return self.model_dump(mode="json")
+
+
+def _as_float(value: int | float) -> float:
+    """``value`` as a float; inf for an integer too large for one."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
+
+
+def _short(v: Any) -> str:
+    """``repr(v)`` cut to a readable length."""
+    text = repr(v)
+    return text if len(text) <= 40 else text[:30] + f"... ({len(text)} characters)"
 
 
 def _is_bsread_pv_prefix(value: Any) -> bool:

@@ -43,6 +43,7 @@ FRAME_TIMEOUT = 10.0
 # How long a stream request counts as a client when nobody connects (a client that connects ends it at once).
 STREAM_RESERVATION_S = 30.0
 STOPPING_WAIT_S = 5.0  # how long a stream request waits for an instance that is ending by itself
+MAX_FRAME_TIMEOUT = 120.0  # the longest wait for a frame a request may ask for (query ``timeout``)
 
 
 @dataclass
@@ -163,7 +164,8 @@ class CameraInstanceManager:
             if not process.is_alive():
                 process.stop(timeout=1.0)
                 reason = process.last_error or f"instance process exited with code {process.exitcode}"
-                raise SourceUnavailable(f"Cannot start camera '{camera}': {reason}")
+                prefix = f"Cannot start camera '{camera}': "
+                raise SourceUnavailable(reason if reason.startswith(prefix) else prefix + reason)
             if time.monotonic() > deadline:
                 process.stop(timeout=2.0)
                 raise SourceUnavailable(f"Camera '{camera}' did not start streaming within "
@@ -265,7 +267,7 @@ class CameraInstanceManager:
                       "timestamp": _value(values, "timestamp"),
                       "width": _value(values, "width"), "height": _value(values, "height"),
                       "x_axis": _value(values, "x_axis"), "y_axis": _value(values, "y_axis")}
-            return values["image"].value, header
+            return message.data.array("image"), header  # 2-D also for an image one pixel high
         if keep_waiting is not None and not keep_waiting():
             raise Cancelled(f"Wait for an image of camera '{instance.camera}' cancelled: no client waits any more.")
         raise self.no_frame_error(instance.camera, timeout)

@@ -29,6 +29,7 @@ _CONTROL_POINTS: dict[str, list[tuple[float, float, float, float]]] = {
 _LUTS: dict[str, np.ndarray] = {}
 COLORMAPS = tuple(sorted(_CONTROL_POINTS))
 MAX_OUTPUT_PIXELS = 50_000_000
+MAX_SCALE = 10.0  # query ``scale``: a picture is at most 10 times as wide and high as the image
 
 
 def colormap_lut(name: str) -> np.ndarray:
@@ -60,8 +61,8 @@ def to_levels(image: np.ndarray, min_value: float | None = None, max_value: floa
 def check_render_options(scale: float | None = None, min_value: float | None = None,
                          max_value: float | None = None, colormap: str = "gray") -> None:
     """Refuse bad rendering options (clear 400) before anyone waits for a frame."""
-    if scale is not None and not 0 < scale < math.inf:
-        raise CamServerError(f"Invalid scale {scale}: must be a positive, finite number.")
+    if scale is not None and not 0 < scale <= MAX_SCALE:
+        raise CamServerError(f"Invalid scale {scale}: must be a positive number, at most {MAX_SCALE:g}.")
     for name, value in (("min_value", min_value), ("max_value", max_value)):
         if value is not None and not math.isfinite(value):
             raise CamServerError(f"Invalid {name} {value}: must be a finite number.")
@@ -78,9 +79,9 @@ def render_png(image: np.ndarray, scale: float | None = None, min_value: float |
     rgb = lut[to_levels(image, min_value, max_value)]
     picture = Image.fromarray(rgb, mode="RGB")
     if scale is not None and scale != 1:
+        # At most MAX_OUTPUT_PIXELS: a larger scale of a large image gives the largest picture that fits.
+        scale = min(scale, math.sqrt(MAX_OUTPUT_PIXELS / (picture.width * picture.height)))
         width, height = max(1, round(picture.width * scale)), max(1, round(picture.height * scale))
-        if width * height > MAX_OUTPUT_PIXELS:
-            raise CamServerError(f"Invalid scale {scale}: the picture would be {width}x{height} pixels.")
         picture = picture.resize((width, height), Image.BILINEAR if scale > 1 else Image.NEAREST)
     out = io.BytesIO()
     picture.save(out, format="PNG", compress_level=1)

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--instance_memory_limit", type=_mebibytes, default=DEFAULT_INSTANCE_MEMORY_LIMIT_MIB,
                         help="RSS in MiB past which a pipeline instance is ended (exit code 3), unless its config "
                              f"sets memory_limit; 0: no limit (default {DEFAULT_INSTANCE_MEMORY_LIMIT_MIB})")
+    parser.add_argument("--max_instances", type=int, default=None,
+                        help="Most pipeline instances running at once (each is a process); more are refused with "
+                             "429 (default: 100)")
     serve.add_trailing_arguments(parser, "User processing scripts directory")
     serve.add_limit_arguments(parser)
     serve.add_access_arguments(parser)
@@ -85,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.file_folder.strip():
         parser.error("--file_folder must name a directory")
+    if args.max_instances is not None and args.max_instances < 1:
+        parser.error("--max_instances must be at least 1")
     serve.configure_logging(args.log_level)
 
     from cam_server.client.cam_client import CamClient
@@ -112,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                               allow_external_functions=args.allow_external_functions,
                               max_blocking=args.max_blocking_requests,
                               instance_memory_limit=int(args.instance_memory_limit * MIB))
+    if args.max_instances is not None:
+        manager.max_instances = args.max_instances
     serve.warm_up_in_background(manager.warm_up)
     app = create_pipeline_app(manager, max_long_requests=args.max_long_requests,
                               api_token=api_token(args.api_token))

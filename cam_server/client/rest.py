@@ -12,6 +12,15 @@ LOGS_PATH = "/api/v1/logs"  # server-wide, not under a server's root
 TOKEN_ENV = "CAM_SERVER_API_TOKEN"  # the same variable the servers read (cam_server.rest.auth)
 
 
+class ErrorAnswer(ValueError):
+    """An error answer of a server: ``str()`` is its status message, ``status_code`` its HTTP status (a ValueError,
+    as every error answer has always been)."""
+
+    def __init__(self, message: Any, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
 class RestClient:
     """Calls a server's REST API and unwraps the JSON envelope; errors raise ``ValueError(status message)``.
 
@@ -47,7 +56,7 @@ class RestClient:
                              f"{response.text[:200]!r}") from None
         if not isinstance(body, dict) or body.get("state") != "ok":
             status = body.get("status") if isinstance(body, dict) else body
-            raise ValueError(status)
+            raise ErrorAnswer(status, response.status_code)
         return body
 
     def _get(self, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -67,7 +76,7 @@ class RestClient:
                 message = response.json().get("status")
             except ValueError:
                 message = response.text[:200]
-            raise ValueError(message)
+            raise ErrorAnswer(message, response.status_code)
         return response
 
     # --- server-level routes (both servers) -------------------------------------------------------------------

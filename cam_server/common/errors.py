@@ -20,6 +20,11 @@ class InvalidConfig(CamServerError):
     """A configuration that fails validation; the message names the field."""
 
 
+class InvalidCombination(InvalidConfig):
+    """A configuration whose every value is valid, but not together (a rule between fields: mode FILE without
+    ``file``, no input, ...); a live change that leads there conflicts with the running config (409)."""
+
+
 class NotFound(CamServerError):
     status_code = 404
 

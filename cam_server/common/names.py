@@ -15,7 +15,7 @@ def validate_name(name: object, what: str = "name") -> str:
     Allowed: letters, digits, ``_ . : + -``, not starting with a dot or dash, at most 200 characters. This
     rules out path traversal (``/``, ``..``, ``\\``), hidden files and empty names.
     """
-    if not isinstance(name, str) or not _NAME.match(name) or name in {".", ".."} or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in {".", ".."} or ".." in name:
         raise InvalidName(
             f"Invalid {what} {name!r}: use 1-200 letters, digits or '_.:+-', not starting with '.' or '-', "
             "and no '..'"

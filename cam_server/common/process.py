@@ -108,6 +108,10 @@ def state_name(code: float) -> str:
     return INSTANCE_STATES[index] if 0 <= index < len(INSTANCE_STATES) else "unknown"
 
 _CONTEXT: Any = None
+# Config acknowledgements (InstanceControl.config_applied / config_refused): outcomes of InstanceProcess.wait_config.
+CONFIG_APPLIED, CONFIG_REFUSED, CONFIG_PENDING, CONFIG_ENDED = "applied", "refused", "pending", "ended"
+MAX_REPORT_CHARS = 4000  # an error report or refusal reason longer than this is cut (it is shown in answers)
+_ACK_HANDLED, _ACK_REFUSED, _ACK_STATUS = 0, 1, 2  # the slots of InstanceControl._acks
 
 
 def process_context(preload: Sequence[str] = ()) -> Any:
@@ -308,6 +312,10 @@ class InstanceControl:
         self._configs_sent = ctx.RawValue("q", 0)
         self._configs_taken = 0
         self._send_lock = threading.Lock()
+        # Child → parent, in shared memory: the number of the last config the child handled (applied or refused), of
+        # the last one it refused, the HTTP status and the reason of that refusal (UTF-8, cut to MAX_REPORT_CHARS).
+        self._acks = ctx.RawArray("q", 3)
+        self._refusal = ctx.RawArray("c", MAX_REPORT_CHARS + 1)
         self._errors = ctx.Queue()
         # Reports sent (child, counted before each put) and taken (parent): readers drain the queue only when
         # something was sent, so an info request costs no queue syscalls.
@@ -418,7 +426,20 @@ class InstanceControl:
         """Child: the exit code the process is about to end with (read by the parent if the fork server is gone)."""
         self._exit_code.value = code
 
+    def config_applied(self) -> None:
+        """The configs taken so far (the newest one) now run."""
+        self._acks[_ACK_HANDLED] = self._configs_taken
+
+    def config_refused(self, reason: str, status_code: int = 400) -> None:
+        """The newest config taken was not applied (the previous one still runs), because of ``reason``
+        (``status_code``: what the server answers, e.g. 404 for a function that does not exist)."""
+        self._refusal.value = _cut(reason).encode("utf-8", "replace")[:MAX_REPORT_CHARS].replace(b"\0", b" ")
+        self._acks[_ACK_STATUS] = status_code
+        self._acks[_ACK_REFUSED] = self._configs_taken
+        self._acks[_ACK_HANDLED] = self._configs_taken
+
     def report_error(self, message: str) -> None:
+        message = _cut(message)
         try:
             self._errors_sent.value += 1
             self._errors.put_nowait((time.time(), message))
@@ -491,11 +512,25 @@ class InstanceControl:
         """Drop the parent's copy of the child's end once the child has its own."""
         self._stop_reader.close()
 
-    def send_config(self, config: Any) -> None:
-        """Queue a config for the child (pickled; see :meth:`poll_config`)."""
+    def send_config(self, config: Any) -> int:
+        """Queue a config for the child (pickled; see :meth:`poll_config`); returns its number (1, 2, ...)."""
         with self._send_lock:  # REST threads may send concurrently; the count must not lose an increment
             self._configs.put(config)
             self._configs_sent.value += 1
+            return self._configs_sent.value
+
+    def refusal_status(self) -> int:
+        """The HTTP status of the last refusal (see :meth:`config_refused`)."""
+        return int(self._acks[_ACK_STATUS]) or 400
+
+    def config_outcome(self, number: int) -> tuple[str, str | None]:
+        """What became of config ``number`` so far: (CONFIG_APPLIED | CONFIG_REFUSED | CONFIG_PENDING, the refusal
+        reason or None). Only for children that acknowledge every config they take (pipeline instances)."""
+        if self._acks[_ACK_HANDLED] < number:
+            return CONFIG_PENDING, None
+        if self._acks[_ACK_REFUSED] == number:
+            return CONFIG_REFUSED, self._refusal.value.decode("utf-8", "replace")
+        return CONFIG_APPLIED, None  # (a newer config handled since counts as this one applied and replaced)
 
     def recorded_exit_code(self) -> int | None:
         """The exit code the child wrote as it ended (None if it did not, e.g. killed by a signal)."""
@@ -927,9 +962,27 @@ class InstanceProcess:
         except (ProcessLookupError, OSError):  # already gone
             pass
 
-    def update_config(self, config: Any) -> None:
-        """Send the instance a live config change (see :meth:`InstanceControl.poll_config`)."""
-        self.control.send_config(config)
+    def update_config(self, config: Any) -> int:
+        """Send the instance a live config change (see :meth:`InstanceControl.poll_config`); returns its number
+        for :meth:`wait_config`."""
+        return self.control.send_config(config)
+
+    def wait_config(self, number: int, timeout: float) -> tuple[str, str | None]:
+        """Wait up to ``timeout`` s for the instance to apply or refuse config ``number``: (outcome, reason), the
+        outcome one of CONFIG_APPLIED, CONFIG_REFUSED (reason: why), CONFIG_PENDING (no answer in time) or
+        CONFIG_ENDED (it ended first). Only for children that acknowledge every config they take."""
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            outcome = self.control.config_outcome(number)
+            if outcome[0] != CONFIG_PENDING:
+                return outcome
+            if not self.is_alive():
+                return CONFIG_ENDED, None
+            if time.monotonic() >= deadline:
+                return outcome
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
 
     def stop(self, timeout: float = 3.0) -> None:
         """Ask the instance to stop, then terminate and kill it if it does not; never leaves a process behind:
@@ -1045,6 +1098,15 @@ class InstanceProcess:
                 return times.user + times.system, self._ps.memory_info().rss
         except psutil.Error:
             return None
+
+
+def _cut(message: str) -> str:
+    """``message`` cut to MAX_REPORT_CHARS (an exception message can be megabytes: it would travel to every
+    info answer)."""
+    message = str(message)
+    if len(message) <= MAX_REPORT_CHARS:
+        return message
+    return message[:MAX_REPORT_CHARS - 50] + f"... (cut: {len(message)} characters)"
 
 
 def reserve_port(host: str = "0.0.0.0", exclude: set[int] | None = None) -> int:

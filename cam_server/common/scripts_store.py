@@ -58,11 +58,16 @@ def check_script(file_name: str, data: bytes) -> str:
     try:
         ast.parse(text, filename=file_name)
     except SyntaxError as exc:
-        line = f": {exc.text.strip()}" if exc.text and exc.text.strip() else ""
+        line = f": {_excerpt(exc.text.strip())}" if exc.text and exc.text.strip() else ""
         raise CamServerError(f"Syntax error in script {file_name} line {exc.lineno}: {exc.msg}{line}") from None
     except ValueError as exc:  # e.g. null bytes in the source
         raise CamServerError(f"Script {file_name} is not valid Python source: {exc}") from None
     return text
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    """The start of a script's line for a message (a 200k-character line is not echoed back whole)."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 class ScriptStore:

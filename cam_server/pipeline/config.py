@@ -31,9 +31,10 @@ from pydantic import (
 )
 
 from cam_server.bsread.address import is_stream_address
-from cam_server.common.errors import InvalidConfig, InvalidName, describe_validation_errors
+from cam_server.common.errors import InvalidCombination, InvalidConfig, InvalidName, describe_validation_errors
 from cam_server.common.names import validate_name
 from cam_server.pipeline.registry import DEFAULT_TYPE, PIPELINE_TYPES
+from cam_server.processing.camera_transforms import roi_outside
 from cam_server.processing.parameters import (
     GOOD_REGION_GFSCALE,
     GOOD_REGION_THRESHOLD,
@@ -64,6 +65,19 @@ BACKGROUND_ALIAS = "background_id"
 MAX_COUNT = 2**31 - 1  # frames, records, queue and buffer sizes (ZeroMQ takes C ints)
 MAX_PROCESSING_THREADS = 256
 MAX_PULSE_ID = 2**63 - 1
+# What the hardware means (issue 11 item 6): beyond these a value is a typing mistake that costs memory or CPU.
+MAX_AVERAGING = 1000  # averaging N > 0 keeps one float64 sum: at 100 Hz, one output per 10 s at most
+MAX_RUNNING_AVERAGE = 100  # averaging N < 0 keeps |N| frames: 100 frames of 2560 x 2160 uint16 are 1.1 GB
+MAX_FRAME_RATE = 1000.0  # Hz: max_frame_rate (cameras stream at up to ~100 Hz; custom pipelines call at this rate)
+MAX_SLICES = 1000  # image_slices.number_of_slices (each slice adds its channels to every message)
+MAX_SLICES_SCALE = 1000.0
+MAX_BINNING = 65536  # pipeline binning_x / binning_y (user keys read by the default function): image side at most
+# Boolean parameters: JSON true/false only (pydantic would read "yes", "no", 1, 0 as booleans).
+BOOL_FIELDS = ("reload", "copy_image", "paused", "abort_on_error", "abort_on_timeout", "enforce_pid", "block",
+               "localtime", "change")
+# Keys that are no model fields (kept in model_extra for user functions) but that our processing reads.
+EXTRA_BOOL_KEYS = ("pause", "binning_mean")
+EXTRA_BINNING_KEYS = ("binning_x", "binning_y")
 # Fields that hold a stream address (ZeroMQ endpoint).
 ADDRESS_KEYS = ("input_stream", "output_stream", "bsread_address")
 
@@ -73,10 +87,11 @@ class _Block(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_bool(cls, v: Any) -> Any:
-        # JSON true/false is no number (pydantic would read 1/0); the blocks hold numbers, and strings for modes.
-        if isinstance(v, bool):
-            raise ValueError(f"must be a number, not {v!r}")
+    def _no_bool(cls, v: Any, info: ValidationInfo) -> Any:
+        # JSON true/false is no number (pydantic would read 1/0), nor is "5" (pydantic would read 5); the blocks hold
+        # numbers, and strings for modes.
+        if isinstance(v, bool) or (isinstance(v, str) and info.field_name not in ("mode", "orientation")):
+            raise ValueError(f"must be a number, not {_short(v)}")
         return v
 
 
@@ -86,8 +101,8 @@ class GoodRegion(_Block):
 
 
 class Slices(_Block):
-    number_of_slices: int = Field(SLICES_NUMBER, gt=0, le=MAX_COUNT)
-    scale: float = SLICES_SCALE
+    number_of_slices: int = Field(SLICES_NUMBER, gt=0, le=MAX_SLICES)
+    scale: float = Field(SLICES_SCALE, gt=0, le=MAX_SLICES_SCALE)
     orientation: Literal["vertical", "horizontal"] = SLICES_ORIENTATION
 
 
@@ -116,7 +131,7 @@ class Rotation(_Block):
 
     @model_validator(mode="after")
     def _ortho(self) -> Rotation:
-        if self.mode == "ortho" and self.angle % 90 != 0:
+        if self.mode == "ortho" and not (self.angle / 90).is_integer():  # (as JSON Schema's multipleOf reads it)
             raise ValueError(f"angle must be a multiple of 90 in 'ortho' mode, not {self.angle}")
         return self
 
@@ -245,8 +260,8 @@ class PipelineConfig(BaseModel):
                      "pid_buffer", "queue_size", "camera_server_timeout", "memory_limit", mode="before")
     @classmethod
     def _no_bool(cls, v: Any) -> Any:
-        if isinstance(v, bool):
-            raise ValueError(f"must be a number, not {v!r}")
+        if isinstance(v, bool | str):  # pydantic would read true as 1 and "5" as 5
+            raise ValueError(f"must be a number, not {_short(v)}")
         return v
 
     @field_validator(*ADDRESS_KEYS)
@@ -292,14 +307,25 @@ class PipelineConfig(BaseModel):
             raise ValueError(f"offsets must be >= 0, got offset_x={roi[0]}, offset_y={roi[2]}")
         return roi
 
+    @field_validator(*BOOL_FIELDS, mode="before")
+    @classmethod
+    def _strict_bool(cls, v: Any) -> Any:
+        return _bool(v)
+
     @field_validator("averaging", mode="before")
     @classmethod
     def _averaging(cls, v: Any) -> Any:
         if v is None:
             return None
-        n = _int_like(v, "a non-zero integer (N > 0: one output per N frames, N < 0: running mean)")
+        what = "a non-zero integer (N > 0: one output per N frames, N < 0: running mean)"
+        n = _int_like(v, what)
         if n == 0:
-            raise ValueError("must be a non-zero integer (N > 0: one output per N frames, N < 0: running mean)")
+            raise ValueError(f"must be {what}")
+        if n > MAX_AVERAGING:
+            raise ValueError(f"must be at most {MAX_AVERAGING} (one output per N frames), not {n}")
+        if n < -MAX_RUNNING_AVERAGE:
+            raise ValueError(f"must be at least -{MAX_RUNNING_AVERAGE}: a running mean keeps its |N| frames in "
+                             f"memory, not {n}")
         return n
 
     @field_validator("downsampling", "processing_threads", "records", "buffer_size", "input_queue_size", mode="before")
@@ -317,9 +343,11 @@ class PipelineConfig(BaseModel):
 
     @field_validator("image_threshold", "max_frame_rate", mode="before")
     @classmethod
-    def _number(cls, v: Any) -> Any:
+    def _number(cls, v: Any, info: ValidationInfo) -> Any:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not _finite(v)):
             raise ValueError(f"must be a finite number, not {_short(v)}")
+        if info.field_name == "max_frame_rate" and v is not None and not 0 <= v <= MAX_FRAME_RATE:
+            raise ValueError(f"must be between 0 and {MAX_FRAME_RATE:g} Hz (null or 0: no limit), not {_short(v)}")
         return v
 
     @field_validator("pid_range", mode="before")
@@ -340,6 +368,7 @@ class PipelineConfig(BaseModel):
 
     @model_validator(mode="after")
     def _cross_field(self) -> PipelineConfig:
+        _check_extra_keys(self.model_extra or {})
         if self.mode == "FILE" and not self.file:
             raise ValueError("mode 'FILE' needs 'file' (the output file name)")
         has_input = self.camera_name or self.input_stream or self.input_pipeline
@@ -352,6 +381,45 @@ class PipelineConfig(BaseModel):
         if self.pipeline_type == "processing" and self.bsread_channels and not self.bsread_address:
             raise ValueError(DISPATCHER_NOT_SUPPORTED)
         return self
+
+
+def _bool(v: Any) -> bool:
+    """JSON true / false only: a string ("yes", "false") or a number is refused, never guessed."""
+    if not isinstance(v, bool):
+        raise ValueError(f"must be true or false, not {_short(v)}")
+    return v
+
+
+def _check_extra_keys(extra: Mapping[str, Any]) -> None:
+    """User keys our own processing reads (``pause``, the pipeline binning): checked like the fields, so that a bad
+    value is refused here instead of failing every frame (or being read as true)."""
+    for key in EXTRA_BOOL_KEYS:
+        if extra.get(key) is not None and not isinstance(extra[key], bool):
+            raise ValueError(f"'{key}' must be true or false (or null), not {_short(extra[key])}")
+    for key in EXTRA_BINNING_KEYS:
+        value = extra.get(key)
+        if value is not None:
+            try:
+                n = _int_like(value, "an integer >= 1", MAX_BINNING)
+            except ValueError as exc:
+                raise ValueError(f"'{key}' {exc}") from None
+            if n < 1:
+                raise ValueError(f"'{key}' must be an integer >= 1, not {_short(value)}")
+
+
+def roi_problem(config: Mapping[str, Any], width: int, height: int) -> str | None:
+    """Why the ``image_region_of_interest`` of an expanded ``config`` does not start inside the image a camera of
+    ``width`` x ``height`` gives at the ROI step (after the pipeline binning and an ``ortho`` rotation, processing.md
+    2 step 9), or None; checked at create / update (camera geometry) and by the instance (the frames it got)."""
+    roi = config.get("image_region_of_interest")
+    if not roi:
+        return None
+    width, height = width // int(config.get("binning_x") or 1), height // int(config.get("binning_y") or 1)
+    rotation = config.get("rotation") or {}
+    if rotation.get("mode") == "ortho" and int((rotation.get("angle") or 0) / 90) % 2:
+        width, height = height, width
+    problem = roi_outside(roi, width, height)
+    return None if problem is None else f"image_region_of_interest {problem}"
 
 
 def _finite(v: int | float) -> bool:
@@ -394,7 +462,9 @@ def parse_pipeline_config(config: dict[str, Any]) -> PipelineConfig:
     except ValidationError as exc:
         # A derived default is not computed after an error in a field it depends on: that says nothing new.
         errors = [e for e in exc.errors() if e["type"] != "default_factory_not_called"]
-        raise InvalidConfig("Invalid pipeline config: " + describe_validation_errors(errors)) from None
+        # Only the rules between fields failed (errors without a field location): every value is fine by itself.
+        kind = InvalidCombination if errors and not any(e.get("loc") for e in errors) else InvalidConfig
+        raise kind("Invalid pipeline config: " + describe_validation_errors(errors)) from None
     model._given_order = tuple(config)
     return model
 

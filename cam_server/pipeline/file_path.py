@@ -72,3 +72,20 @@ def _inside(path: str, folder: str) -> bool:
     """``path`` (resolved: symbolic links followed) is ``folder`` or below it."""
     real, root = os.path.realpath(path), os.path.realpath(os.path.expanduser(folder))
     return os.path.commonpath([root, real]) == root
+
+def check_output_target(path: str) -> None:
+    """What can be checked before an instance writes the resolved ``path``, so that a bad target is refused when the
+    instance is created instead of ending it (exit code 1) after the server answered 200: the file must not exist
+    (FILE output never overwrites), and its nearest existing folder must be a folder the server may write to (the
+    instance creates the missing ones)."""
+    if os.path.lexists(path):
+        kind = "a folder" if os.path.isdir(path) else "a file"
+        raise FileOutputError(f"FILE output: {path} already exists ({kind}; FILE output never overwrites): choose a "
+                              "new file name")
+    existing = os.path.dirname(path)
+    while existing and not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise FileOutputError(f"FILE output: cannot create {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FileOutputError(f"FILE output: cannot create {path}: the folder {existing} is not writable")

@@ -55,6 +55,19 @@ def roi_bounds(width: int, height: int, roi: Sequence[int]) -> tuple[int, int, i
     return ox, sx, oy, sy
 
 
+def roi_outside(roi: Sequence[int] | None, width: int, height: int) -> str | None:
+    """Why an ``[offset_x, size_x, offset_y, size_y]`` ROI does not start inside a ``width`` x ``height`` image, or
+    None. Sizes beyond the image edge are clamped (:func:`roi_bounds`, as processing.md defines), but an offset
+    outside the image would be clamped to a region nobody asked for: refused where the geometry is known."""
+    if roi is None:
+        return None
+    offset_x, _, offset_y, _ = (int(v) for v in roi)
+    if offset_x >= width or offset_y >= height:
+        return (f"{list(roi)} starts outside the {width} x {height} image (offsets must be < {width} and < "
+                f"{height})")
+    return None
+
+
 def apply_camera_transforms(image: np.ndarray, *, mirror_x: bool = False, mirror_y: bool = False, rotate: int = 0,
                             roi: Sequence[int] | None = None, binning_x: int = 1, binning_y: int = 1,
                             binning_mean: bool = False, background: np.ndarray | None = None) -> np.ndarray:

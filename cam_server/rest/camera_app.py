@@ -20,8 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from cam_server.camera.config import CameraConfig
-from cam_server.camera.manager import FRAME_TIMEOUT, CameraInstanceManager
+from cam_server.camera.manager import FRAME_TIMEOUT, MAX_FRAME_TIMEOUT, CameraInstanceManager
 from cam_server.camera.render import check_render_options, image_bytes_payload, render_png
 from cam_server.common.errors import CamServerError
 from cam_server.common.log_ring import LogRing, install_log_ring
@@ -55,7 +54,6 @@ from cam_server.rest.view import CameraTarget, install_view_routes
 from cam_server.version import __version__
 
 API = "/api/v1/cam"
-MAX_FRAME_TIMEOUT = 120.0
 
 
 def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | None = None,
@@ -137,7 +135,7 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
 
     @app.post(f"{API}/{{camera_name}}/config", summary="Save a camera config (a running instance follows it)",
               response_model=documented(CameraConfigAnswer), responses=errors(400, 409, 413),
-              openapi_extra=bodies.declare(CameraConfig, "The whole camera config (it replaces the saved one)."))
+              openapi_extra=bodies.declare("CameraConfigBody", "The whole camera config (it replaces the saved one)."))
     async def set_camera_config(camera_name: str, request: Request) -> dict[str, Any]:
         body = await json_body(request)
 

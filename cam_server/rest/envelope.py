@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic_core import PydanticSerializationError, to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from cam_server.common.errors import CamServerError, describe_validation_errors
 
@@ -34,8 +36,21 @@ def ok(status: str, **fields: Any) -> dict[str, Any]:
     return {"state": "ok", "status": status, **fields}
 
 
+# An error message echoes parts of the request (names, values, a script's bad line): never more than this.
+MAX_MESSAGE_CHARS = 2000
+
+
 def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status_code, content={"state": "error", "status": message}, headers=headers)
+    return JSONResponse(status_code=status_code, content={"state": "error", "status": cap_message(message)},
+                        headers=headers)
+
+
+def cap_message(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``message`` cut to ``limit`` characters, saying how long it was (a 200k-character script line or name
+    echoed back whole helps nobody)."""
+    if len(message) <= limit:
+        return message
+    return message[:limit - 60] + f"... (message cut: {len(message)} characters)"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -51,7 +66,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, _http_message(request, exc))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the methods of the first route of this path
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return error_response(exc.status_code, _http_message(request, exc, headers.get("Allow")), headers or None)
 
     @app.exception_handler(ValueError)
     async def _value(_: Request, exc: ValueError) -> JSONResponse:
@@ -73,7 +92,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         raise CamServerError("Request body is empty: a JSON object is required.")
     try:
-        value = json.loads(raw, parse_constant=_no_constant)
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:
         raise CamServerError("Request body is nested too deeply to be a configuration.") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
@@ -102,20 +121,47 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value (use a number or null)")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent; one too large for a float (``1e400``) would become inf, which
+    config files could then only store as the non-JSON ``Infinity``."""
+    value = float(text)
+    if not math.isfinite(value):
+        shown = text if len(text) <= 40 else text[:30] + f"... ({len(text)} characters)"
+        raise ValueError(f"the number {shown} is too large (out of the range of a double)")
+    return value
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     return {list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a number")
 
 
-def _http_message(request: Request, exc: StarletteHTTPException) -> str:
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of the resource this request's path names (for a 405's ``Allow``), sorted: those of every route
+    with the path template of the first route that matches the path (the one the router chose), not just of that
+    route (Starlette's ``Allow``), nor of a ``{name}`` route that would also match a fixed path like ``info``."""
+    template = None
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        path = getattr(route, "path", None)
+        if template is None:
+            match, _ = route.matches(request.scope)
+            if match == Match.NONE:
+                continue
+            template = path
+        if path == template:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def _http_message(request: Request, exc: StarletteHTTPException, allowed: str | None = None) -> str:
     """Starlette's bare "Not Found" / "Method Not Allowed" made specific: what was asked and what exists."""
     where = f"{request.method} {request.url.path}"
     if exc.status_code == 404 and exc.detail == "Not Found":
         return (f"Not Found: {where} is not a route of this server (see /docs). Names cannot contain '/' "
                 "(nor an encoded %2F).")
     if exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")
         return f"Method {request.method} is not allowed on {request.url.path}" + (f"; use {allowed}." if allowed
                                                                                     else ".")
     return str(exc.detail)

@@ -29,7 +29,6 @@ from cam_server.common.log_ring import LogRing, install_log_ring
 from cam_server.common.names import validate_name
 from cam_server.common.safe_pickle import safe_loads
 from cam_server.common.scripts_store import ScriptStore
-from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.server.backgrounds import (
     MAX_IMAGE_BYTES_BODY,
     MAX_LIST_BODY,
@@ -120,7 +119,7 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
 
     @app.post(API, summary="Create a private instance from a config", response_model=documented(InstanceAnswer),
               responses=errors(400, 404, 409, 413, 429, 503),
-              openapi_extra=bodies.declare(PipelineConfig, _NEW_CONFIG))
+              openapi_extra=bodies.declare("PipelineConfigBody", _NEW_CONFIG))
     def create_from_config(config: dict = Depends(json_body),
                            instance_id: str | None = Query(None, description="requested unique instance id"),
                            ) -> dict[str, Any]:
@@ -237,7 +236,7 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
     # Trailing slash (PSI's client): distinct from POST {API}/{pipeline_name}, which never matches it.
     @app.post(f"{API}/instance/", summary="Stream of a shared (read-only) instance of a config, reused if running",
               response_model=documented(InstanceAnswer), responses=errors(400, 404, 409, 413, 429, 503),
-              openapi_extra=bodies.declare(PipelineConfig, _NEW_CONFIG))
+              openapi_extra=bodies.declare("PipelineConfigBody", _NEW_CONFIG))
     def get_instance_stream_from_config(config: dict = Depends(json_body)) -> dict[str, Any]:
         iid, stream, expanded = manager.get_instance_stream_from_config(config)
         return ok(f"Shared pipeline instance {iid}.", instance_id=iid, stream=stream, config=expanded)
@@ -264,15 +263,15 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
         return ok(f"Pipeline instance {instance_id} config.", config=manager.get_instance_config(instance_id))
 
     @app.post(f"{API}/instance/{{instance_id}}/config", summary="Change the config of a private instance (incremental)",
-              response_model=documented(PipelineConfigAnswer), responses=errors(400, 404, 409, 413, 429),
-              openapi_extra=bodies.declare(PipelineConfig, _CONFIG_CHANGE))
+              response_model=documented(PipelineConfigAnswer), responses=errors(400, 404, 409, 413, 429, 503),
+              openapi_extra=bodies.declare("PipelineConfigChange", _CONFIG_CHANGE))
     def set_instance_config(instance_id: str, config: dict = Depends(json_body)) -> dict[str, Any]:
         return ok(f"Pipeline instance {instance_id} config changed.",
                   config=manager.set_instance_config(instance_id, config))
 
     # A long request: run apart; clients asking for a message of the same instance share one wait.
     @app.get(f"{API}/instance/{{instance_id}}/message", summary="One message of the instance stream, as JSON",
-             response_model=documented(MessageAnswer), responses=errors(400, 404, 429, 503))
+             response_model=documented(MessageAnswer), responses=errors(400, 404, 409, 429, 503))
     async def get_instance_message(instance_id: str, request: Request) -> Response:
         message = await jobs.run(
             request, ("message", instance_id),
@@ -291,10 +290,12 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
     install_server_routes(app, API, manager.get_pipeline_list, logs or install_log_ring())
 
     # --- named pipelines and instance ids -------------------------------------------------------------------
-    @app.post(f"{API}/{{pipeline_name}}", summary="Create a private instance of a saved pipeline",
+    # POST and DELETE share their path (one resource in the document): ``name`` is a saved pipeline for POST, an
+    # instance id for DELETE.
+    @app.post(f"{API}/{{name}}", summary="Create a private instance of the saved pipeline 'name'",
               response_model=documented(InstanceAnswer), responses=errors(400, 404, 409, 429, 503))
-    def create_from_name(pipeline_name: str, instance_id: str | None = Query(None)) -> dict[str, Any]:
-        iid, stream, expanded = manager.create_instance_from_name(pipeline_name, instance_id)
+    def create_from_name(name: str, instance_id: str | None = Query(None)) -> dict[str, Any]:
+        iid, stream, expanded = manager.create_instance_from_name(name, instance_id)
         return ok(f"Pipeline instance {iid} created.", instance_id=iid, stream=stream, config=expanded)
 
     @app.get(f"{API}/{{pipeline_name}}/config", summary="Saved pipeline config",
@@ -304,7 +305,7 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
 
     @app.post(f"{API}/{{pipeline_name}}/config", summary="Save a pipeline config",
               response_model=documented(PipelineConfigAnswer), responses=errors(400, 404, 413, 429, 503),
-              openapi_extra=bodies.declare(PipelineConfig, _NEW_CONFIG))
+              openapi_extra=bodies.declare("PipelineConfigBody", _NEW_CONFIG))
     def save_pipeline_config(pipeline_name: str, config: dict = Depends(json_body)) -> dict[str, Any]:
         return ok(f"Pipeline {pipeline_name} config saved.",
                   config=manager.save_pipeline_config(pipeline_name, config))
@@ -318,11 +319,11 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
             return ok(f"Pipeline {pipeline_name} was a broken entry: moved aside to {moved}.")
         return ok(f"Pipeline {pipeline_name} config deleted.")
 
-    @app.delete(f"{API}/{{instance_id}}", summary="Stop an instance", response_model=documented(OkAnswer),
-                responses=errors(400, 404))
-    def stop_instance(instance_id: str) -> dict[str, Any]:
-        manager.stop_instance(instance_id)
-        return ok(f"Pipeline instance {instance_id} stopped.")
+    @app.delete(f"{API}/{{name}}", summary="Stop the instance 'name' (an instance id)",
+                response_model=documented(OkAnswer), responses=errors(400, 404))
+    def stop_instance(name: str) -> dict[str, Any]:
+        manager.stop_instance(name)
+        return ok(f"Pipeline instance {name} stopped.")
 
     bodies.install(app)
     # The live view: GET /, /view/<instance_id> and its WebSocket (see rest/view/routes.py).

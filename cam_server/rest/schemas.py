@@ -25,6 +25,8 @@ from pydantic.json_schema import models_json_schema
 
 from cam_server.camera.config import CameraConfig
 from cam_server.pipeline.config import PipelineConfig
+from cam_server.pipeline.server.backgrounds import BACKGROUND_DTYPES
+from cam_server.rest.request_schemas import FINITE, NAME_PATTERN, body_schemas, document_parameters
 
 REF = "#/components/schemas/"
 
@@ -58,8 +60,8 @@ _ERRORS = {
          "background in use or disk limit reached, a folder where a config would be written)",
     413: "Request body too large",
     422: "A query parameter of the wrong type",
-    429: "Too many long or blocking requests at once (server option --max_long_requests / --max_blocking_requests); "
-         "Retry-After says when to try again",
+    429: "Too many at once: long or blocking requests (--max_long_requests / --max_blocking_requests; Retry-After "
+         "says when to try again) or pipeline instances (--max_instances)",
     503: "A camera, stream or the camera server cannot be reached",
 }
 
@@ -91,12 +93,19 @@ class JsonBodies:
 
     def __init__(self) -> None:
         self._models: dict[str, type[BaseModel]] = {}
+        self._schemas: dict[str, dict[str, Any]] = {}
 
-    def declare(self, model: type[BaseModel], description: str,
+    def declare(self, model: type[BaseModel] | str, description: str,
                 other_content: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``openapi_extra`` of a route whose JSON body is ``model`` (``other_content``: more media types)."""
-        self._models[model.__name__] = model
-        content = {"application/json": {"schema": {"$ref": REF + model.__name__}}, **(other_content or {})}
+        """``openapi_extra`` of a route whose JSON body is ``model`` (``other_content``: more media types); a name
+        of :data:`BODY_SCHEMAS` (a request body as the server checks it, see :func:`body_schemas`) or a model."""
+        if isinstance(model, str):
+            self._schemas[model] = body_schemas()[model]
+            name = model
+        else:
+            self._models[model.__name__] = model
+            name = model.__name__
+        content = {"application/json": {"schema": {"$ref": REF + name}}, **(other_content or {})}
         return {"requestBody": {"required": True, "description": description, "content": content}}
 
     def install(self, app: FastAPI) -> None:
@@ -108,15 +117,23 @@ class JsonBodies:
                 for name, schema in top.get("$defs", {}).items()}
         generate = app.openapi  # FastAPI's, which generates the document once and keeps it
 
+        ours.update(self._schemas)
+
         def openapi() -> dict[str, Any]:
             document = generate()
             components = document.setdefault("components", {}).setdefault("schemas", {})
             for name, schema in ours.items():
                 if components.setdefault(name, schema) != schema:
                     raise RuntimeError(f"two different schemas named {name} in the OpenAPI document")
+            document_parameters(document)
             return document
 
         app.openapi = openapi  # type: ignore[method-assign]
+
+
+_NAME_SCHEMA = {"pattern": NAME_PATTERN, "maxLength": 200}  # documented, not validated: our code checks bodies
+_BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_ROWS = {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": FINITE}}
 
 
 class BackgroundList(BaseModel):
@@ -124,8 +141,9 @@ class BackgroundList(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    filename: str = Field(description="the background id to store it under")
-    data: list[Any] = Field(description="2-D nested list of numbers: rows of pixels")
+    filename: str = Field(description="the background id to store it under", json_schema_extra=_NAME_SCHEMA)
+    data: list[Any] = Field(description="2-D nested list of finite numbers: rows of pixels, all of one length",
+                            json_schema_extra=_ROWS)
 
 
 class ImageBytesBody(BaseModel):
@@ -133,15 +151,17 @@ class ImageBytesBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    bytes: str = Field(description="base64 of the pixels, C order, little-endian")
-    shape: Pair = Field(description="[height, width]")
-    dtype: str = Field(description="numpy dtype name, e.g. uint16, float32")
-    width: int | None = Field(None, description="if given, must equal shape[1]")
-    height: int | None = Field(None, description="if given, must equal shape[0]")
-    encoding: Literal["base64"] | None = None
-    byteorder: Literal["little"] | None = None
-    pulse_id: int | None = Field(None, description="ignored")
-    timestamp: float | None = Field(None, description="ignored")
+    bytes: str = Field(description="base64 of the pixels, C order, little-endian: height * width values of dtype",
+                       json_schema_extra={"pattern": _BASE64})
+    shape: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=2, max_length=2)] = Field(
+        description="[height, width]")
+    dtype: Literal[BACKGROUND_DTYPES] = Field(description="numpy dtype name")  # type: ignore[valid-type]
+    width: int = Field(None, description="if given, must equal shape[1]")  # type: ignore[assignment]
+    height: int = Field(None, description="if given, must equal shape[0]")  # type: ignore[assignment]
+    encoding: Literal["base64"] = None  # type: ignore[assignment]
+    byteorder: Literal["little"] = None  # type: ignore[assignment]
+    pulse_id: Any = Field(None, description="ignored")
+    timestamp: Any = Field(None, description="ignored")
 
 
 # --- answers of both servers ------------------------------------------------------------------------------------
@@ -154,7 +174,8 @@ class ConfigNamesAnswer(OkAnswer):
 
 
 class LogsAnswer(OkAnswer):
-    logs: list[tuple[str, str, str, str]] = Field(description="[time, logger, level, message] per record, newest last")
+    logs: list[Annotated[list[str], Field(min_length=4, max_length=4)]] = Field(
+        description="[time, logger, level, message] per record, newest last")
 
 
 _BROKEN = ("entry → why it is not usable (a folder, not UTF-8, not valid JSON, an invalid config, ...): left out "

@@ -61,3 +61,17 @@ def exit_with_reason(control, reason: str, code: int) -> None:
     control.report_error("something went wrong")
     control.report_exit_reason(reason)
     raise SystemExit(code)
+
+def acknowledging_loop(control, step: float) -> None:
+    """Takes configs (dicts) between "frames" and acknowledges each: refused when it has ``bad`` (with its status),
+    applied otherwise; ``busy`` seconds: one long frame before the next config is taken."""
+    while not control.should_stop():
+        new = control.poll_config()
+        if new is not None:
+            if new.get("bad"):
+                control.config_refused(f"refused: {new['bad']}", new.get("status", 400))
+            else:
+                control.stats.set("clients", new.get("clients", 0))
+                control.config_applied()
+            time.sleep(new.get("busy", 0))
+        time.sleep(step)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from cam_server.common.process import CONFIG_REFUSED
+from cam_server.pipeline.config import parse_pipeline_config
 from tests.helpers.procs import wait_until
 from tests.helpers.streams import receive, values
 from tests.pipeline_instance.harness import FakeCamera, parameters, pipeline
@@ -121,7 +123,8 @@ def test_live_update_of_bad_function_keeps_previous_config(tmp_path, camera):
     with pipeline(tmp_path, camera, function="transparent") as inst:
         rx = inst.receiver()
         receive(rx, 1)
-        inst.update(function="does_not_exist")
-        wait_until(lambda: inst.info()["last_error"], 10, "the config error to be reported")
-        assert "Config update not applied" in inst.info()["last_error"]
+        bad = parse_pipeline_config({**inst.config, "function": "does_not_exist"})
+        outcome, reason = inst.process.wait_config(inst.process.update_config(bad), 10)  # the instance's answer
+        assert outcome == CONFIG_REFUSED and "script 'does_not_exist' not found" in reason
+        assert inst.process.control.refusal_status() == 404
         assert "image" in values(receive(rx, 1, skip=2)[0])

@@ -101,5 +101,5 @@ def test_errors(manager):
     manager.create_instance_from_config(CUSTOM, "dup")
     with pytest.raises(Conflict, match="Instance id 'dup' is already in use"):
         manager.create_instance_from_config(CUSTOM, "dup")
-    with pytest.raises(InvalidConfig, match="Cannot change pipeline_type"):
+    with pytest.raises(Conflict, match="Cannot change pipeline_type"):
         manager.set_instance_config("dup", {"pipeline_type": "script"})

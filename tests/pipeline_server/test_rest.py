@@ -220,7 +220,7 @@ def test_get_instance_message_refuses_store_pipelines(servers, client):
     with pytest.raises(ValueError, match=r"^Cannot get message from 'store' pipeline type\.$"):
         client.get_instance_message(instance_id)
     status, body = call(servers, "GET", f"/instance/{instance_id}/message")  # the server's JSON route as well
-    assert status == 400 and "is a 'store' pipeline" in body["status"]
+    assert status == 409 and "is a 'store' pipeline" in body["status"]
 
 
 def test_camera_alias_is_accepted(client):

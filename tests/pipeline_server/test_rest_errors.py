@@ -35,7 +35,8 @@ API = "/api/v1/pipeline"
     ("GET", "/instance/..%5Cx", {}, 400, "Invalid instance id '..\\\\x'"),  # repr of ..\x
     ("POST", "/bad%20name/config", {"json": {"camera_name": "simulation"}}, 400, "Invalid pipeline name 'bad name'"),
     ("POST", "/info/config", {"json": {"camera_name": "simulation"}}, 400, "reserved by the REST API"),
-    ("POST", "/new_pipeline/config", {"json": {"camera_name": "no_camera_here"}}, 404,
+    # 409: the config is fine, the camera server does not know the camera (the saved pipeline is no missing URL)
+    ("POST", "/new_pipeline/config", {"json": {"camera_name": "no_camera_here"}}, 409,
      "Camera 'no_camera_here' does not exist"),
     ("POST", "/new_pipeline/config", {"json": {"camera_name": "simulation", "averaging": 0}}, 400, "'averaging'"),
     ("POST", "/camera/simulation/background", {"params": {"n_images": "many"}}, 422, "n_images"),

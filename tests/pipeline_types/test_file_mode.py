@@ -104,10 +104,10 @@ def test_existing_file_is_not_overwritten(client, servers):
     path = servers.data / "exists.h5"
     path.write_bytes(b"keep me")
     write_script(servers.scripts, "one_value.py", "def process(parameters):\n    return {'v': 1}\n")
-    instance_id, _ = client.create_instance_from_config(
-        {"pipeline_type": "custom", "function": "one_value", "mode": "FILE", "file": str(path)})
-    info = wait_finished(client, instance_id)
-    assert info["exit_code"] == 1 and "already exists (refusing to overwrite)" in info["last_error"]
+    # Refused when the instance is created (issue 11 item 8), not an instance ending with exit code 1 after a 200.
+    with pytest.raises(ValueError, match="already exists .*FILE output never overwrites"):
+        client.create_instance_from_config(
+            {"pipeline_type": "custom", "function": "one_value", "mode": "FILE", "file": str(path)})
     assert path.read_bytes() == b"keep me"
 
 

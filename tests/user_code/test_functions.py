@@ -12,7 +12,7 @@ import pytest
 from cam_server.client.pipeline_client import PipelineClient
 from tests.helpers.procs import wait_until
 from tests.helpers.servers import RunningServer
-from tests.helpers.streams import receive, values
+from tests.helpers.streams import connect, receive, values
 from tests.user_code.helpers import HEIGHT, WIDTH, spot_image
 
 VERSIONED = """
@@ -92,9 +92,10 @@ def test_reload_takes_a_new_version_live_and_resets_itself(pipelines: PipelineCl
     out = values(receive(stream, 1, lambda m: values(m)["gain"] == 3.0)[0])
     assert out["version"] == 1
 
-    applied = pipelines.set_instance_config(instance_id, {"reload": True})
-    assert applied["reload"] is False
-    out = values(receive(stream, 1, lambda m: values(m)["version"] == 2)[0])
+    with connect(stream) as source:  # connected before the change: its first frames are not missed
+        applied = pipelines.set_instance_config(instance_id, {"reload": True})  # answers once it is applied
+        assert applied["reload"] is False
+        out = values(receive(source, 1, lambda m: values(m)["version"] == 2)[0])
     assert out["calls"] <= 3  # a fresh module: its state was reset
     assert out["reload_seen"] == "False"  # processing parameters: reset before the function ran
     assert pipelines.get_instance_config(instance_id)["reload"] is False
@@ -112,8 +113,9 @@ def test_set_function_script_uploads_and_switches_live(pipelines: PipelineClient
     assert values(receive(stream, 1, lambda m: "version" in values(m))[0])["version"] == 5
     # again with a changed local file: uploaded and reloaded (same name)
     local.write_text(VERSIONED.format(version=6))
-    pipelines.set_function_script(instance_id, str(local))
-    assert values(receive(stream, 1, lambda m: values(m).get("version") == 6)[0])["calls"] <= 3
+    with connect(stream) as source:  # connected before the change: its first frames are not missed
+        pipelines.set_function_script(instance_id, str(local))  # answers once it is applied
+        assert values(receive(source, 1, lambda m: values(m).get("version") == 6)[0])["calls"] <= 3
     # a script already on the server, by name
     pipelines.set_user_script("on_server", VERSIONED.format(version=9))
     pipelines.set_function_script(instance_id, "on_server")
@@ -177,10 +179,10 @@ def test_bad_scripts_fail_the_instance_with_a_clear_error(pipelines: PipelineCli
 def test_bad_function_in_a_live_update_keeps_the_previous_one(pipelines: PipelineClient) -> None:
     instance_id, stream = _create(pipelines, function="transparent")
     receive(stream, 1)
-    pipelines.set_instance_config(instance_id, {"function": "not_there"})
-    wait_until(lambda: pipelines.get_instance_info(instance_id)["last_error"], 10, "the error to be reported")
-    info = pipelines.get_instance_info(instance_id)
-    assert "Config update not applied" in info["last_error"] and "not_there" in info["last_error"]
+    # Refused with the instance's reason (issue 11 item 7), and the config shown is still the one that runs.
+    with pytest.raises(ValueError, match="Config not applied to instance .*not_there"):
+        pipelines.set_instance_config(instance_id, {"function": "not_there"})
+    assert pipelines.get_instance_config(instance_id)["function"] == "transparent"
     out = values(receive(stream, 1)[0])
     assert out["image"].shape == (HEIGHT, WIDTH)
     assert json.loads(out["processing_parameters"])["function"] == "transparent"

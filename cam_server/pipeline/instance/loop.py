@@ -248,13 +248,17 @@ class InstanceLoop:
         self.stats.set("frame_width", width)
 
     def _apply_config(self, config: PipelineConfig) -> None:
+        """Apply a live config completely, or refuse it (the previous one keeps running): either way the server,
+        which waits for the answer, hears it (``config_applied`` / ``config_refused`` with the reason)."""
         try:
             self.handler.update(config)
         except Exception as exc:  # noqa: BLE001 - a bad live config keeps the previous one running
-            self.report(f"Config update not applied: {exc}")
+            log.warning("config update refused: %s", exc)
+            self.control.config_refused(str(exc), getattr(exc, "status_code", 400))
             return
         self.source.update_config(config)
         self.output.update_config(config)
+        self.control.config_applied()
         log.info("config updated")
 
     # -- one finished frame ---------------------------------------------------------------------------

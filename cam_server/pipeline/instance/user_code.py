@@ -48,6 +48,12 @@ class UserScriptError(CamServerError):
     """A user script or function that cannot be loaded or used; the message names the script and line."""
 
 
+class ScriptNotFound(UserScriptError):
+    """No script (nor module) of that name: 404, like any other name that does not exist."""
+
+    status_code = 404
+
+
 def user_parameters(config: PipelineConfig) -> dict[str, Any]:
     """The config as user code gets it (``parameters``): the expanded dict, built once per config, with ``reload``
     false, since the instance reloaded the function when it took this config (README: reload resets itself)."""
@@ -162,7 +168,7 @@ def _import_file(path: str) -> ModuleType:
     except SyntaxError as ex:
         sys.modules.pop(module_name, None)
         raise UserScriptError(f"syntax error in script {os.path.basename(path)} line {ex.lineno}: {ex.msg}"
-                              + (f": {ex.text.strip()}" if ex.text else "")) from None
+                              + (f": {_excerpt(ex.text.strip())}" if ex.text else "")) from None
     except Exception as ex:
         sys.modules.pop(module_name, None)
         raise UserScriptError(f"error importing script {os.path.basename(path)}: "
@@ -174,7 +180,7 @@ def _import_file(path: str) -> ModuleType:
 def _import_module(name: str, scripts_folder: str | os.PathLike | None, reload: bool) -> ModuleType:
     if "/" in name or os.sep in name or name.endswith(".py"):
         where = f" (scripts folder: {os.fspath(scripts_folder)})" if scripts_folder else ""
-        raise UserScriptError(f"script '{name}' not found{where}")
+        raise ScriptNotFound(f"script '{name}' not found{where}")
     if not _external_allowed:
         where = f" in the scripts folder {os.fspath(scripts_folder)}" if scripts_folder else ""
         raise UserScriptError(f"script '{name}' not found{where} (modules are importable only when the pipeline "
@@ -186,12 +192,17 @@ def _import_module(name: str, scripts_folder: str | os.PathLike | None, reload: 
     except ModuleNotFoundError as ex:
         if ex.name and name.startswith(ex.name):
             where = f" in the scripts folder {os.fspath(scripts_folder)}" if scripts_folder else ""
-            raise UserScriptError(f"script '{name}' not found{where} (nor as an importable module)") from None
+            raise ScriptNotFound(f"script '{name}' not found{where} (nor as an importable module)") from None
         raise UserScriptError(f"error importing module '{name}': {describe_exception(ex)}") from None
     except SyntaxError as ex:
         raise UserScriptError(f"syntax error in module '{name}' line {ex.lineno}: {ex.msg}") from None
     except Exception as ex:
         raise UserScriptError(f"error importing module '{name}': {describe_exception(ex)}") from None
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    """The start of a script's line for a message (a 200k-character line is not echoed back whole)."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def _describe(module: ModuleType) -> str:

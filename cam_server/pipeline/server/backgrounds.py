@@ -312,7 +312,7 @@ def array_from_image_bytes(payload: Any) -> np.ndarray:
     dtype = _background_dtype(payload["dtype"])
     shape = _shape(payload["shape"])
     for key, expected in (("height", shape[0]), ("width", shape[1]), ("encoding", "base64"), ("byteorder", "little")):
-        if key in payload and payload[key] != expected:
+        if key in payload and (type(payload[key]) is not type(expected) or payload[key] != expected):  # true != 1
             raise InvalidConfig(f"Invalid background image: '{key}' is {_brief(payload[key])}, expected {expected!r}.")
     encoded = payload["bytes"]
     if not isinstance(encoded, (str, bytes)):
@@ -402,7 +402,7 @@ def average_stream_images(stream_address: str, n_images: int, timeout: float = 1
             if message is None:
                 raise SourceUnavailable(f"No image from camera stream {stream_address} in {timeout:.0f} s "
                                         f"(got {count} of {n_images}).")
-            image = message.data.data["image"].value
+            image = message.data.array("image")  # 2-D also for an image one pixel high
             if total is None:
                 total = np.zeros(image.shape, dtype=np.float64)
             elif total.shape != image.shape:

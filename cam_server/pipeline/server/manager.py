@@ -31,15 +31,35 @@ import numpy as np
 import requests
 
 from cam_server.bsread.address import listen_endpoint
-from cam_server.common.errors import CamServerError, Conflict, InvalidConfig, NotFound, SourceUnavailable
+from cam_server.common.errors import (
+    CamServerError,
+    Conflict,
+    InvalidCombination,
+    InvalidConfig,
+    NotFound,
+    SourceUnavailable,
+)
 from cam_server.common.instances import InstanceTable
 from cam_server.common.limits import DEFAULT_MAX_BLOCKING, Cancelled, Gate
 from cam_server.common.names import validate_name
-from cam_server.common.process import InstanceControl, InstanceProcess, reserve_port
+from cam_server.common.process import (
+    CONFIG_ENDED,
+    CONFIG_PENDING,
+    CONFIG_REFUSED,
+    InstanceControl,
+    InstanceProcess,
+    reserve_port,
+)
 from cam_server.common.psi_stats import format_time, psi_statistics
 from cam_server.common.usage import server_usage
-from cam_server.pipeline.config import expand_config, parse_pipeline_config, update_config
-from cam_server.pipeline.file_path import FileOutputError, resolve_output_file
+from cam_server.pipeline.config import (
+    PipelineConfig,
+    expand_config,
+    parse_pipeline_config,
+    roi_problem,
+    update_config,
+)
+from cam_server.pipeline.file_path import FileOutputError, check_output_target, resolve_output_file
 from cam_server.pipeline.function_names import external_function, refusal
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.registry import DEFAULT_TYPE, INSTANCE_ENTRY, PIPELINE_TYPES
@@ -58,6 +78,18 @@ STRUCTURAL_KEYS = ("camera_name", "pipeline_type", "mode", "input_stream", "inpu
 # A background is "enabled" (must exist and match the image) for these values of image_background_enable.
 _BACKGROUND_APPLIED = (True, "signed", "passive")
 MESSAGE_TIMEOUT = 10.0
+# How long a live config change waits for the instance to apply or refuse it (it takes configs between frames,
+# at least about once a second; a starting instance once its loop runs).
+CONFIG_TIMEOUT = 10.0
+MAX_INSTANCES = 100  # running instances per server (--max_instances): each is a process with its own memory
+GEOMETRY_TIMEOUT = 3.0  # the camera server's wait for a frame, when a check needs the camera geometry
+ROI_KEYS = ("image_region_of_interest", "binning_x", "binning_y", "rotation")  # what the ROI check depends on
+
+
+class InstanceLimit(CamServerError):
+    """The server runs as many instances as it may (``max_instances``): 429, try again when one has ended."""
+
+    status_code = 429
 
 
 def _default_target() -> Callable[..., Any]:
@@ -83,6 +115,7 @@ class _Instance:
     requested: dict[str, Any]
     process: InstanceProcess | None = None  # None while starting
     created: float = field(default_factory=time.time)
+    update_lock: threading.Lock = field(default_factory=threading.Lock)  # live config changes, one at a time
 
 
 class PipelineManager:
@@ -93,7 +126,8 @@ class PipelineManager:
                  stop_timeout: float = 3.0, file_folder: str | None = None,
                  max_blocking: int = DEFAULT_MAX_BLOCKING,
                  instance_memory_limit: int = 0, stream_interface: str | None = None,
-                 allow_external_functions: bool = False) -> None:
+                 allow_external_functions: bool = False, config_timeout: float = CONFIG_TIMEOUT,
+                 max_instances: int = MAX_INSTANCES) -> None:
         self.cam_client = cam_client
         # What holds a REST thread for seconds (instance starts, which wait for the camera; calls to the camera
         # server): at most max_blocking at once, more are refused (429).
@@ -111,6 +145,8 @@ class PipelineManager:
         self.instance_memory_limit = instance_memory_limit  # bytes of RSS per instance unless its config says; 0: none
         self._target = target
         self._stop_timeout = stop_timeout
+        self._config_timeout = config_timeout
+        self.max_instances = max_instances
         self._instances: InstanceTable[_Instance] = InstanceTable("pipeline", self._info, stop_timeout=stop_timeout)
         # One lock per requested config (while someone uses it): identical concurrent shared requests start one
         # instance, different configs do not wait for each other.
@@ -151,7 +187,11 @@ class PipelineManager:
             with self.blocking:
                 return list(self.cam_client.get_cameras())
         except requests.RequestException as exc:
-            raise SourceUnavailable(f"Camera server {self.cam_client.get_address()} is not reachable: {exc}") from None
+            raise self._camera_server_failure(exc) from None
+        except ValueError as exc:
+            if _server_error(exc):
+                raise self._camera_server_failure(exc) from None
+            raise
 
     def collect_background(self, camera_name: str, n_images: int | None = None,
                            keep_waiting: Callable[[], bool] | None = None) -> str:
@@ -292,26 +332,60 @@ class PipelineManager:
         return dict(self._get(instance_id).config)
 
     def set_instance_config(self, instance_id: str, update: dict[str, Any]) -> dict[str, Any]:
-        """Apply an incremental config change to a private instance, live; returns the complete new config."""
+        """Apply an incremental config change to a private instance, live; returns the complete new config.
+
+        Applied completely or not at all: the server checks what it can (the config, its structure, the background,
+        the ROI against the camera geometry), then the instance, which takes the config, applies or refuses it (a
+        function that does not load, ...) and says which; the server waits for that answer (``config_timeout``)
+        and only then changes the config it reports. A refusal is a 400 with the reason, no answer in time a 503,
+        and in both cases the previous config keeps running (GET config shows what runs).
+        """
         instance = self._get(instance_id)
         if instance.read_only:
             raise Conflict(f"Instance '{instance_id}' is a shared (read-only) instance: its config cannot be changed. "
                            "Create a private instance (create_instance_from_name/config) to change parameters.")
-        new = update_config(instance.config, update)
-        self._check_structural(instance, new)
-        self._check_function(new)
-        self._check_background(new)
-        with self._instances.lock:
-            # Re-merge on the newest config in case another client changed it meanwhile.
-            new = update_config(instance.config, update)
-            self._check_background_still_there(new)
-            instance.config = _without_reload(new)
+        with instance.update_lock:  # one change at a time per instance: each waits for its own answer
+            previous = instance.config
+            try:
+                new = update_config(previous, update)
+            except InvalidCombination as exc:  # valid values, but not together with the rest of the running config
+                raise Conflict(f"{exc} (after merging the change into the config of instance '{instance_id}')") \
+                    from None
+            self._check_structural(instance, new)
+            self._check_function(new)
+            self._check_background(new)
+            if any(new.get(key) != previous.get(key) for key in ROI_KEYS):
+                self._check_roi(new)
+            with self._instances.lock:  # a background deleted meanwhile (delete_background) is refused here
+                self._check_background_still_there(new)
             process = instance.process
-        if process is not None:
-            # with reload: true, once; the instance resets it after reloading
-            process.update_config(parse_pipeline_config(new))
+            if process is not None and self._target is None:  # every pipeline type acknowledges its configs
+                # with reload: true, once; the instance resets it after reloading
+                self._send_and_wait(instance_id, process, parse_pipeline_config(new), previous)
+            elif process is not None:  # a stand-in target (tests): sent, not waited for
+                process.update_config(parse_pipeline_config(new))
+            instance.config = _without_reload(new)
         log.info("instance %s config updated: %s", instance_id, sorted(update))
         return _without_reload(new)
+
+    def _send_and_wait(self, instance_id: str, process: InstanceProcess, config: PipelineConfig,
+                       previous: dict[str, Any]) -> None:
+        """Send ``config`` and wait for the instance to take it; raises (nothing changed) unless it was applied."""
+        outcome, reason = process.wait_config(process.update_config(config), self._config_timeout)
+        if outcome == CONFIG_REFUSED:
+            kind = NotFound if process.control.refusal_status() == 404 else InvalidConfig
+            raise kind(f"Config not applied to instance '{instance_id}' (the previous config keeps running): "
+                       f"{reason}")
+        if outcome == CONFIG_ENDED:
+            info = process.info()
+            raise Conflict(f"Instance '{instance_id}' ended before it applied the config (exit code "
+                           f"{info['exit_code']}, last error: {info['last_error']}).")
+        if outcome == CONFIG_PENDING:
+            # Withdrawn: the previous config, sent after it, is what the instance takes (it takes the newest).
+            process.update_config(parse_pipeline_config(previous))
+            raise SourceUnavailable(f"Instance '{instance_id}' did not take the config change within "
+                                    f"{self._config_timeout:g} s (starting, or busy with a frame): the change was "
+                                    "withdrawn and the previous config keeps running; try again.")
 
     def get_instance_info(self, instance_id: str) -> dict[str, Any]:
         """Info of a live instance; one that ended or was stopped no longer exists here (see exit code)."""
@@ -401,11 +475,12 @@ class PipelineManager:
 
         instance = self._get(instance_id)
         config = instance.config
+        # 409: a valid request, but not for an instance of this kind
         if config.get("pipeline_type") == "store":
-            raise InvalidConfig(f"Instance '{instance_id}' is a 'store' pipeline: reading a message would take it "
-                                "from the store's consumer. Read messages from a processing pipeline instead.")
+            raise Conflict(f"Instance '{instance_id}' is a 'store' pipeline: reading a message would take it "
+                           "from the store's consumer. Read messages from a processing pipeline instead.")
         if config.get("mode") == "FILE":
-            raise InvalidConfig(f"Instance '{instance_id}' writes to a file (mode FILE) and has no stream to read.")
+            raise Conflict(f"Instance '{instance_id}' writes to a file (mode FILE) and has no stream to read.")
         mode = reader_mode(config.get("mode"))
         host, port = host_and_port(instance.stream_address)
         process = instance.process
@@ -475,6 +550,26 @@ class PipelineManager:
             if reason is not None:
                 raise InvalidConfig(refusal(reason))
 
+    def _check_output_target(self, config: dict[str, Any]) -> None:
+        """A FILE target that exists, sits in no writable folder or is written by a running instance is a 4xx at
+        creation (see :func:`check_output_target`), not an instance that ends with exit code 1 after a 200."""
+        if config["mode"] != "FILE":
+            return
+        path = resolve_output_file(config["file"], self.file_folder)  # checked by _check_output_file
+        for _, instance in self._instances.items():
+            other = instance.config
+            if other.get("mode") == "FILE" and self._alive(instance):
+                try:
+                    same = resolve_output_file(other["file"], self.file_folder) == path
+                except FileOutputError:
+                    same = False
+                if same:
+                    raise Conflict(f"FILE output: instance '{instance.instance_id}' is writing {path}.")
+        try:
+            check_output_target(path)
+        except FileOutputError as exc:  # 409: the file system's state, not the config, is in the way
+            raise Conflict(str(exc)) from None
+
     @staticmethod
     def _alive(instance: _Instance) -> bool:
         return instance.process is None or instance.process.is_alive()
@@ -509,8 +604,10 @@ class PipelineManager:
             self.reap()  # a finished, not yet reaped instance must not block its id
         self._check_output_file(expanded)
         self._check_function(expanded)
+        self._check_output_target(expanded)
         camera_stream = self._resolve_inputs(expanded)
         self._check_background(expanded)
+        self._check_roi(expanded)
         target = self._target or _default_target()
         with self._instances.lock:
             if instance_id is None:
@@ -518,6 +615,12 @@ class PipelineManager:
             if instance_id in self._instances:
                 raise Conflict(f"Instance id '{instance_id}' is already in use.")
             self._check_background_still_there(expanded)
+            if len(self._instances.items()) >= self.max_instances:
+                self.reap()  # ended ones do not count
+                running = len(self._instances.items())
+                if running >= self.max_instances:
+                    raise InstanceLimit(f"This server runs {running} pipeline instances, its limit (--max_instances "
+                                        f"{self.max_instances}): stop one, or try again when one has ended.")
             used = {i.port for _, i in self._instances.items()}
             port = reserve_port(exclude=used)
             if PIPELINE_TYPES[expanded["pipeline_type"]].binds_input and not expanded.get("input_stream"):
@@ -566,7 +669,7 @@ class PipelineManager:
             self.get_instance_stream(target)
             receiver = self._instances.get(target)
             if receiver is None or not receiver.config.get("input_stream"):
-                raise InvalidConfig(f"output_pipeline '{target}' has no input address (it must be a 'fanin' pipeline).")
+                raise Conflict(f"output_pipeline '{target}' has no input address (it must be a 'fanin' pipeline).")
             config["output_stream"] = receiver.config["input_stream"]
         camera = config.get("camera_name")
         if camera and not config.get("input_stream"):
@@ -579,16 +682,33 @@ class PipelineManager:
             with self.blocking:  # the camera server may start the camera (seconds)
                 return self.cam_client.get_instance_stream(camera)
         except requests.RequestException as exc:
-            raise SourceUnavailable(f"Camera server {self.cam_client.get_address()} is not reachable: {exc}") from None
+            raise self._camera_server_failure(exc) from None
         except ValueError as exc:
+            if _server_error(exc):
+                raise self._camera_server_failure(exc, f" for camera '{camera}'") from None
             if not self._camera_exists(camera):
                 raise NotFound(f"Camera '{camera}' does not exist on the camera server.") from None
             raise SourceUnavailable(f"Camera '{camera}' cannot be streamed: {exc}") from None
 
+    def _camera_server_failure(self, exc: Exception, what: str = "") -> SourceUnavailable:
+        """What went wrong asking the camera server, told apart: not reachable (no connection), no answer in time,
+        or an answer of its own failure (HTTP 5xx: it is reachable, something failed there)."""
+        address = self.cam_client.get_address()
+        if isinstance(exc, requests.ConnectionError):
+            return SourceUnavailable(f"Camera server {address} is not reachable{what}: {exc}")
+        if isinstance(exc, requests.Timeout):
+            return SourceUnavailable(f"Camera server {address} did not answer in time{what}: {exc}")
+        if isinstance(exc, requests.RequestException):
+            return SourceUnavailable(f"Request to the camera server {address} failed{what}: {exc}")
+        return SourceUnavailable(f"Camera server {address} answered with an error (HTTP {_server_error(exc)}){what}: "
+                                 f"{exc}")
+
     def _check_camera_known(self, config: dict[str, Any]) -> None:
+        """A saved config must name a camera the camera server knows (409: the saved pipeline itself is fine, the
+        camera server's state is in the way)."""
         camera = config.get("camera_name")
         if camera and not self._camera_exists(camera):
-            raise NotFound(f"Camera '{camera}' does not exist on the camera server.")
+            raise Conflict(f"Camera '{camera}' does not exist on the camera server.")
 
     def _camera_exists(self, camera: str) -> bool:
         """A camera name or alias known to the camera server."""
@@ -622,11 +742,26 @@ class PipelineManager:
             raise InvalidConfig(f"Background '{background}' has shape {list(shape)} (rows, columns) but camera "
                                 f"'{camera}' images are {height} x {width}: use a background of this camera.")
 
+    def _check_roi(self, config: dict[str, Any]) -> None:
+        """An ROI must start inside the camera's image (when the camera server tells its geometry quickly); the
+        instance checks it again against the frames it gets (processing handler)."""
+        camera = config.get("camera_name")
+        if not config.get("image_region_of_interest") or not camera or config.get("input_stream"):
+            return
+        try:
+            width, height = self.cam_client.get_camera_geometry(camera, timeout=GEOMETRY_TIMEOUT)
+        except Exception as exc:  # noqa: BLE001 - an early, helpful check; the instance checks again
+            log.info("no geometry for camera %s to check the ROI: %s", camera, exc)
+            return
+        problem = roi_problem(config, width, height)
+        if problem:
+            raise InvalidConfig(f"Invalid pipeline config: {problem} of camera '{camera}'.")
+
     @staticmethod
     def _check_structural(instance: _Instance, new: dict[str, Any]) -> None:
         changed = [k for k in STRUCTURAL_KEYS if new.get(k) != instance.config.get(k)]
-        if changed:
-            raise InvalidConfig(f"Cannot change {', '.join(changed)} of running instance '{instance.instance_id}': "
+        if changed:  # 409: a valid config, but not for the sockets and source this instance already has
+            raise Conflict(f"Cannot change {', '.join(changed)} of running instance '{instance.instance_id}': "
                                 "create a new instance with the new config.")
 
 
@@ -646,6 +781,13 @@ def _listening_ports(port: int, config: dict[str, Any]) -> tuple[int, ...]:
         if tail.isdigit():
             ports.append(int(tail))
     return tuple(ports)
+
+
+def _server_error(exc: Exception) -> int | None:
+    """The HTTP status of a client's error answer when it is a failure of that server (5xx but 503, which says a
+    camera is unavailable), else None."""
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) and status >= 500 and status != 503 else None
 
 
 def _how_it_ended(record: dict[str, Any]) -> str:

@@ -16,7 +16,8 @@ import numpy as np
 import zmq
 
 from cam_server.bsread import Message
-from cam_server.pipeline.config import PipelineConfig
+from cam_server.common.errors import InvalidConfig
+from cam_server.pipeline.config import PipelineConfig, roi_problem
 from cam_server.pipeline.instance.gates import Downsampler, FrameRateLimiter, PidDecision, pid_range_decision
 from cam_server.pipeline.instance.input import StreamInput
 from cam_server.pipeline.instance.messages import filter_output, message_timestamp
@@ -37,6 +38,27 @@ def _value(message: Message, name: str) -> Any:
     return None if entry is None else entry.value
 
 
+def _bad_image(message: Message, image: Any) -> Job:
+    """A frame whose image is not 2-D: an error of that frame (counted and reported by the loop like any failed
+    frame), never a silent drop."""
+    pulse_id = message.data.pulse_id
+    shape = list(getattr(image, "shape", ()))
+
+    def fail() -> None:
+        raise ProcessingError(f"Image at pulse id {pulse_id} has shape {shape}: a 2-D image is expected")
+
+    return Job(pulse_id, message_timestamp(message), fail)
+
+
+def _axis(message: Message, name: str, size: int) -> np.ndarray:
+    """The message's axis as a 1-D array of ``size`` (a one-element axis is received as a scalar), else pixel
+    indices."""
+    axis = message.data.array(name)
+    if isinstance(axis, np.ndarray) and axis.shape == (size,):
+        return axis
+    return np.arange(size, dtype=np.float32)
+
+
 class ProcessingHandler:
     """Turns camera messages into output values with the live parameters (swapped atomically on update)."""
 
@@ -45,13 +67,19 @@ class ProcessingHandler:
         self._downsampler = Downsampler()
         self._rate_limiter = FrameRateLimiter()
         self._averager: Averager | None = None
+        self._frame_shape: tuple[int, ...] | None = None  # of the last image received (checks a new ROI)
         self.live: LiveParameters = self._builder.build(config)
         self._sync_averager()
 
     def update(self, config: PipelineConfig) -> None:
         """Apply a new config (background, function, averaging, ... are re-derived); raises on a bad config
         and then keeps the previous one."""
-        self.live = self._builder.build(config)
+        live = self._builder.build(config)
+        if self._frame_shape is not None:  # the geometry is known: the ROI must start inside the image
+            problem = roi_problem(live.parameters, self._frame_shape[1], self._frame_shape[0])
+            if problem:
+                raise InvalidConfig(f"{problem} (the images received)")
+        self.live = live
         self._sync_averager()
 
     @property
@@ -86,14 +114,20 @@ class ProcessingHandler:
         if not self._downsampler.passes(config.downsampling):
             return None
         image = _value(message, "image")
-        if not isinstance(image, np.ndarray) or image.size == 0 or image.ndim != 2:
+        if not isinstance(image, np.ndarray) or image.size == 0:
             return None
+        if image.ndim != 2:
+            image = message.data.array("image")  # 2-D again: an image one pixel high is received as a row
+            if not isinstance(image, np.ndarray) or image.ndim != 2:
+                return _bad_image(message, image)
+        if image.shape != self._frame_shape:
+            self._frame_shape = image.shape
         x_axis = _value(message, "x_axis")
         y_axis = _value(message, "y_axis")
         if not isinstance(x_axis, np.ndarray) or x_axis.ndim != 1:
-            x_axis = np.arange(image.shape[1], dtype=np.float32)
+            x_axis = _axis(message, "x_axis", image.shape[1])
         if not isinstance(y_axis, np.ndarray) or y_axis.ndim != 1:
-            y_axis = np.arange(image.shape[0], dtype=np.float32)
+            y_axis = _axis(message, "y_axis", image.shape[0])
         # Step 5 (ortho axis remap) is done by preprocess_frame together with the image rotation.
         owned = False  # True when `image` is our own array, which pre-processing may then modify in place
         if self._averager is not None:

@@ -84,8 +84,13 @@ class ScriptHost:
                 self._stop("stop requested")
             config = control.poll_config()
             if config is not None:
+                if config.function != self.config.function or config.reload:
+                    control.config_refused(f"the script of a running 'script' pipeline cannot change (function "
+                                           f"{self.config.function!r}): create a new instance to run another one")
+                    continue
                 self._apply(config)
                 output.update_config(config)
+                control.config_applied()
                 log.info("config updated")
             control.stats.set("clients", output.client_count)
             if output.no_clients:
