@@ -263,7 +263,7 @@ class Statistics(BaseModel):
     reconnects: int | None = Field(None, description="reconnections to the source after it was lost (or replaced)")
     source_restarts: int | None = Field(None, description="restarts of the source seen in its pulse ids")
     last_input_time: float | None = Field(None, description="Unix time of the last frame received (0: none yet)")
-    # Faults and staleness (pipeline instances; docs/reliability_pipeline.md).
+    # Faults and staleness (pipeline instances; docs/reliability.md).
     waiting_since: str | None = Field(None, description="since when it waits for the camera server, "
                                                         "'YYYY-MM-DD HH:MM:SS' (null: not waiting)")
     dropped_input: int | None = Field(None, description="of dropped: the oldest frames of a full input queue "

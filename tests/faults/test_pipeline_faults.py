@@ -8,7 +8,7 @@
   other instances go on.
 
 The bounds are the constants below; each test prints what it measured (``pytest -s``) and records it as a property
-(``record_property``); docs/reliability_pipeline.md lists them.
+(``record_property``); docs/reliability.md lists them.
 """
 
 from __future__ import annotations
