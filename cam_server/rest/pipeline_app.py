@@ -207,7 +207,7 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
         image = image_bytes_payload(manager.get_background_image(background_name))
         return ok(f"Background {background_name}.", image=image)
 
-    @app.delete(API + "/background/{background_name:path}",
+    @app.delete(API + "/background/{background_name}",
                 summary="Delete a background (409 while an instance uses it)",
                 response_model=documented(BackgroundIdAnswer), responses=errors(400, 404, 409))
     def delete_background(background_name: str) -> dict[str, Any]:

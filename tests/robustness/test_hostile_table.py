@@ -243,8 +243,9 @@ class Change:
 
 
 LIVE_CHANGES = [
-    Change("function that is a module without process_image", {"function": "os"}, 400,
-           "Config not applied to instance"),
+    # A plain name is a script of the scripts folder (modules only with --allow_external_functions): 404.
+    Change("function that is a module without process_image", {"function": "os"}, 404,
+           "script 'os' not found"),
     Change("function that does not exist", {"function": "no_such_function_here"}, 404,
            "script 'no_such_function_here' not found"),
     Change("ROI outside the camera image", {"image_region_of_interest": [100, 10, 0, 10]}, 400,

@@ -21,10 +21,15 @@ def scripts(request: pytest.FixtureRequest, cam_server: RunningServer, pipeline_
         client, server, api = CamClient(cam.url), cam, f"{cam.url}/api/v1/cam"
     else:
         client, server, api = PipelineClient(pipe.url), pipe, f"{pipe.url}/api/v1/pipeline"
-    for name in client.get_user_scripts():
-        client.delete_user_script(name)
+    _remove_all_scripts(client, api)
     yield client, server, api
-    for name in client.get_user_scripts():
+    _remove_all_scripts(client, api)
+
+
+def _remove_all_scripts(client, api: str) -> None:
+    """Every script of the folder, also those listed as broken (other modules upload scripts with syntax errors)."""
+    listed = requests.get(f"{api}/script", timeout=10).json()
+    for name in [*listed["scripts"], *listed.get("broken", {})]:
         client.delete_user_script(name)
 
 

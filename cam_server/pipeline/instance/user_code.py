@@ -183,8 +183,8 @@ def _import_module(name: str, scripts_folder: str | os.PathLike | None, reload: 
         raise ScriptNotFound(f"script '{name}' not found{where}")
     if not _external_allowed:
         where = f" in the scripts folder {os.fspath(scripts_folder)}" if scripts_folder else ""
-        raise UserScriptError(f"script '{name}' not found{where} (modules are importable only when the pipeline "
-                              f"server is started with {ALLOW_OPTION})")
+        raise ScriptNotFound(f"script '{name}' not found{where} (modules are importable only when the pipeline "
+                             f"server is started with {ALLOW_OPTION})")
     try:
         if reload and name in sys.modules:
             return importlib.reload(sys.modules[name])
