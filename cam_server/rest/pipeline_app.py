@@ -22,6 +22,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cam_server.camera.render import check_render_options, image_bytes_payload, render_png
 from cam_server.common.errors import CamServerError, SourceUnavailable
@@ -207,10 +208,14 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
         image = image_bytes_payload(manager.get_background_image(background_name))
         return ok(f"Background {background_name}.", image=image)
 
-    @app.delete(API + "/background/{background_name}",
+    @app.delete(API + "/background/{background_name:path}",
                 summary="Delete a background (409 while an instance uses it)",
                 response_model=documented(BackgroundIdAnswer), responses=errors(400, 404, 409))
     def delete_background(background_name: str) -> dict[str, Any]:
+        # ":path" so that a name with "/" gets a clear 400; but DELETE of a background's image routes is a 405.
+        if background_name.endswith(("/image", "/image_bytes")):
+            allowed = "GET, PUT" if background_name.endswith("/image_bytes") else "GET"
+            raise StarletteHTTPException(405, headers={"Allow": allowed})
         moved = manager.delete_background(background_name)
         if moved is not None:
             return ok(f"Background {background_name} was a broken entry: moved aside to {moved}.",

@@ -44,7 +44,7 @@ def test_upload_list_download_delete(scripts) -> None:
     assert client.get_user_script("my_proc.py") == SCRIPT  # with or without the suffix: the same script
     client.set_user_script("my_proc.py", SCRIPT.replace("42", "43"))  # replaces
     assert "43" in client.get_user_script("my_proc")
-    assert sorted(p.name for p in server.scripts.iterdir()) == ["my_proc.py", "other.py"]  # no temporary files
+    assert sorted(p.name for p in server.scripts.iterdir() if p.is_file()) == ["my_proc.py", "other.py"]  # no tmp
     client.delete_user_script("my_proc")
     assert client.get_user_scripts() == ["other.py"]
     assert not (server.scripts / "my_proc.py").exists()
