@@ -236,6 +236,7 @@ def camera_config_body() -> dict[str, Any]:
         described = properties.get(key, {})
         properties[key] = {**value, **{k: described[k] for k in ("default",) if k in described}}
     not_blank = {"not": {"anyOf": [NULL, {"type": "string", "pattern": r"^\s*$"}]}}
+    properties["name"] = {"description": "ignored: the camera is the one the URL names"}
     properties["source"] = {**not_blank, "description": "PV prefix (epics, area_detector), stream address or PV "
                                                         "prefix (bsread), anything (simulation)"}
     schema["required"] = ["source", "source_type"]

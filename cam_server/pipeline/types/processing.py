@@ -67,7 +67,7 @@ class ProcessingHandler:
         self._downsampler = Downsampler()
         self._rate_limiter = FrameRateLimiter()
         self._averager: Averager | None = None
-        self._frame_shape: tuple[int, ...] | None = None  # of the last image received (checks a new ROI)
+        self._last_image: np.ndarray | None = None  # the last image received (its shape checks a new ROI)
         self.live: LiveParameters = self._builder.build(config)
         self._sync_averager()
 
@@ -75,8 +75,9 @@ class ProcessingHandler:
         """Apply a new config (background, function, averaging, ... are re-derived); raises on a bad config
         and then keeps the previous one."""
         live = self._builder.build(config)
-        if self._frame_shape is not None:  # the geometry is known: the ROI must start inside the image
-            problem = roi_problem(live.parameters, self._frame_shape[1], self._frame_shape[0])
+        if self._last_image is not None:  # the geometry is known: the ROI must start inside the image
+            height, width = self._last_image.shape
+            problem = roi_problem(live.parameters, width, height)
             if problem:
                 raise InvalidConfig(f"{problem} (the images received)")
         self.live = live
@@ -120,8 +121,7 @@ class ProcessingHandler:
             image = message.data.array("image")  # 2-D again: an image one pixel high is received as a row
             if not isinstance(image, np.ndarray) or image.ndim != 2:
                 return _bad_image(message, image)
-        if image.shape != self._frame_shape:
-            self._frame_shape = image.shape
+        self._last_image = image  # a reference (no copy): its shape checks a new ROI
         x_axis = _value(message, "x_axis")
         y_axis = _value(message, "y_axis")
         if not isinstance(x_axis, np.ndarray) or x_axis.ndim != 1:
