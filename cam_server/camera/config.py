@@ -234,9 +234,6 @@ def parse_camera_config(config: Any, name: str | None = None) -> CameraConfig:
     if not isinstance(config, dict):
         raise InvalidConfig(f"Camera config must be a JSON object, got {type(config).__name__}.")
     data = dict(config)
-    given = data.get("name")
-    if given is not None and not isinstance(given, str):  # the store name wins, but a wrong type is still wrong
-        raise InvalidConfig(f"Invalid camera config: 'name': must be a string, not {type(given).__name__}")
     if name is not None:
         data["name"] = name
     try:
