@@ -70,6 +70,14 @@ class FrameRateLimiter:
         return True
 
 
+def in_pid_range(pid_range: Sequence[int] | None, pulse_id: int) -> bool:
+    """False for a pulse ``pid_range`` drops; raises :class:`FinishInstance` past its stop (the instance ends)."""
+    decision = pid_range_decision(pid_range, pulse_id)
+    if decision is PidDecision.FINISH:
+        raise FinishInstance(f"pulse id {pulse_id} is past the pid_range stop {pid_range[1]}")  # type: ignore[index]
+    return decision is not PidDecision.DROP
+
+
 class MessageGates:
     """paused, pid_range, downsampling and max_frame_rate for one message, in that order (processing.md 2)."""
 
@@ -81,10 +89,7 @@ class MessageGates:
         """False when the message is dropped; raises :class:`FinishInstance` past the pid_range stop."""
         if config.paused:
             return False
-        decision = pid_range_decision(config.pid_range, pulse_id)
-        if decision is PidDecision.FINISH:
-            raise FinishInstance(f"pulse id {pulse_id} is past the pid_range stop {config.pid_range[1]}")
-        if decision is PidDecision.DROP:
+        if not in_pid_range(config.pid_range, pulse_id):
             return False
         if not self._downsampler.passes(config.downsampling):
             return False

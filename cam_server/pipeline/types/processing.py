@@ -18,10 +18,10 @@ import zmq
 from cam_server.bsread import Message
 from cam_server.common.errors import InvalidConfig
 from cam_server.pipeline.config import PipelineConfig, roi_problem
-from cam_server.pipeline.instance.gates import Downsampler, FrameRateLimiter, PidDecision, pid_range_decision
+from cam_server.pipeline.instance.gates import Downsampler, FrameRateLimiter, in_pid_range
 from cam_server.pipeline.instance.input import StreamInput
 from cam_server.pipeline.instance.messages import filter_output, message_timestamp
-from cam_server.pipeline.instance.outcomes import FinishInstance, Job, ProcessingError
+from cam_server.pipeline.instance.outcomes import Job, ProcessingError
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.types.merge_input import MergedInput
 from cam_server.pipeline.types.processing_parameters import LiveParameters, ParameterBuilder
@@ -106,12 +106,8 @@ class ProcessingHandler:
         pulse_id = message.data.pulse_id
         if live.paused:
             return None
-        if config.pid_range:
-            decision = pid_range_decision(config.pid_range, pulse_id)
-            if decision is PidDecision.FINISH:
-                raise FinishInstance(f"pulse id {pulse_id} is past the pid_range stop {config.pid_range[1]}")
-            if decision is PidDecision.DROP:
-                return None
+        if config.pid_range and not in_pid_range(config.pid_range, pulse_id):
+            return None
         if not self._downsampler.passes(config.downsampling):
             return None
         image = _value(message, "image")
