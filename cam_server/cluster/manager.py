@@ -282,7 +282,8 @@ class ClusterManager:
             return
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(beat)) if beat else "an unknown time"
         cause = f"worker {url} stopped heartbeating at {when} (dead after {self.dead_after:g} s)"
-        permanent = {iid for iid in self.state.permanent() if not iid.startswith("#")}
+        permanent = {self.permanent_key(iid, name) for iid, name in self.state.permanent().items()
+                     if not iid.startswith("#")}
         moved, lost = [], []
         for record in self.state.clear_instances(url):
             if record.instance_id in permanent or record.kind in ("permanent", "camera"):
@@ -295,6 +296,10 @@ class ClusterManager:
         log.warning("failover of %s: %s; to restart: %s; lost: %s", self.kind, cause, moved or "none",
                     lost or "none")
 
+    def permanent_key(self, instance_id: str, name: str) -> str:
+        """The instance id a permanent entry runs under: a camera's is its name (one instance per camera)."""
+        return name if self.kind == "camera" else instance_id
+
     def ensure_permanent(self, workers: dict[str, dict[str, Any]] | None = None) -> None:
         """Start each enabled permanent instance that runs nowhere (or whose worker no longer reports it)."""
         if self.restart_permanent is None:
@@ -304,7 +309,7 @@ class ClusterManager:
         for iid, name in self.state.permanent().items():
             if iid.startswith("#"):
                 continue
-            record = records.get(iid)
+            record = records.get(self.permanent_key(iid, name))
             if record is not None and self.alive(record.host, workers):
                 reported = workers[record.host].get("instances") or []
                 fresh = record.started_at > float(workers[record.host].get("last_heartbeat") or 0) - 2.0

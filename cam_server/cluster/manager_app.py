@@ -166,13 +166,14 @@ def install_proxy_routes(app: FastAPI, cm: ClusterManager, stop_instance: Callab
         cm.ensure_permanent()
         return ok("Permanent instances saved.", permanent_instances=cm.state.permanent())
 
-    @app.get(f"{PROXY}/server/logs/{{index}}")
-    def get_server_logs(index: str) -> Response:
-        return _raw(cm.call("GET", cm.worker_url(index), LOGS, root="", timeout=10))
-
-    @app.get(f"{PROXY}/server/logs/{{index}}/txt")
+    # By index or URL (a URL has slashes: the /txt route first).
+    @app.get(f"{PROXY}/server/logs/{{index:path}}/txt")
     def get_server_logs_txt(index: str) -> Response:
         return _raw(cm.call("GET", cm.worker_url(index), f"{LOGS}/txt", root="", timeout=10))
+
+    @app.get(f"{PROXY}/server/logs/{{index:path}}")
+    def get_server_logs(index: str) -> Response:
+        return _raw(cm.call("GET", cm.worker_url(index), LOGS, root="", timeout=10))
 
     @app.delete(f"{PROXY}/server/{{server:path}}")
     def stop_server_instances(server: str) -> dict[str, Any]:

@@ -53,17 +53,14 @@ def load(worker: dict[str, Any], instance_count: int) -> float:
 
 def candidates(workers: dict[str, dict[str, Any]], servers_file: dict[str, dict[str, Any]] | None,
                ) -> dict[str, dict[str, Any]]:
-    """Alive workers that are enabled, with their workers-file entry (every registered worker is enabled and
-    expanding without a workers file; with one, a worker it does not list is not used)."""
+    """Alive workers that are enabled, with their workers-file entry (the file only adds rules: a registered
+    worker it does not list is enabled and expanding, as every worker is without a file)."""
     result = {}
     for url, record in workers.items():
         if not record.get("alive"):
             continue
         entry = {"enabled": True, "expanding": True, "instances": [], "cameras": []}
-        if servers_file is not None:
-            if url not in servers_file:
-                continue
-            entry.update(servers_file[url] or {})
+        entry.update((servers_file or {}).get(url) or {})
         if entry.get("enabled", True):
             result[url] = entry
     return result

@@ -24,6 +24,7 @@ from cam_server.version import __version__
 
 log = logging.getLogger(__name__)
 
+SMOOTHING = 0.5  # weight of the newest measurement in the load's exponential average
 ROOTS = {"camera": "/api/v1/cam", "pipeline": "/api/v1/pipeline"}
 
 
@@ -33,6 +34,7 @@ class LoadMeter:
     def __init__(self) -> None:
         self._process = psutil.Process(os.getpid())
         self._last = self._sample()
+        self._smooth: tuple[float, ...] | None = None
 
     def _sample(self) -> tuple[float, float, float, float]:
         cpu = 0.0
@@ -48,9 +50,12 @@ class LoadMeter:
     def measure(self) -> dict[str, float]:
         now = self._sample()
         elapsed = max(1e-3, now[0] - self._last[0])
-        cpu = max(0.0, now[1] - self._last[1]) * 100.0 / elapsed
-        tx = max(0.0, now[2] - self._last[2]) / elapsed
-        rx = max(0.0, now[3] - self._last[3]) / elapsed
+        rates = (max(0.0, now[1] - self._last[1]) * 100.0 / elapsed, max(0.0, now[2] - self._last[2]) / elapsed,
+                 max(0.0, now[3] - self._last[3]) / elapsed)
+        # Smoothed (exponential average): one busy beat must not swing placement.
+        self._smooth = rates if self._smooth is None else tuple(
+            SMOOTHING * r + (1 - SMOOTHING) * s for r, s in zip(rates, self._smooth, strict=True))
+        cpu, tx, rx = self._smooth
         self._last = now
         try:
             memory = self._process.memory_info().rss

@@ -29,6 +29,7 @@ class Proc:
     proc: subprocess.Popen
     log: Path
     args: list[str]
+    ready: str = "/"
 
     @property
     def pid(self) -> int:
@@ -50,30 +51,45 @@ def redis_server(tmp_path: Path, host: str = "127.0.0.1") -> Iterator[Proc]:
     url = f"redis://{host}:{port}/0"
     try:
         wait_until(lambda: redis.Redis.from_url(url).ping(), 10, f"redis at {url}")
-        yield Proc(url, proc, log, [])
+        yield Proc(url, proc, log, [], "")
     finally:
         stop_pid(proc)
 
 
 def _start(tmp_path: Path, name: str, module: str, args: Sequence[str], host: str, port: int | None,
-           ready: str) -> Proc:
+           ready: str, wait: bool = True) -> Proc:
     port = port or free_port()
     log = tmp_path / f"{name}.log"
     full = ["-m", module, "-p", str(port), "-i", host, "--log_level", "INFO", *args]
-    proc = start_python(full, log_path=log)
-    url = f"http://{host}:{port}"
+    started = Proc(f"http://{host}:{port}", start_python(full, log_path=log), log, full, ready)
+    if wait:
+        wait_ready(started)
+    return started
 
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        return requests.get(url + ready, timeout=1).status_code == 200
+
+def wait_ready(*procs: Proc, timeout: float = 60) -> None:
+    """Wait until each process answers its REST root (stopping them all if one does not)."""
+    def up(p: Proc) -> bool:
+        if p.proc.poll() is not None:
+            raise RuntimeError(f"{p.log.name} exited with {p.proc.returncode}:\n{p.log_text()[-3000:]}")
+        return requests.get(p.url + p.ready, timeout=1).status_code == 200
 
     try:
-        wait_until(up, 30, f"{name} at {url}")
+        for p in procs:
+            wait_until(lambda p=p: up(p), timeout, f"{p.log.name} at {p.url}")
     except Exception:
-        stop_pid(proc)
+        for p in procs:
+            stop_pid(p.proc)
         raise
-    return Proc(url, proc, log, full)
+
+
+def restart(p: Proc, wait: bool = True) -> Proc:
+    """The same command again (same port), e.g. after a kill -9."""
+    again = Proc(p.url, start_python(p.args, log_path=p.log.with_suffix(".again.log")), p.log.with_suffix(
+        ".again.log"), p.args, p.ready)
+    if wait:
+        wait_ready(again)
+    return again
 
 
 @contextmanager
@@ -85,18 +101,19 @@ def running(proc: Proc) -> Iterator[Proc]:
 
 
 def start_camera_manager(tmp_path: Path, redis_url: str, name: str = "camera_manager", host: str = "127.0.0.1",
-                         port: int | None = None, extra: Sequence[str] = ()) -> Proc:
+                         port: int | None = None, extra: Sequence[str] = (), wait: bool = True) -> Proc:
     """A camera manager on the bundled cameras plus ``test_camera`` (its folder: ``tmp_path/camera_configs``)."""
     configs = tmp_path / "camera_configs"
     if not configs.exists():
         write_config_dir(configs)
     return _start(tmp_path, name, "cam_server.start_camera_manager",
                   ["--redis", redis_url, "-b", str(configs), "-u", str(tmp_path / "camera_scripts"), *extra],
-                  host, port, "/api/v1/cam")
+                  host, port, "/api/v1/cam", wait)
 
 
 def start_pipeline_manager(tmp_path: Path, redis_url: str, cam_url: str, name: str = "pipeline_manager",
-                           host: str = "127.0.0.1", port: int | None = None, extra: Sequence[str] = ()) -> Proc:
+                           host: str = "127.0.0.1", port: int | None = None, extra: Sequence[str] = (),
+                           wait: bool = True) -> Proc:
     """A pipeline manager on a copy of the bundled pipelines (``tmp_path/pipeline_config``)."""
     configs = tmp_path / "pipeline_config"
     if not configs.exists():
@@ -105,17 +122,18 @@ def start_pipeline_manager(tmp_path: Path, redis_url: str, cam_url: str, name: s
     (tmp_path / "user_scripts").mkdir(exist_ok=True)
     return _start(tmp_path, name, "cam_server.start_pipeline_manager",
                   ["--redis", redis_url, "-c", cam_url, "-b", str(configs), "-g", str(tmp_path / "background_config"),
-                   "-u", str(tmp_path / "user_scripts"), *extra], host, port, "/api/v1/pipeline")
+                   "-u", str(tmp_path / "user_scripts"), *extra], host, port, "/api/v1/pipeline", wait)
 
 
 def start_worker(tmp_path: Path, kind: str, redis_url: str, name: str, host: str = "127.0.0.1",
-                 port: int | None = None, cam_url: str | None = None, extra: Sequence[str] = ()) -> Proc:
+                 port: int | None = None, cam_url: str | None = None, extra: Sequence[str] = (), wait: bool = True,
+                 ) -> Proc:
     """A camera or pipeline worker (``cam_url``: the camera manager, for pipeline workers)."""
     args = ["--redis", redis_url, "-n", host, *extra]
     if kind == "pipeline":
         args += ["-c", cam_url or "", "--file_folder", str(tmp_path / "data")]
     root = "/api/v1/cam" if kind == "camera" else "/api/v1/pipeline"
-    return _start(tmp_path, name, f"cam_server.start_{kind}_worker", args, host, port, root)
+    return _start(tmp_path, name, f"cam_server.start_{kind}_worker", args, host, port, root, wait)
 
 
 def registered(redis_url: str, kind: str, url: str) -> bool:
