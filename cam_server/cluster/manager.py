@@ -171,6 +171,7 @@ class ClusterManager:
         except SourceUnavailable as exc:
             log.warning("stopping %s: %s (forgotten anyway)", instance_id, exc)
         self.state.remove_instance(instance_id)
+        self.state.remember_ended(record)
         return record
 
     def stop_worker(self, url: str) -> list[str]:

@@ -114,12 +114,12 @@ def install_manager_routes(app: FastAPI, cm: ClusterManager, root: str, what: st
         """The running instances of every alive worker (each with its ``host``) and the manager's own version,
         cpu and memory."""
         workers = [u for u, w in cm.workers().items() if w.get("alive")]
-        active: dict[str, Any] = {}
+        merged: dict[str, dict[str, Any]] = {"active_instances": {}, "finished_instances": {}}
         for url, answer in cm.fan_out("GET", "/info", workers).items():
-            for iid, info in ((answer or {}).get("info", {}).get("active_instances") or {}).items():
-                active[iid] = {**info, "host": url}
-        return ok_response(f"{what} manager info.", info={"active_instances": active, **server_usage(),
-                                                          "workers": workers})
+            for key, instances in merged.items():
+                for iid, info in ((answer or {}).get("info", {}).get(key) or {}).items():
+                    instances[iid] = {**info, "host": url}
+        return ok_response(f"{what} manager info.", info={**merged, **server_usage(), "workers": workers})
 
     install_proxy_routes(app, cm, stop_instance)
 
@@ -198,7 +198,8 @@ def create_camera_manager_app(cm: ClusterManager, store: CameraConfigStore, loca
         started = []
 
         def start(worker: str) -> InstanceRecord:
-            cm.call_ok("POST", worker, f"/{camera}/config", json=config)
+            port = cm.pinned_port(Placing(camera, camera), worker)  # "name:port" in the workers file
+            cm.call_ok("POST", worker, f"/{camera}/config", json={**config, "port": port} if port else config)
             stream = cm.call_ok("GET", worker, f"/{camera}")["stream"]
             started.append(worker)
             return InstanceRecord(camera, worker, stream, config, kind, name=camera)
@@ -383,11 +384,13 @@ def create_pipeline_manager_app(cm: ClusterManager, local_manager: PipelineManag
     def stop_pipeline(iid: str) -> None:
         cm.stop(iid)
 
-    def on_worker(iid: str) -> InstanceRecord:
+    def on_worker(iid: str) -> str:
+        """The worker that runs (or ran, and remembers) instance ``iid``."""
         record = cm.state.instance(iid)
-        if record is None:
+        host = record.host if record is not None else cm.state.ended_on(iid)
+        if host is None or not cm.alive(host):
             raise lost_or_missing(iid)
-        return record
+        return host
 
     @app.post(PIPE)
     def create_from_config(config: dict = Depends(json_body), instance_id: str | None = Query(None),
@@ -396,8 +399,14 @@ def create_pipeline_manager_app(cm: ClusterManager, local_manager: PipelineManag
 
     def created(config: dict[str, Any], instance_id: str | None, name: str | None = None) -> dict[str, Any]:
         iid = instance_id or str(uuid.uuid4())
-        if cm.state.instance(iid) is not None:
-            raise Conflict(f"Instance '{iid}' is already running.")
+        record = cm.state.instance(iid)
+        if record is not None and cm.alive(record.host):
+            try:
+                running = cm.call_ok("GET", record.host, f"/instance/{iid}/exitcode")["exitcode"] is None
+            except WorkerError:
+                running = False
+            if running:
+                raise Conflict(f"Instance id '{iid}' is already in use.")
         record = start_private(config, iid, "private", name, newer_than=time.time())
         return ok(f"Pipeline instance {iid} created.", instance_id=iid, stream=record.stream, config=record.config)
 
@@ -444,10 +453,10 @@ def create_pipeline_manager_app(cm: ClusterManager, local_manager: PipelineManag
         headers = {"content-type": request.headers.get("content-type", "application/json")}
 
         def forward() -> Response:
-            record = on_worker(instance_id)
-            answer = cm.call(request.method, record.host, f"/instance/{instance_id}/{what}", data=body or None,
-                             headers=headers, params=dict(request.query_params))
-            if request.method == "POST" and what == "config" and answer.status_code == 200:
+            answer = cm.call(request.method, on_worker(instance_id), f"/instance/{instance_id}/{what}",
+                             data=body or None, headers=headers, params=dict(request.query_params))
+            record = cm.state.instance(instance_id)
+            if request.method == "POST" and what == "config" and answer.status_code == 200 and record is not None:
                 record.config = answer.json().get("config", record.config)
                 cm.state.put_instance(record)
             return _raw(answer)

@@ -12,6 +12,7 @@ on at once. Keys (``P`` = ``cam_server:<kind>``, kind ``camera`` or ``pipeline``
 | ``P:permanent`` | string | ``{instance_id: name}``, keys starting with ``#`` disabled |
 | ``P:servers`` | string | the workers file (``servers.json``) |
 | ``P:lost`` | hash id → record | private instances lost with their worker: host and cause |
+| ``P:ended`` | hash id → url | the worker of each stopped instance (its exit code stays readable there) |
 | ``P:claim:<id>`` | string NX, TTL | the manager placing instance ``id`` (a second one waits for its record) |
 | ``P:failover:<url>:<beat>`` | string NX, TTL | the manager failing over a dead worker (one per death) |
 | ``cam_server:dead_after`` | string | seconds of silence after which a worker is dead (set by managers) |
@@ -151,6 +152,16 @@ class ClusterState:
         for record in gone:
             self.remove_instance(record.instance_id, record.host)
         return gone
+
+    def remember_ended(self, record: InstanceRecord) -> None:
+        """A stopped instance's worker, so its exit code and "not running any more" stay readable there."""
+        pipe = self.redis.pipeline()
+        pipe.hset(self._k("ended"), record.instance_id, record.host)
+        pipe.hdel(self._k("lost"), record.instance_id)
+        pipe.execute()
+
+    def ended_on(self, instance_id: str) -> str | None:
+        return self.redis.hget(self._k("ended"), instance_id)
 
     # --- claims ---------------------------------------------------------------------------------------------
     def claim(self, instance_id: str, ttl: float = CLAIM_TTL_S) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cam_server.cluster.manager_app import camera_routes_to_cluster, pipeline_routes_to_cluster
-from cam_server.cluster.placement import NoWorker, Request, load, place, pinned_port_of
+from cam_server.cluster.placement import NoWorker, Request, load, pinned_port_of, place
 from cam_server.cluster.state import InstanceRecord
 
 pytestmark = pytest.mark.unit
