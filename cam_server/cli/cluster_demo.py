@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from cam_server.cli.demo import CONFIGURATION, _raise_interrupt, _start, _stop, _wait_ready
+from cam_server.cli.demo import CONFIGURATION, _raise_interrupt, _start, _wait_ready, clean_up
 
 REDIS_SERVER = "redis-server"
 
@@ -91,13 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cluster failed: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for child in reversed(children):
-            _stop(child)
-        for log in logs:
-            log.close()
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(children, logs, work)
     print("stopped.", flush=True)
     return 0
 
