@@ -220,8 +220,8 @@ class ClusterManager:
                 continue
             for iid, info in (answer.get("info", {}).get("active_instances") or {}).items():
                 active[iid] = {**info, "host": url}
-        for iid, record in self.state.instances().items():
-            if iid not in active and self.alive(record.host, workers):
+        for iid, record in self.state.instances().items():  # a worker that did not answer: what Redis says
+            if iid not in active and record.host in answers and answers[record.host] is None:
                 active[iid] = {"stream_address": record.stream, "config": record.config, "host": record.host,
                                "kind": record.kind}
         servers = {url: {**{k: v for k, v in workers.get(url, {}).items() if k != "url"},

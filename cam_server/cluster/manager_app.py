@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import redis
 import requests
 from fastapi import Depends, FastAPI, Query, Request, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -90,6 +91,10 @@ def _raw(response: requests.Response) -> Response:
 def _cluster_app(title: str) -> FastAPI:
     app = FastAPI(title=title, version=__version__, redirect_slashes=False)
     install_error_handlers(app)
+
+    @app.exception_handler(redis.RedisError)
+    async def _redis_down(_: Request, exc: redis.RedisError) -> Response:
+        return error_response(503, f"The cluster's Redis cannot be used: {exc}")
 
     @app.api_route("/", methods=["GET"], include_in_schema=False)
     @app.api_route("/view/{rest:path}", methods=["GET"], include_in_schema=False)
