@@ -12,6 +12,7 @@ on at once. Keys (``P`` = ``cam_server:<kind>``, kind ``camera`` or ``pipeline``
 | ``P:permanent`` | string | ``{instance_id: name}``, keys starting with ``#`` disabled |
 | ``P:servers`` | string | the workers file (``servers.json``) |
 | ``P:lost`` | hash id → record | private instances lost with their worker: host and cause |
+| ``P:pending`` | hash id → record | instances being started (placements at the same time count them) |
 | ``P:ended`` | hash id → url | the worker of each stopped instance (its exit code stays readable there) |
 | ``P:claim:<id>`` | string NX, TTL | the manager placing instance ``id`` (a second one waits for its record) |
 | ``P:failover:<url>:<beat>`` | string NX, TTL | the manager failing over a dead worker (one per death) |
@@ -152,6 +153,22 @@ class ClusterState:
         for record in gone:
             self.remove_instance(record.instance_id, record.host)
         return gone
+
+    def add_pending(self, record: InstanceRecord) -> None:
+        """An instance being started on ``record.host``: counted by placements running at the same time."""
+        self.redis.hset(self._k("pending"), record.instance_id, record.to_json())
+
+    def remove_pending(self, instance_id: str) -> None:
+        self.redis.hdel(self._k("pending"), instance_id)
+
+    def placed(self) -> list[InstanceRecord]:
+        """Instances running and being started (what placement counts)."""
+        pipe = self.redis.pipeline()
+        pipe.hgetall(self._k("instances"))
+        pipe.hgetall(self._k("pending"))
+        running, pending = pipe.execute()
+        return [InstanceRecord.from_json(t) for t in running.values()] + [
+            InstanceRecord.from_json(t) for iid, t in pending.items() if iid not in running]
 
     def remember_ended(self, record: InstanceRecord) -> None:
         """A stopped instance's worker, so its exit code and "not running any more" stay readable there."""
