@@ -86,7 +86,9 @@ class ClusterManager:
         return url
 
     def alive(self, url: str, workers: dict[str, dict[str, Any]] | None = None) -> bool:
-        return bool((workers if workers is not None else self.workers()).get(url, {}).get("alive"))
+        if workers is None:
+            return self.state.is_alive(url)
+        return bool(workers.get(url, {}).get("alive"))
 
     # --- calls to workers -----------------------------------------------------------------------------------
     def call(self, method: str, worker: str, path: str, timeout: float = WORKER_TIMEOUT_S, root: str | None = None,
@@ -131,9 +133,8 @@ class ClusterManager:
         iid = request.instance_id
         deadline = time.monotonic() + CLAIM_TTL_S
         while True:
-            workers = self.workers()
             record = self.state.instance(iid)
-            if record is not None and self.alive(record.host, workers) and (existing is None or existing(record)):
+            if record is not None and self.alive(record.host) and (existing is None or existing(record)):
                 return record
             if self.state.claim(iid):
                 try:

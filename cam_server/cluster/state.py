@@ -110,6 +110,10 @@ class ClusterState:
             record["alive"] = bool(alive)
         return records
 
+    def is_alive(self, url: str) -> bool:
+        """One worker's heartbeat key exists (one round trip: the hot path of forwarded requests)."""
+        return bool(self.redis.exists(self._k("hb", url)))
+
     def forget_worker(self, url: str) -> None:
         self.redis.hdel(self._k("workers"), url)
 
