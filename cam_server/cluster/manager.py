@@ -59,7 +59,6 @@ class ClusterManager:
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
         self.restart_permanent: Callable[[str, str], None] | None = None  # (instance id, name): set by the app
-        self.failover_log: list[dict[str, Any]] = []
         state.set_dead_after(dead_after)
         if servers_path is not None and servers_path.exists():
             state.set_servers_file(json.loads(servers_path.read_text()))
@@ -299,8 +298,6 @@ class ClusterManager:
             else:
                 self.state.add_lost(record, cause)
                 lost.append(record.instance_id)
-        entry = {"worker": url, "detected_at": time.time(), "last_heartbeat": beat, "moved": moved, "lost": lost}
-        self.failover_log.append(entry)
         log.warning("failover of %s: %s; to restart: %s; lost: %s", self.kind, cause, moved or "none",
                     lost or "none")
 

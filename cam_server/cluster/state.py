@@ -13,7 +13,7 @@ on at once. Keys (``P`` = ``cam_server:<kind>``, kind ``camera`` or ``pipeline``
 | ``P:servers`` | string | the workers file (``servers.json``) |
 | ``P:lost`` | hash id → record | private instances lost with their worker: host and cause |
 | ``P:pending`` | hash id → record | instances being started (placements at the same time count them) |
-| ``P:ended`` | hash id → url | the worker of each stopped instance (its exit code stays readable there) |
+| ``P:ended:<id>`` | string, TTL 1 day | the worker of a stopped instance (its exit code stays readable there) |
 | ``P:claim:<id>`` | string NX, TTL | the manager placing instance ``id`` (a second one waits for its record) |
 | ``P:failover:<url>:<beat>`` | string NX, TTL | the manager failing over a dead worker (one per death) |
 | ``cam_server:dead_after`` | string | seconds of silence after which a worker is dead (set by managers) |
@@ -32,6 +32,7 @@ import redis
 DEFAULT_DEAD_AFTER = 3.0
 CLAIM_TTL_S = 60.0  # a placement (start on a worker) never takes longer; a crashed claimer's claim expires
 FAILOVER_CLAIM_TTL_S = 3600.0
+ENDED_TTL_S = 86400  # how long a stopped instance's worker is remembered
 
 
 @dataclass
@@ -177,12 +178,12 @@ class ClusterState:
     def remember_ended(self, record: InstanceRecord) -> None:
         """A stopped instance's worker, so its exit code and "not running any more" stay readable there."""
         pipe = self.redis.pipeline()
-        pipe.hset(self._k("ended"), record.instance_id, record.host)
+        pipe.set(self._k("ended", record.instance_id), record.host, ex=ENDED_TTL_S)
         pipe.hdel(self._k("lost"), record.instance_id)
         pipe.execute()
 
     def ended_on(self, instance_id: str) -> str | None:
-        return self.redis.hget(self._k("ended"), instance_id)
+        return self.redis.get(self._k("ended", instance_id))
 
     # --- claims ---------------------------------------------------------------------------------------------
     def claim(self, instance_id: str, ttl: float = CLAIM_TTL_S) -> bool:
