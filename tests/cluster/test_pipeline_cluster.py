@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,12 +78,16 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineCluste
             wait_ready(*procs)
             wait_until(lambda: all(registered(rds.url, "pipeline", w.url) for w in pipes)
                        and all(registered(rds.url, "camera", w.url) for w in cams), 20, "workers registered")
-            # Each worker's first instance waits for its fork server: once per worker, not in a test's timeouts.
-            for worker in running.workers:
+            # Each worker's first instance waits for its fork server: once per worker (both at once), not in a
+            # test's timeouts.
+            def warm_up(worker: Proc) -> None:
                 warm = PipelineClient(worker.url)
                 iid, _ = warm.create_instance_from_config({"camera_name": "simulation"})
                 warm.get_instance_message(iid, timeout=90)
                 warm.stop_instance(iid)
+
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(warm_up, running.workers))
             yield running
         finally:
             for proc in reversed(procs):
@@ -114,6 +119,23 @@ def test_input_pipeline_is_resolved_across_workers(servers: PipelineCluster, cli
         assert config["input_stream"] == client.get_instance_stream("simulation_sp")
         (received,) = receive(client.get_instance_stream(iid), timeout=20)
         assert values(received)["width"] == 1280
+    finally:
+        proxy.set_config({})
+
+
+def test_output_pipeline_is_resolved_across_workers(servers: PipelineCluster, client: PipelineClient) -> None:
+    proxy = ProxyClient(servers.url)
+    first, second = (w.url for w in servers.workers)
+    try:
+        proxy.set_config({first: {"instances": ["fanin_c"]}, second: {"instances": ["sender_c"]}})
+        client.create_instance_from_config({"pipeline_type": "fanin"}, instance_id="fanin_c")
+        client.create_instance_from_config({"camera_name": "simulation", "output_pipeline": "fanin_c"},
+                                           instance_id="sender_c")
+        assert _hosts(servers)["fanin_c"] == first and _hosts(servers)["sender_c"] == second
+        fanin_input = client.get_instance_config("fanin_c")["input_stream"]
+        assert client.get_instance_config("sender_c")["output_stream"] == fanin_input
+        (received,) = receive(client.get_instance_stream("fanin_c"), timeout=20)
+        assert values(received)["width"] == 1280 and "x_center_of_mass" in values(received)
     finally:
         proxy.set_config({})
 
