@@ -45,6 +45,7 @@ def run_worker(kind: str, argv: Sequence[str] | None, build_parser: Callable[[],
 
     from cam_server.cluster.state import ClusterState
     from cam_server.cluster.worker import Heartbeat
+    from cam_server.rest.auth import api_token
 
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argparse.ArgumentParser(add_help=False)
@@ -63,7 +64,7 @@ def run_worker(kind: str, argv: Sequence[str] | None, build_parser: Callable[[],
             (Path(tmp) / sub).mkdir()
             server_argv += [option, str(Path(tmp) / sub)]
         heartbeat = Heartbeat(ClusterState(cluster.redis, kind), url, f"http://{local_host}:{args.port}",
-                              cluster.heartbeat)
+                              cluster.heartbeat, api_token(args.api_token))
         heartbeat.start()
         try:
             main(server_argv)

@@ -21,6 +21,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from cam_server.client.rest import TOKEN_ENV
 from cam_server.cluster import placement
 from cam_server.cluster.state import CLAIM_TTL_S, ClusterState, InstanceRecord
 from cam_server.common.errors import CamServerError, NotFound, SourceUnavailable
@@ -45,7 +46,8 @@ class WorkerError(CamServerError):
 class ClusterManager:
     """The cluster side of one manager (``state.kind``: camera or pipeline)."""
 
-    def __init__(self, state: ClusterState, dead_after: float = 3.0, servers_path: Path | None = None) -> None:
+    def __init__(self, state: ClusterState, dead_after: float = 3.0, servers_path: Path | None = None,
+                 worker_token: str | None = None) -> None:
         self.state = state
         self.kind = state.kind
         self.root = ROOTS[state.kind]
@@ -54,6 +56,9 @@ class ClusterManager:
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=32, pool_maxsize=64)
         self.session.mount("http://", adapter)
+        worker_token = worker_token if worker_token is not None else os.environ.get(TOKEN_ENV)
+        if worker_token:
+            self.session.headers["Authorization"] = f"Bearer {worker_token}"
         self.pool = ThreadPoolExecutor(16, thread_name_prefix="cluster-fanout")
         self.restarts = ThreadPoolExecutor(RESTART_THREADS, thread_name_prefix="cluster-restart")
         self._stop = threading.Event()

@@ -67,7 +67,8 @@ class LoadMeter:
 class Heartbeat(threading.Thread):
     """Registers worker ``advertise`` (its server answers at ``local``) and heartbeats every ``interval`` s."""
 
-    def __init__(self, state: ClusterState, advertise: str, local: str, interval: float = 1.0) -> None:
+    def __init__(self, state: ClusterState, advertise: str, local: str, interval: float = 1.0,
+                 token: str | None = None) -> None:
         super().__init__(name="cluster-heartbeat", daemon=True)
         self.state = state
         self.advertise = advertise.rstrip("/")
@@ -75,6 +76,8 @@ class Heartbeat(threading.Thread):
         self.interval = interval
         self.stopping = threading.Event()
         self.session = requests.Session()
+        if token:  # the server's own token: it stops instances through its REST API
+            self.session.headers["Authorization"] = f"Bearer {token}"
         self.meter = LoadMeter()
         self.registered_at: float | None = None
 

@@ -201,6 +201,19 @@ def test_manager_killed_and_restarted_keeps_instances(cluster: CameraCluster, cl
     assert values(message)["width"] == 64
 
 
+def test_manager_api_token(cluster: CameraCluster, tmp_path) -> None:
+    manager = start_camera_manager(tmp_path, cluster.redis.url, "token_manager", extra=["--api_token", "s3cret"])
+    try:
+        refused = requests.delete(f"{manager.url}/api/v1/proxy/test_camera", timeout=10)
+        assert refused.status_code == 401 and refused.json()["state"] == "error"
+        assert requests.post(f"{manager.url}/api/v1/cam/x/config", json={}, timeout=10).status_code == 401
+        client = CamClient(manager.url, token="s3cret")
+        assert client.get_instance_stream("test_camera").startswith("tcp://")  # GET needs none
+        client.stop_instance("test_camera")
+    finally:
+        stop_pid(manager.proc)
+
+
 def _wait_moved(proxy: ProxyClient, camera: str, away_from: str, timeout: float) -> tuple[str, float]:
     started = time.monotonic()
     host = wait_until(lambda: (h := proxy.get_instances_info().get(camera, {}).get("host")) not in (None, away_from)
