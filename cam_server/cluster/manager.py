@@ -130,19 +130,23 @@ class ClusterManager:
     # --- placement ------------------------------------------------------------------------------------------
     def place(self, request: placement.Request, start: Callable[[str], InstanceRecord],
               camera_host: str | None = None, existing: Callable[[InstanceRecord], bool] | None = None,
+              find: Callable[[], InstanceRecord | None] | None = None, claim: str | None = None,
               ) -> InstanceRecord:
         """Place ``request`` once across managers: the claim holder picks a worker and calls ``start(worker)``;
         a manager that finds it claimed waits for that record. ``existing(record)``: whether a record found
-        (alive worker) is good to use as it is (default: yes)."""
+        (alive worker) is good to use as it is (default: yes); ``find``: how to look for it (default: by instance
+        id); ``claim``: the claim's key (default: the instance id)."""
         iid = request.instance_id
+        key = claim or iid
+        look = find or (lambda: self.state.instance(iid))
         deadline = time.monotonic() + CLAIM_TTL_S
         while True:
-            record = self.state.instance(iid)
+            record = look()
             if record is not None and self.alive(record.host) and (existing is None or existing(record)):
                 return record
-            if self.state.claim(iid):
+            if self.state.claim(key):
                 try:
-                    record = self.state.instance(iid)  # placed between our read and our claim
+                    record = look()  # placed between our read and our claim
                     workers = self.workers()
                     if record is not None and self.alive(record.host, workers) and (
                             existing is None or existing(record)):
@@ -161,8 +165,8 @@ class ClusterManager:
                     return record
                 finally:
                     self.state.remove_pending(iid)
-                    self.state.release(iid)
-            while self.state.claimed(iid) and time.monotonic() < deadline:
+                    self.state.release(key)
+            while self.state.claimed(key) and time.monotonic() < deadline:
                 time.sleep(0.02)
             if time.monotonic() > deadline:
                 raise SourceUnavailable(f"Placement of '{iid}' by another manager did not finish in time.")

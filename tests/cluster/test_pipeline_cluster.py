@@ -53,6 +53,7 @@ class PipelineCluster:
     manager: Proc
     workers: list[Proc]
     camera_workers: list[Proc]
+    second_manager: Proc
 
     @property
     def url(self) -> str:
@@ -70,10 +71,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineCluste
         cam = start_camera_manager(tmp, rds.url, extra=extra, wait=False)
         cams = [start_worker(tmp, "camera", rds.url, f"camera_worker_{i}", extra=beat, wait=False) for i in (1, 2)]
         manager = start_pipeline_manager(tmp, rds.url, cam.url, extra=extra, wait=False)
+        second = start_pipeline_manager(tmp, rds.url, cam.url, "pipeline_manager_b", extra=extra, wait=False)
         pipes = [start_worker(tmp, "pipeline", rds.url, f"pipeline_worker_{i}", cam_url=cam.url, extra=beat,
                               wait=False) for i in (1, 2)]
-        procs = [cam, *cams, manager, *pipes]
-        running = PipelineCluster(rds, cam, manager, pipes, cams)
+        procs = [cam, *cams, manager, second, *pipes]
+        running = PipelineCluster(rds, cam, manager, pipes, cams, second)
         try:
             wait_ready(*procs)
             wait_until(lambda: all(registered(rds.url, "pipeline", w.url) for w in pipes)
@@ -104,6 +106,21 @@ def test_pipelines_of_one_camera_share_a_worker(servers: PipelineCluster, client
               for i in (1, 2)]
     hosts = _hosts(servers)
     assert {hosts[i] for i in (first, *others)} == {hosts[first]}  # rule 2: same camera, same worker
+
+
+def test_two_managers_asked_for_one_shared_config_start_one_instance(servers: PipelineCluster,
+                                                                     client: PipelineClient) -> None:
+    config = {"camera_name": "simulation", "image_threshold": 17}
+    urls = [servers.url, servers.second_manager.url] * 4
+    with ThreadPoolExecutor(len(urls)) as pool:
+        answers = list(pool.map(lambda url: PipelineClient(url).get_instance_stream_from_config(config), urls))
+    assert len(set(answers)) == 1  # (instance id, stream): one placement, claimed on the config's hash
+    iid = answers[0][0]
+    other = PipelineClient(servers.second_manager.url)
+    assert set(other.get_server_info()["active_instances"]) == set(client.get_server_info()["active_instances"]) \
+        == {iid}
+    assert other.get_instance_config(iid) == client.get_instance_config(iid)
+    assert ProxyClient(servers.second_manager.url).get_status_info() == ProxyClient(servers.url).get_status_info()
 
 
 def test_input_pipeline_is_resolved_across_workers(servers: PipelineCluster, client: PipelineClient) -> None:
