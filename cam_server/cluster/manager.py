@@ -284,10 +284,10 @@ class ClusterManager:
     def check(self) -> None:
         """One round: fail over workers found dead, then start missing permanent instances."""
         workers = self.workers()
-        records = self.state.instances()
-        for url, worker in workers.items():
-            if not worker.get("alive") and any(r.host == url for r in records.values()):
-                self.fail_over(url, worker)
+        dead = {url: w for url, w in workers.items()
+                if not w.get("alive") and not self.state.failed_over(url, float(w.get("last_heartbeat") or 0.0))}
+        for url, worker in dead.items():  # each death once (then failed_over() is true): no scan per round
+            self.fail_over(url, worker)
         self.ensure_permanent(workers)
 
     def fail_over(self, url: str, worker: dict[str, Any]) -> None:
@@ -318,19 +318,21 @@ class ClusterManager:
         """Start each enabled permanent instance that runs nowhere (or whose worker no longer reports it)."""
         if self.restart_permanent is None:
             return
+        permanent = {iid: name for iid, name in self.state.permanent().items() if not iid.startswith("#")}
+        if not permanent:
+            return
         workers = self.workers() if workers is None else workers
-        records = self.state.instances()
+        records = self.state.instances_of([self.permanent_key(iid, name) for iid, name in permanent.items()])
         missing = []
-        for iid, name in self.state.permanent().items():
-            if iid.startswith("#"):
-                continue
-            record = records.get(self.permanent_key(iid, name))
+        for iid, name in permanent.items():
+            key = self.permanent_key(iid, name)
+            record = records.get(key)
             if record is not None and self.alive(record.host, workers):
                 reported = workers[record.host].get("instances") or []
                 fresh = record.started_at > float(workers[record.host].get("last_heartbeat") or 0) - 2.0
-                if iid in reported or fresh:
+                if key in reported or fresh:
                     continue
-            if not self.state.claimed(self.permanent_key(iid, name)):
+            if not self.state.claimed(key):
                 missing.append((iid, name))
         # In parallel (a dead worker may leave many): each is placed once (claims), spread by the pending records.
         for (iid, name), error in zip(missing, self.restarts.map(self._restart_one, missing), strict=True):

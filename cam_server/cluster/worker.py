@@ -108,14 +108,12 @@ class Heartbeat(threading.Thread):
         """Stop what this worker runs but Redis assigns elsewhere or records as lost from here (no double run)."""
         if not instances:
             return
-        records = self.state.instances()
-        lost = self.state.lost()
-        for iid in instances:
-            record = records.get(iid)
-            foreign = record is not None and record.host != self.advertise
-            orphan = record is None and (lost.get(iid) or {}).get("host") == self.advertise
+        hosts, lost_from = self.state.hosts_of(instances)
+        for iid, host, lost in zip(instances, hosts, lost_from, strict=True):
+            foreign = host is not None and host != self.advertise
+            orphan = host is None and lost == self.advertise
             if foreign or orphan:
-                where = f"runs on {record.host}" if record else "was recorded lost"
+                where = f"runs on {host}" if host else "was recorded lost"
                 log.warning("stopping instance %s: it %s (this worker was declared dead)", iid, where)
                 try:
                     self.session.delete(f"{self.root}/{iid}", timeout=10)

@@ -45,6 +45,7 @@ from tests.helpers.procs import stop_pid, wait_until
 from tests.helpers.streams import receive, values
 
 DEAD_AFTER = 1.5
+TOKEN = "s3cret"  # the second manager's --api_token (its GETs need none)
 
 
 @dataclass
@@ -66,7 +67,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CameraCluster]
     with redis_server(tmp) as rds:
         extra = ["--dead_after", str(DEAD_AFTER), "--servers", str(servers_file)]
         procs = [start_camera_manager(tmp, rds.url, "manager_a", extra=extra, wait=False),
-                 start_camera_manager(tmp, rds.url, "manager_b", extra=extra, wait=False),
+                 start_camera_manager(tmp, rds.url, "manager_b", extra=[*extra, "--api_token", TOKEN], wait=False),
                  start_worker(tmp, "camera", rds.url, "worker_1", extra=["--heartbeat", "0.3"], wait=False),
                  start_worker(tmp, "camera", rds.url, "worker_2", extra=["--heartbeat", "0.3"], wait=False)]
         running = CameraCluster(rds, procs[:2], procs[2:], servers_file)
@@ -201,17 +202,14 @@ def test_manager_killed_and_restarted_keeps_instances(cluster: CameraCluster, cl
     assert values(message)["width"] == 64
 
 
-def test_manager_api_token(cluster: CameraCluster, tmp_path) -> None:
-    manager = start_camera_manager(tmp_path, cluster.redis.url, "token_manager", extra=["--api_token", "s3cret"])
-    try:
-        refused = requests.delete(f"{manager.url}/api/v1/proxy/test_camera", timeout=10)
-        assert refused.status_code == 401 and refused.json()["state"] == "error"
-        assert requests.post(f"{manager.url}/api/v1/cam/x/config", json={}, timeout=10).status_code == 401
-        client = CamClient(manager.url, token="s3cret")
-        assert client.get_instance_stream("test_camera").startswith("tcp://")  # GET needs none
-        client.stop_instance("test_camera")
-    finally:
-        stop_pid(manager.proc)
+def test_manager_api_token(cluster: CameraCluster) -> None:
+    manager = cluster.managers[1]
+    refused = requests.delete(f"{manager.url}/api/v1/proxy/test_camera", timeout=10)
+    assert refused.status_code == 401 and refused.json()["state"] == "error"
+    assert requests.post(f"{manager.url}/api/v1/cam/x/config", json={}, timeout=10).status_code == 401
+    client = CamClient(manager.url, token=TOKEN)
+    assert client.get_instance_stream("test_camera").startswith("tcp://")  # GET needs none
+    client.stop_instance("test_camera")
 
 
 def _wait_moved(proxy: ProxyClient, camera: str, away_from: str, timeout: float) -> tuple[str, float]:
