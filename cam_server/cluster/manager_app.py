@@ -310,6 +310,7 @@ def create_pipeline_manager_app(cm: ClusterManager, local_manager: PipelineManag
 
     def push_assets(worker: str, config: dict[str, Any]) -> None:
         """The background and user script the config names, sent to the worker before the start."""
+        config = expand_config(config)  # also the README spelling "background_id"
         background = config.get("image_background")
         if background:
             try:

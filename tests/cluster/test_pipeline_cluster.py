@@ -164,8 +164,7 @@ def test_background_and_script_go_with_the_start(servers: PipelineCluster, clien
                                             "parameters, bsdata=None):\n    return {'cluster_value': 42.0}\n")
     try:
         iid, _ = client.create_instance_from_config({"camera_name": "simulation", "function": "cluster_fn",
-                                                     "image_background": "simulation_bg_test",
-                                                     "image_background_enable": True})
+                                                     "background_id": "simulation_bg_test"})  # README spelling
         message = client.get_instance_message(iid)
         assert message.data.data["cluster_value"].value == 42.0
         host = _hosts(servers)[iid]
