@@ -32,6 +32,7 @@ ROOTS = {"camera": "/api/v1/cam", "pipeline": "/api/v1/pipeline"}
 CHECK_INTERVAL_S = 0.25  # how often the monitor looks for dead workers and missing permanent instances
 WORKER_TIMEOUT_S = 30.0  # a start on a worker (a camera's first frame, a pipeline's process)
 INFO_TIMEOUT_S = 2.0
+PERMANENT_RETRY_S = 2.0  # a permanent instance that failed to start is tried again after this
 RESTART_THREADS = 8  # permanent instances started at once after a failover
 
 
@@ -332,7 +333,7 @@ class ClusterManager:
                 fresh = record.started_at > float(workers[record.host].get("last_heartbeat") or 0) - 2.0
                 if key in reported or fresh:
                     continue
-            if not self.state.claimed(key):
+            if not self.state.claimed(key) and not self.state.backing_off(key):
                 missing.append((iid, name))
         # In parallel (a dead worker may leave many): each is placed once (claims), spread by the pending records.
         for (iid, name), error in zip(missing, self.restarts.map(self._restart_one, missing), strict=True):
@@ -344,5 +345,6 @@ class ClusterManager:
         try:
             self.restart_permanent(*entry)
         except CamServerError as exc:
+            self.state.back_off(self.permanent_key(*entry), PERMANENT_RETRY_S)  # not every round, by any manager
             return exc
         return None

@@ -15,6 +15,7 @@ on at once. Keys (``P`` = ``cam_server:<kind>``, kind ``camera`` or ``pipeline``
 | ``P:pending`` | hash id → record | instances being started (placements at the same time count them) |
 | ``P:ended:<id>`` | string, TTL 1 day | the worker of a stopped instance (its exit code stays readable there) |
 | ``P:claim:<id>`` | string NX, TTL | the manager placing instance ``id`` (a second one waits for its record) |
+| ``P:backoff:<id>`` | string, TTL | a permanent instance whose start failed: not tried again before it expires |
 | ``P:failover:<url>:<beat>`` | string NX, TTL | the manager failing over a dead worker (one per death) |
 | ``cam_server:dead_after`` | string | seconds of silence after which a worker is dead (set by managers) |
 """
@@ -223,6 +224,13 @@ class ClusterState:
     def failed_over(self, url: str, beat: float) -> bool:
         """Whether a manager has claimed (done) the failover of ``url``'s death after its heartbeat at ``beat``."""
         return bool(self.redis.exists(self._k("failover", url, repr(beat))))
+
+    def back_off(self, instance_id: str, seconds: float) -> None:
+        """Starting ``instance_id`` failed: no manager tries again for ``seconds``."""
+        self.redis.set(self._k("backoff", instance_id), "1", px=int(seconds * 1000))
+
+    def backing_off(self, instance_id: str) -> bool:
+        return bool(self.redis.exists(self._k("backoff", instance_id)))
 
     # --- permanent instances, the workers file -------------------------------------------------------------
     def permanent(self) -> dict[str, str]:
