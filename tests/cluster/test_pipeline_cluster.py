@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import redis
 import requests
 
 from cam_server.client.pipeline_client import PipelineClient
@@ -174,6 +175,17 @@ def test_background_and_script_go_with_the_start(servers: PipelineCluster, clien
         client.stop_all_instances()
         client.delete_user_script("cluster_fn")
         client.delete_background("simulation_bg_test")
+
+
+def test_a_permanent_instance_that_cannot_start_backs_off(servers: PipelineCluster) -> None:
+    proxy = ProxyClient(servers.url)
+    try:
+        assert proxy.set_permanent_instances({"broken": "no_such_pipeline"}) == {"broken": "no_such_pipeline"}
+        backoff = redis.Redis.from_url(servers.redis.url).pttl("cam_server:pipeline:backoff:broken")
+        assert 0 < backoff <= 2000  # tried once, not again (by any manager) for 2 s
+        assert "broken" not in proxy.get_instances_info()
+    finally:
+        proxy.set_permanent_instances({})
 
 
 def test_killed_worker_restarts_permanent_and_reports_private_lost(servers: PipelineCluster,
