@@ -98,7 +98,11 @@ class Heartbeat(threading.Thread):
                                   "interval": self.interval, **self.meter.measure()}
         if self.registered_at is not None:
             record["registered_at"] = self.registered_at
-        if self.state.heartbeat(self.advertise, record, self.state.dead_after()):
+        ttl = self.state.dead_after()
+        if ttl < 2 * self.interval and self.registered_at is None:
+            log.warning("heartbeat every %.2f s with dead_after %.2f s: one late beat makes this worker dead",
+                        self.interval, ttl)
+        if self.state.heartbeat(self.advertise, record, ttl):
             self.registered_at = time.time()
             log.info("worker %s registered in %s (%s)", self.advertise, self.state.url, self.state.kind)
         self.stop_foreign(instances)
