@@ -193,6 +193,11 @@ def install_proxy_routes(app: FastAPI, cm: ClusterManager, stop_instance: Callab
         return ok(f"Instance {instance_id} stopped.")
 
 
+def for_kind(config: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A permanent instance streams whether or not anybody reads it: no client timeout (0 disables it)."""
+    return {**config, "no_client_timeout": 0} if kind == "permanent" else config
+
+
 # --- camera manager ---------------------------------------------------------------------------------------------
 def create_camera_manager_app(cm: ClusterManager, store: CameraConfigStore, local: ASGIApp) -> ASGIApp:
     """The camera manager: ``local`` (the camera app on the manager's config folder) for configs, the cluster for
@@ -204,12 +209,13 @@ def create_camera_manager_app(cm: ClusterManager, store: CameraConfigStore, loca
         started = []
 
         def start(worker: str) -> InstanceRecord:
-            config = store.load(camera).to_dict()
+            record_kind = kind or _camera_kind(camera)
+            config = for_kind(store.load(camera).to_dict(), record_kind)
             port = cm.pinned_port(Placing(camera, camera), worker)  # "name:port" in the workers file
             cm.call_ok("POST", worker, f"/{camera}/config", json={**config, "port": port} if port else config)
             stream = cm.call_ok("GET", worker, f"/{camera}")["stream"]
             started.append(worker)
-            return InstanceRecord(camera, worker, stream, config, kind or _camera_kind(camera), name=camera)
+            return InstanceRecord(camera, worker, stream, config, record_kind, name=camera)
 
         record = cm.place(Placing(camera, camera), start, existing=lambda r: r.started_at > newer_than)
         return record, bool(started)
@@ -224,7 +230,8 @@ def create_camera_manager_app(cm: ClusterManager, store: CameraConfigStore, loca
         except WorkerError as exc:
             if exc.status_code != 404:
                 raise
-            cm.call_ok("POST", record.host, f"/{camera}/config", json=store.load(camera).to_dict())
+            cm.call_ok("POST", record.host, f"/{camera}/config",
+                       json=for_kind(store.load(camera).to_dict(), record.kind))
             stream = cm.call_ok("GET", record.host, f"/{camera}")["stream"]
         if stream != record.stream:
             record.stream = stream
@@ -267,8 +274,8 @@ def create_camera_manager_app(cm: ClusterManager, store: CameraConfigStore, loca
         config = parsed.to_dict()
         record = cm.state.instance(camera)
         if record is not None and cm.alive(record.host):  # the running instance follows it, on its worker
-            cm.call_ok("POST", record.host, f"/{camera}/config", json=config)
-            record.config = config
+            record.config = for_kind(config, record.kind)
+            cm.call_ok("POST", record.host, f"/{camera}/config", json=record.config)
             cm.state.put_instance(record)
         return ok(f"Camera '{camera_name}' configuration saved.", config=config)
 
@@ -359,7 +366,7 @@ def create_pipeline_manager_app(cm: ClusterManager, local_manager: PipelineManag
         expand_config(config)  # a bad config is refused here, before anything starts
 
         def start(worker: str) -> InstanceRecord:
-            resolved = resolve(config)
+            resolved = for_kind(resolve(config), kind)
             push_assets(worker, resolved)
             answer = cm.call_ok("POST", worker, "", params={"instance_id": iid}, json=resolved)
             return InstanceRecord(iid, worker, answer["stream"], answer["config"], kind, name=name)

@@ -228,6 +228,7 @@ def test_frozen_worker_fails_over_and_does_not_double_run(cluster: CameraCluster
         host = _host(cluster, "test_camera")
         worker = next(w for w in cluster.workers if w.url == host)
         old_pid = client.get_server_info()["active_instances"]["test_camera"]["pid"]
+        assert client.get_server_info()["active_instances"]["test_camera"]["config"]["no_client_timeout"] == 0
         os.kill(worker.pid, signal.SIGSTOP)  # no heartbeat; its instance process runs on
         try:
             new_host, took = _wait_moved(proxy, "test_camera", host, DEAD_AFTER + 10)

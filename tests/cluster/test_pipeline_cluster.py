@@ -195,6 +195,7 @@ def test_killed_worker_restarts_permanent_and_reports_private_lost(servers: Pipe
     try:
         wait_until(lambda: "perm_sp" in proxy.get_instances_info(), 20, "permanent pipeline started")
         host = _hosts(servers)["perm_sp"]
+        assert client.get_instance_config("perm_sp")["no_client_timeout"] == 0  # streams without clients too
         private, _ = client.create_instance_from_config({"camera_name": "simulation"})  # same camera: same worker
         assert _hosts(servers)[private] == host
         worker = next(w for w in servers.workers if w.url == host)
