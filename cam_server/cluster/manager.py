@@ -1,0 +1,324 @@
+"""What both managers share: calls to workers, claimed placement, the proxy views, and the monitor that fails over
+dead workers and restarts permanent instances.
+
+A manager keeps nothing of its own: every decision reads Redis (:mod:`cam_server.cluster.state`) and writes its
+outcome there, claims (``SET NX``) making sure one manager acts where two could (placing one instance id, failing
+over one dead worker).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from cam_server.cluster import placement
+from cam_server.cluster.state import CLAIM_TTL_S, ClusterState, InstanceRecord
+from cam_server.common.errors import CamServerError, NotFound, SourceUnavailable
+
+log = logging.getLogger(__name__)
+
+ROOTS = {"camera": "/api/v1/cam", "pipeline": "/api/v1/pipeline"}
+CHECK_INTERVAL_S = 0.25  # how often the monitor looks for dead workers and missing permanent instances
+WORKER_TIMEOUT_S = 30.0  # a start on a worker (a camera's first frame, a pipeline's process)
+INFO_TIMEOUT_S = 2.0
+
+
+class WorkerError(CamServerError):
+    """A worker's own error answer, passed on with its HTTP status and message."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ClusterManager:
+    """The cluster side of one manager (``state.kind``: camera or pipeline)."""
+
+    def __init__(self, state: ClusterState, dead_after: float = 3.0, servers_path: Path | None = None) -> None:
+        self.state = state
+        self.kind = state.kind
+        self.root = ROOTS[state.kind]
+        self.dead_after = dead_after
+        self.servers_path = servers_path
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=32, pool_maxsize=64)
+        self.session.mount("http://", adapter)
+        self.pool = ThreadPoolExecutor(16, thread_name_prefix="cluster-fanout")
+        self._stop = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self.restart_permanent: Callable[[str, str], None] | None = None  # (instance id, name): set by the app
+        self.failover_log: list[dict[str, Any]] = []
+        state.set_dead_after(dead_after)
+        if servers_path is not None and servers_path.exists():
+            state.set_servers_file(json.loads(servers_path.read_text()))
+
+    # --- workers --------------------------------------------------------------------------------------------
+    def workers(self) -> dict[str, dict[str, Any]]:
+        return self.state.workers()
+
+    def server_list(self) -> list[str]:
+        """Worker URLs in a stable order: the workers file's first, then other registered ones (sorted)."""
+        listed = list(self.state.servers_file() or {})
+        return listed + sorted(u for u in self.workers() if u not in listed)
+
+    def worker_url(self, index_or_url: str) -> str:
+        servers = self.server_list()
+        if index_or_url.isdigit():
+            index = int(index_or_url)
+            if index >= len(servers):
+                raise NotFound(f"No worker with index {index} ({len(servers)} known).")
+            return servers[index]
+        url = index_or_url.rstrip("/")
+        if url not in servers:
+            raise NotFound(f"Unknown worker '{url}'.")
+        return url
+
+    def alive(self, url: str, workers: dict[str, dict[str, Any]] | None = None) -> bool:
+        return bool((workers if workers is not None else self.workers()).get(url, {}).get("alive"))
+
+    # --- calls to workers -----------------------------------------------------------------------------------
+    def call(self, method: str, worker: str, path: str, timeout: float = WORKER_TIMEOUT_S, root: str | None = None,
+             **kwargs: Any) -> requests.Response:
+        """``method`` on ``worker`` + root + ``path``; SourceUnavailable when it cannot be reached."""
+        url = f"{worker}{self.root if root is None else root}{path}"
+        try:
+            return self.session.request(method, url, timeout=timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise SourceUnavailable(f"Worker {worker} is not reachable: {exc}") from None
+
+    def call_ok(self, method: str, worker: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`call`, unwrapped: the answer's envelope, or the worker's error raised as :class:`WorkerError`."""
+        response = self.call(method, worker, path, **kwargs)
+        try:
+            body = response.json()
+        except ValueError:
+            raise SourceUnavailable(f"Worker {worker}: HTTP {response.status_code}, not JSON.") from None
+        if response.status_code >= 400 or not isinstance(body, dict) or body.get("state") != "ok":
+            status = body.get("status") if isinstance(body, dict) else str(body)
+            raise WorkerError(str(status), response.status_code if response.status_code >= 400 else 502)
+        return body
+
+    def fan_out(self, method: str, path: str, workers: list[str], timeout: float = INFO_TIMEOUT_S,
+                root: str | None = None) -> dict[str, dict[str, Any] | None]:
+        """The same call on every worker in parallel: answer envelopes, None for those that failed."""
+        def one(url: str) -> dict[str, Any] | None:
+            try:
+                return self.call_ok(method, url, path, timeout=timeout, root=root)
+            except CamServerError:
+                return None
+
+        return dict(zip(workers, self.pool.map(one, workers), strict=True))
+
+    # --- placement ------------------------------------------------------------------------------------------
+    def place(self, request: placement.Request, start: Callable[[str], InstanceRecord],
+              camera_host: str | None = None, existing: Callable[[InstanceRecord], bool] | None = None,
+              ) -> InstanceRecord:
+        """Place ``request`` once across managers: the claim holder picks a worker and calls ``start(worker)``;
+        a manager that finds it claimed waits for that record. ``existing(record)``: whether a record found
+        (alive worker) is good to use as it is (default: yes)."""
+        iid = request.instance_id
+        deadline = time.monotonic() + CLAIM_TTL_S
+        while True:
+            workers = self.workers()
+            record = self.state.instance(iid)
+            if record is not None and self.alive(record.host, workers) and (existing is None or existing(record)):
+                return record
+            if self.state.claim(iid):
+                try:
+                    record = self.state.instance(iid)  # placed between our read and our claim
+                    workers = self.workers()
+                    if record is not None and self.alive(record.host, workers) and (
+                            existing is None or existing(record)):
+                        return record
+                    self.state.unlose(iid)
+                    try:
+                        worker, rule = placement.place(request, workers, self.state.servers_file(),
+                                                       self.state.instances().values(), camera_host)
+                    except placement.NoWorker as exc:
+                        raise SourceUnavailable(str(exc)) from None
+                    log.info("placing %s %s on %s (%s)", self.kind, iid, worker, rule)
+                    record = start(worker)
+                    self.state.put_instance(record)
+                    return record
+                finally:
+                    self.state.release(iid)
+            while self.state.claimed(iid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if time.monotonic() > deadline:
+                raise SourceUnavailable(f"Placement of '{iid}' by another manager did not finish in time.")
+
+    def pinned_port(self, request: placement.Request, worker: str) -> int | None:
+        return placement.pinned_port_of(request, self.state.servers_file(), worker)
+
+    # --- stopping -------------------------------------------------------------------------------------------
+    def stop(self, instance_id: str, path: str | None = None) -> InstanceRecord:
+        """Stop an instance on its worker and forget it; NotFound when no worker runs it."""
+        record = self.state.instance(instance_id)
+        if record is None:
+            raise NotFound(f"Instance '{instance_id}' is not running on any worker.")
+        try:
+            self.call("DELETE", record.host, path or f"/{instance_id}", timeout=10)
+        except SourceUnavailable as exc:
+            log.warning("stopping %s: %s (forgotten anyway)", instance_id, exc)
+        self.state.remove_instance(instance_id)
+        self.state.remember_ended(record)
+        return record
+
+    def stop_worker(self, url: str) -> list[str]:
+        """Stop every instance of one worker (``DELETE <root>`` there) and forget them."""
+        self.call("DELETE", url, "", timeout=30)
+        return [r.instance_id for r in self.state.clear_instances(url)]
+
+    def stop_all(self) -> None:
+        workers = [u for u, w in self.workers().items() if w.get("alive")]
+        self.fan_out("DELETE", "", workers, timeout=30)
+        self.state.clear_instances()
+
+    # --- proxy views ----------------------------------------------------------------------------------------
+    def servers_info(self) -> dict[str, list[Any]]:
+        """``GET /proxy/servers``: parallel lists, one entry per worker."""
+        workers = self.workers()
+        counts: dict[str, int] = {}
+        for record in self.state.instances().values():
+            counts[record.host] = counts.get(record.host, 0) + 1
+        result: dict[str, list[Any]] = {k: [] for k in ("servers", "load", "instances", "version", "cpu", "memory",
+                                                        "tx", "rx", "alive")}
+        for url in self.server_list():
+            w = workers.get(url, {})
+            result["servers"].append(url)
+            result["load"].append(round(placement.load(w, counts.get(url, 0)), 3) if w.get("alive") else None)
+            result["instances"].append(w.get("instances") if w.get("alive") else None)
+            for key in ("version", "cpu", "memory", "tx", "rx"):
+                result[key].append(w.get(key) if w.get("alive") else None)
+            result["alive"].append(bool(w.get("alive")))
+        return result
+
+    def status_info(self) -> dict[str, list[str] | None]:
+        """``GET /proxy/status``: each worker's instance ids, None when it is dead."""
+        workers = self.workers()
+        return {url: (workers[url].get("instances") or []) if self.alive(url, workers) else None
+                for url in self.server_list()}
+
+    def info(self) -> dict[str, Any]:
+        """``GET /proxy/info``: running instances with their worker (``host``), and the workers."""
+        workers = self.workers()
+        alive = [u for u in workers if workers[u].get("alive")]
+        answers = self.fan_out("GET", "/info", alive)
+        active: dict[str, Any] = {}
+        for url, answer in answers.items():
+            if answer is None:
+                continue
+            for iid, info in (answer.get("info", {}).get("active_instances") or {}).items():
+                active[iid] = {**info, "host": url}
+        for iid, record in self.state.instances().items():
+            if iid not in active and self.alive(record.host, workers):
+                active[iid] = {"stream_address": record.stream, "config": record.config, "host": record.host,
+                               "kind": record.kind}
+        servers = {url: {**{k: v for k, v in workers.get(url, {}).items() if k != "url"},
+                         "alive": bool(workers.get(url, {}).get("alive")),
+                         "last_heartbeat": workers.get(url, {}).get("last_heartbeat")}
+                   for url in self.server_list()}
+        return {"active_instances": active, "servers": servers}
+
+    def set_servers_file(self, servers: dict[str, Any]) -> None:
+        """Store the workers file in Redis and (atomically) in ``--servers``."""
+        if not isinstance(servers, dict) or not all(isinstance(v, dict) for v in servers.values()):
+            raise CamServerError('The workers file must be {"<worker url>": {"enabled": bool, "expanding": bool, '
+                                 '"instances": [...], "cameras": [...]}}.')
+        servers = {url.rstrip("/"): entry for url, entry in servers.items()}
+        self.state.set_servers_file(servers)
+        if self.servers_path is not None:
+            tmp = self.servers_path.with_name(f".{self.servers_path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(servers, indent=2))
+            os.replace(tmp, self.servers_path)
+
+    def set_permanent(self, instances: dict[str, Any]) -> None:
+        if not isinstance(instances, dict) or not all(isinstance(v, str) for v in instances.values()):
+            raise CamServerError("Permanent instances must be {instance_id: name}.")
+        self.state.set_permanent(instances)
+
+    # --- monitor: failover and permanent instances ------------------------------------------------------------
+    def start_monitor(self) -> None:
+        self._monitor = threading.Thread(target=self._run_monitor, name="cluster-monitor", daemon=True)
+        self._monitor.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._monitor is not None:
+            self._monitor.join(timeout=5)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run_monitor(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.check()
+            except Exception:  # noqa: BLE001 - Redis or a worker failing: try again next round
+                log.exception("cluster check failed")
+            self._stop.wait(CHECK_INTERVAL_S)
+
+    def check(self) -> None:
+        """One round: fail over workers found dead, then start missing permanent instances."""
+        workers = self.workers()
+        records = self.state.instances()
+        for url, worker in workers.items():
+            if not worker.get("alive") and any(r.host == url for r in records.values()):
+                self.fail_over(url, worker)
+        self.ensure_permanent(workers)
+
+    def fail_over(self, url: str, worker: dict[str, Any]) -> None:
+        """Worker ``url`` stopped heartbeating: forget its instances (permanent ones restart elsewhere, from
+        :meth:`ensure_permanent`), record the private ones lost with the cause. One manager per death."""
+        beat = float(worker.get("last_heartbeat") or 0.0)
+        if not self.state.claim_failover(url, beat):
+            return
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(beat)) if beat else "an unknown time"
+        cause = f"worker {url} stopped heartbeating at {when} (dead after {self.dead_after:g} s)"
+        permanent = {self.permanent_key(iid, name) for iid, name in self.state.permanent().items()
+                     if not iid.startswith("#")}
+        moved, lost = [], []
+        for record in self.state.clear_instances(url):
+            if record.instance_id in permanent or record.kind in ("permanent", "camera"):
+                moved.append(record.instance_id)
+            else:
+                self.state.add_lost(record, cause)
+                lost.append(record.instance_id)
+        entry = {"worker": url, "detected_at": time.time(), "last_heartbeat": beat, "moved": moved, "lost": lost}
+        self.failover_log.append(entry)
+        log.warning("failover of %s: %s; to restart: %s; lost: %s", self.kind, cause, moved or "none",
+                    lost or "none")
+
+    def permanent_key(self, instance_id: str, name: str) -> str:
+        """The instance id a permanent entry runs under: a camera's is its name (one instance per camera)."""
+        return name if self.kind == "camera" else instance_id
+
+    def ensure_permanent(self, workers: dict[str, dict[str, Any]] | None = None) -> None:
+        """Start each enabled permanent instance that runs nowhere (or whose worker no longer reports it)."""
+        if self.restart_permanent is None:
+            return
+        workers = self.workers() if workers is None else workers
+        records = self.state.instances()
+        for iid, name in self.state.permanent().items():
+            if iid.startswith("#"):
+                continue
+            record = records.get(self.permanent_key(iid, name))
+            if record is not None and self.alive(record.host, workers):
+                reported = workers[record.host].get("instances") or []
+                fresh = record.started_at > float(workers[record.host].get("last_heartbeat") or 0) - 2.0
+                if iid in reported or fresh:
+                    continue
+            if self.state.claimed(iid):
+                continue
+            try:
+                self.restart_permanent(iid, name)
+            except CamServerError as exc:
+                log.warning("permanent instance %s (%s) not started: %s", iid, name, exc)

@@ -1,0 +1,163 @@
+"""A pipeline cluster on loopback: redis-server, a camera manager with one camera worker, a pipeline manager with
+two pipeline workers (all stopped by PID).
+
+The pipeline server's client tests run unchanged against the manager; then co-location with the camera's
+pipelines, ``input_pipeline`` resolved across workers, backgrounds and scripts sent with the start, and last a
+worker killed -9: its permanent pipeline restarts on the other worker, its private one is reported lost.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import requests
+
+from cam_server.client.pipeline_client import PipelineClient
+from cam_server.client.proxy_client import ProxyClient
+from tests.helpers.cluster import (
+    Proc,
+    redis_server,
+    registered,
+    start_camera_manager,
+    start_pipeline_manager,
+    start_worker,
+    wait_ready,
+)
+from tests.helpers.procs import stop_pid, wait_until
+from tests.helpers.streams import receive, values
+from tests.pipeline_server.test_rest import (  # noqa: F401 - collected here, against the manager
+    test_cameras,
+    test_client_create_from_name_returns_id_and_stream,
+    test_client_stop_all_instances,
+    test_get_instance_message_refuses_store_pipelines,
+    test_private_instance_lifecycle,
+    test_rest_envelopes_and_create_with_custom_instance_id,
+    test_shared_instance_is_read_only_and_named_after_the_pipeline,
+    test_structural_changes_of_a_running_instance_are_refused,
+)
+
+DEAD_AFTER = 1.5
+
+
+@dataclass
+class PipelineCluster:
+    redis: Proc
+    camera_manager: Proc
+    manager: Proc
+    workers: list[Proc]
+
+    @property
+    def url(self) -> str:
+        """The pipeline manager (what the imported tests call ``servers.url``)."""
+        return self.manager.url
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineCluster]:
+    """Overrides the root conftest's ``servers`` (its ``client`` fixture then talks to the pipeline manager)."""
+    tmp = tmp_path_factory.mktemp("pipeline_cluster")
+    with redis_server(tmp) as rds:
+        cam = start_camera_manager(tmp, rds.url, wait=False)
+        procs = [cam, start_worker(tmp, "camera", rds.url, "camera_worker", wait=False)]
+        extra = ["--dead_after", str(DEAD_AFTER)]
+        procs.append(start_pipeline_manager(tmp, rds.url, cam.url, extra=extra, wait=False))
+        procs += [start_worker(tmp, "pipeline", rds.url, f"pipeline_worker_{i}", cam_url=cam.url,
+                               extra=["--heartbeat", "0.3"], wait=False) for i in (1, 2)]
+        running = PipelineCluster(rds, cam, procs[2], procs[3:])
+        try:
+            wait_ready(*procs)
+            wait_until(lambda: all(registered(rds.url, "pipeline", w.url) for w in running.workers)
+                       and registered(rds.url, "camera", procs[1].url), 20, "workers registered")
+            # Each worker's first instance waits for its fork server: once per worker, not in a test's timeouts.
+            for worker in running.workers:
+                warm = PipelineClient(worker.url)
+                iid, _ = warm.create_instance_from_config({"camera_name": "simulation"})
+                warm.get_instance_message(iid, timeout=90)
+                warm.stop_instance(iid)
+            yield running
+        finally:
+            for proc in [*running.workers, running.manager, *procs[:2]]:
+                stop_pid(proc.proc)
+
+
+def _hosts(cluster: PipelineCluster) -> dict[str, str]:
+    return {iid: info["host"] for iid, info in ProxyClient(cluster.url).get_instances_info().items()}
+
+
+def test_pipelines_of_one_camera_share_a_worker(servers: PipelineCluster, client: PipelineClient) -> None:
+    first, _ = client.create_instance_from_config({"camera_name": "simulation"})
+    others = [client.create_instance_from_config({"camera_name": "simulation", "image_threshold": i})[0]
+              for i in (1, 2)]
+    hosts = _hosts(servers)
+    assert {hosts[i] for i in (first, *others)} == {hosts[first]}  # rule 2: same camera, same worker
+
+
+def test_input_pipeline_is_resolved_across_workers(servers: PipelineCluster, client: PipelineClient) -> None:
+    proxy = ProxyClient(servers.url)
+    other = next(w.url for w in servers.workers if w.url != servers.workers[0].url)
+    try:
+        proxy.set_config({servers.workers[0].url: {"instances": ["simulation_sp"], "expanding": False}})
+        iid, _ = client.create_instance_from_config({"input_pipeline": "simulation_sp", "pipeline_type": "stream",
+                                                     "camera_name": None})
+        hosts = _hosts(servers)
+        assert hosts["simulation_sp"] == servers.workers[0].url and hosts[iid] == other
+        config = client.get_instance_config(iid)
+        assert config["input_stream"] == client.get_instance_stream("simulation_sp")
+        (received,) = receive(client.get_instance_stream(iid), timeout=20)
+        assert values(received)["width"] == 1280
+    finally:
+        proxy.set_config({})
+
+
+def test_background_and_script_go_with_the_start(servers: PipelineCluster, client: PipelineClient) -> None:
+    background = np.full((960, 1280), 7.0)
+    client.set_background("simulation_bg_test", background)
+    client.set_user_script("cluster_fn", "def process_image(image, pulse_id, timestamp, x_axis, y_axis, "
+                                            "parameters, bsdata=None):\n    return {'cluster_value': 42.0}\n")
+    try:
+        iid, _ = client.create_instance_from_config({"camera_name": "simulation", "function": "cluster_fn",
+                                                     "image_background": "simulation_bg_test",
+                                                     "image_background_enable": True})
+        message = client.get_instance_message(iid)
+        assert message.data.data["cluster_value"].value == 42.0
+        host = _hosts(servers)[iid]
+        assert "simulation_bg_test" in requests.get(f"{host}/api/v1/pipeline/background", timeout=5).json()[
+            "background_ids"]
+    finally:
+        client.stop_all_instances()
+        client.delete_user_script("cluster_fn")
+        client.delete_background("simulation_bg_test")
+
+
+def test_killed_worker_restarts_permanent_and_reports_private_lost(servers: PipelineCluster,
+                                                                   client: PipelineClient) -> None:
+    proxy = ProxyClient(servers.url)
+    proxy.set_permanent_instances({"perm_sp": "simulation_sp"})
+    try:
+        wait_until(lambda: "perm_sp" in proxy.get_instances_info(), 20, "permanent pipeline started")
+        host = _hosts(servers)["perm_sp"]
+        private, _ = client.create_instance_from_config({"camera_name": "simulation"})  # same camera: same worker
+        assert _hosts(servers)[private] == host
+        worker = next(w for w in servers.workers if w.url == host)
+        os.kill(worker.pid, signal.SIGKILL)
+        started = time.monotonic()
+        new_host = wait_until(lambda: (h := _hosts(servers).get("perm_sp")) not in (None, host) and h, 30,
+                              "permanent pipeline restarted elsewhere")
+        message = client.get_instance_message("perm_sp")
+        took = time.monotonic() - started
+        print(f"\nkilled pipeline worker: permanent pipeline streaming again on {new_host} {took:.2f} s after "
+              f"kill -9 (dead_after {DEAD_AFTER} s)")
+        assert message.data.data["width"].value == 1280
+        lost = proxy.get_lost_instances()
+        assert lost[private]["host"] == host and f"worker {host} stopped heartbeating" in lost[private]["cause"]
+        with pytest.raises(ValueError, match=f"Instance '{private}' was lost: worker {host} stopped heartbeating"):
+            client.get_instance_info(private)
+        assert proxy.get_status_info()[host] is None
+    finally:
+        proxy.set_permanent_instances({})
