@@ -42,8 +42,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test helpers (network namespaces, cluster)
 
-from cam_server.client import ProxyClient  # noqa: E402
 from cam_server.client.pipeline_client import PipelineClient  # noqa: E402
+from cam_server.client.proxy_client import ProxyClient  # noqa: E402
 from tests.helpers.cluster_hosts import HostsCluster, Server, set_workers_file, small_camera, workers_file  # noqa: E402
 from tests.helpers.netns import netns_unavailable  # noqa: E402
 from tests.helpers.procs import wait_until  # noqa: E402

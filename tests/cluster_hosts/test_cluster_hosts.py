@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import requests
 
-from cam_server.client import ProxyClient
 from cam_server.client.cam_client import CamClient
 from cam_server.client.pipeline_client import PipelineClient
+from cam_server.client.proxy_client import ProxyClient
 from tests.helpers.cluster_hosts import (
     HostsCluster,
     Server,
@@ -33,7 +33,7 @@ from tests.helpers.cluster_hosts import (
     workers_file,
 )
 from tests.helpers.procs import wait_until
-from tests.helpers.streams import receive, values
+from tests.helpers.streams import connect, receive, values
 
 HEARTBEAT_S = 0.5
 DEAD_AFTER_S = 2.0
@@ -92,6 +92,16 @@ def worker_instances(worker: Server) -> set[str]:
     """The instance ids a pipeline worker itself says it runs (asked directly, not through a manager)."""
     answer = requests.get(f"{worker.url}/api/v1/pipeline/info", timeout=5).json()
     return set(answer["info"]["active_instances"])
+
+
+def instance_pids(cluster: HostsCluster) -> dict[str, int]:
+    """Instance id / camera name → pid of every instance, as the workers themselves say (asked directly)."""
+    found = {}
+    for workers, route in ((cluster.camera_workers, "cam"), (cluster.pipeline_workers, "pipeline")):
+        for worker in workers.values():
+            active = requests.get(f"{worker.url}/api/v1/{route}/info", timeout=5).json()["info"]["active_instances"]
+            found.update({name: info["pid"] for name, info in active.items()})
+    return found
 
 
 # --- registration ---------------------------------------------------------------------------------------------
@@ -207,24 +217,34 @@ def test_two_managers_give_the_same_answers(cluster: HostsCluster, pipelines: Pi
 
 def test_managers_killed_and_restarted_lose_nothing(cluster: HostsCluster, pipelines: PipelineClient) -> None:
     """kill -9 of both first managers: restarted, they answer the same at once, and no process on any worker host
-    started or ended (the instances were never restarted)."""
+    started or ended (the instances were never restarted). Clients stay connected to both pipelines throughout."""
     pin(cluster, "pipeline", "a", ["pipe_ab"])
-    stream = pipelines.get_instance_stream("pipe_ab")
-    place(cluster, pipelines, {"camera_name": "cam_x2"})
-    before = {kind: _answers(m, kind) for kind, m in (("pipeline", cluster.pipeline_manager),
-                                                      ("camera", cluster.camera_manager))}
-    pids = cluster.worker_pids()
-    for manager in (cluster.pipeline_manager, cluster.camera_manager):
-        manager.kill()
-    start = time.monotonic()
-    for manager in (cluster.camera_manager, cluster.pipeline_manager):
-        manager.restart()
-    after = {kind: _answers(m, kind) for kind, m in (("pipeline", cluster.pipeline_manager),
-                                                     ("camera", cluster.camera_manager))}
-    print(f"managers restarted and answering in {elapsed_since(start)} s")
-    assert after == before
-    assert cluster.worker_pids() == pids
-    assert values(receive(stream, timeout=10)[0])["width"] == 64
+    private, stream = pipelines.create_instance_from_config({"camera_name": "cam_x2"})
+    with connect(pipelines.get_instance_stream("pipe_ab")) as shared_client, connect(stream) as private_client:
+        receive(shared_client)
+        receive(private_client)
+        before = {kind: _answers(m, kind) for kind, m in (("pipeline", cluster.pipeline_manager),
+                                                          ("camera", cluster.camera_manager))}
+        assert {"pipe_ab", private} <= set(before["pipeline"]["hosts"])
+        pids = cluster.worker_pids()
+        ours = instance_pids(cluster)
+        assert {"pipe_ab", private, "cam_b", "cam_x2"} <= set(ours)
+        for manager in (cluster.pipeline_manager, cluster.camera_manager):
+            manager.kill()
+        start = time.monotonic()
+        for manager in (cluster.camera_manager, cluster.pipeline_manager):
+            manager.restart()
+        after = {kind: _answers(m, kind) for kind, m in (("pipeline", cluster.pipeline_manager),
+                                                         ("camera", cluster.camera_manager))}
+        print(f"managers restarted and answering in {elapsed_since(start)} s")
+        for kind, answers in before.items():
+            for key, value in answers.items():
+                assert after[kind][key] == value, (kind, key)
+        assert instance_pids(cluster) == ours  # every instance still runs in the same process
+        started = set(cluster.worker_pids()) - set(pids)
+        assert not started, f"processes started on the workers' hosts: {started}"
+        assert values(receive(shared_client, timeout=10)[0])["width"] == 64
+        receive(private_client, timeout=10)
 
 
 # --- failover (destructive: last) -------------------------------------------------------------------------------

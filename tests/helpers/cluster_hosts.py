@@ -166,11 +166,15 @@ class HostsCluster:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.network.close()
+        try:  # workers and managers first, so that their logs end without Redis errors
+            self.network.stop([s.proc for s in self.servers() if s is not self.redis and s.proc is not None])
+        finally:
+            self.network.close()
 
     def _python(self, name: str, host: Host, port: int, module: str, args: Iterable[str], ready: str) -> Server:
         log = self.tmp / f"{name}.log"
-        return Server(name, host, port, [sys.executable, "-m", module, "-p", str(port), *args], log, ready)
+        return Server(name, host, port, [sys.executable, "-m", module, "-p", str(port), "--log_level", "INFO", *args],
+                      log, ready)
 
     def _folders(self) -> dict[str, Path]:
         folders = {name: self.tmp / name for name in ("camera_config", "pipeline_config", "background_config",
@@ -212,7 +216,8 @@ class HostsCluster:
                 [*own, *worker, "--advertise", host.url(CAMERA_PORT)], "/api/v1/cam")
             self.pipeline_workers[host.role] = self._python(
                 f"pipeline_worker_{host.role}", host, PIPELINE_PORT, "cam_server.start_pipeline_worker",
-                [*own, *worker, "--advertise", host.url(PIPELINE_PORT), "-c", self.camera_manager.url],
+                [*own, *worker, "--advertise", host.url(PIPELINE_PORT), "-c", self.camera_manager.url,
+                 "--file_folder", str(self.tmp / f"data_{host.role}")],
                 "/api/v1/pipeline")
         servers = self.servers()
         for server in servers:
@@ -250,9 +255,16 @@ class HostsCluster:
         found = self.proxy_info(manager)["active_instances"].get(instance_id)
         return found["host"] if found else None
 
-    def worker_pids(self) -> set[int]:
-        """Every process living on the worker hosts now (workers and their instances)."""
-        return {pid for host in self.worker_hosts() for pid in host.pids() if alive(pid)}
+    def worker_pids(self) -> dict[int, str]:
+        """Every process living on the worker hosts now (workers, fork servers, instances): pid → command line."""
+        return {pid: _cmdline(pid) for host in self.worker_hosts() for pid in host.pids() if alive(pid)}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "(ended)"
 
 
 def _ok(response: requests.Response) -> dict[str, Any]:

@@ -212,11 +212,11 @@ class Network:
         _ip("link", "set", self._client_link, "up")
         _ip("-n", self.bridge, "link", "set", "vc", "master", "br0", "up")
 
-    def stop(self) -> None:
-        """Stop every process started on a host by PID (SIGTERM to its group, SIGKILL after the grace period),
-        then every process still living in our namespaces (what they started: instances in sessions of their
-        own), by PID."""
-        running = [proc for proc in self.processes if proc.poll() is None]
+    def stop(self, processes: Sequence[subprocess.Popen] | None = None) -> None:
+        """Stop every process started on a host (or just ``processes``) by PID (SIGTERM to its group, SIGKILL after
+        the grace period), then every process still living in our namespaces (what they started: instances in
+        sessions of their own), by PID."""
+        running = [proc for proc in (self.processes if processes is None else processes) if proc.poll() is None]
         for proc in running:
             _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.grace
@@ -226,6 +226,8 @@ class Network:
             except subprocess.TimeoutExpired:
                 _signal_group(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+        if processes is not None:
+            return
         for name in self._created:
             left = netns_pids(name)
             for pid in left:
