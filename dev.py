@@ -8,6 +8,9 @@ run the test suite. Only the Python standard library is used here, so nothing mu
 ``python3 dev.py openapi`` rewrites docs/openapi-camera.json and docs/openapi-pipeline.json, the OpenAPI
 documents of both servers (after a change of a route or of a model in them; a test compares them).
 
+``python3 dev.py cluster`` starts a demo cluster on this machine: redis-server, a camera manager, a pipeline
+manager and two workers of each (README "Running several hosts"), until Ctrl-C.
+
 ``test`` runs the suite inside a private, loopback-only network namespace when it can (root and
 ``unshare`` available): EPICS Channel Access sends packets to the host's own addresses otherwise.
 """
@@ -74,9 +77,9 @@ def test(args: list[str]) -> int:
     return subprocess.call(cmd, cwd=ROOT)
 
 
-def run(args: list[str]) -> int:
+def run(args: list[str], module: str = "cam_server.cli.demo") -> int:
     setup()
-    demo = subprocess.Popen([str(PY), "-m", "cam_server.cli.demo", *args], cwd=ROOT)
+    demo = subprocess.Popen([str(PY), "-m", module, *args], cwd=ROOT)
     while True:
         try:
             return demo.wait()
@@ -91,7 +94,7 @@ def openapi() -> int:
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in {"run", "test", "setup", "openapi"}:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"run", "test", "setup", "openapi", "cluster"}:
         print(__doc__)
         return 2
     command, rest = sys.argv[1], sys.argv[2:]
@@ -101,6 +104,8 @@ def main() -> int:
     if command == "openapi":
         return openapi()
     try:
+        if command == "cluster":
+            return run(rest, "cam_server.cli.cluster_demo")
         return test(rest) if command == "test" else run(rest)
     except KeyboardInterrupt:
         return 130

@@ -35,7 +35,8 @@ from tests.helpers.apps import LocalApps, local_apps
 from tests.helpers.servers import ServerPair
 from tests.helpers.servers import server_pair as start_server_pair
 
-_CONSOLE_SCRIPTS = {"camera_server", "pipeline_server", "cam-record", "cam-server-demo"}  # pyproject [project.scripts]
+_CONSOLE_SCRIPTS = {"camera_server", "pipeline_server", "cam-record", "cam-server-demo",  # pyproject [project.scripts]
+                    "camera_worker", "pipeline_worker", "camera_manager", "pipeline_manager", "cam-server-cluster"}
 _unit_test_running: list[str] = []  # the node id of the unit test being run, if one is
 
 

@@ -155,15 +155,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"demo failed: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for child in reversed(children):
-            _stop(child)
-        for log in logs:
-            log.close()
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(children, logs, work)
     print("stopped.", flush=True)
     return 0
+
+
+def clean_up(children: list[subprocess.Popen], logs: list[IO[bytes]], work: Path) -> None:
+    """Stop the children (by PID, last started first), close their logs, remove the work folder."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for child in reversed(children):
+        _stop(child)
+    for log in logs:
+        log.close()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ ROOTS = {"camera": "/api/v1/cam", "pipeline": "/api/v1/pipeline"}
 CHECK_INTERVAL_S = 0.25  # how often the monitor looks for dead workers and missing permanent instances
 WORKER_TIMEOUT_S = 30.0  # a start on a worker (a camera's first frame, a pipeline's process)
 INFO_TIMEOUT_S = 2.0
+RESTART_THREADS = 8  # permanent instances started at once after a failover
 
 
 class WorkerError(CamServerError):
@@ -54,10 +55,10 @@ class ClusterManager:
         adapter = HTTPAdapter(pool_connections=32, pool_maxsize=64)
         self.session.mount("http://", adapter)
         self.pool = ThreadPoolExecutor(16, thread_name_prefix="cluster-fanout")
+        self.restarts = ThreadPoolExecutor(RESTART_THREADS, thread_name_prefix="cluster-restart")
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
         self.restart_permanent: Callable[[str, str], None] | None = None  # (instance id, name): set by the app
-        self.failover_log: list[dict[str, Any]] = []
         state.set_dead_after(dead_after)
         if servers_path is not None and servers_path.exists():
             state.set_servers_file(json.loads(servers_path.read_text()))
@@ -84,7 +85,9 @@ class ClusterManager:
         return url
 
     def alive(self, url: str, workers: dict[str, dict[str, Any]] | None = None) -> bool:
-        return bool((workers if workers is not None else self.workers()).get(url, {}).get("alive"))
+        if workers is None:
+            return self.state.is_alive(url)
+        return bool(workers.get(url, {}).get("alive"))
 
     # --- calls to workers -----------------------------------------------------------------------------------
     def call(self, method: str, worker: str, path: str, timeout: float = WORKER_TIMEOUT_S, root: str | None = None,
@@ -129,9 +132,8 @@ class ClusterManager:
         iid = request.instance_id
         deadline = time.monotonic() + CLAIM_TTL_S
         while True:
-            workers = self.workers()
             record = self.state.instance(iid)
-            if record is not None and self.alive(record.host, workers) and (existing is None or existing(record)):
+            if record is not None and self.alive(record.host) and (existing is None or existing(record)):
                 return record
             if self.state.claim(iid):
                 try:
@@ -143,14 +145,17 @@ class ClusterManager:
                     self.state.unlose(iid)
                     try:
                         worker, rule = placement.place(request, workers, self.state.servers_file(),
-                                                       self.state.instances().values(), camera_host)
+                                                       self.state.placed(), camera_host)
                     except placement.NoWorker as exc:
                         raise SourceUnavailable(str(exc)) from None
                     log.info("placing %s %s on %s (%s)", self.kind, iid, worker, rule)
+                    self.state.add_pending(InstanceRecord(iid, worker, "", {"camera_name": request.camera},
+                                                          "pending", name=request.name))
                     record = start(worker)
                     self.state.put_instance(record)
                     return record
                 finally:
+                    self.state.remove_pending(iid)
                     self.state.release(iid)
             while self.state.claimed(iid) and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -220,8 +225,8 @@ class ClusterManager:
                 continue
             for iid, info in (answer.get("info", {}).get("active_instances") or {}).items():
                 active[iid] = {**info, "host": url}
-        for iid, record in self.state.instances().items():
-            if iid not in active and self.alive(record.host, workers):
+        for iid, record in self.state.instances().items():  # a worker that did not answer: what Redis says
+            if iid not in active and record.host in answers and answers[record.host] is None:
                 active[iid] = {"stream_address": record.stream, "config": record.config, "host": record.host,
                                "kind": record.kind}
         servers = {url: {**{k: v for k, v in workers.get(url, {}).items() if k != "url"},
@@ -257,6 +262,7 @@ class ClusterManager:
         if self._monitor is not None:
             self._monitor.join(timeout=5)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.restarts.shutdown(wait=False, cancel_futures=True)
 
     def _run_monitor(self) -> None:
         while not self._stop.is_set():
@@ -292,8 +298,6 @@ class ClusterManager:
             else:
                 self.state.add_lost(record, cause)
                 lost.append(record.instance_id)
-        entry = {"worker": url, "detected_at": time.time(), "last_heartbeat": beat, "moved": moved, "lost": lost}
-        self.failover_log.append(entry)
         log.warning("failover of %s: %s; to restart: %s; lost: %s", self.kind, cause, moved or "none",
                     lost or "none")
 
@@ -307,6 +311,7 @@ class ClusterManager:
             return
         workers = self.workers() if workers is None else workers
         records = self.state.instances()
+        missing = []
         for iid, name in self.state.permanent().items():
             if iid.startswith("#"):
                 continue
@@ -316,9 +321,17 @@ class ClusterManager:
                 fresh = record.started_at > float(workers[record.host].get("last_heartbeat") or 0) - 2.0
                 if iid in reported or fresh:
                     continue
-            if self.state.claimed(iid):
-                continue
-            try:
-                self.restart_permanent(iid, name)
-            except CamServerError as exc:
-                log.warning("permanent instance %s (%s) not started: %s", iid, name, exc)
+            if not self.state.claimed(self.permanent_key(iid, name)):
+                missing.append((iid, name))
+        # In parallel (a dead worker may leave many): each is placed once (claims), spread by the pending records.
+        for (iid, name), error in zip(missing, self.restarts.map(self._restart_one, missing), strict=True):
+            if error is not None:
+                log.warning("permanent instance %s (%s) not started: %s", iid, name, error)
+
+    def _restart_one(self, entry: tuple[str, str]) -> CamServerError | None:
+        assert self.restart_permanent is not None
+        try:
+            self.restart_permanent(*entry)
+        except CamServerError as exc:
+            return exc
+        return None

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import redis
 import requests
 from fastapi import Depends, FastAPI, Query, Request, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -90,6 +91,10 @@ def _raw(response: requests.Response) -> Response:
 def _cluster_app(title: str) -> FastAPI:
     app = FastAPI(title=title, version=__version__, redirect_slashes=False)
     install_error_handlers(app)
+
+    @app.exception_handler(redis.RedisError)
+    async def _redis_down(_: Request, exc: redis.RedisError) -> Response:
+        return error_response(503, f"The cluster's Redis cannot be used: {exc}")
 
     @app.api_route("/", methods=["GET"], include_in_schema=False)
     @app.api_route("/view/{rest:path}", methods=["GET"], include_in_schema=False)
@@ -192,24 +197,24 @@ def create_camera_manager_app(cm: ClusterManager, store: CameraConfigStore, loca
     streams, images and instance info."""
     app = _cluster_app("cam_server camera manager")
 
-    def running(camera: str, kind: str = "camera", newer_than: float = 0.0) -> tuple[InstanceRecord, bool]:
+    def running(camera: str, kind: str | None = None, newer_than: float = 0.0) -> tuple[InstanceRecord, bool]:
         """The camera's record, placed and started if needed; True when this call started it."""
-        config = store.load(camera).to_dict()
         started = []
 
         def start(worker: str) -> InstanceRecord:
+            config = store.load(camera).to_dict()
             port = cm.pinned_port(Placing(camera, camera), worker)  # "name:port" in the workers file
             cm.call_ok("POST", worker, f"/{camera}/config", json={**config, "port": port} if port else config)
             stream = cm.call_ok("GET", worker, f"/{camera}")["stream"]
             started.append(worker)
-            return InstanceRecord(camera, worker, stream, config, kind, name=camera)
+            return InstanceRecord(camera, worker, stream, config, kind or _camera_kind(camera), name=camera)
 
         record = cm.place(Placing(camera, camera), start, existing=lambda r: r.started_at > newer_than)
         return record, bool(started)
 
     def stream_of(name: str) -> str:
         camera = store.resolve(name)
-        record, started = running(camera, _camera_kind(camera))
+        record, started = running(camera)
         if started:
             return record.stream
         try:  # the worker restarts a camera that stopped for lack of clients, and reserves the stream for us

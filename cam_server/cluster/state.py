@@ -12,7 +12,8 @@ on at once. Keys (``P`` = ``cam_server:<kind>``, kind ``camera`` or ``pipeline``
 | ``P:permanent`` | string | ``{instance_id: name}``, keys starting with ``#`` disabled |
 | ``P:servers`` | string | the workers file (``servers.json``) |
 | ``P:lost`` | hash id → record | private instances lost with their worker: host and cause |
-| ``P:ended`` | hash id → url | the worker of each stopped instance (its exit code stays readable there) |
+| ``P:pending`` | hash id → record | instances being started (placements at the same time count them) |
+| ``P:ended:<id>`` | string, TTL 1 day | the worker of a stopped instance (its exit code stays readable there) |
 | ``P:claim:<id>`` | string NX, TTL | the manager placing instance ``id`` (a second one waits for its record) |
 | ``P:failover:<url>:<beat>`` | string NX, TTL | the manager failing over a dead worker (one per death) |
 | ``cam_server:dead_after`` | string | seconds of silence after which a worker is dead (set by managers) |
@@ -31,6 +32,7 @@ import redis
 DEFAULT_DEAD_AFTER = 3.0
 CLAIM_TTL_S = 60.0  # a placement (start on a worker) never takes longer; a crashed claimer's claim expires
 FAILOVER_CLAIM_TTL_S = 3600.0
+ENDED_TTL_S = 86400  # how long a stopped instance's worker is remembered
 
 
 @dataclass
@@ -109,6 +111,10 @@ class ClusterState:
             record["alive"] = bool(alive)
         return records
 
+    def is_alive(self, url: str) -> bool:
+        """One worker's heartbeat key exists (one round trip: the hot path of forwarded requests)."""
+        return bool(self.redis.exists(self._k("hb", url)))
+
     def forget_worker(self, url: str) -> None:
         self.redis.hdel(self._k("workers"), url)
 
@@ -153,15 +159,31 @@ class ClusterState:
             self.remove_instance(record.instance_id, record.host)
         return gone
 
+    def add_pending(self, record: InstanceRecord) -> None:
+        """An instance being started on ``record.host``: counted by placements running at the same time."""
+        self.redis.hset(self._k("pending"), record.instance_id, record.to_json())
+
+    def remove_pending(self, instance_id: str) -> None:
+        self.redis.hdel(self._k("pending"), instance_id)
+
+    def placed(self) -> list[InstanceRecord]:
+        """Instances running and being started (what placement counts)."""
+        pipe = self.redis.pipeline()
+        pipe.hgetall(self._k("instances"))
+        pipe.hgetall(self._k("pending"))
+        running, pending = pipe.execute()
+        return [InstanceRecord.from_json(t) for t in running.values()] + [
+            InstanceRecord.from_json(t) for iid, t in pending.items() if iid not in running]
+
     def remember_ended(self, record: InstanceRecord) -> None:
         """A stopped instance's worker, so its exit code and "not running any more" stay readable there."""
         pipe = self.redis.pipeline()
-        pipe.hset(self._k("ended"), record.instance_id, record.host)
+        pipe.set(self._k("ended", record.instance_id), record.host, ex=ENDED_TTL_S)
         pipe.hdel(self._k("lost"), record.instance_id)
         pipe.execute()
 
     def ended_on(self, instance_id: str) -> str | None:
-        return self.redis.hget(self._k("ended"), instance_id)
+        return self.redis.get(self._k("ended", instance_id))
 
     # --- claims ---------------------------------------------------------------------------------------------
     def claim(self, instance_id: str, ttl: float = CLAIM_TTL_S) -> bool:

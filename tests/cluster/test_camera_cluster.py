@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +175,17 @@ def test_two_managers_give_the_same_answers(cluster: CameraCluster, client: CamC
     assert other.get_cameras() == client.get_cameras()
 
 
+def test_two_managers_asked_at_once_start_one_instance(cluster: CameraCluster, client: CamClient) -> None:
+    urls = [m.url for m in cluster.managers] * 4
+    with ThreadPoolExecutor(len(urls)) as pool:
+        streams = set(pool.map(lambda url: CamClient(url).get_instance_stream("test_camera"), urls))
+    assert len(streams) == 1  # one placement (SET NX claim); the others waited for its record
+    running = [url for url, ids in ProxyClient(cluster.url).get_status_info().items() if ids]
+    wait_until(lambda: sum("test_camera" in (ids or []) for ids in ProxyClient(cluster.url).get_status_info()
+                           .values()) == 1, 5, "one worker reports the camera")
+    assert len(running) <= 1
+
+
 def test_manager_killed_and_restarted_keeps_instances(cluster: CameraCluster, client: CamClient) -> None:
     stream = client.get_instance_stream("test_camera")
     pid = client.get_server_info()["active_instances"]["test_camera"]["pid"]
@@ -243,3 +255,11 @@ def test_killed_worker_fails_over_within_the_bound(cluster: CameraCluster, clien
         assert requests.get(f"{cluster.url}/api/v1/cam/info", timeout=5).json()["info"]["workers"] == [new_host]
     finally:
         proxy.set_permanent_instances({})
+
+
+def test_redis_gone_is_a_clear_error(cluster: CameraCluster) -> None:
+    stop_pid(cluster.redis.proc)
+    response = requests.get(f"{cluster.url}/api/v1/cam/test_camera", timeout=30)
+    assert response.status_code == 503
+    assert response.json()["status"].startswith("The cluster's Redis cannot be used")
+    assert CamClient(cluster.url).get_cameras() == ["simulation", "test_camera"]  # configs: the manager's own

@@ -51,6 +51,7 @@ class PipelineCluster:
     camera_manager: Proc
     manager: Proc
     workers: list[Proc]
+    camera_workers: list[Proc]
 
     @property
     def url(self) -> str:
@@ -63,17 +64,19 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineCluste
     """Overrides the root conftest's ``servers`` (its ``client`` fixture then talks to the pipeline manager)."""
     tmp = tmp_path_factory.mktemp("pipeline_cluster")
     with redis_server(tmp) as rds:
-        cam = start_camera_manager(tmp, rds.url, wait=False)
-        procs = [cam, start_worker(tmp, "camera", rds.url, "camera_worker", wait=False)]
         extra = ["--dead_after", str(DEAD_AFTER)]
-        procs.append(start_pipeline_manager(tmp, rds.url, cam.url, extra=extra, wait=False))
-        procs += [start_worker(tmp, "pipeline", rds.url, f"pipeline_worker_{i}", cam_url=cam.url,
-                               extra=["--heartbeat", "0.3"], wait=False) for i in (1, 2)]
-        running = PipelineCluster(rds, cam, procs[2], procs[3:])
+        beat = ["--heartbeat", "0.3"]
+        cam = start_camera_manager(tmp, rds.url, extra=extra, wait=False)
+        cams = [start_worker(tmp, "camera", rds.url, f"camera_worker_{i}", extra=beat, wait=False) for i in (1, 2)]
+        manager = start_pipeline_manager(tmp, rds.url, cam.url, extra=extra, wait=False)
+        pipes = [start_worker(tmp, "pipeline", rds.url, f"pipeline_worker_{i}", cam_url=cam.url, extra=beat,
+                              wait=False) for i in (1, 2)]
+        procs = [cam, *cams, manager, *pipes]
+        running = PipelineCluster(rds, cam, manager, pipes, cams)
         try:
             wait_ready(*procs)
-            wait_until(lambda: all(registered(rds.url, "pipeline", w.url) for w in running.workers)
-                       and registered(rds.url, "camera", procs[1].url), 20, "workers registered")
+            wait_until(lambda: all(registered(rds.url, "pipeline", w.url) for w in pipes)
+                       and all(registered(rds.url, "camera", w.url) for w in cams), 20, "workers registered")
             # Each worker's first instance waits for its fork server: once per worker, not in a test's timeouts.
             for worker in running.workers:
                 warm = PipelineClient(worker.url)
@@ -82,7 +85,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineCluste
                 warm.stop_instance(iid)
             yield running
         finally:
-            for proc in [*running.workers, running.manager, *procs[:2]]:
+            for proc in reversed(procs):
                 stop_pid(proc.proc)
 
 
@@ -161,3 +164,24 @@ def test_killed_worker_restarts_permanent_and_reports_private_lost(servers: Pipe
         assert proxy.get_status_info()[host] is None
     finally:
         proxy.set_permanent_instances({})
+
+
+def test_camera_worker_killed_the_pipeline_follows_its_camera(servers: PipelineCluster,
+                                                              client: PipelineClient) -> None:
+    """Pipeline on one host, camera on another: the camera's worker dies, the camera manager places the camera
+    again, and the pipeline (camera_timeout 1 s) asks it for the new stream on its own."""
+    cameras = ProxyClient(servers.camera_manager.url)
+    iid, _ = client.create_instance_from_config({"camera_name": "simulation", "camera_timeout": 1})
+    client.get_instance_message(iid)
+    host = cameras.get_instances_info()["simulation"]["host"]
+    worker = next(w for w in servers.camera_workers if w.url == host)
+    os.kill(worker.pid, signal.SIGKILL)
+    started = time.monotonic()
+    time.sleep(0.2)  # what was in flight before the kill
+    message = client.get_instance_message(iid, timeout=30)
+    took = time.monotonic() - started
+    print(f"\nkilled camera worker: the pipeline received again {took:.2f} s after kill -9 (camera on "
+          f"{cameras.get_instances_info()['simulation']['host']}, dead_after {DEAD_AFTER} s, camera_timeout 1 s)")
+    assert message.data.data["width"].value == 1280
+    assert cameras.get_instances_info()["simulation"]["host"] != host
+    assert iid in client.get_server_info()["active_instances"]
