@@ -77,13 +77,13 @@ def bench_placement(cluster: HostsCluster, count: int) -> None:
     baseline = []
     for i in range(min(10, count)):  # the same create on one worker directly (then stopped at once)
         start = time.perf_counter()
-        instance_id, _ = direct.create_instance_from_config({"camera_name": f"pc{i}"})
+        instance_id, _ = direct.create_instance_from_config({"camera_name": f"pc{i}", "no_client_timeout": 0})
         baseline.append((time.perf_counter() - start) * 1e3)
         direct.stop_instance(instance_id)
     placed: list[float] = []
     for i in range(count):
         start = time.perf_counter()
-        manager.create_instance_from_config({"camera_name": f"pc{i}"}, f"placed{i}")
+        manager.create_instance_from_config({"camera_name": f"pc{i}", "no_client_timeout": 0}, f"placed{i}")
         placed.append((time.perf_counter() - start) * 1e3)
     print(f"\n## Placement of {count} pipeline instances (each with its own camera) on {len(cluster.workers)} workers")
     print(HEADER)
@@ -206,7 +206,7 @@ def _throughput(url: str, clients: int, seconds: float) -> float:
 
 def bench_overhead(cluster: HostsCluster, repeats: int, n: int, clients: int, seconds: float) -> None:
     client = PipelineClient(cluster.pipeline_manager.url)
-    instance_id, _ = client.create_instance_from_config({"camera_name": "pc0"}, "overhead")
+    instance_id, _ = client.create_instance_from_config({"camera_name": "pc0", "no_client_timeout": 0}, "overhead")
     worker: Server = cluster.pipeline_workers[cluster.role_of(cluster.host_of(cluster.pipeline_manager,
                                                                                instance_id) or "")]
     routes = {"instance info": f"/api/v1/pipeline/instance/{instance_id}/info",
@@ -246,7 +246,7 @@ def main() -> int:
         return 2
     cameras = {f"pc{i}": small_camera(f"pc{i}", (32, 24), 2) for i in range(args.placements)}
     cameras.update({f"bc{i}": small_camera(f"bc{i}", (32, 24), 2) for i in range(args.permanent)})
-    pipelines = {f"bp{i}": {"camera_name": f"bc{i}"} for i in range(args.permanent)}
+    pipelines = {f"bp{i}": {"camera_name": f"bc{i}", "no_client_timeout": 0} for i in range(args.permanent)}
     parts: dict[str, Callable[[HostsCluster], None]] = {
         "placement": lambda c: bench_placement(c, args.placements),
         "failover": lambda c: bench_failover(c, args.permanent, args.repeats),
