@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test helpers
 
 from cam_server.client.pipeline_client import PipelineClient  # noqa: E402
 from cam_server.client.proxy_client import ProxyClient  # noqa: E402
+from cam_server.client.rest import ErrorAnswer  # noqa: E402
 from tests.helpers.cluster_hosts import HostsCluster, Server, set_workers_file, small_camera, workers_file  # noqa: E402
 from tests.helpers.netns import netns_unavailable  # noqa: E402
 from tests.helpers.procs import wait_until  # noqa: E402
@@ -63,6 +64,8 @@ def row(name: str, samples: list[float], baseline: list[float] | None = None, un
             f"{quantile(samples, 0.99):.1f} {unit} | {ratio} |")
 
 
+DIRECT_SAMPLES = 10
+WARM_CAMERAS = 4
 HEADER = "| what | n | min | median | p99 | ratio (median) |\n|---|---|---|---|---|---|"
 
 
@@ -74,18 +77,25 @@ def bench_placement(cluster: HostsCluster, count: int) -> None:
         set_workers_file(managers[0], workers_file(w.url for w in workers.values()))
     worker = cluster.pipeline_workers[cluster.workers[0]]
     direct = PipelineClient(worker.url, timeout=120)
+    # Warm-up (not measured): every worker's fork server and camera path, through the manager and directly.
+    warm = [manager.create_instance_from_config(_config(f"pw{i}"))[0] for i in range(len(cluster.workers))]
+    warm_direct = direct.create_instance_from_config(_config(f"pw{len(cluster.workers)}"))[0]
+    for instance_id in warm:
+        manager.stop_instance(instance_id)
+    direct.stop_instance(warm_direct)
     baseline = []
-    for i in range(min(10, count)):  # the same create on one worker directly (then stopped at once)
+    for i in range(DIRECT_SAMPLES):  # the same create on one worker directly, each with a camera of its own
         start = time.perf_counter()
-        instance_id, _ = direct.create_instance_from_config({"camera_name": f"pc{i}", "no_client_timeout": 0})
+        instance_id, _ = direct.create_instance_from_config(_config(f"pd{i}"))
         baseline.append((time.perf_counter() - start) * 1e3)
         direct.stop_instance(instance_id)
     placed: list[float] = []
     for i in range(count):
         start = time.perf_counter()
-        manager.create_instance_from_config({"camera_name": f"pc{i}", "no_client_timeout": 0}, f"placed{i}")
+        manager.create_instance_from_config(_config(f"pc{i}"), f"placed{i}")
         placed.append((time.perf_counter() - start) * 1e3)
-    print(f"\n## Placement of {count} pipeline instances (each with its own camera) on {len(cluster.workers)} workers")
+    print(f"\n## Placement of {count} pipeline instances (each with its own camera) on {len(cluster.workers)} workers"
+          " (each create starts the camera too)")
     print(HEADER)
     print(row("create on one worker directly (baseline)", baseline))
     print(row("create through the manager (placement)", placed, baseline))
@@ -100,6 +110,11 @@ def bench_placement(cluster: HostsCluster, count: int) -> None:
         reported = [_brief(servers[k][index]) for k in fields]
         print(f"| {cluster.role_of(url)} | {sum(h == url for h in hosts.values())} | " + " | ".join(reported) + " |")
     manager.stop_all_instances()
+
+
+def _config(camera: str) -> dict[str, Any]:
+    """A pipeline of ``camera`` that runs without clients (the measurement must not race its no-client stop)."""
+    return {"camera_name": camera, "no_client_timeout": 0}
 
 
 def _brief(value: Any) -> str:
@@ -124,8 +139,16 @@ def _on_one_worker(cluster: HostsCluster, role: str, ids: dict[str, str]) -> Non
                f"{len(ids)} permanent instances on {role}", interval=0.2)
     client = PipelineClient(cluster.pipeline_manager.url)
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda i: receive(client.get_instance_stream(i), timeout=30), ids))
+        list(pool.map(lambda i: receive(wait_until(lambda: _stream(client, i), 60, f"{i} started"), timeout=30), ids))
     set_workers_file(cluster.pipeline_manager, workers_file(urls))
+
+
+def _stream(client: PipelineClient, instance_id: str) -> str | None:
+    """The instance's stream address, None while the manager answers that it does not run (yet)."""
+    try:
+        return client.get_instance_stream(instance_id)
+    except ErrorAnswer:
+        return None
 
 
 def bench_failover(cluster: HostsCluster, count: int, repeats: int) -> None:
@@ -133,6 +156,7 @@ def bench_failover(cluster: HostsCluster, count: int, repeats: int) -> None:
     dead: list[float] = []
     all_streaming: list[float] = []
     each_streaming: list[float] = []
+    not_yet = [0]  # stream requests answered "not running" between placement and start
     for repeat in range(repeats):
         role = cluster.workers[repeat % len(cluster.workers)]
         ids = {f"perm{repeat}_{i}": f"bp{i}" for i in range(count)}
@@ -149,9 +173,14 @@ def bench_failover(cluster: HostsCluster, count: int, repeats: int) -> None:
         dead.append(time.monotonic() - start)
 
         def streaming_again(instance_id: str, old: str = worker.url, begun: float = start) -> float:
-            wait_until(lambda: cluster.host_of(cluster.pipeline_manager, instance_id) not in (None, old), 120,
-                       f"{instance_id} moved", interval=0.1)
-            receive(client.get_instance_stream(instance_id), timeout=60)
+            def new_stream() -> str | None:
+                if cluster.host_of(cluster.pipeline_manager, instance_id) in (None, old):
+                    return None
+                stream = _stream(client, instance_id)
+                not_yet[0] += stream is None
+                return stream
+
+            receive(wait_until(new_stream, 120, f"{instance_id} moved", interval=0.1), timeout=60)
             return time.monotonic() - begun
 
         with ThreadPoolExecutor(count) as pool:
@@ -170,7 +199,8 @@ def bench_failover(cluster: HostsCluster, count: int, repeats: int) -> None:
     print(row("worker marked dead", [t * 1e3 for t in dead], unit="ms"))
     print(row(f"all {count} streaming again", [t * 1e3 for t in all_streaming], [t * 1e3 for t in dead]))
     print(row("each instance streaming again", [t * 1e3 for t in each_streaming], [t * 1e3 for t in dead]))
-    print("(ratio: against the time to mark the worker dead)")
+    print(f"(ratio: against the time to mark the worker dead; {not_yet[0]} stream requests during failover were "
+          "answered 'not running' before the instance had started on its new worker)")
 
 
 # --- 3. request overhead --------------------------------------------------------------------------------------------
@@ -206,7 +236,7 @@ def _throughput(url: str, clients: int, seconds: float) -> float:
 
 def bench_overhead(cluster: HostsCluster, repeats: int, n: int, clients: int, seconds: float) -> None:
     client = PipelineClient(cluster.pipeline_manager.url)
-    instance_id, _ = client.create_instance_from_config({"camera_name": "pc0", "no_client_timeout": 0}, "overhead")
+    instance_id, _ = client.create_instance_from_config(_config("pw0"), "overhead")
     worker: Server = cluster.pipeline_workers[cluster.role_of(cluster.host_of(cluster.pipeline_manager,
                                                                                instance_id) or "")]
     routes = {"instance info": f"/api/v1/pipeline/instance/{instance_id}/info",
@@ -237,6 +267,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200, help="sequential requests per repeat")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=3.0, help="of each throughput repeat")
+    parser.add_argument("--logs", type=Path, default=None, help="keep the servers' logs in this folder")
     parser.add_argument("--only", choices=("placement", "failover", "overhead"), action="append",
                         help="run only these parts (repeatable)")
     args = parser.parse_args()
@@ -245,6 +276,8 @@ def main() -> int:
         print(f"bench_cluster needs network namespaces: {reason}", file=sys.stderr)
         return 2
     cameras = {f"pc{i}": small_camera(f"pc{i}", (32, 24), 2) for i in range(args.placements)}
+    cameras.update({f"pd{i}": small_camera(f"pd{i}", (32, 24), 2) for i in range(DIRECT_SAMPLES)})
+    cameras.update({f"pw{i}": small_camera(f"pw{i}", (32, 24), 2) for i in range(WARM_CAMERAS)})
     cameras.update({f"bc{i}": small_camera(f"bc{i}", (32, 24), 2) for i in range(args.permanent)})
     pipelines = {f"bp{i}": {"camera_name": f"bc{i}", "no_client_timeout": 0} for i in range(args.permanent)}
     parts: dict[str, Callable[[HostsCluster], None]] = {
@@ -253,7 +286,7 @@ def main() -> int:
         "overhead": lambda c: bench_overhead(c, args.repeats, args.requests, args.clients, args.seconds),
     }
     with tempfile.TemporaryDirectory(prefix="bench_cluster_") as tmp, \
-            HostsCluster(Path(tmp), cameras=cameras, pipelines=pipelines) as cluster:
+            HostsCluster(args.logs or Path(tmp), cameras=cameras, pipelines=pipelines, grace=15) as cluster:
         print(f"cluster: infra {cluster.infra.address}, workers "
               + ", ".join(f"{h.role} {h.address}" for h in cluster.worker_hosts()) + f" ({os.cpu_count()} cores)")
         for name, part in parts.items():

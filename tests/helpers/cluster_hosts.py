@@ -118,9 +118,10 @@ class HostsCluster:
     heartbeat: float = 0.5
     dead_after: float = 2.0
     second_managers: bool = False
+    grace: float = 3.0  # SIGTERM → SIGKILL at teardown (a worker stops its instances first)
 
     def __post_init__(self) -> None:
-        self.network = Network(["infra", *self.workers])
+        self.network = Network(["infra", *self.workers], grace=self.grace)
         self.camera_managers: list[Server] = []
         self.pipeline_managers: list[Server] = []
         self.camera_workers: dict[str, Server] = {}
