@@ -245,7 +245,9 @@ def test_managers_killed_and_restarted_lose_nothing(cluster: HostsCluster, pipel
             manager.kill()
         start = time.monotonic()
         for manager in (cluster.camera_manager, cluster.pipeline_manager):
-            manager.restart()
+            manager.start()
+        for manager in (cluster.camera_manager, cluster.pipeline_manager):
+            manager.wait_ready()
         after = {kind: _answers(m, kind) for kind, m in (("pipeline", cluster.pipeline_manager),
                                                          ("camera", cluster.camera_manager))}
         print(f"managers restarted and answering in {elapsed_since(start)} s")
