@@ -10,6 +10,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cam_server.cli import serve
 
@@ -24,8 +25,13 @@ def _common(parser: argparse.ArgumentParser, port: int) -> None:
                              "worker is enabled and expanding")
     parser.add_argument("--dead_after", type=float, default=3.0,
                         help="Seconds without a heartbeat after which a worker is dead (default 3.0)")
-    parser.add_argument("-n", "--hostname", default=None, help="Unused (workers name their own streams)")
     parser.add_argument("--log_level", default="WARNING", choices=serve.LOG_LEVELS, help="Log level to use.")
+    parser.add_argument("--api_token", default=None,
+                        help="API token clients must send with POST, PUT and DELETE (default: the environment "
+                             "variable CAM_SERVER_API_TOKEN; none: anyone who reaches the port may change things)")
+    parser.add_argument("--worker_token", default=None,
+                        help="API token of the workers, sent with every call to them (default: the environment "
+                             "variable CAM_SERVER_API_TOKEN)")
 
 
 def camera_parser() -> argparse.ArgumentParser:
@@ -51,6 +57,14 @@ def pipeline_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def with_token(app: Any, token: str | None) -> Any:
+    """``app`` behind the servers' bearer-token check of mutating requests (both of its apps), if a token is set."""
+    from cam_server.rest.auth import BearerTokenAuth, api_token
+
+    token = api_token(token)
+    return BearerTokenAuth(app, token=token) if token else app
+
+
 def camera_main(argv: Sequence[str] | None = None) -> None:
     args = camera_parser().parse_args(argv)
     serve.configure_logging(args.log_level)
@@ -65,8 +79,8 @@ def camera_main(argv: Sequence[str] | None = None) -> None:
 
     store = CameraConfigStore(args.base)
     local = create_camera_app(CameraInstanceManager(store, hostname="localhost"), ScriptStore(args.user_scripts_base))
-    cm = ClusterManager(ClusterState(args.redis, "camera"), args.dead_after, args.servers)
-    app = create_camera_manager_app(cm, store, local)
+    cm = ClusterManager(ClusterState(args.redis, "camera"), args.dead_after, args.servers, args.worker_token)
+    app = with_token(create_camera_manager_app(cm, store, local), args.api_token)
     cm.start_monitor()
     log.info("camera manager on %s:%s (configs %s, redis %s)", args.interface, args.port, args.base, args.redis)
     serve.run(app, args, cm.close, "camera manager")
@@ -88,8 +102,8 @@ def pipeline_main(argv: Sequence[str] | None = None) -> None:
     manager = PipelineManager(CamClient(args.cam_server), SavedConfigs(args.base),
                               BackgroundStore(args.background_base), args.user_scripts_base, "localhost")
     local = create_pipeline_app(manager)
-    cm = ClusterManager(ClusterState(args.redis, "pipeline"), args.dead_after, args.servers)
-    app = create_pipeline_manager_app(cm, manager, local)
+    cm = ClusterManager(ClusterState(args.redis, "pipeline"), args.dead_after, args.servers, args.worker_token)
+    app = with_token(create_pipeline_manager_app(cm, manager, local), args.api_token)
     cm.start_monitor()
     log.info("pipeline manager on %s:%s (camera manager %s, configs %s, redis %s)", args.interface, args.port,
              args.cam_server, args.base, args.redis)

@@ -13,6 +13,7 @@ import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cam_server.bsread.address import ALL_INTERFACES
 from cam_server.cli import camera_server, pipeline_server
@@ -41,10 +42,10 @@ def run_worker(kind: str, argv: Sequence[str] | None, build_parser: Callable[[],
     """Parse the server's arguments plus the cluster's, start the heartbeat, run the server on temporary
     ``folders`` (option → subfolder), deregister when it stops."""
     import sys
-    from urllib.parse import urlsplit
 
     from cam_server.cluster.state import ClusterState
     from cam_server.cluster.worker import Heartbeat
+    from cam_server.rest.auth import api_token
 
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argparse.ArgumentParser(add_help=False)
@@ -63,12 +64,28 @@ def run_worker(kind: str, argv: Sequence[str] | None, build_parser: Callable[[],
             (Path(tmp) / sub).mkdir()
             server_argv += [option, str(Path(tmp) / sub)]
         heartbeat = Heartbeat(ClusterState(cluster.redis, kind), url, f"http://{local_host}:{args.port}",
-                              cluster.heartbeat)
+                              cluster.heartbeat, api_token(args.api_token))
         heartbeat.start()
+        logging.getLogger("uvicorn.access").addFilter(HeartbeatAccessFilter(local_host, heartbeat.root))
         try:
             main(server_argv)
         finally:
             heartbeat.stop()
+
+
+class HeartbeatAccessFilter(logging.Filter):
+    """Leaves the heartbeat's own ``GET <root>/info`` (every beat) out of the access log and the log ring."""
+
+    def __init__(self, local_host: str, root_url: str) -> None:
+        super().__init__()
+        self.local_host = local_host
+        self.path = urlsplit(root_url).path + "/info"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and args[1] == "GET" and args[2] == self.path:
+            return not str(args[0]).startswith(f"{self.local_host}:")
+        return True
 
 
 def camera_main(argv: Sequence[str] | None = None) -> None:

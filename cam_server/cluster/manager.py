@@ -21,6 +21,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from cam_server.client.rest import TOKEN_ENV
 from cam_server.cluster import placement
 from cam_server.cluster.state import CLAIM_TTL_S, ClusterState, InstanceRecord
 from cam_server.common.errors import CamServerError, NotFound, SourceUnavailable
@@ -31,6 +32,7 @@ ROOTS = {"camera": "/api/v1/cam", "pipeline": "/api/v1/pipeline"}
 CHECK_INTERVAL_S = 0.25  # how often the monitor looks for dead workers and missing permanent instances
 WORKER_TIMEOUT_S = 30.0  # a start on a worker (a camera's first frame, a pipeline's process)
 INFO_TIMEOUT_S = 2.0
+PERMANENT_RETRY_S = 2.0  # a permanent instance that failed to start is tried again after this
 RESTART_THREADS = 8  # permanent instances started at once after a failover
 
 
@@ -45,7 +47,8 @@ class WorkerError(CamServerError):
 class ClusterManager:
     """The cluster side of one manager (``state.kind``: camera or pipeline)."""
 
-    def __init__(self, state: ClusterState, dead_after: float = 3.0, servers_path: Path | None = None) -> None:
+    def __init__(self, state: ClusterState, dead_after: float = 3.0, servers_path: Path | None = None,
+                 worker_token: str | None = None) -> None:
         self.state = state
         self.kind = state.kind
         self.root = ROOTS[state.kind]
@@ -54,6 +57,9 @@ class ClusterManager:
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=32, pool_maxsize=64)
         self.session.mount("http://", adapter)
+        worker_token = worker_token if worker_token is not None else os.environ.get(TOKEN_ENV)
+        if worker_token:
+            self.session.headers["Authorization"] = f"Bearer {worker_token}"
         self.pool = ThreadPoolExecutor(16, thread_name_prefix="cluster-fanout")
         self.restarts = ThreadPoolExecutor(RESTART_THREADS, thread_name_prefix="cluster-restart")
         self._stop = threading.Event()
@@ -125,19 +131,23 @@ class ClusterManager:
     # --- placement ------------------------------------------------------------------------------------------
     def place(self, request: placement.Request, start: Callable[[str], InstanceRecord],
               camera_host: str | None = None, existing: Callable[[InstanceRecord], bool] | None = None,
+              find: Callable[[], InstanceRecord | None] | None = None, claim: str | None = None,
               ) -> InstanceRecord:
         """Place ``request`` once across managers: the claim holder picks a worker and calls ``start(worker)``;
         a manager that finds it claimed waits for that record. ``existing(record)``: whether a record found
-        (alive worker) is good to use as it is (default: yes)."""
+        (alive worker) is good to use as it is (default: yes); ``find``: how to look for it (default: by instance
+        id); ``claim``: the claim's key (default: the instance id)."""
         iid = request.instance_id
+        key = claim or iid
+        look = find or (lambda: self.state.instance(iid))
         deadline = time.monotonic() + CLAIM_TTL_S
         while True:
-            record = self.state.instance(iid)
+            record = look()
             if record is not None and self.alive(record.host) and (existing is None or existing(record)):
                 return record
-            if self.state.claim(iid):
+            if self.state.claim(key):
                 try:
-                    record = self.state.instance(iid)  # placed between our read and our claim
+                    record = look()  # placed between our read and our claim
                     workers = self.workers()
                     if record is not None and self.alive(record.host, workers) and (
                             existing is None or existing(record)):
@@ -156,8 +166,8 @@ class ClusterManager:
                     return record
                 finally:
                     self.state.remove_pending(iid)
-                    self.state.release(iid)
-            while self.state.claimed(iid) and time.monotonic() < deadline:
+                    self.state.release(key)
+            while self.state.claimed(key) and time.monotonic() < deadline:
                 time.sleep(0.02)
             if time.monotonic() > deadline:
                 raise SourceUnavailable(f"Placement of '{iid}' by another manager did not finish in time.")
@@ -275,10 +285,10 @@ class ClusterManager:
     def check(self) -> None:
         """One round: fail over workers found dead, then start missing permanent instances."""
         workers = self.workers()
-        records = self.state.instances()
-        for url, worker in workers.items():
-            if not worker.get("alive") and any(r.host == url for r in records.values()):
-                self.fail_over(url, worker)
+        dead = {url: w for url, w in workers.items()
+                if not w.get("alive") and not self.state.failed_over(url, float(w.get("last_heartbeat") or 0.0))}
+        for url, worker in dead.items():  # each death once (then failed_over() is true): no scan per round
+            self.fail_over(url, worker)
         self.ensure_permanent(workers)
 
     def fail_over(self, url: str, worker: dict[str, Any]) -> None:
@@ -309,19 +319,21 @@ class ClusterManager:
         """Start each enabled permanent instance that runs nowhere (or whose worker no longer reports it)."""
         if self.restart_permanent is None:
             return
+        permanent = {iid: name for iid, name in self.state.permanent().items() if not iid.startswith("#")}
+        if not permanent:
+            return
         workers = self.workers() if workers is None else workers
-        records = self.state.instances()
+        records = self.state.instances_of([self.permanent_key(iid, name) for iid, name in permanent.items()])
         missing = []
-        for iid, name in self.state.permanent().items():
-            if iid.startswith("#"):
-                continue
-            record = records.get(self.permanent_key(iid, name))
+        for iid, name in permanent.items():
+            key = self.permanent_key(iid, name)
+            record = records.get(key)
             if record is not None and self.alive(record.host, workers):
                 reported = workers[record.host].get("instances") or []
                 fresh = record.started_at > float(workers[record.host].get("last_heartbeat") or 0) - 2.0
-                if iid in reported or fresh:
+                if key in reported or fresh:
                     continue
-            if not self.state.claimed(self.permanent_key(iid, name)):
+            if not self.state.claimed(key) and not self.state.backing_off(key):
                 missing.append((iid, name))
         # In parallel (a dead worker may leave many): each is placed once (claims), spread by the pending records.
         for (iid, name), error in zip(missing, self.restarts.map(self._restart_one, missing), strict=True):
@@ -333,5 +345,6 @@ class ClusterManager:
         try:
             self.restart_permanent(*entry)
         except CamServerError as exc:
+            self.state.back_off(self.permanent_key(*entry), PERMANENT_RETRY_S)  # not every round, by any manager
             return exc
         return None

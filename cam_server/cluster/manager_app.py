@@ -10,6 +10,8 @@ user scripts go to the worker with each start. So ``CamClient`` and ``PipelineCl
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import re
 import time
 import uuid
@@ -308,6 +310,7 @@ def create_pipeline_manager_app(cm: ClusterManager, local_manager: PipelineManag
 
     def push_assets(worker: str, config: dict[str, Any]) -> None:
         """The background and user script the config names, sent to the worker before the start."""
+        config = expand_config(config)  # also the README spelling "background_id"
         background = config.get("image_background")
         if background:
             try:
@@ -421,10 +424,10 @@ def create_pipeline_manager_app(cm: ClusterManager, local_manager: PipelineManag
     def get_instance_stream_from_config(config: dict = Depends(json_body)) -> dict[str, Any]:
         requested = expand_config(config)
         requested.pop("reload", None)
-        for record in cm.state.instances().values():
-            if record.kind == "shared" and record.requested == requested and cm.alive(record.host):
-                return ok(f"Shared pipeline instance {record.instance_id}.", instance_id=record.instance_id,
-                          stream=record.stream, config=record.config)
+
+        def find() -> InstanceRecord | None:
+            return next((r for r in cm.state.instances().values()
+                         if r.kind == "shared" and r.requested == requested and cm.alive(r.host)), None)
 
         def start(worker: str) -> InstanceRecord:
             resolved = resolve(config)
@@ -433,7 +436,10 @@ def create_pipeline_manager_app(cm: ClusterManager, local_manager: PipelineManag
             return InstanceRecord(answer["instance_id"], worker, answer["stream"], answer["config"], "shared",
                                   requested=requested)
 
-        record = cm.place(Placing(str(uuid.uuid4()), None, config.get("camera_name")), start, camera_host(config))
+        # One claim per config (its hash): two managers asked for the same new config start one instance.
+        digest = hashlib.sha256(json.dumps(requested, sort_keys=True, default=str).encode()).hexdigest()
+        record = cm.place(Placing(str(uuid.uuid4()), None, config.get("camera_name")), start, camera_host(config),
+                          find=find, claim=f"shared-config:{digest}")
         return ok(f"Shared pipeline instance {record.instance_id}.", instance_id=record.instance_id,
                   stream=record.stream, config=record.config)
 

@@ -15,6 +15,7 @@ on at once. Keys (``P`` = ``cam_server:<kind>``, kind ``camera`` or ``pipeline``
 | ``P:pending`` | hash id → record | instances being started (placements at the same time count them) |
 | ``P:ended:<id>`` | string, TTL 1 day | the worker of a stopped instance (its exit code stays readable there) |
 | ``P:claim:<id>`` | string NX, TTL | the manager placing instance ``id`` (a second one waits for its record) |
+| ``P:backoff:<id>`` | string, TTL | a permanent instance whose start failed: not tried again before it expires |
 | ``P:failover:<url>:<beat>`` | string NX, TTL | the manager failing over a dead worker (one per death) |
 | ``cam_server:dead_after`` | string | seconds of silence after which a worker is dead (set by managers) |
 """
@@ -126,6 +127,23 @@ class ClusterState:
         text = self.redis.hget(self._k("instances"), instance_id)
         return InstanceRecord.from_json(text) if text else None
 
+    def instances_of(self, instance_ids: list[str]) -> dict[str, InstanceRecord]:
+        """The records of these ids only (those that exist)."""
+        if not instance_ids:
+            return {}
+        texts = self.redis.hmget(self._k("instances"), instance_ids)
+        return {iid: InstanceRecord.from_json(t) for iid, t in zip(instance_ids, texts, strict=True) if t}
+
+    def hosts_of(self, instance_ids: list[str]) -> tuple[list[str | None], list[str | None]]:
+        """For each id: the worker Redis assigns it to, and the worker it was lost from (None: no such record).
+        Reads only those ids (a worker checks its own instances every heartbeat)."""
+        pipe = self.redis.pipeline()
+        pipe.hmget(self._k("instances"), instance_ids)
+        pipe.hmget(self._k("lost"), instance_ids)
+        records, lost = pipe.execute()
+        return ([InstanceRecord.from_json(t).host if t else None for t in records],
+                [json.loads(t).get("host") if t else None for t in lost])
+
     def put_instance(self, record: InstanceRecord) -> None:
         """Record where an instance runs (and forget it was lost: the id runs again)."""
         pipe = self.redis.pipeline()
@@ -202,6 +220,17 @@ class ClusterState:
         """Claim the failover of worker ``url`` dead after its heartbeat at ``beat``: one manager per death."""
         return bool(self.redis.set(self._k("failover", url, repr(beat)), self.token, nx=True,
                                    px=int(FAILOVER_CLAIM_TTL_S * 1000)))
+
+    def failed_over(self, url: str, beat: float) -> bool:
+        """Whether a manager has claimed (done) the failover of ``url``'s death after its heartbeat at ``beat``."""
+        return bool(self.redis.exists(self._k("failover", url, repr(beat))))
+
+    def back_off(self, instance_id: str, seconds: float) -> None:
+        """Starting ``instance_id`` failed: no manager tries again for ``seconds``."""
+        self.redis.set(self._k("backoff", instance_id), "1", px=int(seconds * 1000))
+
+    def backing_off(self, instance_id: str) -> bool:
+        return bool(self.redis.exists(self._k("backoff", instance_id)))
 
     # --- permanent instances, the workers file -------------------------------------------------------------
     def permanent(self) -> dict[str, str]:

@@ -67,7 +67,8 @@ class LoadMeter:
 class Heartbeat(threading.Thread):
     """Registers worker ``advertise`` (its server answers at ``local``) and heartbeats every ``interval`` s."""
 
-    def __init__(self, state: ClusterState, advertise: str, local: str, interval: float = 1.0) -> None:
+    def __init__(self, state: ClusterState, advertise: str, local: str, interval: float = 1.0,
+                 token: str | None = None) -> None:
         super().__init__(name="cluster-heartbeat", daemon=True)
         self.state = state
         self.advertise = advertise.rstrip("/")
@@ -75,6 +76,8 @@ class Heartbeat(threading.Thread):
         self.interval = interval
         self.stopping = threading.Event()
         self.session = requests.Session()
+        if token:  # the server's own token: it stops instances through its REST API
+            self.session.headers["Authorization"] = f"Bearer {token}"
         self.meter = LoadMeter()
         self.registered_at: float | None = None
 
@@ -95,7 +98,11 @@ class Heartbeat(threading.Thread):
                                   "interval": self.interval, **self.meter.measure()}
         if self.registered_at is not None:
             record["registered_at"] = self.registered_at
-        if self.state.heartbeat(self.advertise, record, self.state.dead_after()):
+        ttl = self.state.dead_after()
+        if ttl < 2 * self.interval and self.registered_at is None:
+            log.warning("heartbeat every %.2f s with dead_after %.2f s: one late beat makes this worker dead",
+                        self.interval, ttl)
+        if self.state.heartbeat(self.advertise, record, ttl):
             self.registered_at = time.time()
             log.info("worker %s registered in %s (%s)", self.advertise, self.state.url, self.state.kind)
         self.stop_foreign(instances)
@@ -105,14 +112,12 @@ class Heartbeat(threading.Thread):
         """Stop what this worker runs but Redis assigns elsewhere or records as lost from here (no double run)."""
         if not instances:
             return
-        records = self.state.instances()
-        lost = self.state.lost()
-        for iid in instances:
-            record = records.get(iid)
-            foreign = record is not None and record.host != self.advertise
-            orphan = record is None and (lost.get(iid) or {}).get("host") == self.advertise
+        hosts, lost_from = self.state.hosts_of(instances)
+        for iid, host, lost in zip(instances, hosts, lost_from, strict=True):
+            foreign = host is not None and host != self.advertise
+            orphan = host is None and lost == self.advertise
             if foreign or orphan:
-                where = f"runs on {record.host}" if record else "was recorded lost"
+                where = f"runs on {host}" if host else "was recorded lost"
                 log.warning("stopping instance %s: it %s (this worker was declared dead)", iid, where)
                 try:
                     self.session.delete(f"{self.root}/{iid}", timeout=10)

@@ -12,10 +12,12 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+import redis
 import requests
 
 from cam_server.client.pipeline_client import PipelineClient
@@ -52,6 +54,7 @@ class PipelineCluster:
     manager: Proc
     workers: list[Proc]
     camera_workers: list[Proc]
+    second_manager: Proc
 
     @property
     def url(self) -> str:
@@ -69,20 +72,25 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineCluste
         cam = start_camera_manager(tmp, rds.url, extra=extra, wait=False)
         cams = [start_worker(tmp, "camera", rds.url, f"camera_worker_{i}", extra=beat, wait=False) for i in (1, 2)]
         manager = start_pipeline_manager(tmp, rds.url, cam.url, extra=extra, wait=False)
+        second = start_pipeline_manager(tmp, rds.url, cam.url, "pipeline_manager_b", extra=extra, wait=False)
         pipes = [start_worker(tmp, "pipeline", rds.url, f"pipeline_worker_{i}", cam_url=cam.url, extra=beat,
                               wait=False) for i in (1, 2)]
-        procs = [cam, *cams, manager, *pipes]
-        running = PipelineCluster(rds, cam, manager, pipes, cams)
+        procs = [cam, *cams, manager, second, *pipes]
+        running = PipelineCluster(rds, cam, manager, pipes, cams, second)
         try:
             wait_ready(*procs)
             wait_until(lambda: all(registered(rds.url, "pipeline", w.url) for w in pipes)
                        and all(registered(rds.url, "camera", w.url) for w in cams), 20, "workers registered")
-            # Each worker's first instance waits for its fork server: once per worker, not in a test's timeouts.
-            for worker in running.workers:
+            # Each worker's first instance waits for its fork server: once per worker (both at once), not in a
+            # test's timeouts.
+            def warm_up(worker: Proc) -> None:
                 warm = PipelineClient(worker.url)
                 iid, _ = warm.create_instance_from_config({"camera_name": "simulation"})
                 warm.get_instance_message(iid, timeout=90)
                 warm.stop_instance(iid)
+
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(warm_up, running.workers))
             yield running
         finally:
             for proc in reversed(procs):
@@ -99,6 +107,21 @@ def test_pipelines_of_one_camera_share_a_worker(servers: PipelineCluster, client
               for i in (1, 2)]
     hosts = _hosts(servers)
     assert {hosts[i] for i in (first, *others)} == {hosts[first]}  # rule 2: same camera, same worker
+
+
+def test_two_managers_asked_for_one_shared_config_start_one_instance(servers: PipelineCluster,
+                                                                     client: PipelineClient) -> None:
+    config = {"camera_name": "simulation", "image_threshold": 17}
+    urls = [servers.url, servers.second_manager.url] * 4
+    with ThreadPoolExecutor(len(urls)) as pool:
+        answers = list(pool.map(lambda url: PipelineClient(url).get_instance_stream_from_config(config), urls))
+    assert len(set(answers)) == 1  # (instance id, stream): one placement, claimed on the config's hash
+    iid = answers[0][0]
+    other = PipelineClient(servers.second_manager.url)
+    assert set(other.get_server_info()["active_instances"]) == set(client.get_server_info()["active_instances"]) \
+        == {iid}
+    assert other.get_instance_config(iid) == client.get_instance_config(iid)
+    assert ProxyClient(servers.second_manager.url).get_status_info() == ProxyClient(servers.url).get_status_info()
 
 
 def test_input_pipeline_is_resolved_across_workers(servers: PipelineCluster, client: PipelineClient) -> None:
@@ -118,6 +141,23 @@ def test_input_pipeline_is_resolved_across_workers(servers: PipelineCluster, cli
         proxy.set_config({})
 
 
+def test_output_pipeline_is_resolved_across_workers(servers: PipelineCluster, client: PipelineClient) -> None:
+    proxy = ProxyClient(servers.url)
+    first, second = (w.url for w in servers.workers)
+    try:
+        proxy.set_config({first: {"instances": ["fanin_c"]}, second: {"instances": ["sender_c"]}})
+        client.create_instance_from_config({"pipeline_type": "fanin"}, instance_id="fanin_c")
+        client.create_instance_from_config({"camera_name": "simulation", "output_pipeline": "fanin_c"},
+                                           instance_id="sender_c")
+        assert _hosts(servers)["fanin_c"] == first and _hosts(servers)["sender_c"] == second
+        fanin_input = client.get_instance_config("fanin_c")["input_stream"]
+        assert client.get_instance_config("sender_c")["output_stream"] == fanin_input
+        (received,) = receive(client.get_instance_stream("fanin_c"), timeout=20)
+        assert values(received)["width"] == 1280 and "x_center_of_mass" in values(received)
+    finally:
+        proxy.set_config({})
+
+
 def test_background_and_script_go_with_the_start(servers: PipelineCluster, client: PipelineClient) -> None:
     background = np.full((960, 1280), 7.0)
     client.set_background("simulation_bg_test", background)
@@ -125,8 +165,7 @@ def test_background_and_script_go_with_the_start(servers: PipelineCluster, clien
                                             "parameters, bsdata=None):\n    return {'cluster_value': 42.0}\n")
     try:
         iid, _ = client.create_instance_from_config({"camera_name": "simulation", "function": "cluster_fn",
-                                                     "image_background": "simulation_bg_test",
-                                                     "image_background_enable": True})
+                                                     "background_id": "simulation_bg_test"})  # README spelling
         message = client.get_instance_message(iid)
         assert message.data.data["cluster_value"].value == 42.0
         host = _hosts(servers)[iid]
@@ -136,6 +175,17 @@ def test_background_and_script_go_with_the_start(servers: PipelineCluster, clien
         client.stop_all_instances()
         client.delete_user_script("cluster_fn")
         client.delete_background("simulation_bg_test")
+
+
+def test_a_permanent_instance_that_cannot_start_backs_off(servers: PipelineCluster) -> None:
+    proxy = ProxyClient(servers.url)
+    try:
+        assert proxy.set_permanent_instances({"broken": "no_such_pipeline"}) == {"broken": "no_such_pipeline"}
+        backoff = redis.Redis.from_url(servers.redis.url).pttl("cam_server:pipeline:backoff:broken")
+        assert 0 < backoff <= 2000  # tried once, not again (by any manager) for 2 s
+        assert "broken" not in proxy.get_instances_info()
+    finally:
+        proxy.set_permanent_instances({})
 
 
 def test_killed_worker_restarts_permanent_and_reports_private_lost(servers: PipelineCluster,
