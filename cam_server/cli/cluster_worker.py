@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cam_server.bsread.address import ALL_INTERFACES
-from cam_server.cli import camera_server, pipeline_server
+from cam_server.cli import camera_server, pipeline_server, serve
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def run_worker(kind: str, argv: Sequence[str] | None, build_parser: Callable[[],
             (Path(tmp) / sub).mkdir()
             server_argv += [option, str(Path(tmp) / sub)]
         heartbeat = Heartbeat(ClusterState(cluster.redis, kind), url, f"http://{local_host}:{args.port}",
-                              cluster.heartbeat, api_token(args.api_token))
+                              cluster.heartbeat, api_token(args.api_token), ready=serve.WARMED_UP)
         heartbeat.start()
         logging.getLogger("uvicorn.access").addFilter(HeartbeatAccessFilter(local_host, heartbeat.root))
         try:

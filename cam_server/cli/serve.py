@@ -94,9 +94,19 @@ def configure_logging(level: str) -> None:
     install_log_ring()
 
 
+WARMED_UP = threading.Event()  # set once the fork server is warm (a cluster worker registers only then)
+
+
 def warm_up_in_background(warm_up: Callable[[], Any]) -> None:
     """Start the instance fork server while the REST app starts, so the first instance starts quickly."""
-    threading.Thread(target=warm_up, name="forkserver-warm-up", daemon=True).start()
+
+    def run() -> None:
+        try:
+            warm_up()
+        finally:
+            WARMED_UP.set()
+
+    threading.Thread(target=run, name="forkserver-warm-up", daemon=True).start()
 
 
 def run(app: Any, args: argparse.Namespace, close: Callable[[], Any], what: str) -> None:

@@ -308,6 +308,7 @@ class ClusterManager:
             else:
                 self.state.add_lost(record, cause)
                 lost.append(record.instance_id)
+        self.state.failover_done(url, beat)
         log.warning("failover of %s: %s; to restart: %s; lost: %s", self.kind, cause, moved or "none",
                     lost or "none")
 

@@ -32,7 +32,8 @@ import redis
 
 DEFAULT_DEAD_AFTER = 3.0
 CLAIM_TTL_S = 60.0  # a placement (start on a worker) never takes longer; a crashed claimer's claim expires
-FAILOVER_CLAIM_TTL_S = 3600.0
+FAILOVER_CLAIM_TTL_S = 10.0  # a failover is a few Redis writes; a crashed claimer's claim expires, another retries
+FAILOVER_DONE_TTL_S = 3600.0
 ENDED_TTL_S = 86400  # how long a stopped instance's worker is remembered
 
 
@@ -220,6 +221,10 @@ class ClusterState:
         """Claim the failover of worker ``url`` dead after its heartbeat at ``beat``: one manager per death."""
         return bool(self.redis.set(self._k("failover", url, repr(beat)), self.token, nx=True,
                                    px=int(FAILOVER_CLAIM_TTL_S * 1000)))
+
+    def failover_done(self, url: str, beat: float) -> None:
+        """The failover of ``url``'s death at ``beat`` is complete: remember it (no manager does it again)."""
+        self.redis.pexpire(self._k("failover", url, repr(beat)), int(FAILOVER_DONE_TTL_S * 1000))
 
     def failed_over(self, url: str, beat: float) -> bool:
         """Whether a manager has claimed (done) the failover of ``url``'s death after its heartbeat at ``beat``."""

@@ -64,12 +64,16 @@ class LoadMeter:
         return {"cpu": round(cpu, 1), "tx": round(tx), "rx": round(rx), "memory": memory}
 
 
+WARM_UP_WAIT_S = 60.0
+
+
 class Heartbeat(threading.Thread):
     """Registers worker ``advertise`` (its server answers at ``local``) and heartbeats every ``interval`` s."""
 
     def __init__(self, state: ClusterState, advertise: str, local: str, interval: float = 1.0,
-                 token: str | None = None) -> None:
+                 token: str | None = None, ready: threading.Event | None = None) -> None:
         super().__init__(name="cluster-heartbeat", daemon=True)
+        self.ready = ready  # set when the server can start instances quickly (its fork server is warm)
         self.state = state
         self.advertise = advertise.rstrip("/")
         self.root = local.rstrip("/") + ROOTS[state.kind]
@@ -125,6 +129,10 @@ class Heartbeat(threading.Thread):
                     log.warning("could not stop %s: %s", iid, exc)
 
     def run(self) -> None:
+        # Register only once the fork server is warm: a cold worker is the least loaded, and the instances placed
+        # on it would wait seconds for their start (bounded: a worker whose warm-up hangs still registers).
+        if self.ready is not None:
+            self.ready.wait(WARM_UP_WAIT_S)
         while not self.stopping.is_set():
             started = time.monotonic()
             try:

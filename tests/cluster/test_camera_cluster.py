@@ -173,6 +173,9 @@ def test_two_managers_give_the_same_answers(cluster: CameraCluster, client: CamC
     assert other.get_instance_stream("tc") == stream
     assert sorted(other.get_server_info()["active_instances"]) == ["test_camera"]
     assert _host(cluster, "test_camera", 1) == _host(cluster, "test_camera", 0)
+    # Status is the workers' heartbeat records: settled once a beat after the start reported the camera.
+    wait_until(lambda: any("test_camera" in (ids or []) for ids in ProxyClient(cluster.url).get_status_info()
+                           .values()), 5, "a worker's heartbeat reports the camera")
     assert ProxyClient(cluster.managers[1].url).get_status_info() == ProxyClient(cluster.url).get_status_info()
     assert other.get_cameras() == client.get_cameras()
 
