@@ -207,6 +207,16 @@ class StreamAnswer(OkAnswer):
     stream: str = Field(description="bsread stream address: tcp://host:port (or ipc://path)")
 
 
+class CameraStreamAnswer(StreamAnswer):
+    reservation: str | None = Field(None, description="with ?reserve=true: the id of the reservation that holds the "
+                                    "camera (no end for lack of clients) until DELETE .../reservation/<id>, or 30 s")
+
+
+class ReleaseAnswer(OkAnswer):
+    released: bool = Field(description="the reservation held the camera until now (false: it had expired, was "
+                           "released already, or was made on an instance that has ended since)")
+
+
 class ImageBytes(BaseModel):
     """Raw pixels of an image (PSI's ``get_camera_array`` decodes ``bytes`` with ``dtype`` and ``shape``)."""
 
