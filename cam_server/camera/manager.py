@@ -128,7 +128,7 @@ class CameraInstanceManager:
         """End the hold of :meth:`reserve_stream`'s ``reservation`` on camera ``name``; False when it had ended
         already (released, expired, or made on an instance that has ended since)."""
         instance = self._table.get(self.store.resolve(name))
-        if instance is None or not reservation.isdigit():
+        if instance is None or not (reservation.isascii() and reservation.isdigit()):
             return False
         return instance.process.control.release(int(reservation))
 

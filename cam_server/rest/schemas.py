@@ -288,6 +288,10 @@ class Statistics(BaseModel):
     output_backlog: int | None = Field(None, description="bytes the kernel holds for the slowest stream client "
                                                          "(sampled once a second; about 0 while all keep up)")
     memory_limit: int | None = Field(None, description="RSS bytes at which the instance is ended (0: no limit)")
+    input_gaps: int | None = Field(None, description="pulse ids missing from the input stream (not counting "
+                                                     "dropped_input): lost before the instance, e.g. by the camera's "
+                                                     "send queue, which ZeroMQ does not report; also ids a source "
+                                                     "skips by design")
 
 
 class InstanceInfo(BaseModel):

@@ -177,6 +177,8 @@ class StreamInput:
         self._retry_at = 0.0
         self._retry_delay = RETRY_FIRST_S
         self._reservation: tuple[str, str] | None = None  # (camera, id) of our stream request, until a frame came
+        self._last_pulse_id = -1  # of the last message decoded, and the input queue's drops then (input_gaps)
+        self._dropped_then = 0
 
     def attach(self, stats: SharedStats, report: Callable[[str], None]) -> None:
         """Count received frames (``frames_in``, ``rate_in``: every frame received, also those dropped later), show
@@ -274,7 +276,20 @@ class StreamInput:
             if self._error is not None:
                 raise self._error
             return None
-        return self._decoder.decode(frames)
+        message = self._decoder.decode(frames)
+        if message is not None:
+            self._count_gap(message.data.pulse_id)
+        return message
+
+    def _count_gap(self, pulse_id: int) -> None:
+        """``input_gaps``: pulse ids skipped since the last message beyond those our input queue dropped (a
+        sender's full queue drops silently in ZeroMQ: the receiver is where it shows). A jump back starts afresh."""
+        dropped = self._queue.dropped
+        last, self._last_pulse_id = self._last_pulse_id, pulse_id
+        missed = pulse_id - last - 1 - (dropped - self._dropped_then)
+        self._dropped_then = dropped
+        if last >= 0 and missed > 0 and self._stats is not None:
+            self._stats.add("input_gaps", missed)
 
     # -- the receiving thread -------------------------------------------------------------------------
 
