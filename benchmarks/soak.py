@@ -1,7 +1,7 @@
 """Soak test: a camera and a pipeline running for minutes, memory and every drop accounted for (issue 10).
 
     .venv/bin/python benchmarks/soak.py [--minutes 10] [--width 1280] [--height 1024] [--rate 100]
-        [--sample 10] [--warmup 30] [--slow-rate 1] [--camera-queue N]
+        [--sample 10] [--warmup 120] [--slow-rate 1] [--camera-queue N]
 
 A real camera server and a real pipeline server (processes, their logs in a temporary folder that is kept when
 something fails) stream a simulated camera of ``--width`` x ``--height`` at ``--rate`` Hz through a private
@@ -11,14 +11,17 @@ seconds one row shows the RSS of the camera instance, the pipeline instance and 
 
 At the end, two tables:
 
-* RSS: the first sample after ``--warmup`` seconds against the last one, flat when within 5 %;
+* RSS: the lowest sample of the first minute after ``--warmup`` seconds against the lowest of the last minute,
+  flat when within 5 % (a leak raises the floor; single samples also hold the frames in flight at that moment);
 * drops over the same window, hop by hop: what the camera sent, what the pipeline received and sent, what each
   client received (counted by the clients, with the pulse ids they missed), against the drop counters the
   instances report (every counter whose name holds ``drop``). A client's loss is the larger of the pulse ids
   missing from what it received (exact) and sent - received less what may be in flight or queued for it at the
   window's edges; "uncounted" is that loss beyond what the counters say.
 
-The exit status is 0 when RSS is flat and every drop is counted, else 1.
+The exit status is 0 when RSS is flat and every drop our counters can see is counted (the camera -> pipeline hop by
+the pipeline's ``input_gaps``, processing by its ``dropped_*``), else 1. What the pipeline's PUB socket drops for a
+client is only seen by that client (ZeroMQ does not report it to the sender): shown, not part of the status.
 """
 
 from __future__ import annotations
@@ -202,28 +205,29 @@ def report(window: list[Sample], rate: float, minute: int) -> bool:
     first, last = window[0], window[-1]
     ok = True
     head, tail = window[:minute], window[-minute:]
-    print(f"\nRSS after warm-up: the median of the first minute (t = {head[0].t:.0f}-{head[-1].t:.0f} s) against the "
-          f"median of the last (t = {tail[0].t:.0f}-{tail[-1].t:.0f} s), flat = within {RSS_FLAT:.0%} (single "
-          f"samples move by the frames in flight at that moment, {FRAME_NOTE}); the first and last sample and the "
-          f"range of all samples beside")
-    at_first, at_last = f"t={first.t:.0f} MB", f"t={last.t:.0f} MB"
-    print(f"| {'process':<18} | {'first min MB':>12} | {'last min MB':>11} | {'change':>7} | flat | {at_first:>9} | "
-          f"{at_last:>9} | {'min-max MB':>13} |")
-    print(f"|{'-' * 20}|{'-' * 14}|{'-' * 13}|{'-' * 9}|------|{'-' * 11}|{'-' * 11}|{'-' * 15}|")
+    print(f"\nRSS after warm-up: the floor (lowest sample) of the first minute (t = {head[0].t:.0f}-"
+          f"{head[-1].t:.0f} s) against the floor of the last (t = {tail[0].t:.0f}-{tail[-1].t:.0f} s), flat = within {RSS_FLAT:.0%}. A "
+          f"leak raises the floor; a single sample adds the frames in flight at that moment ({FRAME_NOTE}), which is "
+          f"why the medians and the range of all samples are shown beside")
+    print(f"| {'process':<18} | {'first min floor':>15} | {'last min floor':>14} | {'change':>7} | flat | "
+          f"{'medians MB':>13} | {'min-max MB':>13} |")
+    print(f"|{'-' * 20}|{'-' * 17}|{'-' * 16}|{'-' * 9}|------|{'-' * 15}|{'-' * 15}|")
     for name in first.rss:
         values = [sample.rss[name] for sample in window]
         if not all(values):
             print(f"| {name:<18} | process gone |")
             ok = False
             continue
-        a = statistics.median(v for v in (s.rss[name] for s in head) if v)
-        b = statistics.median(v for v in (s.rss[name] for s in tail) if v)
+        early = [v for v in (s.rss[name] for s in head) if v]
+        late = [v for v in (s.rss[name] for s in tail) if v]
+        a, b = min(early), min(late)
         change = (b - a) / a
         flat = abs(change) <= RSS_FLAT
         ok &= flat
+        medians = f"{mb(statistics.median(early)).strip()} / {mb(statistics.median(late)).strip()}"
         spread = f"{mb(min(values)).strip()}-{mb(max(values)).strip()}"
-        print(f"| {name:<18} | {mb(a):>12} | {mb(b):>11} | {change:+7.1%} | {'yes' if flat else 'NO':<4} | "
-              f"{mb(first.rss[name]):>9} | {mb(last.rss[name]):>9} | {spread:>13} |")
+        print(f"| {name:<18} | {mb(a):>15} | {mb(b):>14} | {change:+7.1%} | {'yes' if flat else 'NO':<4} | "
+              f"{medians:>13} | {spread:>13} |")
 
     def delta(stats: str, key: str) -> float:
         return getattr(last, stats).get(key, 0) - getattr(first, stats).get(key, 0)
@@ -279,7 +283,8 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--rate", type=float, default=100.0, help="camera frame rate (Hz)")
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
-    parser.add_argument("--warmup", type=float, default=30.0, help="seconds before the first compared sample")
+    parser.add_argument("--warmup", type=float, default=120.0,
+                        help="seconds before the first compared sample (the first bursts and their trims settle)")
     parser.add_argument("--slow-rate", type=float, default=1.0, help="messages per second the slow client reads")
     parser.add_argument("--camera-queue", type=int, default=None,
                         help="the camera's queue_size (frames its PUB socket may queue; default: the camera default)")
