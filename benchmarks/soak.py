@@ -205,10 +205,11 @@ def report(window: list[Sample], rate: float, minute: int) -> bool:
     first, last = window[0], window[-1]
     ok = True
     head, tail = window[:minute], window[-minute:]
-    print(f"\nRSS after warm-up: the floor (lowest sample) of the first minute (t = {head[0].t:.0f}-"
-          f"{head[-1].t:.0f} s) against the floor of the last (t = {tail[0].t:.0f}-{tail[-1].t:.0f} s), flat = "
-          f"within {RSS_FLAT:.0%}. A leak raises the floor; a single sample adds the frames in flight at that moment ({FRAME_NOTE}), which is "
-          f"why the medians and the range of all samples are shown beside")
+    print(f"\nRSS after warm-up: the floor (lowest sample) of the first minute "
+          f"(t = {head[0].t:.0f}-{head[-1].t:.0f} s) against the floor of the last "
+          f"(t = {tail[0].t:.0f}-{tail[-1].t:.0f} s), flat = within {RSS_FLAT:.0%}. A leak raises the floor; a single "
+          f"sample adds the frames in flight at that moment ({FRAME_NOTE}): the medians and the range of all samples "
+          f"are shown beside")
     print(f"| {'process':<18} | {'first min floor':>15} | {'last min floor':>14} | {'change':>7} | flat | "
           f"{'medians MB':>13} | {'min-max MB':>13} |")
     print(f"|{'-' * 20}|{'-' * 17}|{'-' * 16}|{'-' * 9}|------|{'-' * 15}|{'-' * 15}|")
