@@ -73,3 +73,38 @@ def test_a_stalled_client_holds_at_most_the_send_queue_budget(tmp_path: Path, re
     finally:
         context.term()
         manager.close()
+
+
+@pytest.mark.unit
+def test_input_gaps_count_the_pulse_ids_missing_from_the_input() -> None:
+    """What a sender dropped shows where it arrives: a pipeline's input counts the pulse ids missing between two
+    messages (``input_gaps``); a jump back (a restarted source) starts afresh."""
+    import multiprocessing
+
+    from cam_server.bsread import PUSH, Sender
+    from cam_server.common.process import SharedStats
+    from cam_server.pipeline.config import parse_pipeline_config
+    from cam_server.pipeline.instance.input import StreamInput
+    from tests.helpers.net import free_port
+
+    port = free_port()
+    config = parse_pipeline_config({"input_stream": f"tcp://127.0.0.1:{port}", "input_mode": "PULL"})
+    stats = SharedStats(multiprocessing.get_context("spawn"))
+    source = StreamInput(config.input_stream, config, receive_timeout_ms=200)
+    source.attach(stats, lambda message: None)
+    pulse_ids = [1, 2, 5, 6, 10, 3, 4]  # 2 + 3 missing, then a restart from below
+    try:
+        with Sender(port=port, address="tcp://127.0.0.1", mode=PUSH, send_timeout=5000) as sender:
+            source.connect()
+            for pulse_id in pulse_ids:
+                assert sender.send({"value": float(pulse_id)}, pulse_id=pulse_id)
+            received = []
+            deadline = time.monotonic() + 10
+            while len(received) < len(pulse_ids) and time.monotonic() < deadline:
+                message = source.receive()
+                if message is not None:
+                    received.append(message.data.pulse_id)
+    finally:
+        source.close()
+    assert received == pulse_ids
+    assert stats.get("input_gaps") == 5
