@@ -1,7 +1,7 @@
 """Soak test: a camera and a pipeline running for minutes, memory and every drop accounted for (issue 10).
 
     .venv/bin/python benchmarks/soak.py [--minutes 10] [--width 1280] [--height 1024] [--rate 100]
-        [--sample 10] [--warmup 30] [--slow-rate 1] [--camera-queue N]
+        [--sample 10] [--warmup 120] [--slow-rate 1] [--camera-queue N]
 
 A real camera server and a real pipeline server (processes, their logs in a temporary folder that is kept when
 something fails) stream a simulated camera of ``--width`` x ``--height`` at ``--rate`` Hz through a private
@@ -11,14 +11,17 @@ seconds one row shows the RSS of the camera instance, the pipeline instance and 
 
 At the end, two tables:
 
-* RSS: the first sample after ``--warmup`` seconds against the last one, flat when within 5 %;
+* RSS: the lowest sample of the first minute after ``--warmup`` seconds against the lowest of the last minute,
+  flat when within 5 % (a leak raises the floor; single samples also hold the frames in flight at that moment);
 * drops over the same window, hop by hop: what the camera sent, what the pipeline received and sent, what each
   client received (counted by the clients, with the pulse ids they missed), against the drop counters the
   instances report (every counter whose name holds ``drop``). A client's loss is the larger of the pulse ids
   missing from what it received (exact) and sent - received less what may be in flight or queued for it at the
   window's edges; "uncounted" is that loss beyond what the counters say.
 
-The exit status is 0 when RSS is flat and every drop is counted, else 1.
+The exit status is 0 when RSS is flat and every drop our counters can see is counted (the camera -> pipeline hop by
+the pipeline's ``input_gaps``, processing by its ``dropped_*``), else 1. What the pipeline's PUB socket drops for a
+client is only seen by that client (ZeroMQ does not report it to the sender): shown, not part of the status.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,7 +55,8 @@ CAMERA = "soak"
 RSS_FLAT = 0.05        # relative change allowed between the first sample after warm-up and the last
 IN_FLIGHT_S = 0.5      # allowance for messages in flight at each window edge, in seconds of the camera rate
 CLIENT_QUEUE = 100     # messages a client's SUB socket queues (bsread Source default queue_size)
-OUTPUT_QUEUE = 10      # messages the pipeline's PUB socket queues per client (pipeline queue_size default)
+INPUT_QUEUE = 8        # frames a pipeline instance may hold queued at the window's edges (input_queue_size)
+FRAME_NOTE = "a 1280x1024 uint16 frame is 2.5 MB"
 CLIENT_FIELDS = ("received", "missing", "first_pulse_id", "last_pulse_id", "lag_ms", "max_lag_ms")
 
 
@@ -194,68 +199,78 @@ def drop_counters(stats_start: dict[str, Any], stats_end: dict[str, Any]) -> dic
     return by_reason or found
 
 
-def report(window: list[Sample], rate: float) -> bool:
-    """Print the RSS and drop tables over ``window`` (the samples after the warm-up); True when RSS is flat and
-    every drop is counted."""
+def report(window: list[Sample], rate: float, minute: int) -> bool:
+    """Print the RSS and drop tables over ``window`` (the samples after the warm-up; ``minute``: samples in one
+    minute); True when RSS is flat and every drop that can be counted is counted."""
     first, last = window[0], window[-1]
     ok = True
-    print(f"\nRSS: first sample after warm-up (t = {first.t:.0f} s) vs last (t = {last.t:.0f} s); flat = within "
-          f"{RSS_FLAT:.0%}; the highest sample between them")
-    print(f"| {'process':<18} | {'first MB':>9} | {'last MB':>9} | {'change':>8} | flat | {'max MB':>9} | "
-          f"{'max at t/s':>10} |")
-    print(f"|{'-' * 20}|{'-' * 11}|{'-' * 11}|{'-' * 10}|------|{'-' * 11}|{'-' * 12}|")
+    head, tail = window[:minute], window[-minute:]
+    print(f"\nRSS after warm-up: the floor (lowest sample) of the first minute "
+          f"(t = {head[0].t:.0f}-{head[-1].t:.0f} s) against the floor of the last "
+          f"(t = {tail[0].t:.0f}-{tail[-1].t:.0f} s), flat = within {RSS_FLAT:.0%}. A leak raises the floor; a single "
+          f"sample adds the frames in flight at that moment ({FRAME_NOTE}): the medians and the range of all samples "
+          f"are shown beside")
+    print(f"| {'process':<18} | {'first min floor':>15} | {'last min floor':>14} | {'change':>7} | flat | "
+          f"{'medians MB':>13} | {'min-max MB':>13} |")
+    print(f"|{'-' * 20}|{'-' * 17}|{'-' * 16}|{'-' * 9}|------|{'-' * 15}|{'-' * 15}|")
     for name in first.rss:
-        a, b = first.rss[name], last.rss[name]
-        if not a or not b:
-            print(f"| {name:<18} | {mb(a):>9} | {mb(b):>9} | {'-':>8} | no (process gone) |")
+        values = [sample.rss[name] for sample in window]
+        if not all(values):
+            print(f"| {name:<18} | process gone |")
             ok = False
             continue
+        early = [v for v in (s.rss[name] for s in head) if v]
+        late = [v for v in (s.rss[name] for s in tail) if v]
+        a, b = min(early), min(late)
         change = (b - a) / a
         flat = abs(change) <= RSS_FLAT
         ok &= flat
-        peak = max(window, key=lambda sample: sample.rss[name] or 0)
-        print(f"| {name:<18} | {mb(a):>9} | {mb(b):>9} | {change:+8.1%} | {'yes' if flat else 'NO':<4} | "
-              f"{mb(peak.rss[name]):>9} | {peak.t:10.0f} |")
+        medians = f"{mb(statistics.median(early)).strip()} / {mb(statistics.median(late)).strip()}"
+        spread = f"{mb(min(values)).strip()}-{mb(max(values)).strip()}"
+        print(f"| {name:<18} | {mb(a):>15} | {mb(b):>14} | {change:+7.1%} | {'yes' if flat else 'NO':<4} | "
+              f"{medians:>13} | {spread:>13} |")
 
     def delta(stats: str, key: str) -> float:
         return getattr(last, stats).get(key, 0) - getattr(first, stats).get(key, 0)
 
-    window = last.t - first.t
+    seconds = last.t - first.t
     cam_sent, pipe_in, pipe_out = delta("camera", "frames_out"), delta("pipeline", "frames_in"), \
         delta("pipeline", "frames_out")
     counted = {**{f"camera.{k}": v for k, v in drop_counters(first.camera, last.camera).items()},
                **{f"pipeline.{k}": v for k, v in drop_counters(first.pipeline, last.pipeline).items()}}
+    gaps = delta("pipeline", "input_gaps")
+    pipeline_drops = sum(v for k, v in counted.items() if k.startswith("pipeline."))
     allowance = 2 * IN_FLIGHT_S * rate
-    print(f"\nDrops over the same {window:.0f} s window (camera {cam_sent / window:.1f} Hz sent)")
-    print(f"| {'hop':<30} | {'sent':>8} | {'received':>8} | {'lost':>8} | {'missed pulse ids':>16} |")
-    print(f"|{'-' * 32}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 18}|")
-    print(f"| {'camera -> pipeline instance':<30} | {cam_sent:8.0f} | {pipe_in:8.0f} | {cam_sent - pipe_in:8.0f} | "
-          f"{'':>16} |")
-    print(f"| {'pipeline processing':<30} | {pipe_in:8.0f} | {pipe_out:8.0f} | {pipe_in - pipe_out:8.0f} | "
-          f"{'':>16} |")
+    print(f"\nDrops over the same {seconds:.0f} s window (camera {cam_sent / seconds:.1f} Hz sent)")
+    print(f"| {'hop':<30} | {'sent':>8} | {'received':>8} | {'lost':>8} | {'counted':>8} | by |")
+    print(f"|{'-' * 32}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 10}|----|")
+    camera_hop = cam_sent - pipe_in
+    print(f"| {'camera -> pipeline instance':<30} | {cam_sent:8.0f} | {pipe_in:8.0f} | {camera_hop:8.0f} | "
+          f"{gaps:8.0f} | pipeline `input_gaps` (the camera's PUB drops silently) |")
+    processing = pipe_in - pipe_out
+    print(f"| {'pipeline processing':<30} | {pipe_in:8.0f} | {pipe_out:8.0f} | {processing:8.0f} | "
+          f"{pipeline_drops:8.0f} | pipeline `dropped_*` (the rest is queued) |")
     for name in first.clients:
         received = last.clients[name]["received"] - first.clients[name]["received"]
         missing = last.clients[name]["missing"] - first.clients[name]["missing"]
         print(f"| {'pipeline -> ' + name + ' client':<30} | {pipe_out:8.0f} | {received:8.0f} | "
-              f"{pipe_out - received:8.0f} | {missing:16.0f} |")
+              f"{pipe_out - received:8.0f} | {max(0.0, missing - gaps - pipeline_drops):8.0f} | the client's missed "
+              f"pulse ids (ZeroMQ's PUB drops per client silently; the pipeline shows the lag as `output_backlog`) |")
     print("drop counters (increase over the window): "
-          + (", ".join(f"{k} {v:.0f}" for k, v in counted.items()) or "none reported"))
-    total_counted = sum(counted.values())
-    print(f"\nA client's loss: the pulse ids missing from what it received (exact), and sent - received less an "
-          f"allowance of {allowance:.0f} messages in flight plus {CLIENT_QUEUE + OUTPUT_QUEUE} queued for it (its "
-          f"receive queue {CLIENT_QUEUE}, the pipeline's output queue {OUTPUT_QUEUE}), whichever is larger")
-    print(f"| {'path camera -> client':<30} | {'lost':>8} | {'missed':>8} | {'counted':>8} | {'uncounted':>9} | "
-          f"every drop counted |")
-    print(f"|{'-' * 32}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 11}|--------------------|")
+          + (", ".join(f"{k} {v:.0f}" for k, v in counted.items()) or "none reported") + f", input_gaps {gaps:.0f}")
+    # What our counters must account for: the camera hop (exact, pulse ids are consecutive) and processing (less
+    # what is queued or in flight at the window's edges).
+    camera_ok = abs(camera_hop - gaps) <= allowance
+    processing_ok = 0 <= processing - pipeline_drops <= allowance + INPUT_QUEUE
+    ok &= camera_ok and processing_ok
+    print(f"camera hop counted: {'yes' if camera_ok else 'NO'} (lost - input_gaps = {camera_hop - gaps:.0f}, allowed "
+          f"+-{allowance:.0f} in flight); processing hop counted: {'yes' if processing_ok else 'NO'} (lost - "
+          f"dropped = {processing - pipeline_drops:.0f}, allowed 0-{allowance + INPUT_QUEUE:.0f} queued or in flight)")
     for name in first.clients:
-        received = last.clients[name]["received"] - first.clients[name]["received"]
         missing = last.clients[name]["missing"] - first.clients[name]["missing"]
-        lost = cam_sent - received
-        uncounted = max(0.0, missing - total_counted, lost - total_counted - allowance - CLIENT_QUEUE - OUTPUT_QUEUE)
-        counted_all = uncounted == 0
-        ok &= counted_all
-        print(f"| {name + ' client':<30} | {lost:8.0f} | {missing:8.0f} | {total_counted:8.0f} | {uncounted:9.0f} | "
-              f"{'yes' if counted_all else 'NO':<18} |")
+        print(f"{name} client: {missing:.0f} pulse ids missed, {min(missing, gaps + pipeline_drops):.0f} of them "
+              f"counted by the pipeline, {max(0.0, missing - gaps - pipeline_drops):.0f} dropped by the pipeline's PUB "
+              f"socket for this client (counted by the client only)")
     print("\nclient lag (receive time - frame time) at the end / max: " + ", ".join(
         f"{name} {last.clients[name]['lag_ms'] / 1000:.2f} / {last.clients[name]['max_lag_ms'] / 1000:.2f} s"
         for name in first.clients))
@@ -269,7 +284,8 @@ def main() -> int:
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--rate", type=float, default=100.0, help="camera frame rate (Hz)")
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
-    parser.add_argument("--warmup", type=float, default=30.0, help="seconds before the first compared sample")
+    parser.add_argument("--warmup", type=float, default=120.0,
+                        help="seconds before the first compared sample (the first bursts and their trims settle)")
     parser.add_argument("--slow-rate", type=float, default=1.0, help="messages per second the slow client reads")
     parser.add_argument("--camera-queue", type=int, default=None,
                         help="the camera's queue_size (frames its PUB socket may queue; default: the camera default)")
@@ -329,7 +345,7 @@ def main() -> int:
         if first is None or first is samples[-1]:
             print("the run is too short for a window after the warm-up")
             return 1
-        ok = report(samples[samples.index(first):], args.rate)
+        ok = report(samples[samples.index(first):], args.rate, max(1, round(60 / args.sample)))
     finally:
         stop.set()
         for client in clients:

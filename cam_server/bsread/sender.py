@@ -156,6 +156,14 @@ class Sender:
         """Bytes waiting in the kernel for the slowest client (sampled once a second; see ``monitor.py``)."""
         return self._monitor.backlog if self._monitor is not None else 0
 
+    def set_queue_size(self, size: int) -> None:
+        """Change the per-client send queue (SNDHWM, messages) of the open socket, for clients that connect from now
+        on: libzmq sizes a client's queue when it connects (those connected keep theirs; measured with libzmq
+        4.3.5). For a sender that learns its message size only from its first message."""
+        self.queue_size = size
+        if self._socket is not None:
+            self._socket.setsockopt(zmq.SNDHWM, size)
+
     @property
     def pulse_id(self) -> int:
         """Pulse id the next message gets unless ``send(pulse_id=...)`` overrides it."""

@@ -29,10 +29,19 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
+
 from cam_server.bsread.address import listen_endpoint
 from cam_server.camera.config import SOURCE_KEYS, CameraConfig
 from cam_server.camera.sources.base import CameraOffline, FrameSource
-from cam_server.common.process import RATE_STALE_S, InstanceControl, RateMeter, SharedStats, configure_memory
+from cam_server.common.process import (
+    RATE_STALE_S,
+    InstanceControl,
+    MemoryTrimmer,
+    RateMeter,
+    SharedStats,
+    configure_memory,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,10 @@ EXIT_SOURCE_OFFLINE = 3
 EXIT_ERROR = 1
 READ_TIMEOUT = 0.2  # seconds; bounds how late a stop request or config change is seen
 CHECK_INTERVAL_S = 0.25  # while frames flow: how often counters, clients and the state are brought up to date
+# The most bytes of messages the PUB socket queues for one (slow) client when the config does not set queue_size:
+# the default 100 messages of a 1280x1024 uint16 camera are 262 MB per client (see send_queue_size).
+SEND_QUEUE_BYTES = 32 * 2**20
+MIN_SEND_QUEUE = 2  # messages: the least a client's queue holds, however large the frames
 
 
 # Not "/tmp/cam_server": a folder of that name would shadow the package for scripts run from /tmp.
@@ -56,6 +69,27 @@ def bind_address(config: CameraConfig, port: int, interface: str | None = None) 
         os.makedirs(IPC_FOLDER, exist_ok=True)
         return ipc_address(config.name or "camera", port)
     return listen_endpoint(interface, port)
+
+
+def send_queue_size(config: CameraConfig, message_bytes: int) -> int:
+    """Messages the PUB socket may queue per client (SNDHWM): ``queue_size`` when the config sets it, else the
+    default ``queue_size`` bounded to :data:`SEND_QUEUE_BYTES` of messages of ``message_bytes`` (<= 0: unknown).
+
+    Why in bytes: ZeroMQ holds each queued frame (sent without a copy) until the client takes it, so a stalled client
+    pins ``SNDHWM`` frames; for megapixel images the message count alone lets one client take hundreds of MB.
+    """
+    if "queue_size" in config.model_fields_set or message_bytes <= 0:
+        return config.queue_size
+    return max(MIN_SEND_QUEUE, min(config.queue_size, SEND_QUEUE_BYTES // message_bytes))
+
+
+def _image_bytes(config: CameraConfig, source: FrameSource) -> int:
+    """The raw image size the source reports now, in bytes (0 when it does not know it yet)."""
+    try:
+        width, height = source.geometry()
+        return max(0, int(width) * int(height)) * np.dtype(config.dtype).itemsize
+    except (TypeError, ValueError, AttributeError):
+        return 0
 
 
 def _connect_source(config: CameraConfig) -> FrameSource:
@@ -96,8 +130,10 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
 
     no_clients = threading.Event()
     timeout = config.no_client_timeout
-    sender = Sender(queue_size=config.queue_size, port=None, address=bind_address(config, port, interface), mode=PUB,
-                    block=False)
+    # libzmq sizes a client's queue when it connects: bound it from the size the source reports before binding, and
+    # again (for clients to come) when the frames turn out to be of another size.
+    sender = Sender(queue_size=send_queue_size(config, _image_bytes(config, source)), port=None,
+                    address=bind_address(config, port, interface), mode=PUB, block=False)
     sender.open(no_client_action=no_clients.set if timeout > 0 else None,
                 no_client_timeout=timeout if timeout > 0 else None)
     stats = control.stats
@@ -105,6 +141,7 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
     rate_in = RateMeter(stats, "rate_in", throughput_field=None)
     publisher = CameraPublisher(sender, config)
     counters = _SourceCounters(stats)
+    trimmer = MemoryTrimmer()
     latency = control.histograms.latency  # GET /metrics: frame timestamp → sent, per frame
     connections = 0  # the sender's count of client connections at the last check
     frame_shape = None  # the publisher's, as last written to the statistics
@@ -147,6 +184,7 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
                 connected = counters.update(source)
                 connections = _note_connections(control, sender.connections, connections)
                 stats.set("clients", sender.client_count)
+                trimmer.check(now)
                 if frame is None:
                     state = ("reconnecting" if not connected else
                              "streaming" if last_frame and now - last_frame <= RATE_STALE_S else "waiting for source")
@@ -179,10 +217,19 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
                 if frame_shape is not None:
                     stats.set("frame_height", frame_shape[0])
                     stats.set("frame_width", frame_shape[1])
+                    _bound_send_queue(sender, config, frame_shape[0] * frame_shape[1] * frame.image.itemsize)
     finally:
         stats.set_state("stopping")
         sender.close()
         source.close()
+
+
+def _bound_send_queue(sender: Any, config: CameraConfig, message_bytes: int) -> None:
+    """Frames of a new size: the send queue of clients that connect from now on (see :func:`send_queue_size`)."""
+    size = send_queue_size(config, message_bytes)
+    if size != sender.queue_size:
+        log.info("camera %s: %d-byte images, send queue %d messages per client", config.name, message_bytes, size)
+        sender.set_queue_size(size)
 
 
 def _note_connections(control: InstanceControl, count: int, before: int) -> int:

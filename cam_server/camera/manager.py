@@ -9,7 +9,11 @@ behind, and records how they ended.
 
 A stream request reserves the stream (:data:`STREAM_RESERVATION_S`): whoever asked for the address (a pipeline
 server starting an instance, which may take seconds to connect) counts as a client until a client connects, so a
-camera with a short ``no_client_timeout`` does not stop before it arrives.
+camera with a short ``no_client_timeout`` does not stop before it arrives. A plain request's reservation ends with
+the next client connection, whoever's it is (the server cannot tell its clients apart); a request that can say when
+its client connected asks for a reservation *held until released* (:meth:`CameraInstanceManager.reserve_stream`,
+the pipeline server and its instances): no connection ends it, only :meth:`~CameraInstanceManager.release_stream`
+(its client connected) or its expiry.
 """
 
 from __future__ import annotations
@@ -111,18 +115,37 @@ class CameraInstanceManager:
         for the caller (see the module doc)."""
         return self.get_instance(name, reserve=True).stream_address
 
-    def get_instance(self, name: str, reserve: bool = False) -> CameraInstance:
+    def reserve_stream(self, name: str) -> tuple[str, str]:
+        """Stream address of camera ``name`` (or alias), starting its instance if needed, and the id of a
+        reservation held until :meth:`release_stream` (or :attr:`stream_reservation` seconds): for a caller that
+        tells when its client connected (see the module doc)."""
+        held: list[int] = []
+        instance = self.get_instance(name, reserve=lambda control: held.append(
+            control.reserve_until_released(self.stream_reservation)))
+        return instance.stream_address, str(held[-1])
+
+    def release_stream(self, name: str, reservation: str) -> bool:
+        """End the hold of :meth:`reserve_stream`'s ``reservation`` on camera ``name``; False when it had ended
+        already (released, expired, or made on an instance that has ended since)."""
+        instance = self._table.get(self.store.resolve(name))
+        if instance is None or not (reservation.isascii() and reservation.isdigit()):
+            return False
+        return instance.process.control.release(int(reservation))
+
+    def get_instance(self, name: str, reserve: bool | Callable[[Any], None] = False) -> CameraInstance:
         """The running instance of camera ``name`` (or alias), started if needed; ``reserve``: the caller will
-        connect to its stream (it must not stop for lack of clients before that)."""
+        connect to its stream (it must not stop for lack of clients before that): True for a reservation that the
+        next connection ends, or ``reserve(control)`` that makes one (:meth:`reserve_stream`)."""
         camera = self.store.resolve(name)
         instance = self._table.get(camera)
-        if instance is not None and instance.process.is_alive() and (not reserve or self._reserve(instance)):
+        if instance is not None and instance.process.is_alive() and (not reserve or self._reserve(instance, reserve)):
             return instance  # running: no start, nothing to bound
         with self._start_locks_lock:
             lock = self._start_locks.setdefault(camera, threading.Lock())
         with self.blocking, lock:
             instance = self._table.get(camera)
-            if instance is not None and instance.process.is_alive() and (not reserve or self._reserve(instance)):
+            if (instance is not None and instance.process.is_alive()
+                    and (not reserve or self._reserve(instance, reserve))):
                 return instance
             if instance is not None:
                 self._table.reap()  # it ended and the reaper has not seen it yet: record how
@@ -130,14 +153,21 @@ class CameraInstanceManager:
             self._table.add(camera, instance)
             return instance
 
-    def _reserve(self, instance: CameraInstance) -> bool:
+    def _make_reservation(self, process: InstanceProcess,
+                          reserve: bool | Callable[[Any], None]) -> None:
+        if callable(reserve):
+            reserve(process.control)
+        else:
+            process.control.reserve(self.stream_reservation)
+
+    def _reserve(self, instance: CameraInstance, reserve: bool | Callable[[Any], None] = True) -> bool:
         """Reserve the running instance's stream; False if it is ending by itself (it has been waited for then).
 
         The reservation is written before the state is read; the instance sets "stopping" before it reads the
         reservations: one of the two sees the other.
         """
         control = instance.process.control
-        control.reserve(self.stream_reservation)
+        self._make_reservation(instance.process, reserve)
         deadline = time.monotonic() + STOPPING_WAIT_S
         while control.stats.state() == "stopping" and instance.process.is_alive():
             if time.monotonic() > deadline:  # stuck: the caller replaces it
@@ -149,14 +179,14 @@ class CameraInstanceManager:
     def _used_ports(self) -> set[int]:
         return {i.port for _, i in self._table.items()}
 
-    def _start(self, camera: str, reserve: bool = False) -> CameraInstance:
+    def _start(self, camera: str, reserve: bool | Callable[[Any], None] = False) -> CameraInstance:
         config = self.store.load(camera)
         port = config.port or reserve_port(exclude=self._used_ports())
         process = InstanceProcess(camera, run_camera_instance,
                                   args=(config, port, self.log_level, self.stream_interface),
                                   preload=PRELOAD, ports=() if config.protocol == "ipc" else (port,))
         if reserve:  # before it can look for clients
-            process.control.reserve(self.stream_reservation)
+            self._make_reservation(process, reserve)
         process.start()
         deadline = time.monotonic() + self.start_timeout
         stats = process.control.stats

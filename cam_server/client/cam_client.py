@@ -70,6 +70,19 @@ class CamClient(UserScriptsMixin):
             raise ValueError(f"Camera '{camera_name}' has no stream on the camera server (not a camera name).")
         return answer["stream"]
 
+    def reserve_instance_stream(self, camera_name: str) -> tuple[str, str | None]:
+        """The camera stream address and the id of a reservation that keeps the camera from stopping for lack of
+        clients until :meth:`release_stream` (its client connected) or 30 s pass; None from a server without
+        reservations (it ignores ``reserve``)."""
+        answer = self._get(f"/{camera_name}", params={"reserve": "true"})
+        if "stream" not in answer:
+            raise ValueError(f"Camera '{camera_name}' has no stream on the camera server (not a camera name).")
+        return answer["stream"], answer.get("reservation")
+
+    def release_stream(self, camera_name: str, reservation: str) -> bool:
+        """Release a reservation of :meth:`reserve_instance_stream`; False when it had ended already."""
+        return bool(self._delete(f"/{camera_name}/reservation/{reservation}").get("released"))
+
     def stop_instance(self, camera_name: str) -> dict[str, Any]:
         """Stop the camera."""
         return self._delete(f"/{camera_name}")

@@ -31,6 +31,7 @@ child that left the group and the tree with ``setsid`` and a second fork).
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import multiprocessing as mp
 import multiprocessing.connection
@@ -79,12 +80,13 @@ STAT_FIELDS = (
     "output_queue_max",  # the most messages the output buffer held at once
     "output_backlog",    # bytes waiting in the kernel for the slowest stream client (sampled once a second)
     "memory_limit",      # bytes of RSS at which the instance is ended (0: no limit)
+    "input_gaps",        # pulse ids missing from the input stream: lost before the instance (a sender's full queue)
 )
 _INDEX = {name: i for i, name in enumerate(STAT_FIELDS)}
 _INT_FIELDS = frozenset({"frames_in", "frames_out", "dropped", "errors", "clients", "bytes_out", "frame_width",
                          "frame_height", "reconnects", "source_restarts", "dropped_input", "dropped_gates",
                          "dropped_output", "input_queue", "output_queue", "output_queue_max", "output_backlog",
-                         "memory_limit"})
+                         "memory_limit", "input_gaps"})
 
 # The states an instance reports in ``statistics.state`` (SharedStats.set_state; shared memory holds the index):
 #   starting                  the process runs, its source / stream are being set up (0: the initial value)
@@ -99,6 +101,9 @@ STATE_CODES = {name: code for code, name in enumerate(INSTANCE_STATES)}
 # Rates only change on events: a reader shows a rate (and its throughput) as 0 once the stamp of its last event is
 # older than this. rate field → (wall-clock stamp of its last event, its throughput field or None).
 RATE_STALE_S = 2.0
+RESERVATION_SLOTS = 32  # stream reservations held until released, at once per instance (InstanceControl)
+# Ids of those reservations, unique in this (server) process: an id never releases another instance's reservation.
+_RESERVATION_IDS = itertools.count(1)
 RATE_STAMPS = {"rate": ("last_frame_time", "throughput"), "rate_in": ("last_input_time", None)}
 
 
@@ -328,6 +333,10 @@ class InstanceControl:
         self._reserved = ctx.RawValue("q", 0)  # reservations made (parent)
         self._reserved_until = ctx.RawValue("d", 0.0)  # time.monotonic() the newest one expires (system-wide clock)
         self._reservations_used = 0  # child: reservations taken up by client connections
+        # Reservations held until released (reserve_until_released): one slot each, its expiry (time.monotonic(), 0:
+        # free) and its id (0: cannot be released, it merged two); ids are unique in the parent process.
+        self._held_until = ctx.RawArray("d", RESERVATION_SLOTS)
+        self._held_ids = ctx.RawArray("q", RESERVATION_SLOTS)
         self._parent_pid = os.getpid()
         self._parent_checked = 0.0
         self._closed = False
@@ -460,8 +469,12 @@ class InstanceControl:
         self._reservations_used = min(self._reserved.value, self._reservations_used + count)
 
     def held(self) -> bool:
-        """Child: a client was promised the stream and has not connected yet (see :meth:`reserve`)."""
-        return self._reserved.value > self._reservations_used and time.monotonic() < self._reserved_until.value
+        """Child: a client was promised the stream and has not connected yet (see :meth:`reserve`), or a reservation
+        made with :meth:`reserve_until_released` is neither released nor expired."""
+        now = time.monotonic()
+        if self._reserved.value > self._reservations_used and now < self._reserved_until.value:
+            return True
+        return any(until > now for until in self._held_until)
 
     def flush_errors(self, timeout: float = 2.0) -> None:
         """Wait (up to ``timeout``) until the reported errors are written to the parent: before a hard exit
@@ -507,6 +520,40 @@ class InstanceControl:
         with self._send_lock:
             self._reserved_until.value = max(self._reserved_until.value, time.monotonic() + seconds)
             self._reserved.value += 1
+
+    def reserve_until_released(self, seconds: float) -> int:
+        """Parent: hold the instance (no end for lack of clients) until :meth:`release` of the id returned, or for
+        ``seconds``; client connections do not end it (they may be anybody's).
+
+        Up to :data:`RESERVATION_SLOTS` are held at once; one more merges into the slot that expires first (the
+        later expiry of the two, released by neither id): a hold may last longer than asked, never shorter.
+        """
+        with self._send_lock:
+            now = time.monotonic()
+            reservation = next(_RESERVATION_IDS)
+            until = list(self._held_until)
+            slot = min(range(RESERVATION_SLOTS), key=until.__getitem__)
+            if until[slot] > now:  # all in use
+                self._held_ids[slot] = 0
+                self._held_until[slot] = max(until[slot], now + seconds)
+            else:
+                self._held_ids[slot] = reservation
+                self._held_until[slot] = now + seconds
+            return reservation
+
+    def release(self, reservation: int) -> bool:
+        """Parent: end the hold of :meth:`reserve_until_released`'s ``reservation``; False when it had ended
+        (released, expired, merged) or was never made here."""
+        if reservation <= 0:
+            return False
+        with self._send_lock:
+            for slot in range(RESERVATION_SLOTS):
+                if self._held_ids[slot] == reservation:
+                    self._held_ids[slot] = 0
+                    held = self._held_until[slot] > time.monotonic()
+                    self._held_until[slot] = 0.0
+                    return held
+        return False
 
     def child_started(self) -> None:
         """Drop the parent's copy of the child's end once the child has its own."""
@@ -1118,3 +1165,51 @@ def reserve_port(host: str = "0.0.0.0", exclude: set[int] | None = None) -> int:
         if not exclude or port not in exclude:
             return port
     raise RuntimeError("could not find a free port")
+
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                       "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+class MemoryTrimmer:
+    """Give the heap that a burst left free back to the system, at most every ``interval`` seconds.
+
+    :func:`configure_memory` keeps freed frame buffers in the heap (fast reuse) and so never returns them: a burst
+    (a stalled client's send queue filling up with fresh multi-MB frames) would leave its peak as the process's RSS
+    for good. :meth:`check` (call it from a loop's periodic work, not per frame) asks glibc how much of the heap is
+    free (``mallinfo2``) and calls ``malloc_trim`` when that is more than ``slack`` bytes. The cost: the pages given
+    back fault in again when the heap reuses them (about 1 ms per 10 MB), at most once per ``interval`` instead of
+    for every frame as without ``configure_memory``.
+    """
+
+    def __init__(self, interval: float = 1.0, slack: int = 4 * 2**20) -> None:
+        self.interval = interval
+        self.slack = slack
+        self.trims = 0
+        self._next = time.monotonic() + interval
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            self._trim = libc.malloc_trim
+            self._info = libc.mallinfo2
+            self._info.restype = _MallInfo2
+        except (OSError, AttributeError):  # not glibc (or older than 2.33): nothing to trim
+            self._trim = self._info = None
+
+    def free_bytes(self) -> int:
+        """Bytes the heap holds free (0 without glibc)."""
+        return int(self._info().fordblks) if self._info is not None else 0
+
+    def check(self, now: float) -> bool:
+        """Trim if due and more than ``slack`` bytes are free (``now``: ``time.monotonic()``); True when it trimmed."""
+        if now < self._next or self._trim is None:
+            return False
+        self._next = now + self.interval
+        free = self.free_bytes()
+        if free <= self.slack:
+            return False
+        self._trim(0)
+        self.trims += 1
+        log.debug("malloc_trim: %.1f MB of the heap were free", free / 2**20)
+        return True

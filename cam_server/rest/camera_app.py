@@ -38,13 +38,14 @@ from cam_server.rest.schemas import (
     CameraListAnswer,
     CamerasAnswer,
     CameraServerInfoAnswer,
+    CameraStreamAnswer,
     GeometryAnswer,
     GroupsAnswer,
     ImageAnswer,
     JsonBodies,
     OkAnswer,
     OnlineAnswer,
-    StreamAnswer,
+    ReleaseAnswer,
     documented,
     errors,
 )
@@ -117,10 +118,22 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
     install_server_routes(app, API, store.names, logs or install_log_ring())
 
     @app.get(f"{API}/{{camera_name}}", summary="Stream address of a camera (starts its instance if needed)",
-             response_model=documented(StreamAnswer), responses=errors(400, 404, 429, 503))
-    def get_instance_stream(camera_name: str) -> dict[str, Any]:
-        stream = manager.get_instance_stream(camera_name)
-        return ok(f"Stream address for camera '{camera_name}'.", stream=stream)
+             response_model=documented(CameraStreamAnswer), responses=errors(400, 404, 429, 503))
+    def get_instance_stream(camera_name: str, reserve: bool = False) -> dict[str, Any]:
+        """The camera does not stop for lack of clients until a client connects; with ``reserve=true`` until the
+        ``reservation`` of the answer is released (``DELETE .../reservation/<id>``; both: at most 30 s)."""
+        if not reserve:
+            return ok(f"Stream address for camera '{camera_name}'.", stream=manager.get_instance_stream(camera_name))
+        stream, reservation = manager.reserve_stream(camera_name)
+        return ok(f"Stream address for camera '{camera_name}', reserved until released.", stream=stream,
+                  reservation=reservation)
+
+    @app.delete(f"{API}/{{camera_name}}/reservation/{{reservation}}", summary="Release a stream reservation (its "
+                "client connected)", response_model=documented(ReleaseAnswer), responses=errors(400, 404))
+    def release_stream(camera_name: str, reservation: str) -> dict[str, Any]:
+        released = manager.release_stream(camera_name, reservation)
+        return ok(f"Reservation {reservation} of camera '{camera_name}' "
+                  + ("released." if released else "had ended already."), released=released)
 
     @app.delete(f"{API}/{{camera_name}}", summary="Stop a camera's instance", response_model=documented(OkAnswer),
                 responses=errors(400, 404))

@@ -207,6 +207,16 @@ class StreamAnswer(OkAnswer):
     stream: str = Field(description="bsread stream address: tcp://host:port (or ipc://path)")
 
 
+class CameraStreamAnswer(StreamAnswer):
+    reservation: str | None = Field(None, description="with ?reserve=true: the id of the reservation that holds the "
+                                    "camera (no end for lack of clients) until DELETE .../reservation/<id>, or 30 s")
+
+
+class ReleaseAnswer(OkAnswer):
+    released: bool = Field(description="the reservation held the camera until now (false: it had expired, was "
+                           "released already, or was made on an instance that has ended since)")
+
+
 class ImageBytes(BaseModel):
     """Raw pixels of an image (PSI's ``get_camera_array`` decodes ``bytes`` with ``dtype`` and ``shape``)."""
 
@@ -278,6 +288,10 @@ class Statistics(BaseModel):
     output_backlog: int | None = Field(None, description="bytes the kernel holds for the slowest stream client "
                                                          "(sampled once a second; about 0 while all keep up)")
     memory_limit: int | None = Field(None, description="RSS bytes at which the instance is ended (0: no limit)")
+    input_gaps: int | None = Field(None, description="pulse ids missing from the input stream (not counting "
+                                                     "dropped_input): lost before the instance, e.g. by the camera's "
+                                                     "send queue, which ZeroMQ does not report; also ids a source "
+                                                     "skips by design")
 
 
 class InstanceInfo(BaseModel):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,8 +100,20 @@ def test_bsread_ipc_camera_offline_when_nothing_listens(client: CamClient, tmp_p
     client.set_camera_config("ipc_relay", {"source": f"ipc://{path}", "source_type": "bsread"})
     with Sender(port=None, address=f"ipc://{path}", mode=PUSH) as _:
         assert client.is_camera_online("ipc_relay") is True
+    # libzmq closes a listener in its I/O thread, after close() returned (on a loaded machine, later still): wait
+    # until nothing listens on the path (a connect is refused), then the check must say so.
+    wait_until(lambda: not _unix_listening(path), 10, "the sender's listener to close")
     assert client.is_camera_online("ipc_relay") is False
     client.delete_camera_config("ipc_relay")
+
+
+def _unix_listening(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+        return True
 
 
 # --- instance and server info ----------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from cam_server.camera.sources.epics import EpicsCameraSource
 from cam_server.common.errors import InvalidConfig
 from tests.epics.frames import assert_pattern, read_frame, resize_live
 
+PAIRING_SLACK = 3  # counter values an image may be paired off by when CA coalesced queued events (see below)
+
 
 def test_frames_shape_dtype_pattern_and_pulse_ids(start_ioc, connected):
     # 1100 columns: the gradient goes above 32767, so the int16 wire type of a uint16 camera must not wrap.
@@ -25,8 +27,12 @@ def test_frames_shape_dtype_pattern_and_pulse_ids(start_ioc, connected):
         assert frame.image.dtype == np.uint16
         assert_pattern(frame.image, 1100, 40)
         assert int(frame.image[0, -1]) == 1099 * 32
-        # the IOC posts cam1:ArrayCounter_RBV = n with image n, whose pixel [0, 0] holds n
-        assert frame.pulse_id == int(frame.image[0, 0])
+    # The IOC posts cam1:ArrayCounter_RBV = n just before image n, whose pixel [0, 0] holds n; the two are separate
+    # CA monitors and an image takes the latest counter seen. When the client falls behind (a loaded machine), the
+    # IOC's flow control replaces queued events by newer ones, so an image can meet a counter a step or two ahead:
+    # the ids stay increasing and close to the image's own counter (they match exactly when nothing is late).
+    offsets = [f.pulse_id - int(f.image[0, 0]) for f in frames]
+    assert all(abs(offset) <= PAIRING_SLACK for offset in offsets), offsets
     pulse_ids = [f.pulse_id for f in frames]
     assert pulse_ids == sorted(set(pulse_ids))
     assert source.stats["clipped_frames"] == 0

@@ -60,11 +60,12 @@ STARTING, STREAMING, WAITING_FOR_SOURCE, RECONNECTING, WAITING_FOR_CAMERA_SERVER
 _WAKE = object()  # put into the queue to end the loop's wait at once (a stop, an error of the thread)
 
 
-def request_camera_stream(cam_server_url: str, camera_name: str) -> str:
-    """Ask the camera server to start (or keep) the camera stream and return its address."""
+def request_camera_stream(cam_server_url: str, camera_name: str) -> tuple[str, str | None]:
+    """Ask the camera server to start (or keep) the camera stream; returns its address and the reservation that
+    holds the camera until :func:`release_camera_stream` (None from a server without reservations)."""
     url = f"{cam_server_url.rstrip('/')}/api/v1/cam/{camera_name}"
     try:
-        response = requests.get(url, timeout=REQUEST_TIMEOUT_S)
+        response = requests.get(url, params={"reserve": "true"}, timeout=REQUEST_TIMEOUT_S)
         body = response.json()
     except (requests.RequestException, ValueError) as exc:
         raise SourceUnavailable(f"Cannot reach camera server at {cam_server_url} for camera {camera_name!r}: "
@@ -72,7 +73,22 @@ def request_camera_stream(cam_server_url: str, camera_name: str) -> str:
     if body.get("state") != "ok" or not body.get("stream"):
         raise SourceUnavailable(f"Camera server cannot stream camera {camera_name!r}: "
                                 f"{body.get('status', response.status_code)}")
-    return str(body["stream"])
+    reservation = body.get("reservation")
+    return str(body["stream"]), None if reservation is None else str(reservation)
+
+
+def release_camera_stream(cam_server_url: str, camera_name: str, reservation: str) -> None:
+    """Release a reservation of :func:`request_camera_stream` (we are a client now), in the background: a failure
+    only means the camera server lets it expire (30 s)."""
+    url = f"{cam_server_url.rstrip('/')}/api/v1/cam/{camera_name}/reservation/{reservation}"
+
+    def release() -> None:
+        try:
+            requests.delete(url, timeout=REQUEST_TIMEOUT_S)
+        except requests.RequestException as exc:
+            log.info("could not release reservation %s of camera %s: %s", reservation, camera_name, exc)
+
+    threading.Thread(target=release, name="release-reservation", daemon=True).start()
 
 
 class InputQueue:
@@ -160,6 +176,9 @@ class StreamInput:
         self._wait_started: float | None = None  # monotonic start of a camera server outage
         self._retry_at = 0.0
         self._retry_delay = RETRY_FIRST_S
+        self._reservation: tuple[str, str] | None = None  # (camera, id) of our stream request, until a frame came
+        self._last_pulse_id = -1  # of the last message decoded, and the input queue's drops then (input_gaps)
+        self._dropped_then = 0
 
     def attach(self, stats: SharedStats, report: Callable[[str], None]) -> None:
         """Count received frames (``frames_in``, ``rate_in``: every frame received, also those dropped later), show
@@ -257,7 +276,20 @@ class StreamInput:
             if self._error is not None:
                 raise self._error
             return None
-        return self._decoder.decode(frames)
+        message = self._decoder.decode(frames)
+        if message is not None:
+            self._count_gap(message.data.pulse_id)
+        return message
+
+    def _count_gap(self, pulse_id: int) -> None:
+        """``input_gaps``: pulse ids skipped since the last message beyond those our input queue dropped (a
+        sender's full queue drops silently in ZeroMQ: the receiver is where it shows). A jump back starts afresh."""
+        dropped = self._queue.dropped
+        last, self._last_pulse_id = self._last_pulse_id, pulse_id
+        missed = pulse_id - last - 1 - (dropped - self._dropped_then)
+        self._dropped_then = dropped
+        if last >= 0 and missed > 0 and self._stats is not None:
+            self._stats.add("input_gaps", missed)
 
     # -- the receiving thread -------------------------------------------------------------------------
 
@@ -286,6 +318,9 @@ class StreamInput:
             frames = source.receive_frames()
             if frames is not None:
                 self._last_message = time.monotonic()
+                if self._reservation is not None:  # a client of the camera now: its hold is ours no more to keep
+                    release_camera_stream(self._cam_server_url or "", *self._reservation)
+                    self._reservation = None
                 if self._state != STREAMING:
                     self._set_state(STREAMING)
                 if self._stats is not None:
@@ -355,10 +390,11 @@ class StreamInput:
             self._wakeup.wait(min(self._retry_at - now, self._receive_timeout_ms / 1000))
             return None
         try:
-            address = request_camera_stream(self._cam_server_url, name)
+            address, reservation = request_camera_stream(self._cam_server_url, name)
         except SourceUnavailable as exc:
             self._camera_server_failed(exc)
             return None
+        self._reservation = None if reservation is None else (name, reservation)
         if self._wait_started is not None:
             log.info("camera server gave the stream of %s again after %.1f s", name,
                      time.monotonic() - self._wait_started)

@@ -83,6 +83,10 @@ MESSAGE_TIMEOUT = 10.0
 CONFIG_TIMEOUT = 10.0
 MAX_INSTANCES = 100  # running instances per server (--max_instances): each is a process with its own memory
 GEOMETRY_TIMEOUT = 3.0  # the camera server's wait for a frame, when a check needs the camera geometry
+# A camera stream reserved for a new instance is released once the instance received a frame (it polls the
+# instance's frames_in), at the latest after the camera server's own expiry of a reservation (30 s).
+RESERVATION_WATCH_S = 30.0
+RESERVATION_POLL_S = 0.1
 ROI_KEYS = ("image_region_of_interest", "binning_x", "binning_y", "rotation")  # what the ROI check depends on
 
 
@@ -201,7 +205,7 @@ class PipelineManager:
         validate_name(camera_name, "camera name")
         n = check_n_images(n_images)
         self.background_store.check_space()  # refused at once, not after collecting for nothing
-        stream = self._camera_stream(camera_name)
+        stream = self._camera_stream(camera_name)[0]
         array = average_stream_images(stream, n, keep_waiting=keep_waiting)
         background_id = self.background_store.save(camera_name, array)
         self._apply_retention(camera_name)
@@ -605,7 +609,7 @@ class PipelineManager:
         self._check_output_file(expanded)
         self._check_function(expanded)
         self._check_output_target(expanded)
-        camera_stream = self._resolve_inputs(expanded)
+        camera_stream, reservation = self._resolve_inputs(expanded)
         self._check_background(expanded)
         self._check_roi(expanded)
         target = self._target or _default_target()
@@ -655,10 +659,13 @@ class PipelineManager:
             raise Conflict(f"Instance '{instance_id}' was stopped while it was starting.")
         log.info("started %s instance %s (pid %s) on %s", "shared" if read_only else "private", instance_id,
                  process.pid, instance.stream_address)
+        if reservation is not None:
+            self._release_when_connected(expanded["camera_name"], reservation, process)
         return instance_id, instance.stream_address, dict(expanded)
 
-    def _resolve_inputs(self, config: dict[str, Any]) -> str | None:
-        """Start what the instance reads from / writes to; returns the camera stream (None without camera)."""
+    def _resolve_inputs(self, config: dict[str, Any]) -> tuple[str | None, str | None]:
+        """Start what the instance reads from / writes to; returns the camera stream (None without camera) and the
+        camera server's reservation of it (see :meth:`_release_when_connected`)."""
         if config.get("input_pipeline"):
             config["input_stream"] = self.get_instance_stream(config["input_pipeline"])
             source = self._instances.get(config["input_pipeline"])
@@ -673,14 +680,17 @@ class PipelineManager:
             config["output_stream"] = receiver.config["input_stream"]
         camera = config.get("camera_name")
         if camera and not config.get("input_stream"):
-            return self._camera_stream(camera)
-        return None
+            return self._camera_stream(camera, reserve=True)
+        return None, None
 
-    def _camera_stream(self, camera: str) -> str:
-        """The camera's stream from the camera server, with NotFound for cameras it does not know."""
+    def _camera_stream(self, camera: str, reserve: bool = False) -> tuple[str, str | None]:
+        """The camera's stream from the camera server, with NotFound for cameras it does not know; ``reserve``: and
+        the id of a reservation that holds the camera until released (None if the server gives none)."""
         try:
             with self.blocking:  # the camera server may start the camera (seconds)
-                return self.cam_client.get_instance_stream(camera)
+                if reserve:
+                    return self.cam_client.reserve_instance_stream(camera)
+                return self.cam_client.get_instance_stream(camera), None
         except requests.RequestException as exc:
             raise self._camera_server_failure(exc) from None
         except ValueError as exc:
@@ -689,6 +699,25 @@ class PipelineManager:
             if not self._camera_exists(camera):
                 raise NotFound(f"Camera '{camera}' does not exist on the camera server.") from None
             raise SourceUnavailable(f"Camera '{camera}' cannot be streamed: {exc}") from None
+
+    def _release_when_connected(self, camera: str, reservation: str, process: InstanceProcess) -> None:
+        """Release the camera's reservation once the instance received its first frame (it is a client of the
+        camera now), or once it ended, or after :data:`RESERVATION_WATCH_S` (the camera server's own bound).
+
+        Why not on any connection: the camera cannot tell its clients apart, and another client that comes and goes
+        (a frame or geometry read, another pipeline) would end the hold before a slow-starting instance connects.
+        """
+        def watch() -> None:
+            deadline = time.monotonic() + RESERVATION_WATCH_S
+            stats = process.control.stats
+            while stats.get("frames_in") <= 0 and process.is_alive() and time.monotonic() < deadline:
+                time.sleep(RESERVATION_POLL_S)
+            try:
+                self.cam_client.release_stream(camera, reservation)
+            except (requests.RequestException, ValueError) as exc:  # it expires by itself
+                log.info("could not release reservation %s of camera %s: %s", reservation, camera, exc)
+
+        threading.Thread(target=watch, name=f"release-{camera}", daemon=True).start()
 
     def _camera_server_failure(self, exc: Exception, what: str = "") -> SourceUnavailable:
         """What went wrong asking the camera server, told apart: not reachable (no connection), no answer in time,

@@ -1,0 +1,111 @@
+"""The camera's send queue is bounded in bytes, and a burst's memory goes back to the system (issue 10, soak).
+
+A client that stops reading makes ZeroMQ keep every frame queued for it (frames are sent without a copy): with the
+default ``queue_size`` of 100 messages a 1280x1024 uint16 camera held 262 MB per stalled client, and glibc kept the
+freed heap afterwards. The test stalls a real client on a real camera instance and reads the instance's RSS; what
+ZeroMQ drops silently shows as ``input_gaps`` where it arrives (a pipeline's input).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import zmq
+
+from cam_server.camera.config import parse_camera_config
+from cam_server.camera.instance import MIN_SEND_QUEUE, SEND_QUEUE_BYTES, send_queue_size
+from cam_server.camera.manager import CameraInstanceManager
+from cam_server.camera.store import CameraConfigStore
+from tests.helpers.procs import wait_until
+
+SIDE = 1024
+FRAME_BYTES = SIDE * SIDE * 2  # uint16
+BIG_CAMERA = {"source": "simulation", "source_type": "simulation", "size_x": SIDE, "size_y": SIDE, "frame_rate": 50,
+              "no_client_timeout": 0}
+STALL_S = 4.0  # the stalled client's time: 200 frames at 50 Hz, 400 MB were they all kept
+TRIM_BOUND_S = 10.0  # after the client left, the RSS is back near its level before within this
+
+
+@pytest.mark.unit
+def test_send_queue_size_bounds_the_default_in_bytes_and_keeps_an_explicit_one() -> None:
+    default = parse_camera_config({"source": "s", "source_type": "simulation"}, "c")
+    assert send_queue_size(default, 1280 * 1024 * 2) == SEND_QUEUE_BYTES // (1280 * 1024 * 2) == 12
+    assert send_queue_size(default, 64 * 48 * 2) == 100  # small frames: the default count
+    assert send_queue_size(default, 0) == 100  # size unknown yet
+    assert send_queue_size(default, 10**9) == MIN_SEND_QUEUE
+    explicit = parse_camera_config({"source": "s", "source_type": "simulation", "queue_size": 100}, "c")
+    assert send_queue_size(explicit, 1280 * 1024 * 2) == 100
+
+
+def test_a_stalled_client_holds_at_most_the_send_queue_budget(tmp_path: Path, record_property) -> None:
+    store = CameraConfigStore(tmp_path / "cameras")
+    store.save("big", BIG_CAMERA)
+    manager = CameraInstanceManager(store)
+    context = zmq.Context()
+    try:
+        address = manager.get_instance_stream("big")
+        process = psutil.Process(manager.info()["active_instances"]["big"]["pid"])
+        wait_until(lambda: manager.info()["active_instances"]["big"]["statistics"]["frames_out"] >= 50, 20,
+                   "the camera to stream")
+        before = process.memory_info().rss
+        stalled = context.socket(zmq.SUB)
+        stalled.setsockopt(zmq.RCVHWM, 1)
+        stalled.setsockopt(zmq.RCVBUF, 65536)
+        stalled.subscribe(b"")
+        stalled.connect(address)
+        peak, end = before, time.monotonic() + STALL_S
+        while time.monotonic() < end:
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.05)
+        stalled.close(linger=0)
+        growth = peak - before
+        record_property("stalled_client_growth_mb", round(growth / 2**20, 1))
+        print(f"camera RSS {before / 2**20:.1f} MB, +{growth / 2**20:.1f} MB with a stalled client "
+              f"(budget {SEND_QUEUE_BYTES / 2**20:.0f} MB; unbounded: 100 frames = {100 * FRAME_BYTES / 2**20:.0f} MB)")
+        assert SEND_QUEUE_BYTES / 2 <= growth <= SEND_QUEUE_BYTES + 4 * FRAME_BYTES  # filled, and held at the bound
+        left = time.monotonic()
+        wait_until(lambda: process.memory_info().rss <= before + 3 * FRAME_BYTES, TRIM_BOUND_S,
+                   "the freed send queue to go back to the system")
+        record_property("trimmed_after_s", round(time.monotonic() - left, 3))
+        print(f"back to {process.memory_info().rss / 2**20:.1f} MB {time.monotonic() - left:.2f} s after it left")
+    finally:
+        context.term()
+        manager.close()
+
+
+@pytest.mark.unit
+def test_input_gaps_count_the_pulse_ids_missing_from_the_input() -> None:
+    """What a sender dropped shows where it arrives: a pipeline's input counts the pulse ids missing between two
+    messages (``input_gaps``); a jump back (a restarted source) starts afresh."""
+    import multiprocessing
+
+    from cam_server.bsread import PUSH, Sender
+    from cam_server.common.process import SharedStats
+    from cam_server.pipeline.config import parse_pipeline_config
+    from cam_server.pipeline.instance.input import StreamInput
+    from tests.helpers.net import free_port
+
+    port = free_port()
+    config = parse_pipeline_config({"input_stream": f"tcp://127.0.0.1:{port}", "input_mode": "PULL"})
+    stats = SharedStats(multiprocessing.get_context("spawn"))
+    source = StreamInput(config.input_stream, config, receive_timeout_ms=200)
+    source.attach(stats, lambda message: None)
+    pulse_ids = [1, 2, 5, 6, 10, 3, 4]  # 2 + 3 missing, then a restart from below
+    try:
+        with Sender(port=port, address="tcp://127.0.0.1", mode=PUSH, send_timeout=5000) as sender:
+            source.connect()
+            for pulse_id in pulse_ids:
+                assert sender.send({"value": float(pulse_id)}, pulse_id=pulse_id)
+            received = []
+            deadline = time.monotonic() + 10
+            while len(received) < len(pulse_ids) and time.monotonic() < deadline:
+                message = source.receive()
+                if message is not None:
+                    received.append(message.data.pulse_id)
+    finally:
+        source.close()
+    assert received == pulse_ids
+    assert stats.get("input_gaps") == 5
