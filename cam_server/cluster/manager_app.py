@@ -66,9 +66,11 @@ def camera_routes_to_cluster(method: str, path: str) -> bool:
     """Which camera routes start, read or stop an instance (the cluster app's), the others are the local app's."""
     if path.startswith(PROXY) or _view(path) or path == f"{CAM}/info" or (path == CAM and method == "DELETE"):
         return True
-    match = re.fullmatch(rf"{CAM}/([^/]+)(/[^/]+)?", path)
+    match = re.fullmatch(rf"{CAM}/([^/]+)(/[^/]+)?(/[^/]+)?", path)
     if match is None or match.group(1) in _CAM_FIXED:
         return False
+    if match.group(3) is not None:  # only DELETE .../reservation/<id> has three parts
+        return match.group(2) == "/reservation" and method == "DELETE"
     rest = match.group(2)
     return ((rest is None and method in ("GET", "DELETE")) or (rest == "/config" and method in ("POST", "DELETE"))
             or rest in ("/image", "/image_bytes", "/geometry"))
@@ -259,8 +261,26 @@ def create_camera_manager_app(cm: ClusterManager, store: CameraConfigStore, loca
     install_manager_routes(app, cm, CAM, "Camera", "All camera instances have been stopped.", stop_camera)
 
     @app.get(f"{CAM}/{{camera_name}}")
-    def get_instance_stream(camera_name: str) -> dict[str, Any]:
-        return ok(f"Stream address for camera '{camera_name}'.", stream=stream_of(camera_name))
+    def get_instance_stream(camera_name: str, reserve: bool = False) -> dict[str, Any]:
+        if not reserve:
+            return ok(f"Stream address for camera '{camera_name}'.", stream=stream_of(camera_name))
+        camera = store.resolve(camera_name)
+        stream_of(camera)  # placed and running
+        record = cm.state.instance(camera)
+        if record is None:
+            raise NotFound(f"Camera instance '{camera_name}' is not running.")
+        answer = cm.call_ok("GET", record.host, f"/{camera}", params={"reserve": "true"})
+        return ok(f"Stream address for camera '{camera_name}', reserved until released.", stream=answer["stream"],
+                  reservation=answer.get("reservation"))
+
+    @app.delete(f"{CAM}/{{camera_name}}/reservation/{{reservation}}")
+    def release_stream(camera_name: str, reservation: str) -> Any:
+        """Released on the worker that runs the camera (a camera that moved or ended: nothing held any more)."""
+        camera = store.resolve(camera_name)
+        record = cm.state.instance(camera)
+        if record is None:
+            return ok("The camera is not running: nothing was held.", released=False)
+        return _raw(cm.call("DELETE", record.host, f"/{camera}/reservation/{reservation}"))
 
     @app.delete(f"{CAM}/{{camera_name}}")
     def stop_instance(camera_name: str) -> dict[str, Any]:

@@ -125,6 +125,15 @@ def test_proxy_routes(cluster: CameraCluster, client: CamClient) -> None:
     assert proxy.get_lost_instances() == {}
 
 
+def test_stream_reservations_through_the_manager(cluster: CameraCluster, client: CamClient) -> None:
+    """A pipeline worker reserves its camera through the camera manager: the reservation is made and released on
+    the worker that runs the camera."""
+    stream, reservation = client.reserve_instance_stream("test_camera")
+    assert stream == client.get_instance_stream("test_camera") and reservation
+    assert client.release_stream("test_camera", reservation) is True
+    assert client.release_stream("test_camera", reservation) is False  # released once
+
+
 def test_workers_file_pins_and_disables(cluster: CameraCluster, client: CamClient) -> None:
     proxy = ProxyClient(cluster.url)
     first, second = cluster.workers[0].url, cluster.workers[1].url
