@@ -15,6 +15,7 @@ camera with a short ``no_client_timeout`` does not stop before it arrives.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -25,9 +26,10 @@ import numpy as np
 
 from cam_server.bsread.address import listen_endpoint
 from cam_server.camera.config import CameraConfig
-from cam_server.camera.instance import ipc_address, run_camera_instance
+from cam_server.camera.instance import announce_address, ipc_address, run_camera_instance
 from cam_server.camera.store import CameraConfigStore
 from cam_server.common.errors import NotFound, SourceUnavailable
+from cam_server.common.frame_ring import DEFAULT_SLOTS, host_id, remove_stale_rings, ring_base
 from cam_server.common.instances import InstanceTable
 from cam_server.common.limits import DEFAULT_MAX_BLOCKING, Cancelled, Gate
 from cam_server.common.process import InstanceProcess, reserve_port
@@ -80,8 +82,13 @@ class CameraInstanceManager:
 
     def __init__(self, store: CameraConfigStore, hostname: str = "localhost", start_timeout: float = START_TIMEOUT,
                  log_level: int | None = None, max_blocking: int = DEFAULT_MAX_BLOCKING,
-                 stream_reservation: float = STREAM_RESERVATION_S, stream_interface: str | None = None) -> None:
+                 stream_reservation: float = STREAM_RESERVATION_S, stream_interface: str | None = None,
+                 shared_memory: bool = True, shared_memory_slots: int = DEFAULT_SLOTS) -> None:
         self.store = store
+        # Frames offered to local pipelines through shared memory (camera/shared_frames.py); None: off.
+        self.shared_memory = (os.getpid(), shared_memory_slots) if shared_memory else None
+        self.host_id = host_id()
+        remove_stale_rings()  # of instances killed with an earlier server
         # Instance starts (up to start_timeout each, also those waiting for the same camera's start) hold a thread
         # of the REST server's pool: at most max_blocking at once, more are refused (429).
         self.blocking = Gate(max_blocking, "instance starts")
@@ -110,6 +117,17 @@ class CameraInstanceManager:
         """Stream address of camera ``name`` (or alias), starting its instance if needed; the stream is reserved
         for the caller (see the module doc)."""
         return self.get_instance(name, reserve=True).stream_address
+
+    def get_shared_memory(self, name: str) -> dict[str, Any]:
+        """Like :meth:`get_instance_stream` (the stream is reserved), plus where a pipeline on this host finds the
+        frames in shared memory: ``shared_memory`` is None when this server does not offer it."""
+        instance = self.get_instance(name, reserve=True)
+        shared = None
+        if self.shared_memory is not None and instance.process.pid is not None:
+            pid = instance.process.pid
+            shared = {"ring": ring_base(self.shared_memory[0], instance.config.name or "camera", pid),
+                      "announce": announce_address(pid), "host_id": self.host_id}
+        return {"stream": instance.stream_address, "shared_memory": shared}
 
     def get_instance(self, name: str, reserve: bool = False) -> CameraInstance:
         """The running instance of camera ``name`` (or alias), started if needed; ``reserve``: the caller will
@@ -153,7 +171,7 @@ class CameraInstanceManager:
         config = self.store.load(camera)
         port = config.port or reserve_port(exclude=self._used_ports())
         process = InstanceProcess(camera, run_camera_instance,
-                                  args=(config, port, self.log_level, self.stream_interface),
+                                  args=(config, port, self.log_level, self.stream_interface, self.shared_memory),
                                   preload=PRELOAD, ports=() if config.protocol == "ipc" else (port,))
         if reserve:  # before it can look for clients
             process.control.reserve(self.stream_reservation)
@@ -189,17 +207,23 @@ class CameraInstanceManager:
             camera = name
         if self._table.stop(camera) is None:
             raise NotFound(f"Camera instance '{name}' is not running.")
+        remove_stale_rings()  # an instance killed after the grace period could not unlink its ring
         log.info("camera %s stopped", camera)
 
     def stop_if_running(self, camera: str) -> bool:
-        return self._table.stop(camera) is not None
+        stopped = self._table.stop(camera) is not None
+        if stopped:
+            remove_stale_rings()
+        return stopped
 
     def stop_all_instances(self) -> None:
         """Stop every camera instance, in parallel."""
         self._table.stop_all()
+        remove_stale_rings()
 
     def close(self) -> None:
         self._table.close()
+        remove_stale_rings()
 
     # --- config changes -----------------------------------------------------------------------------------
     def config_changed(self, camera: str, config: CameraConfig) -> None:
@@ -282,7 +306,9 @@ class CameraInstanceManager:
 
 
 def _ended_record(instance: CameraInstance) -> dict[str, Any]:
-    """What ``finished_instances`` shows of a camera instance that ended by itself."""
+    """What ``finished_instances`` shows of a camera instance that ended by itself (called once it was joined: a
+    killed instance's frame ring is removed here)."""
+    remove_stale_rings()
     process = instance.process
     return {"exit_code": process.exitcode, "exit_reason": process.exit_reason(), "last_error": process.last_error,
             "last_error_time": process.last_error_time, "ended": time.time(), "pid": process.pid,

@@ -44,6 +44,7 @@ from cam_server.rest.schemas import (
     JsonBodies,
     OkAnswer,
     OnlineAnswer,
+    SharedMemoryAnswer,
     StreamAnswer,
     documented,
     errors,
@@ -170,6 +171,12 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
     async def is_camera_online(camera_name: str, request: Request) -> dict[str, Any]:
         online, reason = await jobs.run(request, ("online", camera_name), lambda _: manager.is_online(camera_name))
         return ok(reason, online=online)
+
+    @app.get(f"{API}/{{camera_name}}/shared_memory",
+             summary="Stream address and the shared-memory path of a camera's frames (starts its instance if needed)",
+             response_model=documented(SharedMemoryAnswer), responses=errors(400, 404, 429, 503))
+    def get_shared_memory(camera_name: str) -> dict[str, Any]:
+        return ok(f"Stream and shared memory of camera '{camera_name}'.", **manager.get_shared_memory(camera_name))
 
     @app.get(f"{API}/{{camera_name}}/geometry", summary="[width, height] of the camera's images",
              response_model=documented(GeometryAnswer), responses=errors(400, 404, 422, 429, 503))

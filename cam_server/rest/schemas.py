@@ -207,6 +207,18 @@ class StreamAnswer(OkAnswer):
     stream: str = Field(description="bsread stream address: tcp://host:port (or ipc://path)")
 
 
+class SharedMemoryOffer(BaseModel):
+    ring: str = Field(description="name of the camera instance's frame ring in /dev/shm, without its generation")
+    announce: str = Field(description="ipc:// address of the announcements (bsread, image as a missing value)")
+    host_id: str = Field(description="who shares this shared memory: use it only if your own host_id is the same")
+
+
+class SharedMemoryAnswer(StreamAnswer):
+    shared_memory: SharedMemoryOffer | None = Field(
+        description="where a pipeline on this host reads the frames in place; null: not offered (server option "
+                    "--shared_memory off)")
+
+
 class ImageBytes(BaseModel):
     """Raw pixels of an image (PSI's ``get_camera_array`` decodes ``bytes`` with ``dtype`` and ``shape``)."""
 
@@ -246,7 +258,8 @@ class Statistics(BaseModel):
     # Ours (absent while the instance's process is being started).
     frames_in: int | None = None
     frames_out: int | None = None
-    dropped: int | None = Field(None, description="frames dropped: dropped_input + dropped_gates + dropped_output")
+    dropped: int | None = Field(None, description="frames dropped: dropped_input + dropped_gates + dropped_output "
+                                                  "+ dropped_overwritten")
     errors: int | None = Field(None, description="frames whose processing failed")
     rate: float | None = Field(None, description="messages per second sent, smoothed")
     rate_in: float | None = Field(None, description="frames per second received, smoothed")
@@ -278,6 +291,10 @@ class Statistics(BaseModel):
     output_backlog: int | None = Field(None, description="bytes the kernel holds for the slowest stream client "
                                                          "(sampled once a second; about 0 while all keep up)")
     memory_limit: int | None = Field(None, description="RSS bytes at which the instance is ended (0: no limit)")
+    dropped_overwritten: int | None = Field(None, description="of dropped: frames of the camera's shared-memory ring "
+                                                              "overwritten before the pipeline was done with them")
+    input_path: str | None = Field(None, description="how frames arrive: 'shared_memory' (a camera on this host, "
+                                                     "read in place), 'bsread' (the stream); null: none yet")
 
 
 class InstanceInfo(BaseModel):
