@@ -38,6 +38,7 @@ SHM_FOLDER = "/dev/shm"
 PREFIX = "cam_server-"
 MAGIC = b"CSRING01"
 HEADER = struct.Struct("<8sQQQQ")  # magic, slot count, slot size (bytes), data offset, writer pid
+LATEST_OFFSET = 48  # uint64: the sequence number of the last complete frame
 TABLE_OFFSET = 64  # the slot table (begin, end: uint64 each) follows the file header
 PAGE = mmap.PAGESIZE
 DEFAULT_SLOTS = 8
@@ -73,6 +74,7 @@ class RingWriter:
         self._mmap: mmap.mmap | None = None
         self._table: np.ndarray | None = None  # (slots, 2) uint64: begin, end
         self._data: np.ndarray | None = None  # (slots, slot_size) uint8
+        self._latest: np.ndarray | None = None  # (1,) uint64
 
     @property
     def path(self) -> str | None:
@@ -97,6 +99,7 @@ class RingWriter:
         self._mmap[:HEADER.size] = HEADER.pack(MAGIC, self.slots, slot_size, data_offset, os.getpid())
         self._table = np.ndarray((self.slots, 2), np.uint64, self._mmap, TABLE_OFFSET)
         self._data = np.ndarray((self.slots, slot_size), np.uint8, self._mmap, data_offset)
+        self._latest = np.ndarray((1,), np.uint64, self._mmap, LATEST_OFFSET)
         self.slot_size = slot_size
         if old is not None:
             _unlink(old)
@@ -107,18 +110,19 @@ class RingWriter:
         nbytes = image.nbytes
         if nbytes > self.slot_size:
             self._create(nbytes)
-        table, data = self._table, self._data
-        assert table is not None and data is not None
+        table, data, latest = self._table, self._data, self._latest
+        assert table is not None and data is not None and latest is not None
         seq = self.seq + 1
         slot = seq % self.slots
         table[slot, 0] = seq  # begin: readers of the frame that was here see it is going
         np.copyto(data[slot, :nbytes].view(image.dtype).reshape(image.shape), image, casting="no")
         table[slot, 1] = seq  # end: complete
+        latest[0] = seq
         self.seq = seq
         return slot, seq
 
     def _release(self) -> None:
-        self._table = self._data = None
+        self._table = self._data = self._latest = None
         if self._mmap is not None:
             try:
                 self._mmap.close()
@@ -170,6 +174,11 @@ class RingReader:
         self.slots, self.slot_size, self._data_offset = int(slots), int(slot_size), int(data_offset)
         self._table = np.ndarray((self.slots, 2), np.uint64, self._mmap, TABLE_OFFSET)
         self._table.flags.writeable = False
+        self._latest = np.ndarray((1,), np.uint64, self._mmap, LATEST_OFFSET)
+
+    def behind(self, lease: Lease) -> int:
+        """How many frames the writer has written after the leased one (at ``slots`` the slot is reused)."""
+        return int(self._latest[0]) - lease.seq
 
     def lease(self, slot: int, seq: int) -> Lease | None:
         """The frame ``seq`` in ``slot`` if it is complete and not being overwritten, else None."""

@@ -11,8 +11,13 @@ reconnections are the same, only the messages differ.
 The image of an announced frame is a read-only view of its slot. A :class:`FrameLease` rides on the message
 (``message.data.lease``); the loop wraps the frame's compute step with :meth:`FrameLease.guard`, which copies output
 arrays that are views of the slot and then checks the slot's sequence number: a frame overwritten while it was used
-is dropped and counted (``dropped_overwritten``), its results never leave. Averaging keeps state across frames, so
-with ``averaging`` the image is copied (and checked) as it is taken.
+is dropped and counted (``dropped_overwritten``), its results never leave.
+
+A frame is copied out of its slot (and checked) as it is taken instead, when using it in place would risk it:
+with ``averaging`` (the average keeps what it took), when the frame is already half a ring behind the camera (a
+backlog in the input queue), and for :data:`COPY_MODE_S` after a frame was overwritten while in use (a function
+slower than the ring is long). A slow pipeline so loses no more frames than on the bsread stream; a pipeline that
+keeps up reads every frame in place.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +46,7 @@ log = logging.getLogger(__name__)
 # camera package).
 SLOT, SEQ, GENERATION, WRITER = "__shm_slot", "__shm_seq", "__shm_generation", "__shm_writer"
 BSREAD, SHARED_MEMORY = INPUT_PATHS.index("bsread"), INPUT_PATHS.index("shared_memory")
+COPY_MODE_S = 10.0  # after a frame was overwritten while in use, frames are copied as they are taken for this long
 
 
 class FrameLease:
@@ -62,7 +69,7 @@ class FrameLease:
                 values = compute()
             except ProcessingError:
                 if not self._lease.valid():
-                    self._counter.overwritten()
+                    self._counter.overwritten(in_use=True)
                     raise FrameOverwritten() from None
                 raise
             if values is not None:
@@ -71,7 +78,7 @@ class FrameLease:
                     if contains(value):  # sent after the check: it must not change under the output
                         values[name] = value.copy()
             if not self._lease.valid():
-                self._counter.overwritten()
+                self._counter.overwritten(in_use=True)
                 raise FrameOverwritten()
             return values
 
@@ -89,6 +96,7 @@ class SharedMemoryInput(StreamInput):
         self._reader: RingReader | None = None  # the mapped generation (loop's thread)
         self.dropped_overwritten = 0  # counted by the loop's thread and the compute threads (a rare event: a lock)
         self._count_lock = threading.Lock()
+        self._copy_until = 0.0  # monotonic time until which frames are copied as they are taken
         self._path = 0
         self._path_stats: SharedStats | None = None
 
@@ -97,10 +105,13 @@ class SharedMemoryInput(StreamInput):
         stats.set("input_path", 0)  # not known before the first frame
         self._path_stats = stats
 
-    def overwritten(self) -> None:
-        """Count a frame whose slot was overwritten before (or while) it was used."""
+    def overwritten(self, in_use: bool = False) -> None:
+        """Count a frame whose slot was overwritten before (or, ``in_use``, while) it was used; after the latter,
+        frames are copied as they are taken for a while (see the module docstring)."""
         with self._count_lock:
             self.dropped_overwritten += 1
+        if in_use:
+            self._copy_until = time.monotonic() + COPY_MODE_S
 
     # -- negotiation (receiving thread) ------------------------------------------------------------------
 
@@ -167,7 +178,8 @@ class SharedMemoryInput(StreamInput):
         image = reader.image(lease, spec.dtype, spec.numpy_shape)
         if image is None:
             return False
-        if self._config.averaging:  # the average keeps what it took: take a checked copy
+        if self._config.averaging or reader.behind(lease) >= reader.slots // 2 \
+                or time.monotonic() < self._copy_until:  # at risk in place: take a checked copy
             image = image.copy()
             if not lease.valid():
                 return False
