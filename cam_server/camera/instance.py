@@ -186,7 +186,7 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
                 control.report_error(f"Camera '{config.name}': frame not sent: {exc}")
                 continue
             if sent:
-                rate.sent(sender.bytes_sent)
+                rate.sent(sender.bytes_sent + (shared.bytes_sent if shared is not None else 0))
                 age = time.time() - frame.timestamp
                 latency.observe(age if age > 0.0 else 0.0)
             else:

@@ -38,6 +38,7 @@ class SharedFrames:
                              mode=PUB, block=False)
         self._values: dict[str, Any] = {}
         self._pid = os.getpid()
+        self._image_bytes = 0  # written into the ring
 
     def open(self, no_client_action: Callable[[], object] | None, no_client_timeout: float | None) -> None:
         self.sender.open(no_client_action=no_client_action, no_client_timeout=no_client_timeout)
@@ -50,7 +51,9 @@ class SharedFrames:
     def publish(self, values: dict[str, Any], timestamp: tuple[int, int], pulse_id: int) -> bool:
         """Write the image into the ring and announce it with the other values; False when the announcement was
         dropped (a full queue: no reader keeps up)."""
-        slot, seq = self.ring.write(values["image"])
+        image = values["image"]
+        slot, seq = self.ring.write(image)
+        self._image_bytes += image.nbytes
         announced = self._values
         announced.clear()
         announced.update(values)
@@ -58,6 +61,12 @@ class SharedFrames:
         announced[SLOT], announced[SEQ], announced[GENERATION], announced[WRITER] = slot, seq, self.ring.generation, \
             self._pid
         return self.sender.send(announced, timestamp=timestamp, pulse_id=pulse_id, check_data=False)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes handed to local readers: images written into the ring and the announcements (the statistics'
+        ``bytes_out`` counts them with the stream's)."""
+        return self._image_bytes + self.sender.bytes_sent
 
     @property
     def client_count(self) -> int:
