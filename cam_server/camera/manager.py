@@ -118,10 +118,11 @@ class CameraInstanceManager:
         for the caller (see the module doc)."""
         return self.get_instance(name, reserve=True).stream_address
 
-    def get_shared_memory(self, name: str) -> dict[str, Any]:
-        """Like :meth:`get_instance_stream` (the stream is reserved), plus where a pipeline on this host finds the
-        frames in shared memory: ``shared_memory`` is None when this server does not offer it."""
-        instance = self.get_instance(name, reserve=True)
+    def get_shared_memory(self, name: str, reserve: bool = True) -> dict[str, Any]:
+        """Like :meth:`get_instance_stream` (the stream is reserved unless ``reserve`` is False: the caller's server
+        reserved it already), plus where a pipeline on this host finds the frames in shared memory:
+        ``shared_memory`` is None when this server does not offer it."""
+        instance = self.get_instance(name, reserve=reserve)
         shared = None
         if self.shared_memory is not None and instance.process.pid is not None:
             pid = instance.process.pid

@@ -175,8 +175,10 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
     @app.get(f"{API}/{{camera_name}}/shared_memory",
              summary="Stream address and the shared-memory path of a camera's frames (starts its instance if needed)",
              response_model=documented(SharedMemoryAnswer), responses=errors(400, 404, 429, 503))
-    def get_shared_memory(camera_name: str) -> dict[str, Any]:
-        return ok(f"Stream and shared memory of camera '{camera_name}'.", **manager.get_shared_memory(camera_name))
+    def get_shared_memory(camera_name: str, reserve: bool = True) -> dict[str, Any]:
+        """``reserve=false``: the stream is not reserved again (a pipeline instance whose server reserved it)."""
+        return ok(f"Stream and shared memory of camera '{camera_name}'.",
+                  **manager.get_shared_memory(camera_name, reserve))
 
     @app.get(f"{API}/{{camera_name}}/geometry", summary="[width, height] of the camera's images",
              response_model=documented(GeometryAnswer), responses=errors(400, 404, 422, 429, 503))

@@ -97,6 +97,7 @@ class SharedMemoryInput(StreamInput):
         self.dropped_overwritten = 0  # counted by the loop's thread and the compute threads (a rare event: a lock)
         self._count_lock = threading.Lock()
         self._copy_until = 0.0  # monotonic time until which frames are copied as they are taken
+        self._first_request = spec.camera_stream is not None  # the pipeline server reserved the stream for us
         self._path = 0
         self._path_stats: SharedStats | None = None
 
@@ -118,8 +119,12 @@ class SharedMemoryInput(StreamInput):
     def _request_stream(self, cam_server_url: str, camera_name: str) -> str:
         """The announcements' address when the camera offers shared memory on this host, else the stream's."""
         url = f"{cam_server_url.rstrip('/')}/api/v1/cam/{camera_name}/shared_memory"
+        # The first request: the pipeline server reserved the stream for this instance already (one connection
+        # takes one reservation); later ones (a restarted camera) reserve it like a stream request.
+        params = {"reserve": "false"} if self._first_request else None
+        self._first_request = False
         try:
-            response = requests.get(url, timeout=REQUEST_TIMEOUT_S)
+            response = requests.get(url, params=params, timeout=REQUEST_TIMEOUT_S)
             body = response.json()
         except (requests.RequestException, ValueError):
             body = None
