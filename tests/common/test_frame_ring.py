@@ -69,6 +69,7 @@ def test_wrap_around_reuses_slots_and_invalidates_old_leases(writer: RingWriter)
         assert lease is not None and lease.valid()
         leases.append(lease)
     assert [lease.valid() for lease in leases] == [False] * 4 + [True] * 3
+    assert reader is not None and [reader.behind(lease) for lease in leases] == [6, 5, 4, 3, 2, 1, 0]
     assert reader is not None and reader.lease(1, 1) is None  # seq 1 is gone from slot 1 (now seq 7)
     lease = reader.lease(1, 7)
     assert lease is not None
