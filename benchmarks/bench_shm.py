@@ -16,7 +16,8 @@ pre-generated arrays) at the given rate or as fast as it can ("max") → a camer
 
 Per case: delivered/s (messages the client received), missing (gaps in the delivered pulse ids: frames lost
 anywhere), p50/p99 latency (client receive time − the sender's timestamp, carried through), CPU of the camera and
-the pipeline instance (percent of one core, from their CPU times over the window), the pipeline's own counters.
+the pipeline instance (percent of one core, from their CPU times over the window, and CPU milliseconds per frame
+each of them took in: comparable also when a loaded machine starves them of frames), the pipeline's own counters.
 Each cell of the table is min / median over the repeats; the ratio column compares medians with ``bsread`` of the
 same run. ``raw pyzmq`` moves the same bytes once through a PUB/SUB tcp socket (one process to another, one
 timestamp frame + the image bytes) at the same rate: the floor of one socket hop.
@@ -135,7 +136,8 @@ def raw_sender_main(address: str, nbytes: int, rate: float | None, ready: Any, s
                 time.sleep(delay)
             else:
                 next_time = time.monotonic()
-    sock.close(0)
+    sock.close(linger=1000)
+    zmq.Context.instance().term()  # the image is sent without a copy: let the I/O thread finish with it
 
 
 # --- servers ------------------------------------------------------------------------------------------------------
@@ -211,9 +213,11 @@ def run_case(case: str, pipelines: dict[str, str], camera_url: str, duration: fl
         while time.monotonic() < warm:
             source.receive()
         pipeline_pid = client.get_instance_info(instance_id)["pid"]
-        camera_pid = CamClient(camera_url).get_server_info()["active_instances"]["bench"]["pid"]
+        cameras = CamClient(camera_url)
+        camera_pid = cameras.get_server_info()["active_instances"]["bench"]["pid"]
         cpu0 = (_cpu_seconds(camera_pid), _cpu_seconds(pipeline_pid))
         stats0 = client.get_instance_info(instance_id)["statistics"]
+        camera0 = cameras.get_server_info()["active_instances"]["bench"]["statistics"]
         latencies, pids = [], []
         start = time.monotonic()
         end = start + duration
@@ -228,6 +232,7 @@ def run_case(case: str, pipelines: dict[str, str], camera_url: str, duration: fl
         elapsed = time.monotonic() - start
         cpu1 = (_cpu_seconds(camera_pid), _cpu_seconds(pipeline_pid))
         stats = client.get_instance_info(instance_id)["statistics"]
+        camera1 = cameras.get_server_info()["active_instances"]["bench"]["statistics"]
     finally:
         source.disconnect()
         client.stop_instance(instance_id)
@@ -239,6 +244,9 @@ def run_case(case: str, pipelines: dict[str, str], camera_url: str, duration: fl
     return {"delivered/s": len(pids) / elapsed, "missing %": 100 * (expected - len(pids)) / max(expected, 1),
             "p50 ms": float(np.percentile(lat, 50)), "p99 ms": float(np.percentile(lat, 99)),
             "camera cpu %": 100 * (cpu1[0] - cpu0[0]) / elapsed, "pipeline cpu %": 100 * (cpu1[1] - cpu0[1]) / elapsed,
+            # CPU per frame: comparable also when a loaded machine starves the processes of frames
+            "camera ms/frame": 1000 * (cpu1[0] - cpu0[0]) / max(1, camera1["frames_in"] - camera0["frames_in"]),
+            "pipeline ms/frame": 1000 * (cpu1[1] - cpu0[1]) / max(1, stats["frames_in"] - stats0["frames_in"]),
             "dropped": stats["dropped"] - stats0["dropped"],
             "overwritten": stats.get("dropped_overwritten", 0) - stats0.get("dropped_overwritten", 0),
             "path": stats.get("input_path")}
@@ -304,6 +312,7 @@ def main() -> None:
     parser.add_argument("--cases", default="shm,shm+stream,bsread")
     parser.add_argument("--json", default=None, help="also write the raw results here")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a SIGTERM stops the servers too (finally)
     ctx = mp.get_context("spawn")
     cases = args.cases.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="bench_shm_"))
@@ -353,20 +362,24 @@ def main() -> None:
                 stop.set()
                 sender.join(5)
     print("\ncell = min / median over", args.repeats, "repeats; x = median / median of bsread (same size and rate)\n")
-    print("| case | delivered/s | missing % | p50 ms | p99 ms | CPU camera % | CPU pipeline % | camera+pipeline x |"
-          " path |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| case | delivered/s | missing % | p50 ms | p99 ms | CPU camera % | CPU pipeline % | camera ms/frame |"
+          " pipeline ms/frame | camera+pipeline ms/frame x | path |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for key, runs in results.items():
         row = [key, _cell([r["delivered/s"] for r in runs], ".1f"), _cell([r["missing %"] for r in runs], ".1f"),
                _cell([r["p50 ms"] for r in runs], ".1f"), _cell([r["p99 ms"] for r in runs], ".1f")]
         if "camera cpu %" in runs[0]:
-            cpu = statistics.median(r["camera cpu %"] + r["pipeline cpu %"] for r in runs)
+            def per_frame(rs: list[dict[str, Any]]) -> float:
+                return statistics.median(r["camera ms/frame"] + r["pipeline ms/frame"] for r in rs)
+
             base = results.get(key.rsplit(":", 1)[0] + ": bsread")
-            ratio = cpu / statistics.median(r["camera cpu %"] + r["pipeline cpu %"] for r in base) if base else None
+            ratio = per_frame(runs) / per_frame(base) if base else None
             row += [_cell([r["camera cpu %"] for r in runs], ".0f"), _cell([r["pipeline cpu %"] for r in runs], ".0f"),
+                    _cell([r["camera ms/frame"] for r in runs], ".2f"),
+                    _cell([r["pipeline ms/frame"] for r in runs], ".2f"),
                     f"{ratio:.2f}" if ratio else "", str(runs[-1]["path"])]
         else:
-            row += ["", "", "", "one socket hop"]
+            row += ["", "", "", "", "", "one socket hop"]
         print("| " + " | ".join(row) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
