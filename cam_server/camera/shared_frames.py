@@ -52,7 +52,10 @@ class SharedFrames:
         """Write the image into the ring and announce it with the other values; False when the announcement was
         dropped (a full queue: no reader keeps up)."""
         image = values["image"]
-        slot, seq = self.ring.write(image)
+        try:
+            slot, seq = self.ring.write(image)
+        except OSError as exc:  # /dev/shm full, say: an error of this frame (counted and reported), not the end
+            raise ValueError(f"cannot write the frame to shared memory: {exc}") from exc
         self._image_bytes += image.nbytes
         announced = self._values
         announced.clear()

@@ -19,10 +19,10 @@ from cam_server.pipeline.instance_spec import InstanceSpec
 pytestmark = pytest.mark.unit
 
 
-def _spec(shared_memory: bool = True, **config: object) -> InstanceSpec:
+def _spec(server_switch: bool = True, **config: object) -> InstanceSpec:
     return InstanceSpec("shm-test", parse_pipeline_config({"camera_name": "cam", **config}), "tcp://*:1",
                         "tcp://127.0.0.1:1", "tcp://127.0.0.1:2", "http://127.0.0.1:1", "/tmp", "/tmp",
-                        shared_memory=shared_memory)
+                        shared_memory=server_switch)
 
 
 @pytest.fixture
@@ -80,5 +80,8 @@ def test_a_real_error_of_a_frame_still_in_place_is_an_error(ring) -> None:
 
 def test_camera_input_takes_shared_memory_only_for_a_camera_with_the_switch_on() -> None:
     assert isinstance(camera_input(_spec()), SharedMemoryInput)
-    assert not isinstance(camera_input(_spec(shared_memory=False)), SharedMemoryInput)
+    assert not isinstance(camera_input(_spec(server_switch=False)), SharedMemoryInput)
     assert not isinstance(camera_input(_spec(input_stream="tcp://127.0.0.1:3")), SharedMemoryInput)
+    for off in (False, "off"):
+        assert not isinstance(camera_input(_spec(**{"shared_memory": off})), SharedMemoryInput)
+    assert isinstance(camera_input(_spec(**{"shared_memory": True})), SharedMemoryInput)

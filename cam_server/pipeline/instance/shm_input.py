@@ -36,6 +36,7 @@ from cam_server.bsread import Message
 from cam_server.bsread.message import Value
 from cam_server.common.frame_ring import Lease, RingReader, host_id
 from cam_server.common.process import INPUT_PATHS, SharedStats
+from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.instance.input import REQUEST_TIMEOUT_S, StreamInput, request_camera_stream
 from cam_server.pipeline.instance.outcomes import FrameOverwritten, ProcessingError
 from cam_server.pipeline.instance_spec import InstanceSpec
@@ -98,6 +99,7 @@ class SharedMemoryInput(StreamInput):
         self._count_lock = threading.Lock()
         self._copy_until = 0.0  # monotonic time until which frames are copied as they are taken
         self._first_request = spec.camera_stream is not None  # the pipeline server reserved the stream for us
+        self._use_shared_memory = True  # False once a ring could not be mapped
         self._path = 0
         self._path_stats: SharedStats | None = None
 
@@ -131,7 +133,7 @@ class SharedMemoryInput(StreamInput):
         if not isinstance(body, dict) or body.get("state") != "ok" or not body.get("stream"):
             self._ring = None  # an older camera server, or an error the plain request reports clearly
             return request_camera_stream(cam_server_url, camera_name)
-        offer = body.get("shared_memory")
+        offer = body.get("shared_memory") if self._use_shared_memory else None
         if isinstance(offer, dict) and offer.get("host_id") == self._host_id and offer.get("ring") \
                 and offer.get("announce"):
             self._ring = str(offer["ring"])
@@ -173,9 +175,11 @@ class SharedMemoryInput(StreamInput):
         if reader is None or reader.base != ring or reader.generation != int(generation.value):
             try:
                 reader = self._reader = RingReader(ring, int(generation.value))
-            except OSError as exc:
-                log.warning("cannot map frame ring %s: %s", ring, exc)
+            except OSError as exc:  # not ours to read after all: the bsread stream from now on
+                log.warning("cannot map frame ring %s (%s): reading the bsread stream instead", ring, exc)
                 self._reader = None
+                self._use_shared_memory = False
+                self._input_changed = True  # the receiving thread reconnects, asking for the stream
                 return False
         lease = reader.lease(int(slot), int(seq.value))
         if lease is None:
@@ -201,10 +205,18 @@ class SharedMemoryInput(StreamInput):
                 self._path_stats.set("input_path", path)
 
 
+def wants_shared_memory(config: PipelineConfig) -> bool:
+    """The config's own switch: the key ``shared_memory`` (not among the defaults, so expanded configs stay as
+    they were) set to false or "off" keeps this pipeline on the bsread stream."""
+    value = (config.model_extra or {}).get("shared_memory", True)
+    return value not in (False, 0, "off", "false")
+
+
 def camera_input(spec: InstanceSpec, context: zmq.Context | None = None) -> StreamInput:
-    """The input of a camera pipeline: through shared memory when the server allows it and the config reads a
-    camera (not an ``input_stream``), else the bsread stream."""
-    if spec.shared_memory and not spec.config.input_stream and spec.config.camera_name and spec.cam_server_url \
-            and os.path.isdir("/dev/shm"):
+    """The input of a camera pipeline: through shared memory when the server and the config allow it and the config
+    reads a camera (not an ``input_stream``), else the bsread stream."""
+    config = spec.config
+    if spec.shared_memory and wants_shared_memory(config) and not config.input_stream and config.camera_name \
+            and spec.cam_server_url and os.path.isdir("/dev/shm"):
         return SharedMemoryInput(spec, context)
     return StreamInput(spec.camera_stream, spec.config, spec.cam_server_url, context=context)
