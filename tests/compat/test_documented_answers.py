@@ -116,6 +116,7 @@ def test_the_camera_server_answers_what_its_document_says(servers: Servers) -> N
         assert cam.call("GET", f"{api}/doc_camera/is_online")["online"] is True
         assert cam.call("GET", f"{api}/doc_camera/geometry")["geometry"] == [32, 24]
         assert cam.call("GET", f"{api}/doc_camera")["stream"].startswith("tcp://")
+        assert cam.call("GET", f"{api}/doc_camera/shared_memory")["shared_memory"]["announce"].startswith("ipc://")
         image = cam.call("GET", f"{api}/doc_camera/image_bytes")["image"]
         assert image["shape"] == [24, 32] and len(base64.b64decode(image["bytes"])) == 24 * 32 * 2
         cam.call("GET", f"{api}/doc_camera/image")
