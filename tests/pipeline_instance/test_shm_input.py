@@ -85,3 +85,14 @@ def test_camera_input_takes_shared_memory_only_for_a_camera_with_the_switch_on()
     for off in (False, "off"):
         assert not isinstance(camera_input(_spec(**{"shared_memory": off})), SharedMemoryInput)
     assert isinstance(camera_input(_spec(**{"shared_memory": True})), SharedMemoryInput)
+
+
+def test_server_switches() -> None:
+    from cam_server.cli import camera_server, pipeline_server
+
+    assert camera_server.build_parser().parse_args([]).shared_memory == "on"
+    camera = camera_server.build_parser().parse_args(["--shared_memory", "off", "--shared_memory_slots", "3"])
+    assert (camera.shared_memory, camera.shared_memory_slots) == ("off", 3)
+    assert pipeline_server.build_parser().parse_args(["--shared_memory", "off"]).shared_memory == "off"
+    with pytest.raises(SystemExit):
+        camera_server.build_parser().parse_args(["--shared_memory_slots", "1"])  # a ring needs 2 slots

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 import requests
 
 from cam_server.client.cam_client import CamClient
 from cam_server.client.pipeline_client import PipelineClient
 from cam_server.common.frame_ring import host_id, list_rings, parse_ring_name
 from tests.helpers.procs import wait_until
-from tests.helpers.servers import RunningServer, ServerPair, pipeline_server
+from tests.helpers.servers import ServerPair
 from tests.test_metrics import scrape, value
 
 CAMERA = "test_camera"
@@ -28,16 +26,8 @@ def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata
     time.sleep(0.6)  # longer than the camera's ring holds a frame (8 slots at 20 Hz: 0.4 s)
     return {"total": int(image.sum()), "pid": pulse_id}
 """
-# Values that depend on when a frame was taken, not on its pixels.
+# Values that depend on when a frame was taken or on the config, not on its pixels.
 TIMING_KEYS = {"timestamp", "processing_parameters"}
-
-
-@pytest.fixture(scope="module")
-def bsread_only(servers: ServerPair, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """A second pipeline server on the same camera server, with ``--shared_memory off``."""
-    with pipeline_server(tmp_path_factory.mktemp("shm_off"), servers.camera.url,
-                         extra_args=["--shared_memory", "off"]) as server:
-        yield server
 
 
 def _stats(client: PipelineClient, instance_id: str) -> dict:
@@ -53,32 +43,30 @@ def _values(message) -> dict:
     return {name: v.value for name, v in message.data.data.items() if name not in TIMING_KEYS}
 
 
-def test_local_pipeline_reads_in_place_with_the_results_of_the_stream(servers, client, bsread_only):
-    off = PipelineClient(bsread_only.url)
+def test_local_pipeline_reads_in_place_with_the_results_of_the_stream(servers, client):
+    """The config key ``shared_memory: false`` keeps a pipeline on the stream (the server switch takes the same
+    branch, ``shm_input.camera_input``: unit-tested)."""
     shm_id, _ = client.create_instance_from_config({"camera_name": CAMERA})
-    bsread_id, _ = off.create_instance_from_config({"camera_name": CAMERA})
-    try:
-        in_place = client.get_instance_message(shm_id, timeout=30)
-        streamed = off.get_instance_message(bsread_id, timeout=30)
-        assert _stats(client, shm_id)["input_path"] == "shared_memory"
-        assert _stats(off, bsread_id)["input_path"] == "bsread"
-        a, b = _values(in_place), _values(streamed)  # the camera renders the same frame every time
-        assert a.keys() == b.keys() and "x_center_of_mass" in a
-        for name in a:
-            if isinstance(a[name], np.ndarray):
-                np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-            else:
-                assert a[name] == b[name], name
-        # what the camera server offered: a ring named by its pid, the camera and the instance, on this host
-        answer = requests.get(f"{servers.camera.url}/api/v1/cam/{CAMERA}/shared_memory", timeout=10).json()
-        offer = answer["shared_memory"]
-        assert answer["stream"] == CamClient(servers.camera.url).get_instance_stream(CAMERA)
-        assert offer["host_id"] == host_id() and offer["announce"].startswith("ipc://")
-        rings = _camera_rings(servers)
-        assert [name.rsplit("-", 1)[0] for name in rings] == [offer["ring"]]
-        assert parse_ring_name(rings[0])[1] == CAMERA
-    finally:
-        off.stop_instance(bsread_id)
+    bsread_id, _ = client.create_instance_from_config({"camera_name": CAMERA, "shared_memory": False})
+    in_place = client.get_instance_message(shm_id, timeout=30)
+    streamed = client.get_instance_message(bsread_id, timeout=30)
+    assert _stats(client, shm_id)["input_path"] == "shared_memory"
+    assert _stats(client, bsread_id)["input_path"] == "bsread"
+    a, b = _values(in_place), _values(streamed)  # the camera renders the same frame every time
+    assert a.keys() == b.keys() and "x_center_of_mass" in a
+    for name in a:
+        if isinstance(a[name], np.ndarray):
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        else:
+            assert a[name] == b[name], name
+    # what the camera server offered: a ring named by its pid, the camera and the instance, on this host
+    answer = requests.get(f"{servers.camera.url}/api/v1/cam/{CAMERA}/shared_memory", timeout=10).json()
+    offer = answer["shared_memory"]
+    assert answer["stream"] == CamClient(servers.camera.url).get_instance_stream(CAMERA)
+    assert offer["host_id"] == host_id() and offer["announce"].startswith("ipc://")
+    rings = _camera_rings(servers)
+    assert [name.rsplit("-", 1)[0] for name in rings] == [offer["ring"]]
+    assert parse_ring_name(rings[0])[1] == CAMERA
 
 
 def test_slow_function_drops_overwritten_frames_and_recovers(servers, client):
