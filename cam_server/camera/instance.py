@@ -50,9 +50,12 @@ def ipc_address(name: str, port: int) -> str:
     return f"ipc://{IPC_FOLDER}/{name}-{port}"
 
 
+ANNOUNCE_PREFIX = "shm-"  # the announcement socket files: <IPC_FOLDER>/shm-<camera instance pid>
+
+
 def announce_address(instance_pid: int) -> str:
     """Where a camera instance announces the frames it writes to shared memory (``camera/shared_frames.py``)."""
-    return f"ipc://{IPC_FOLDER}/shm-{instance_pid}"
+    return f"ipc://{IPC_FOLDER}/{ANNOUNCE_PREFIX}{instance_pid}"
 
 
 def bind_address(config: CameraConfig, port: int, interface: str | None = None) -> str:

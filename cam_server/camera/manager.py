@@ -27,9 +27,10 @@ import numpy as np
 from cam_server.bsread.address import listen_endpoint
 from cam_server.camera.config import CameraConfig
 from cam_server.camera.instance import announce_address, ipc_address, run_camera_instance
+from cam_server.camera.shared_frames import remove_stale_shared_memory
 from cam_server.camera.store import CameraConfigStore
 from cam_server.common.errors import NotFound, SourceUnavailable
-from cam_server.common.frame_ring import DEFAULT_SLOTS, host_id, remove_stale_rings, ring_base
+from cam_server.common.frame_ring import DEFAULT_SLOTS, host_id, ring_base
 from cam_server.common.instances import InstanceTable
 from cam_server.common.limits import DEFAULT_MAX_BLOCKING, Cancelled, Gate
 from cam_server.common.process import InstanceProcess, reserve_port
@@ -88,7 +89,7 @@ class CameraInstanceManager:
         # Frames offered to local pipelines through shared memory (camera/shared_frames.py); None: off.
         self.shared_memory = (os.getpid(), shared_memory_slots) if shared_memory else None
         self.host_id = host_id()
-        remove_stale_rings()  # of instances killed with an earlier server
+        remove_stale_shared_memory()  # of instances killed with an earlier server
         # Instance starts (up to start_timeout each, also those waiting for the same camera's start) hold a thread
         # of the REST server's pool: at most max_blocking at once, more are refused (429).
         self.blocking = Gate(max_blocking, "instance starts")
@@ -208,23 +209,23 @@ class CameraInstanceManager:
             camera = name
         if self._table.stop(camera) is None:
             raise NotFound(f"Camera instance '{name}' is not running.")
-        remove_stale_rings()  # an instance killed after the grace period could not unlink its ring
+        remove_stale_shared_memory()  # an instance killed after the grace period could not unlink its ring
         log.info("camera %s stopped", camera)
 
     def stop_if_running(self, camera: str) -> bool:
         stopped = self._table.stop(camera) is not None
         if stopped:
-            remove_stale_rings()
+            remove_stale_shared_memory()
         return stopped
 
     def stop_all_instances(self) -> None:
         """Stop every camera instance, in parallel."""
         self._table.stop_all()
-        remove_stale_rings()
+        remove_stale_shared_memory()
 
     def close(self) -> None:
         self._table.close()
-        remove_stale_rings()
+        remove_stale_shared_memory()
 
     # --- config changes -----------------------------------------------------------------------------------
     def config_changed(self, camera: str, config: CameraConfig) -> None:
@@ -309,7 +310,7 @@ class CameraInstanceManager:
 def _ended_record(instance: CameraInstance) -> dict[str, Any]:
     """What ``finished_instances`` shows of a camera instance that ended by itself (called once it was joined: a
     killed instance's frame ring is removed here)."""
-    remove_stale_rings()
+    remove_stale_shared_memory()
     process = instance.process
     return {"exit_code": process.exitcode, "exit_reason": process.exit_reason(), "last_error": process.last_error,
             "last_error_time": process.last_error_time, "ended": time.time(), "pid": process.pid,

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from cam_server.bsread import PUB, Sender
-from cam_server.camera.instance import IPC_FOLDER, announce_address
-from cam_server.common.frame_ring import RingWriter, ring_base
+from cam_server.camera.instance import ANNOUNCE_PREFIX, IPC_FOLDER, announce_address
+from cam_server.common.frame_ring import RingWriter, pid_alive, remove_stale_rings, ring_base
 
 log = logging.getLogger(__name__)
 
@@ -82,3 +82,21 @@ class SharedFrames:
     def close(self) -> None:
         self.sender.close()
         self.ring.close()
+
+
+def remove_stale_shared_memory() -> list[str]:
+    """Rings (``/dev/shm``) and announcement socket files of camera instances that are gone (killed before they
+    could remove them); returns the ring names removed. The camera server calls it at start and whenever one of its
+    instances ends."""
+    try:
+        sockets = [name for name in os.listdir(IPC_FOLDER) if name.startswith(ANNOUNCE_PREFIX)]
+    except OSError:
+        sockets = []
+    for name in sockets:
+        pid = name[len(ANNOUNCE_PREFIX):]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            try:
+                os.unlink(os.path.join(IPC_FOLDER, name))
+            except OSError:
+                pass
+    return remove_stale_rings()

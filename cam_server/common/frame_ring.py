@@ -213,7 +213,7 @@ def _unlink(path: str) -> None:
         pass
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -244,7 +244,7 @@ def remove_stale_rings(folder: str = SHM_FOLDER) -> list[str]:
     removed = []
     for name in list_rings(folder):
         parsed = parse_ring_name(name)
-        if parsed is not None and not _pid_alive(parsed[2]):
+        if parsed is not None and not pid_alive(parsed[2]):
             _unlink(os.path.join(folder, name))
             removed.append(name)
     if removed:

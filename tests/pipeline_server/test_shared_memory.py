@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from cam_server.camera.instance import announce_address
 from cam_server.client.cam_client import CamClient
 from cam_server.client.pipeline_client import PipelineClient
 from cam_server.common.frame_ring import host_id, list_rings, parse_ring_name
@@ -100,3 +101,4 @@ def test_kill_9_leaves_no_ring(servers, client):
     os.kill(camera_pid, signal.SIGKILL)
     wait_until(lambda: not _camera_rings(servers), 10, "the killed camera's ring removed")
     assert not Path(f"/dev/shm/{rings[0]}").exists()
+    assert not Path(announce_address(camera_pid).removeprefix("ipc://")).exists()  # its socket file too
