@@ -63,6 +63,14 @@ def ipc_address(name: str, port: int) -> str:
     return f"ipc://{IPC_FOLDER}/{name}-{port}"
 
 
+ANNOUNCE_PREFIX = "shm-"  # the announcement socket files: <IPC_FOLDER>/shm-<camera instance pid>
+
+
+def announce_address(instance_pid: int) -> str:
+    """Where a camera instance announces the frames it writes to shared memory (``camera/shared_frames.py``)."""
+    return f"ipc://{IPC_FOLDER}/{ANNOUNCE_PREFIX}{instance_pid}"
+
+
 def bind_address(config: CameraConfig, port: int, interface: str | None = None) -> str:
     """The endpoint the instance binds (tcp on ``interface``, default all interfaces, or an ipc path)."""
     if config.protocol == "ipc":
@@ -101,8 +109,10 @@ def _connect_source(config: CameraConfig) -> FrameSource:
 
 
 def run_camera_instance(control: InstanceControl, config: CameraConfig, port: int,
-                        log_level: int = logging.WARNING, interface: str | None = None) -> None:
-    """Instance process entry point (module level: forkserver pickles it by reference)."""
+                        log_level: int = logging.WARNING, interface: str | None = None,
+                        shared_memory: tuple[int, int] | None = None) -> None:
+    """Instance process entry point (module level: forkserver pickles it by reference). ``shared_memory``: (camera
+    server pid, ring slots) to also offer frames through shared memory (``camera/shared_frames.py``)."""
     configure_memory()
     logging.basicConfig(level=log_level, format=f"%(asctime)s camera[{config.name}] %(levelname)s "
                                                   "%(name)s: %(message)s")
@@ -116,7 +126,7 @@ def run_camera_instance(control: InstanceControl, config: CameraConfig, port: in
         control.report_error(f"Cannot start camera '{config.name}': {exc}")
         raise SystemExit(EXIT_SOURCE_OFFLINE) from None
     try:
-        _stream(control, config, source, port, interface)
+        _stream(control, config, source, port, interface, shared_memory)
     except Exception as exc:  # noqa: BLE001
         log.exception("camera instance failed")
         control.report_error(f"Camera '{config.name}' stopped: {type(exc).__name__}: {exc}")
@@ -124,9 +134,10 @@ def run_camera_instance(control: InstanceControl, config: CameraConfig, port: in
 
 
 def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource, port: int,
-            interface: str | None = None) -> None:
+            interface: str | None = None, shared_memory: tuple[int, int] | None = None) -> None:
     from cam_server.bsread import PUB, Sender
     from cam_server.camera.publisher import CameraPublisher
+    from cam_server.camera.shared_frames import SharedFrames
 
     no_clients = threading.Event()
     timeout = config.no_client_timeout
@@ -134,12 +145,21 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
     # again (for clients to come) when the frames turn out to be of another size.
     sender = Sender(queue_size=send_queue_size(config, _image_bytes(config, source)), port=None,
                     address=bind_address(config, port, interface), mode=PUB, block=False)
-    sender.open(no_client_action=no_clients.set if timeout > 0 else None,
+    shared = SharedFrames(shared_memory[0], config.name or "camera", shared_memory[1]) if shared_memory else None
+
+    def no_client() -> None:  # neither a stream client nor a shared-memory reader (each socket's monitor asks)
+        if sender.client_count == 0 and (shared is None or shared.client_count == 0):
+            no_clients.set()
+
+    sender.open(no_client_action=no_client if timeout > 0 else None,
                 no_client_timeout=timeout if timeout > 0 else None)
+    if shared is not None:
+        shared.open(no_client_action=no_client if timeout > 0 else None,
+                    no_client_timeout=timeout if timeout > 0 else None)
     stats = control.stats
     rate = RateMeter(stats)
     rate_in = RateMeter(stats, "rate_in", throughput_field=None)
-    publisher = CameraPublisher(sender, config)
+    publisher = CameraPublisher(sender, config, shared)
     counters = _SourceCounters(stats)
     trimmer = MemoryTrimmer()
     latency = control.histograms.latency  # GET /metrics: frame timestamp → sent, per frame
@@ -161,7 +181,7 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
         while not control.should_stop():
             if no_clients.is_set():
                 stats.set_state("stopping")  # before looking at reservations (the server looks the other way)
-                connections = _note_connections(control, sender.connections, connections)
+                connections = _note_connections(control, _connections(sender, shared), connections)
                 if not control.held():
                     log.info("camera %s: no clients for %.1f s, stopping", config.name, timeout)
                     control.report_exit_reason(f"no clients for {timeout:g} s")
@@ -182,8 +202,8 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
             if frame is None or now >= next_check:  # not per frame: counters, clients, state and stale rates
                 next_check = now + CHECK_INTERVAL_S
                 connected = counters.update(source)
-                connections = _note_connections(control, sender.connections, connections)
-                stats.set("clients", sender.client_count)
+                connections = _note_connections(control, _connections(sender, shared), connections)
+                stats.set("clients", sender.client_count + (shared.client_count if shared is not None else 0))
                 trimmer.check(now)
                 if frame is None:
                     state = ("reconnecting" if not connected else
@@ -207,7 +227,7 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
                 control.report_error(f"Camera '{config.name}': frame not sent: {exc}")
                 continue
             if sent:
-                rate.sent(sender.bytes_sent)
+                rate.sent(sender.bytes_sent + (shared.bytes_sent if shared is not None else 0))
                 age = time.time() - frame.timestamp
                 latency.observe(age if age > 0.0 else 0.0)
             else:
@@ -221,6 +241,8 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
     finally:
         stats.set_state("stopping")
         sender.close()
+        if shared is not None:
+            shared.close()  # unlinks the ring (a killed instance's ring is removed by its server)
         source.close()
 
 
@@ -230,6 +252,9 @@ def _bound_send_queue(sender: Any, config: CameraConfig, message_bytes: int) -> 
     if size != sender.queue_size:
         log.info("camera %s: %d-byte images, send queue %d messages per client", config.name, message_bytes, size)
         sender.set_queue_size(size)
+def _connections(sender: Any, shared: Any) -> int:
+    """Client connections made so far, to the stream and to the shared-memory announcements."""
+    return sender.connections + (shared.connections if shared is not None else 0)
 
 
 def _note_connections(control: InstanceControl, count: int, before: int) -> int:

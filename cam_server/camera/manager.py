@@ -19,6 +19,7 @@ the pipeline server and its instances): no connection ends it, only :meth:`~Came
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,9 +30,11 @@ import numpy as np
 
 from cam_server.bsread.address import listen_endpoint
 from cam_server.camera.config import CameraConfig
-from cam_server.camera.instance import ipc_address, run_camera_instance
+from cam_server.camera.instance import announce_address, ipc_address, run_camera_instance
+from cam_server.camera.shared_frames import remove_stale_shared_memory
 from cam_server.camera.store import CameraConfigStore
 from cam_server.common.errors import NotFound, SourceUnavailable
+from cam_server.common.frame_ring import DEFAULT_SLOTS, host_id, ring_base
 from cam_server.common.instances import InstanceTable
 from cam_server.common.limits import DEFAULT_MAX_BLOCKING, Cancelled, Gate
 from cam_server.common.process import InstanceProcess, reserve_port
@@ -84,8 +87,13 @@ class CameraInstanceManager:
 
     def __init__(self, store: CameraConfigStore, hostname: str = "localhost", start_timeout: float = START_TIMEOUT,
                  log_level: int | None = None, max_blocking: int = DEFAULT_MAX_BLOCKING,
-                 stream_reservation: float = STREAM_RESERVATION_S, stream_interface: str | None = None) -> None:
+                 stream_reservation: float = STREAM_RESERVATION_S, stream_interface: str | None = None,
+                 shared_memory: bool = True, shared_memory_slots: int = DEFAULT_SLOTS) -> None:
         self.store = store
+        # Frames offered to local pipelines through shared memory (camera/shared_frames.py); None: off.
+        self.shared_memory = (os.getpid(), shared_memory_slots) if shared_memory else None
+        self.host_id = host_id()
+        remove_stale_shared_memory()  # of instances killed with an earlier server
         # Instance starts (up to start_timeout each, also those waiting for the same camera's start) hold a thread
         # of the REST server's pool: at most max_blocking at once, more are refused (429).
         self.blocking = Gate(max_blocking, "instance starts")
@@ -131,6 +139,24 @@ class CameraInstanceManager:
         if instance is None or not (reservation.isascii() and reservation.isdigit()):
             return False
         return instance.process.control.release(int(reservation))
+
+    def get_shared_memory(self, name: str, reserve: bool | None = None) -> dict[str, Any]:
+        """Like :meth:`get_instance_stream` (``reserve`` None), :meth:`reserve_stream` (True: the answer has the
+        ``reservation``) or neither (False: the caller's server reserved the stream already), plus where a pipeline
+        on this host finds the frames in shared memory: ``shared_memory`` is None when this server does not offer
+        it."""
+        held: list[int] = []
+        how: bool | Callable[[Any], None] = True if reserve is None else reserve
+        if reserve:
+            how = lambda control: held.append(control.reserve_until_released(self.stream_reservation))  # noqa: E731
+        instance = self.get_instance(name, reserve=how)
+        shared = None
+        if self.shared_memory is not None and instance.process.pid is not None:
+            pid = instance.process.pid
+            shared = {"ring": ring_base(self.shared_memory[0], instance.config.name or "camera", pid),
+                      "announce": announce_address(pid), "host_id": self.host_id}
+        answer = {"stream": instance.stream_address, "shared_memory": shared}
+        return {**answer, "reservation": str(held[-1])} if held else answer
 
     def get_instance(self, name: str, reserve: bool | Callable[[Any], None] = False) -> CameraInstance:
         """The running instance of camera ``name`` (or alias), started if needed; ``reserve``: the caller will
@@ -183,7 +209,7 @@ class CameraInstanceManager:
         config = self.store.load(camera)
         port = config.port or reserve_port(exclude=self._used_ports())
         process = InstanceProcess(camera, run_camera_instance,
-                                  args=(config, port, self.log_level, self.stream_interface),
+                                  args=(config, port, self.log_level, self.stream_interface, self.shared_memory),
                                   preload=PRELOAD, ports=() if config.protocol == "ipc" else (port,))
         if reserve:  # before it can look for clients
             self._make_reservation(process, reserve)
@@ -219,17 +245,23 @@ class CameraInstanceManager:
             camera = name
         if self._table.stop(camera) is None:
             raise NotFound(f"Camera instance '{name}' is not running.")
+        remove_stale_shared_memory()  # an instance killed after the grace period could not unlink its ring
         log.info("camera %s stopped", camera)
 
     def stop_if_running(self, camera: str) -> bool:
-        return self._table.stop(camera) is not None
+        stopped = self._table.stop(camera) is not None
+        if stopped:
+            remove_stale_shared_memory()
+        return stopped
 
     def stop_all_instances(self) -> None:
         """Stop every camera instance, in parallel."""
         self._table.stop_all()
+        remove_stale_shared_memory()
 
     def close(self) -> None:
         self._table.close()
+        remove_stale_shared_memory()
 
     # --- config changes -----------------------------------------------------------------------------------
     def config_changed(self, camera: str, config: CameraConfig) -> None:
@@ -312,7 +344,9 @@ class CameraInstanceManager:
 
 
 def _ended_record(instance: CameraInstance) -> dict[str, Any]:
-    """What ``finished_instances`` shows of a camera instance that ended by itself."""
+    """What ``finished_instances`` shows of a camera instance that ended by itself (called once it was joined: a
+    killed instance's frame ring is removed here)."""
+    remove_stale_shared_memory()
     process = instance.process
     return {"exit_code": process.exitcode, "exit_reason": process.exit_reason(), "last_error": process.last_error,
             "last_error_time": process.last_error_time, "ended": time.time(), "pid": process.pid,

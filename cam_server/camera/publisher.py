@@ -15,6 +15,7 @@ import numpy as np
 
 from cam_server.bsread import Sender, derive_type_shape
 from cam_server.camera.config import CameraConfig
+from cam_server.camera.shared_frames import SharedFrames
 from cam_server.camera.sources.base import RawFrame
 from cam_server.processing.camera_transforms import apply_camera_transforms, calibrated_axes
 
@@ -24,8 +25,11 @@ log = logging.getLogger(__name__)
 class CameraPublisher:
     """Applies a camera config to raw frames and publishes them on ``sender`` (already open)."""
 
-    def __init__(self, sender: Sender, config: CameraConfig) -> None:
+    def __init__(self, sender: Sender, config: CameraConfig, shared: SharedFrames | None = None) -> None:
         self.sender = sender
+        # The shared-memory path (local pipelines): each frame is also written to its ring and announced; then the
+        # bsread stream is only encoded and sent while it has clients.
+        self.shared = shared
         self._layout: tuple | None = None
         self._axes_key: tuple | None = None
         self._x_axis = np.empty(0, np.float32)
@@ -87,7 +91,10 @@ class CameraPublisher:
             if name not in {c["name"] for c in channels}:
                 channels.append({"name": name, **meta})
         encoder = self.sender.encoder
-        encoder.set_channels([{**c, "encoding": c.get("encoding", "little")} for c in channels])
+        declared = [{**c, "encoding": c.get("encoding", "little")} for c in channels]
+        encoder.set_channels(declared)
+        if self.shared is not None:
+            self.shared.declare(declared)
         self._layout = key
         self.frame_shape = (height, width)
         log.info("camera stream layout: %dx%d %s, %d extra channels", width, height, dtype.name, len(extra_meta))
@@ -120,7 +127,16 @@ class CameraPublisher:
         if exact is None:
             sec = int(frame.timestamp)
             exact = (sec, int((frame.timestamp - sec) * 1e9))
-        return self.sender.send(data, timestamp=exact, pulse_id=self._pulse_id(frame), check_data=False)
+        pulse_id = self._pulse_id(frame)
+        shared = self.shared
+        if shared is None:
+            return self.sender.send(data, timestamp=exact, pulse_id=pulse_id, check_data=False)
+        if not shared.client_count:  # no local reader: the bsread stream only, as without the shared path
+            return self.sender.send(data, timestamp=exact, pulse_id=pulse_id, check_data=False)
+        announced = shared.publish(data, exact, pulse_id)
+        if not self.sender.client_count:  # only shared-memory readers: no bsread message to encode and send
+            return announced
+        return self.sender.send(data, timestamp=exact, pulse_id=pulse_id, check_data=False) or announced
 
 
 def _type_name(dtype: np.dtype) -> str:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 
 from cam_server.cli import serve
+from cam_server.common.frame_ring import DEFAULT_SLOTS
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_trailing_arguments(parser, "User scripts directory (served under /api/v1/cam/script)")
     serve.add_limit_arguments(parser)
     serve.add_access_arguments(parser)
+    serve.add_shared_memory_argument(parser, DEFAULT_SLOTS)
     return parser
 
 
@@ -35,7 +37,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     hostname = serve.stream_hostname(args)
     manager = CameraInstanceManager(CameraConfigStore(args.base), hostname=hostname,
                                     max_blocking=args.max_blocking_requests,
-                                    stream_interface=serve.stream_interface(args))
+                                    stream_interface=serve.stream_interface(args),
+                                    shared_memory=args.shared_memory == "on",
+                                    shared_memory_slots=args.shared_memory_slots)
     serve.warm_up_in_background(manager.warm_up)
     app = create_camera_app(manager, ScriptStore(args.user_scripts_base), max_long_requests=args.max_long_requests,
                             api_token=api_token(args.api_token))

@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_trailing_arguments(parser, "User processing scripts directory")
     serve.add_limit_arguments(parser)
     serve.add_access_arguments(parser)
+    serve.add_shared_memory_argument(parser)
     parser.add_argument("--cam_server_token", default=None,
                         help="API token of the camera server (default: the environment variable "
                              "CAM_SERVER_API_TOKEN).")
@@ -116,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                               stream_interface=serve.stream_interface(args),
                               allow_external_functions=args.allow_external_functions,
                               max_blocking=args.max_blocking_requests,
-                              instance_memory_limit=int(args.instance_memory_limit * MIB))
+                              instance_memory_limit=int(args.instance_memory_limit * MIB),
+                              shared_memory=args.shared_memory == "on")
     if args.max_instances is not None:
         manager.max_instances = args.max_instances
     serve.warm_up_in_background(manager.warm_up)

@@ -45,14 +45,22 @@ def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
                              "at once (more are refused with 429)")
 
 
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum`` (a clear message otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
+
+
+_at_least_one = at_least(1)
 
 
 def add_access_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +71,17 @@ def add_access_arguments(parser: argparse.ArgumentParser) -> None:
                         help="API token: POST, PUT and DELETE requests need 'Authorization: Bearer <token>' "
                              "(default: the environment variable CAM_SERVER_API_TOKEN). Without one, anyone who can "
                              "reach the port can change configs and run code through user scripts.")
+
+
+def add_shared_memory_argument(parser: argparse.ArgumentParser, slots: int | None = None) -> None:
+    """``--shared_memory on|off``, the same on both servers, and on the camera server ``--shared_memory_slots``
+    (docs/shared_memory.md)."""
+    parser.add_argument("--shared_memory", choices=("on", "off"), default="on",
+                        help="Frames between a camera and the pipelines on the same host through shared memory "
+                             "(the bsread stream stays for everyone else); off: always the bsread stream.")
+    if slots is not None:
+        parser.add_argument("--shared_memory_slots", type=at_least(2), default=slots,
+                            help="Frames each camera's shared-memory ring holds (a slower reader loses older ones).")
 
 
 def stream_interface(args: argparse.Namespace) -> str:

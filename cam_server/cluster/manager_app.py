@@ -73,7 +73,7 @@ def camera_routes_to_cluster(method: str, path: str) -> bool:
         return match.group(2) == "/reservation" and method == "DELETE"
     rest = match.group(2)
     return ((rest is None and method in ("GET", "DELETE")) or (rest == "/config" and method in ("POST", "DELETE"))
-            or rest in ("/image", "/image_bytes", "/geometry"))
+            or rest in ("/image", "/image_bytes", "/geometry", "/shared_memory"))
 
 
 def pipeline_routes_to_cluster(method: str, path: str) -> bool:

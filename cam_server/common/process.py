@@ -81,12 +81,17 @@ STAT_FIELDS = (
     "output_backlog",    # bytes waiting in the kernel for the slowest stream client (sampled once a second)
     "memory_limit",      # bytes of RSS at which the instance is ended (0: no limit)
     "input_gaps",        # pulse ids missing from the input stream: lost before the instance (a sender's full queue)
+    # --- issue 13: frames through shared memory (common/frame_ring.py) ---
+    "dropped_overwritten",  # of "dropped": frames of a shared-memory ring overwritten before the reader was done
+    "input_path",        # how frames arrive: an index into INPUT_PATHS (snapshot() shows the name)
 )
 _INDEX = {name: i for i, name in enumerate(STAT_FIELDS)}
 _INT_FIELDS = frozenset({"frames_in", "frames_out", "dropped", "errors", "clients", "bytes_out", "frame_width",
                          "frame_height", "reconnects", "source_restarts", "dropped_input", "dropped_gates",
                          "dropped_output", "input_queue", "output_queue", "output_queue_max", "output_backlog",
-                         "memory_limit", "input_gaps"})
+                         "memory_limit", "input_gaps", "dropped_overwritten"})
+# statistics.input_path: none yet (and camera instances), the bsread stream, or a camera's shared-memory ring.
+INPUT_PATHS = ("", "bsread", "shared_memory")
 
 # The states an instance reports in ``statistics.state`` (SharedStats.set_state; shared memory holds the index):
 #   starting                  the process runs, its source / stream are being set up (0: the initial value)
@@ -183,6 +188,8 @@ class SharedStats:
         for name, value in zip(STAT_FIELDS, values, strict=True):
             out[name] = int(value) if name in _INT_FIELDS else value
         out["state"] = state_name(out["state"])
+        path = int(out["input_path"])
+        out["input_path"] = INPUT_PATHS[path] if 0 < path < len(INPUT_PATHS) else None
         now = time.time()
         for rate, (stamp, throughput) in RATE_STAMPS.items():
             if out[rate] and now - out[stamp] > RATE_STALE_S:

@@ -24,3 +24,4 @@ class InstanceSpec:
     memory_limit: int = 0  # bytes of RSS (server --instance_memory_limit) unless config.memory_limit says; 0: none
     stream_interface: str | None = None  # where bound inputs listen (a fan-in's input_stream); None: everywhere
     allow_external_functions: bool = False  # `function` may name any .py path or importable module
+    shared_memory: bool = False  # a camera on this host may hand frames through shared memory (server option)

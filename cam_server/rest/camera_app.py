@@ -46,6 +46,7 @@ from cam_server.rest.schemas import (
     OkAnswer,
     OnlineAnswer,
     ReleaseAnswer,
+    SharedMemoryAnswer,
     documented,
     errors,
 )
@@ -183,6 +184,15 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
     async def is_camera_online(camera_name: str, request: Request) -> dict[str, Any]:
         online, reason = await jobs.run(request, ("online", camera_name), lambda _: manager.is_online(camera_name))
         return ok(reason, online=online)
+
+    @app.get(f"{API}/{{camera_name}}/shared_memory",
+             summary="Stream address and the shared-memory path of a camera's frames (starts its instance if needed)",
+             response_model=documented(SharedMemoryAnswer), responses=errors(400, 404, 429, 503))
+    def get_shared_memory(camera_name: str, reserve: bool | None = None) -> dict[str, Any]:
+        """Reserves the stream as ``GET .../<camera>`` does (``reserve=true``: held until released, the answer's
+        ``reservation``); ``reserve=false``: not reserved again (a pipeline instance whose server reserved it)."""
+        return ok(f"Stream and shared memory of camera '{camera_name}'.",
+                  **manager.get_shared_memory(camera_name, reserve))
 
     @app.get(f"{API}/{{camera_name}}/geometry", summary="[width, height] of the camera's images",
              response_model=documented(GeometryAnswer), responses=errors(400, 404, 422, 429, 503))

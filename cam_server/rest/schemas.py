@@ -215,6 +215,16 @@ class CameraStreamAnswer(StreamAnswer):
 class ReleaseAnswer(OkAnswer):
     released: bool = Field(description="the reservation held the camera until now (false: it had expired, was "
                            "released already, or was made on an instance that has ended since)")
+class SharedMemoryOffer(BaseModel):
+    ring: str = Field(description="name of the camera instance's frame ring in /dev/shm, without its generation")
+    announce: str = Field(description="ipc:// address of the announcements (bsread, image as a missing value)")
+    host_id: str = Field(description="who shares this shared memory: use it only if your own host_id is the same")
+
+
+class SharedMemoryAnswer(CameraStreamAnswer):
+    shared_memory: SharedMemoryOffer | None = Field(
+        description="where a pipeline on this host reads the frames in place; null: not offered (server option "
+                    "--shared_memory off)")
 
 
 class ImageBytes(BaseModel):
@@ -256,7 +266,8 @@ class Statistics(BaseModel):
     # Ours (absent while the instance's process is being started).
     frames_in: int | None = None
     frames_out: int | None = None
-    dropped: int | None = Field(None, description="frames dropped: dropped_input + dropped_gates + dropped_output")
+    dropped: int | None = Field(None, description="frames dropped: dropped_input + dropped_gates + dropped_output "
+                                                  "+ dropped_overwritten")
     errors: int | None = Field(None, description="frames whose processing failed")
     rate: float | None = Field(None, description="messages per second sent, smoothed")
     rate_in: float | None = Field(None, description="frames per second received, smoothed")
@@ -292,6 +303,10 @@ class Statistics(BaseModel):
                                                      "dropped_input): lost before the instance, e.g. by the camera's "
                                                      "send queue, which ZeroMQ does not report; also ids a source "
                                                      "skips by design")
+    dropped_overwritten: int | None = Field(None, description="of dropped: frames of the camera's shared-memory ring "
+                                                              "overwritten before the pipeline was done with them")
+    input_path: str | None = Field(None, description="how frames arrive: 'shared_memory' (a camera on this host, "
+                                                     "read in place), 'bsread' (the stream); null: none yet")
 
 
 class InstanceInfo(BaseModel):

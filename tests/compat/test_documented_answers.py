@@ -118,6 +118,7 @@ def test_the_camera_server_answers_what_its_document_says(servers: Servers) -> N
         assert cam.call("GET", f"{api}/doc_camera")["stream"].startswith("tcp://")
         reservation = cam.call("GET", f"{api}/doc_camera?reserve=true")["reservation"]
         assert cam.call("DELETE", f"{api}/doc_camera/reservation/{reservation}")["released"] is True
+        assert cam.call("GET", f"{api}/doc_camera/shared_memory")["shared_memory"]["announce"].startswith("ipc://")
         image = cam.call("GET", f"{api}/doc_camera/image_bytes")["image"]
         assert image["shape"] == [24, 32] and len(base64.b64decode(image["bytes"])) == 24 * 32 * 2
         cam.call("GET", f"{api}/doc_camera/image")

@@ -39,7 +39,7 @@ import zmq
 from cam_server.bsread import Decoder, Message, Source, Wakeup
 from cam_server.bsread.endpoints import SUB, mode_name, receive_mode
 from cam_server.common.errors import SourceUnavailable
-from cam_server.common.process import INSTANCE_STATES, STATE_CODES, RateMeter, SharedStats
+from cam_server.common.process import INPUT_PATHS, INSTANCE_STATES, STATE_CODES, RateMeter, SharedStats
 from cam_server.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,7 @@ class StreamInput:
         self._stats = stats  # last: the receiving thread counts once this is set
         stats.set("state", self._state)
         stats.set("reconnects", self.reconnects)
+        stats.set("input_path", INPUT_PATHS.index("bsread"))  # shm_input.SharedMemoryInput: shared memory
 
     def interrupt(self) -> None:
         """From any thread: make a blocked :meth:`receive` (and every later one) return None at once, and end the
@@ -390,7 +391,7 @@ class StreamInput:
             self._wakeup.wait(min(self._retry_at - now, self._receive_timeout_ms / 1000))
             return None
         try:
-            address, reservation = request_camera_stream(self._cam_server_url, name)
+            address, reservation = self._request_stream(self._cam_server_url, name)
         except SourceUnavailable as exc:
             self._camera_server_failed(exc)
             return None
@@ -403,6 +404,11 @@ class StreamInput:
             if self._stats is not None:
                 self._stats.set("waiting_since", 0.0)
         return address
+
+    def _request_stream(self, cam_server_url: str, camera_name: str) -> tuple[str, str | None]:
+        """The address to connect to for the camera (a subclass may negotiate another path than the stream) and
+        the reservation that holds the camera until our first frame (see :func:`request_camera_stream`)."""
+        return request_camera_stream(cam_server_url, camera_name)
 
     def _camera_server_failed(self, error: SourceUnavailable) -> None:
         """Wait for the camera server (backoff), or give up once ``camera_server_timeout`` has passed."""

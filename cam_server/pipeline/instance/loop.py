@@ -19,7 +19,7 @@ from cam_server.bsread import Message
 from cam_server.common.process import STATE_CODES, InstanceControl, RateMeter
 from cam_server.pipeline.config import PipelineConfig
 from cam_server.pipeline.instance.input import RATE_STALE_S, StreamInput
-from cam_server.pipeline.instance.outcomes import FinishInstance, Job, ProcessingError
+from cam_server.pipeline.instance.outcomes import FinishInstance, FrameOverwritten, Job, ProcessingError
 from cam_server.pipeline.instance.stream_output import OutputStream
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,9 @@ class InstanceLoop:
                 self._update_dropped()
                 continue
             job.received = received
+            lease = getattr(getattr(message, "data", None), "lease", None)  # a frame read in place (shared memory)
+            if lease is not None:
+                job.compute = lease.guard(job.compute)  # checked after use: an overwritten frame is dropped
             if dispatch(job):
                 return
 
@@ -219,15 +222,19 @@ class InstanceLoop:
     def _update_dropped(self) -> None:
         """``dropped`` and its parts: ``dropped_gates`` (held back on purpose: gates, empty images, functions
         returning None), ``dropped_output`` (the output: full queue or send timeout, full buffer, enforce_pid) and
-        ``dropped_input`` (the input: the oldest frames of a full input queue, bsread merge frames without data)."""
+        ``dropped_input`` (the input: the oldest frames of a full input queue, bsread merge frames without data) and
+        ``dropped_overwritten`` (a shared-memory input: frames overwritten in the camera's ring before their use
+        ended)."""
         stats, source = self.stats, self.source
         gates = self._dropped_prepare + self._dropped_compute
         output = self.output.dropped
         inputs = getattr(source, "dropped", 0) + getattr(source, "dropped_backlog", 0)
+        overwritten = getattr(source, "dropped_overwritten", 0)  # shared-memory input: slots reused too early
         stats.set("dropped_gates", gates)
         stats.set("dropped_output", output)
         stats.set("dropped_input", inputs)
-        stats.set("dropped", gates + output + inputs)
+        stats.set("dropped_overwritten", overwritten)
+        stats.set("dropped", gates + output + inputs + overwritten)
 
     def _housekeeping(self) -> None:
         """About once a second: queue fill levels and the slowest client's backlog (not worth a look per frame)."""
@@ -272,6 +279,9 @@ class InstanceLoop:
                 self._dropped_compute += 1
                 return False
             sent = self.output.send(values, job.pulse_id, job.timestamp)
+        except FrameOverwritten:  # counted by the input (dropped_overwritten)
+            self._update_dropped()
+            return False
         except (ProcessingError, ValueError) as exc:
             stats.add("errors")
             message = str(exc) if isinstance(exc, ProcessingError) else f"Cannot send pulse id {job.pulse_id}: {exc}"

@@ -20,6 +20,10 @@ class FinishInstance(Exception):  # noqa: N818 - control flow, not an error
     """The instance has done its job (pid_range stop reached)."""
 
 
+class FrameOverwritten(Exception):  # noqa: N818 - control flow: the input counted the drop
+    """The frame's shared-memory slot was overwritten while it was used: its results must not leave."""
+
+
 @dataclass(slots=True)
 class Job:
     """A frame that passed the sequential gates, ready for the (possibly parallel) compute step."""

@@ -131,8 +131,9 @@ class PipelineManager:
                  max_blocking: int = DEFAULT_MAX_BLOCKING,
                  instance_memory_limit: int = 0, stream_interface: str | None = None,
                  allow_external_functions: bool = False, config_timeout: float = CONFIG_TIMEOUT,
-                 max_instances: int = MAX_INSTANCES) -> None:
+                 max_instances: int = MAX_INSTANCES, shared_memory: bool = True) -> None:
         self.cam_client = cam_client
+        self.shared_memory = shared_memory  # instances may read a local camera's frames in shared memory
         # What holds a REST thread for seconds (instance starts, which wait for the camera; calls to the camera
         # server): at most max_blocking at once, more are refused (429).
         self.blocking = Gate(max_blocking, "blocking requests (instance starts, camera server calls)")
@@ -642,7 +643,8 @@ class PipelineManager:
                             file_folder=self.file_folder, protected_folders=self.protected_folders,
                             memory_limit=self.instance_memory_limit,
                             stream_interface=self.stream_interface,
-                            allow_external_functions=self.allow_external_functions)
+                            allow_external_functions=self.allow_external_functions,
+                            shared_memory=self.shared_memory)
         try:
             process = InstanceProcess(instance_id, target, (spec,), preload=self._preload(),
                                       ports=_listening_ports(port, expanded))

@@ -19,9 +19,9 @@ from cam_server.bsread import Message
 from cam_server.common.errors import InvalidConfig
 from cam_server.pipeline.config import PipelineConfig, roi_problem
 from cam_server.pipeline.instance.gates import Downsampler, FrameRateLimiter, in_pid_range
-from cam_server.pipeline.instance.input import StreamInput
 from cam_server.pipeline.instance.messages import filter_output, message_timestamp
 from cam_server.pipeline.instance.outcomes import Job, ProcessingError
+from cam_server.pipeline.instance.shm_input import camera_input
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.types.merge_input import MergedInput
 from cam_server.pipeline.types.processing_parameters import LiveParameters, ParameterBuilder
@@ -182,6 +182,6 @@ def make_handler(spec: InstanceSpec) -> ProcessingHandler:
 
 
 def open_input(spec: InstanceSpec, context: zmq.Context) -> MergedInput:
-    """The camera (or input stream), paired with bsread data by pulse id when ``bsread_address`` is set."""
-    inner = StreamInput(spec.camera_stream, spec.config, spec.cam_server_url, context=context)
-    return MergedInput(inner, spec.config)
+    """The camera (through shared memory when it is on this host: ``shm_input.py``) or input stream, paired with
+    bsread data by pulse id when ``bsread_address`` is set."""
+    return MergedInput(camera_input(spec, context), spec.config)
