@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_trailing_arguments(parser, "User scripts directory (served under /api/v1/cam/script)")
     serve.add_limit_arguments(parser)
     serve.add_access_arguments(parser)
+    serve.add_http_arguments(parser)
     return parser
 
 

@@ -15,7 +15,7 @@ Each route's answer, errors and request body are typed in the OpenAPI document b
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,6 +40,7 @@ from cam_server.pipeline.server.backgrounds import (
 )
 from cam_server.pipeline.server.manager import MESSAGE_TIMEOUT, PipelineManager
 from cam_server.rest.auth import install_auth
+from cam_server.rest.cached import CachedAnswers, CachedReads, Read
 from cam_server.rest.envelope import (
     BodyTooLarge,
     install_error_handlers,
@@ -88,6 +89,28 @@ _CONFIG_CHANGE = "Only the keys to change (merged into dict-valued parameters); 
 _IMAGE_BYTES_JSON_VALUES = 64
 
 
+_INFO = f"{API}/info"
+_INSTANCE, _INSTANCE_INFO = f"{API}/instance/", "/info"
+
+
+def _cached_reads(app: FastAPI) -> Callable[[str], Read | None]:
+    """The routes whose answers :class:`CachedAnswers` keeps (a GET of them changes nothing): the server info (key
+    None) and an instance's info (key: the instance id)."""
+    routes = {getattr(route, "path", None): route for route in app.routes}
+    info, instance_info = routes[_INFO], routes[f"{_INSTANCE}{{instance_id}}{_INSTANCE_INFO}"]
+
+    def reads(path: str) -> Read | None:
+        if path == _INFO:
+            return None, info
+        if path.startswith(_INSTANCE) and path.endswith(_INSTANCE_INFO):
+            instance_id = path[len(_INSTANCE):-len(_INSTANCE_INFO)]
+            if instance_id and "/" not in instance_id:
+                return instance_id, instance_info
+        return None
+
+    return reads
+
+
 def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
                         max_long_requests: int = DEFAULT_MAX_LONG, api_token: str | None = None) -> FastAPI:
     """The FastAPI application serving ``/api/v1/pipeline`` (OpenAPI at /docs and /openapi.json) and the log
@@ -95,6 +118,7 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
     background collections / message waits run at once. With ``api_token``, POST, PUT and DELETE need it
     (rest/auth.py)."""
     jobs = LongRequests(max_long_requests, "pipeline")
+    answers = CachedAnswers(lambda: manager.changes)  # the info routes' encoded answers (rest/cached.py)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -132,11 +156,14 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
         manager.stop_all_instances()
         return ok("All pipeline instances stopped.")
 
+    def server_info() -> bytes:
+        return ok_response("Pipeline manager info.", info={**manager.get_info(), "long_requests": jobs.info(),
+                                                           "blocking_requests": manager.blocking.info()}).body
+
     @app.get(f"{API}/info", summary="Server info: running instances with their info, version, cpu, memory",
              response_model=documented(PipelineServerInfoAnswer), responses=errors())
-    def get_info() -> Response:
-        return ok_response("Pipeline manager info.", info={**manager.get_info(), "long_requests": jobs.info(),
-                                                           "blocking_requests": manager.blocking.info()})
+    async def get_info() -> Response:
+        return Response(await answers.get(None, server_info), media_type="application/json")
 
     @app.get(f"{API}/groups", summary="Saved pipelines by group (the configs' 'group' key)",
              response_model=documented(GroupsAnswer), responses=errors())
@@ -253,8 +280,12 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
 
     @app.get(f"{API}/instance/{{instance_id}}/info", summary="Instance info",
              response_model=documented(PipelineInstanceInfoAnswer), responses=errors(400, 404))
-    def get_instance_info(instance_id: str) -> Response:
-        return ok_response(f"Pipeline instance {instance_id} info.", info=manager.get_instance_info(instance_id))
+    async def get_instance_info(instance_id: str) -> Response:
+        def build() -> bytes:
+            return ok_response(f"Pipeline instance {instance_id} info.",
+                               info=manager.get_instance_info(instance_id)).body
+
+        return Response(await answers.get(instance_id, build), media_type="application/json")
 
     @app.get(f"{API}/instance/{{instance_id}}/exitcode", summary="Exit code: null while running, then the code",
              response_model=documented(ExitCodeAnswer), responses=errors(400, 404))
@@ -334,6 +365,8 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
     # The live view: GET /, /view/<instance_id> and its WebSocket (see rest/view/routes.py).
     install_view_routes(app, PipelineTarget(manager))
     # GET /metrics (Prometheus) and the REST request counters (see rest/metrics.py).
+    # Before the metrics: the cached info answers (rest/cached.py) are counted and timed too.
+    app.add_middleware(CachedReads, answers=answers, reads=_cached_reads(app))
     install_metrics(app, "pipeline", manager.metrics_instances)
     install_auth(app, api_token)
     return app
