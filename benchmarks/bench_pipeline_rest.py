@@ -136,7 +136,7 @@ def _report_memory(api: str) -> None:
               f"RSS {rss / 2**20 if rss else float('nan'):.1f} MiB, frame {stats.get('frame_shape')}")
 
 
-def _variant(text: str) -> tuple[dict[str, str], list[str]]:
+def parse_variant(text: str) -> tuple[dict[str, str], list[str]]:
     """A variant's environment (leading ``NAME=value`` words, e.g. ``CAM_SERVER_INFO_CACHE_S=0``) and arguments."""
     words = shlex.split(text)
     env = {}
@@ -160,7 +160,7 @@ def info_benchmark(args: argparse.Namespace) -> None:
             _create_camera(cam.url, args)
         pipes = []
         for i, variant in enumerate(variants):
-            env, extra = _variant(variant)
+            env, extra = parse_variant(variant)
             pipes.append(stack.enter_context(pipeline_server(
                 Path(tmp) / f"variant{i}", cam.url, env=env, log_level="WARNING",
                 extra_args=[*shlex.split(args.server_args), *extra])))
