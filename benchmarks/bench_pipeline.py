@@ -106,6 +106,19 @@ def camera_main(address: str, width: int, height: int, rate: float | None, durat
     sender.close()
 
 
+def receive_for(client: Any, end: float, latencies: list[float], pids: list[int]) -> None:
+    """Receive until ``end`` (monotonic): each message's latency (receive time − the sender's timestamp carried
+    through the path, same host clock) and pulse id."""
+    while time.monotonic() < end:
+        message = client.receive()
+        if message is None:
+            continue
+        now = time.time()
+        data = message.data
+        latencies.append(now - (data.global_timestamp + data.global_timestamp_offset * 1e-9))
+        pids.append(data.pulse_id)
+
+
 def run_case(width: int, height: int, rate: float | None, duration: float, threads: int, function: str | None,
              transport: str, tmpdir: str) -> dict:
     import numpy as np
@@ -152,15 +165,7 @@ def run_case(width: int, height: int, rate: float | None, duration: float, threa
         sent_start = sent.value
         for p in (proc, camera_proc, client_proc):
             p.cpu_percent(None)
-        end = warm + duration
-        while time.monotonic() < end:
-            message = client.receive()
-            if message is None:
-                continue
-            now = time.time()
-            data = message.data
-            latencies.append(now - (data.global_timestamp + data.global_timestamp_offset * 1e-9))
-            pids.append(data.pulse_id)
+        receive_for(client, warm + duration, latencies, pids)
         cpu = proc.cpu_percent(None)
         camera_cpu, client_cpu = camera_proc.cpu_percent(None), client_proc.cpu_percent(None)
         rss = proc.memory_info().rss
@@ -208,7 +213,11 @@ def baseline_tree(commit: str, folder: Path) -> dict[str, str]:
     archive = subprocess.run(["git", "-C", str(root), "archive", commit], check=True, capture_output=True).stdout
     folder.mkdir(parents=True, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    return {"PYTHONSAFEPATH": "1", "PYTHONPATH": str(folder)}
+    env = {"PYTHONSAFEPATH": "1", "PYTHONPATH": str(folder)}
+    # Compile its numba kernels now (cached beside its sources), not in its first instance (minutes on a busy host).
+    subprocess.run([sys.executable, "-c", "import cam_server.processing.default"], env={**os.environ, **env},
+                   check=True)
+    return env
 
 
 def _sample_cpu(pids: list[int]) -> list[Any]:
@@ -242,7 +251,7 @@ def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: 
               "rotate": 0, "camera_calibration": None, "no_client_timeout": 0, "bsread_mode": "SUB"}
     requests.post(f"{cam_url}/api/v1/cam/{camera}/config", json=config, timeout=30).raise_for_status()
     answer = requests.post(f"{pipe_url}/api/v1/pipeline", json={"camera_name": camera, "no_client_timeout": 0},
-                           timeout=60).json()
+                           timeout=180).json()
     instance_id, stream = answer["instance_id"], answer["stream"]
     client = Source(address=stream, mode=SUB, receive_timeout=1000, queue_size=client_hwm)
     client.connect()
@@ -261,15 +270,7 @@ def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: 
         procs = _sample_cpu([cam_info["statistics"]["pid"], pipe_info["pid"]])
         sent_start = sent.value
         stats_start = cam_info["statistics"], pipe_info["statistics"]
-        end = time.monotonic() + duration
-        while time.monotonic() < end:
-            message = client.receive()
-            if message is None:
-                continue
-            now = time.time()
-            data = message.data
-            latencies.append(now - (data.global_timestamp + data.global_timestamp_offset * 1e-9))
-            pids.append(data.pulse_id)
+        receive_for(client, time.monotonic() + duration, latencies, pids)
         cpu = [proc.cpu_percent(None) for proc in procs]
         sent_count = sent.value - sent_start
         cam_stats = requests.get(f"{cam_url}/api/v1/cam/info", timeout=30).json()["info"]["active_instances"][camera][
