@@ -102,6 +102,26 @@ class CachedAnswers:
 Read = tuple[Any, Any]  # a cached read's key in CachedAnswers and its route (FastAPI's, for scope["route"])
 
 
+def info_reads(routes: list[Any], info: str, instance_prefix: str | None = None,
+               instance_suffix: str = "/info") -> Callable[[str], Read | None]:
+    """The reads :class:`CachedReads` answers: ``GET info`` (key None) and, with ``instance_prefix``, ``GET
+    <instance_prefix><id><instance_suffix>`` (key: the id; its route is declared as ``{instance_id}``)."""
+    by_path = {getattr(route, "path", None): route for route in routes}
+    info_route = by_path[info]
+    instance_route = by_path[f"{instance_prefix}{{instance_id}}{instance_suffix}"] if instance_prefix else None
+
+    def reads(path: str) -> Read | None:
+        if path == info:
+            return None, info_route
+        if instance_prefix and path.startswith(instance_prefix) and path.endswith(instance_suffix):
+            instance_id = path[len(instance_prefix):-len(instance_suffix)]
+            if instance_id and "/" not in instance_id:
+                return instance_id, instance_route
+        return None
+
+    return reads
+
+
 class CachedReads:
     """ASGI middleware of :class:`CachedAnswers`: a ``GET`` of a path ``reads(path)`` names (its key and route) is
     answered from a fresh cached answer right here, without routing and the framework's layers (the route's handler

@@ -15,7 +15,7 @@ Each route's answer, errors and request body are typed in the OpenAPI document b
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,7 +40,7 @@ from cam_server.pipeline.server.backgrounds import (
 )
 from cam_server.pipeline.server.manager import MESSAGE_TIMEOUT, PipelineManager
 from cam_server.rest.auth import install_auth
-from cam_server.rest.cached import CachedAnswers, CachedReads, Read
+from cam_server.rest.cached import CachedAnswers, CachedReads, info_reads
 from cam_server.rest.envelope import (
     BodyTooLarge,
     install_error_handlers,
@@ -87,28 +87,6 @@ _NEW_CONFIG = "A pipeline config: only its input (usually camera_name) is needed
 _CONFIG_CHANGE = "Only the keys to change (merged into dict-valued parameters); null returns a key to its default."
 # An image_bytes dict has a handful of values; its base64 string holds no ',', '[' or '{'.
 _IMAGE_BYTES_JSON_VALUES = 64
-
-
-_INFO = f"{API}/info"
-_INSTANCE, _INSTANCE_INFO = f"{API}/instance/", "/info"
-
-
-def _cached_reads(app: FastAPI) -> Callable[[str], Read | None]:
-    """The routes whose answers :class:`CachedAnswers` keeps (a GET of them changes nothing): the server info (key
-    None) and an instance's info (key: the instance id)."""
-    routes = {getattr(route, "path", None): route for route in app.routes}
-    info, instance_info = routes[_INFO], routes[f"{_INSTANCE}{{instance_id}}{_INSTANCE_INFO}"]
-
-    def reads(path: str) -> Read | None:
-        if path == _INFO:
-            return None, info
-        if path.startswith(_INSTANCE) and path.endswith(_INSTANCE_INFO):
-            instance_id = path[len(_INSTANCE):-len(_INSTANCE_INFO)]
-            if instance_id and "/" not in instance_id:
-                return instance_id, instance_info
-        return None
-
-    return reads
 
 
 def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
@@ -366,7 +344,8 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
     install_view_routes(app, PipelineTarget(manager))
     # GET /metrics (Prometheus) and the REST request counters (see rest/metrics.py).
     # Before the metrics: the cached info answers (rest/cached.py) are counted and timed too.
-    app.add_middleware(CachedReads, answers=answers, reads=_cached_reads(app))
+    app.add_middleware(CachedReads, answers=answers,
+                       reads=info_reads(app.routes, f"{API}/info", f"{API}/instance/", "/info"))
     install_metrics(app, "pipeline", manager.metrics_instances)
     install_auth(app, api_token)
     return app

@@ -6,6 +6,7 @@ instance table; the fast stack (httptools, uvloop) is what the servers run by de
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -54,6 +55,21 @@ def test_info_answers_are_reused_briefly_and_follow_every_change_at_once(servers
     assert instance_id not in client.get_server_info()["active_instances"]
     with pytest.raises(ValueError, match="not running"):
         client.get_instance_info(instance_id)
+
+
+def test_camera_server_info_is_reused_briefly_and_follows_a_new_stream_at_once(servers):
+    cam = servers.camera.url
+    requests.delete(f"{cam}/api/v1/cam/test_camera", timeout=10)  # not streaming (404 if it was not)
+    info_url = f"{cam}/api/v1/cam/info"
+    first, second = _fresh_pair(info_url)
+    assert first == second
+    assert "test_camera" not in json.loads(first)["info"]["active_instances"]
+    assert requests.get(f"{cam}/api/v1/cam/test_camera", timeout=30).json()["state"] == "ok"  # a GET that starts it
+    try:
+        assert "test_camera" in json.loads(_get(info_url))["info"]["active_instances"]
+    finally:
+        requests.delete(f"{cam}/api/v1/cam/test_camera", timeout=10)
+    assert "test_camera" not in json.loads(_get(info_url))["info"]["active_instances"]
 
 
 def test_cached_info_requests_are_counted_by_route(servers, client: PipelineClient):
