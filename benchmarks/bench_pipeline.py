@@ -16,12 +16,32 @@ camera's send timestamp carried through the pipeline (same host clock). Reported
 - p50/p99/max latency, pipeline CPU % (all its threads, 100 = one core) and RSS at the end, and the CPU % of
   the camera and client processes (all three share the machine).
 The first second is warm-up and not counted. At "max" the latency is queueing time (HWM-deep queues are full).
+
+``--servers``: the whole path of issue 13 with real processes, each started on free ports:
+
+    .venv/bin/python benchmarks/bench_pipeline.py --servers [--cases 1280x1024@100,...,2560x2160@max]
+        [--baseline COMMIT] [--variants "ENV=1 --arg x cam.queue_size=4 pipe.input_queue_size=4;..."]
+        [--server-args='--shared_memory off'] [--repeats 3] [--duration 10]
+
+An external sender process (bsread PUB on tcp, uint16 images of the case's size) → a camera server's instance of a
+``bsread`` camera reading it → a pipeline server's instance with the default processing → a SUB client (this
+process). "max": the sender sends the next frame as soon as the camera instance has taken the previous one (SNDHWM 1
+with XPUB_NODROP: as fast as the first hop goes, and no frame waits or is lost in the sender's own queue). Each
+variant is a camera + pipeline server pair, all running for the whole benchmark: ``--baseline`` runs the servers
+of an older commit (unpacked with ``git archive``, its numba kernels compiled first) as the first variant; every
+case runs on every variant in turn, round after round (``--repeats``), so that the load of a shared machine falls on
+all alike. Columns: sender/s (frames ZeroMQ took), delivered/s, dropped % (gaps in the delivered pulse ids: frames
+sent and never delivered, wherever they were lost), latency p50/p99 (receive time − the sender's timestamp), CPU of
+the camera and the pipeline instance (100 = one core), and the drops the instances counted in the window (the
+camera's ``dropped``, the pipeline's ``dropped_input`` at its door and ``dropped_output``). Last, raw pyzmq PUB → SUB
+over tcp moving one image of each size, the floor of one socket hop.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import multiprocessing as mp
 import os
 import re
@@ -30,7 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -199,11 +219,27 @@ SERVER_COLUMNS = ["variant", "size", "rate", "sender/s", "delivered/s", "dropped
 
 @dataclass
 class ServerVariant:
-    """One camera + pipeline server pair: its label, environment (e.g. an older source tree) and extra arguments."""
+    """One camera + pipeline server pair: its label, environment (e.g. an older source tree), extra arguments and
+    keys of the benchmark's camera and pipeline configs (variant words ``cam.KEY=JSON``, ``pipe.KEY=JSON``)."""
 
     label: str
     env: dict[str, str]
     args: list[str]
+    camera: dict[str, Any] = field(default_factory=dict)
+    pipeline: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str, env: dict[str, str], words: list[str]) -> ServerVariant:
+        configs: dict[str, dict[str, Any]] = {"cam": {}, "pipe": {}}
+        args = []
+        for word in words:
+            kind, dot, rest = word.partition(".")
+            if dot and kind in configs and "=" in rest:
+                key, _, value = rest.partition("=")
+                configs[kind][key] = json.loads(value)
+            else:
+                args.append(word)
+        return cls(text, env, args, configs["cam"], configs["pipe"])
 
 
 def baseline_tree(commit: str, folder: Path) -> dict[str, str]:
@@ -248,10 +284,10 @@ def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: 
     ready.wait(20)
     camera = f"bench_{tag}"
     config = {"name": camera, "source_type": "bsread", "source": address, "mirror_x": False, "mirror_y": False,
-              "rotate": 0, "camera_calibration": None, "no_client_timeout": 0, "bsread_mode": "SUB"}
+              "rotate": 0, "camera_calibration": None, "no_client_timeout": 0, "bsread_mode": "SUB", **variant.camera}
     requests.post(f"{cam_url}/api/v1/cam/{camera}/config", json=config, timeout=30).raise_for_status()
-    answer = requests.post(f"{pipe_url}/api/v1/pipeline", json={"camera_name": camera, "no_client_timeout": 0},
-                           timeout=180).json()
+    answer = requests.post(f"{pipe_url}/api/v1/pipeline", json={"camera_name": camera, "no_client_timeout": 0,
+                                                                 **variant.pipeline}, timeout=180).json()
     instance_id, stream = answer["instance_id"], answer["stream"]
     client = Source(address=stream, mode=SUB, receive_timeout=1000, queue_size=client_hwm)
     client.connect()
@@ -292,7 +328,8 @@ def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: 
     return {
         "variant": variant.label, "size": f"{width}x{height}", "rate": "max" if not rate else f"{rate:g} Hz",
         "sender/s": sent_count / duration, "delivered/s": len(pids) / duration,
-        "dropped %": 100.0 * (1 - len(pids) / sent_count) if sent_count else float("nan"),
+        # Gaps in the delivered pulse ids (the sender numbers every frame it sends from 0): frames lost anywhere.
+        "dropped %": 100.0 * (1 - len(pids) / (pids[-1] - pids[0] + 1)) if pids else float("nan"),
         "p50 ms": float(np.percentile(lat, 50)), "p99 ms": float(np.percentile(lat, 99)), "max ms": float(lat.max()),
         "cpu camera %": cpu[0], "cpu pipeline %": cpu[1],
         "camera dropped": delta(cam_stats, stats_start[0], "dropped"),
@@ -359,8 +396,7 @@ def servers_benchmark(args: argparse.Namespace) -> None:
             env = baseline_tree(args.baseline, Path(tmp) / "baseline")
             variants.append(ServerVariant(f"{args.baseline} (before)", env, []))
         for text in (v.strip() for v in args.variants.split(";") if v.strip()) if args.variants else ["(this tree)"]:
-            env, extra = parse_variant("" if text == "(this tree)" else text)
-            variants.append(ServerVariant(text, env, extra))
+            variants.append(ServerVariant.parse(text, *parse_variant("" if text == "(this tree)" else text)))
         pairs = []
         for i, variant in enumerate(variants):
             folder = Path(tmp) / f"variant{i}"
@@ -417,7 +453,8 @@ def main() -> None:
                         "and an external sender (see the module docstring)")
     parser.add_argument("--cases", default=SERVER_CASES, help="with --servers: comma list of WxH@rate (Hz or max)")
     parser.add_argument("--variants", default="", help="with --servers: ';'-separated server environments (leading "
-                        "NAME=value words) and arguments, each a server pair (default: this tree as it is)")
+                        "NAME=value words), arguments and config keys (cam.KEY=JSON, pipe.KEY=JSON), each a server "
+                        "pair (default: this tree as it is)")
     parser.add_argument("--baseline", default="", help="with --servers: a commit of this repository whose servers "
                         "run as the first variant (before/after in one run)")
     parser.add_argument("--server-args", default="", help="with --servers: more arguments of every server, e.g. "
