@@ -81,6 +81,8 @@ class CachedAnswers:
             return body
         lock = self._locks.get(key)
         if lock is None:
+            if len(self._locks) >= self._max_entries:  # ids that failed (404) leave a lock and no answer
+                self._locks.clear()  # a build in progress keeps its lock; at worst one more build runs beside it
             lock = self._locks[key] = asyncio.Lock()
         async with lock:
             body = self.fresh(key)
@@ -90,7 +92,6 @@ class CachedAnswers:
             body = await run_in_threadpool(build)
             if len(self._answers) >= self._max_entries:
                 self._answers.clear()
-                self._locks = {key: lock}
             self._answers[key] = (stamp, time.monotonic() + self.ttl, body)
             return body
 

@@ -97,3 +97,37 @@ def test_http_stack_choices():
     args = pipeline_server.build_parser().parse_args(["--http", "h11", "--loop", "asyncio"])
     assert (args.http, args.loop) == ("h11", "asyncio")
     assert pipeline_server.build_parser().parse_args([]).http == "auto"
+
+
+@pytest.mark.unit
+def test_cached_answers_are_bounded_and_built_once_per_change():
+    import asyncio
+
+    from cam_server.rest.cached import CachedAnswers
+
+    version = [0]
+    builds: list[str] = []
+    answers = CachedAnswers(lambda: version[0], ttl=60, max_entries=2)
+
+    def build(key: str) -> bytes:
+        builds.append(key)
+        if key.startswith("missing"):
+            raise LookupError(key)
+        return key.encode()
+
+    async def scenario() -> None:
+        assert await asyncio.gather(*(answers.get("a", lambda: build("a")) for _ in range(5))) == [b"a"] * 5
+        assert builds == ["a"]  # concurrent requests wait for the one build
+        version[0] += 1  # an instance started or left: built again
+        assert await answers.get("a", lambda: build("a")) == b"a" and builds == ["a", "a"]
+        answers.forget()  # another request finished: built again
+        assert answers.fresh("a") is None
+        for i in range(10):  # unknown ids (a 404 each) leave no unbounded state behind
+            with pytest.raises(LookupError):
+                await answers.get(f"missing{i}", lambda i=i: build(f"missing{i}"))
+        assert len(answers._locks) <= 2  # noqa: SLF001 - the bound is the point
+        for key in "bcd":
+            await answers.get(key, lambda key=key: build(key))
+        assert len(answers._answers) <= 2  # noqa: SLF001
+
+    asyncio.run(scenario())
