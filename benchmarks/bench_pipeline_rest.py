@@ -9,7 +9,8 @@ With ``--info``: read-only throughput instead. ``--instances`` pipeline instance
 clients read ``GET /api/v1/pipeline/info`` (and, with ``--instance-info``, an instance's ``info``) as fast as
 they can for ``--seconds``; prints req/s (min / median of ``--repeats`` rounds) and p50/p99 in ms, and with ``--memory``
 the PSS / RSS of each instance (issue 13). ``--variants`` compares pipeline servers started with different arguments
-(HTTP parser, event loop) in the same run, interleaved.
+(HTTP parser, event loop) in the same run, interleaved; ``--floor`` adds a bare ASGI app sending the same answer
+with the same stack (what the clients and uvicorn cost alone on this machine, the ceiling of any server).
 
     .venv/bin/python benchmarks/bench_pipeline_rest.py [--n 40] [--clients 8]
     .venv/bin/python benchmarks/bench_pipeline_rest.py --info [--clients 8] [--instances 4] [--seconds 10]
@@ -33,7 +34,9 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -146,6 +149,45 @@ def parse_variant(text: str) -> tuple[dict[str, str], list[str]]:
     return env, words
 
 
+async def _bare_app(scope: dict, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = BARE_BODY[0]
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
+BARE_BODY = [b""]
+
+
+def _serve_bare(port: int, body: bytes) -> None:
+    import uvicorn
+
+    BARE_BODY[0] = body
+    uvicorn.run(_bare_app, host="127.0.0.1", port=port, http="httptools", loop="uvloop", log_level="warning")
+
+
+@contextlib.contextmanager
+def _bare_server(body: bytes) -> Iterator[str]:
+    """A process serving ``body`` to every request with the servers' stack: what the clients and uvicorn cost alone."""
+    import multiprocessing
+
+    from tests.helpers.net import free_port
+    from tests.helpers.procs import wait_until
+
+    port = free_port()
+    process = multiprocessing.get_context("spawn").Process(target=_serve_bare, args=(port, body), daemon=True)
+    process.start()
+    url = f"http://127.0.0.1:{port}/api/v1/pipeline/info"
+    try:
+        wait_until(lambda: requests.get(url, timeout=1).ok, 30, "the bare server")
+        yield url
+    finally:
+        process.terminate()
+        process.join(10)
+
+
 def info_benchmark(args: argparse.Namespace) -> None:
     """Every variant (a pipeline server started with its own environment and arguments, e.g.
     ``CAM_SERVER_INFO_CACHE_S=0 --http h11 --loop asyncio``) in
@@ -169,6 +211,7 @@ def info_benchmark(args: argparse.Namespace) -> None:
               f"load average {os.getloadavg()[0]:.2f}\n")
         routes = ["info"] + (["instance info"] if args.instance_info else [])
         results: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
+        floor: str | None = None
         for round_no in range(args.repeats):
             for i, pipe in enumerate(pipes):
                 api = f"{pipe.url}/api/v1/pipeline"
@@ -182,15 +225,25 @@ def info_benchmark(args: argparse.Namespace) -> None:
                     results.setdefault((i, route), []).append((rate, percentile(lat, 0.5), percentile(lat, 0.99)))
                 if args.memory and round_no == 0 and i == 0:
                     _report_memory(api)
+                if floor is None and args.floor:  # the same answer from a bare ASGI app: the stack's ceiling
+                    floor = stack.enter_context(_bare_server(requests.get(urls[0], timeout=30).content))
                 for iid in ids:
                     requests.delete(f"{api}/{iid}", timeout=60)
+            if floor is not None:
+                read_info(floor, args.clients, 1.0)
+                rate, lat = read_info(floor, args.clients, args.seconds)
+                results.setdefault((len(variants), "info"), []).append(
+                    (rate, percentile(lat, 0.5), percentile(lat, 0.99)))
         print(f"load average at the end {os.getloadavg()[0]:.2f}\n")
         print("| variant (server args) | route | req/s min | req/s median | ratio (median) | p50 ms | p99 ms |")
         print("|---|---|---|---|---|---|---|")
         for route in routes:
             base = _median([r[0] for r in results[(0, route)]])
-            for i, variant in enumerate(variants):
-                rows = results[(i, route)]
+            labels = [*variants, "floor: a bare ASGI app sending the same bytes (uvicorn, httptools, uvloop)"]
+            for i, variant in enumerate(labels):
+                rows = results.get((i, route))
+                if rows is None:
+                    continue
                 rates = [r[0] for r in rows]
                 print(f"| {variant or '(default)'} | {route} | {min(rates):.0f} | {_median(rates):.0f} | "
                       f"{_median(rates) / base:.2f} | {_median([r[1] for r in rows]):.2f} | "
@@ -216,6 +269,8 @@ def main() -> None:
                         "httptools --loop uvloop' (ratios against the first)")
     parser.add_argument("--server-args", default="", help="more arguments for every pipeline server")
     parser.add_argument("--repeats", type=int, default=3, help="with --info: rounds over the variants")
+    parser.add_argument("--floor", action="store_true", help="with --info: also a bare ASGI app sending the same "
+                        "answer, each round (the clients' and uvicorn's own ceiling on this machine)")
     parser.add_argument("--memory", action="store_true", help="with --info: PSS / RSS of the first variant's "
                         "instances (adds 5.5 s)")
     args = parser.parse_args()
