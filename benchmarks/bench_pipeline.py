@@ -16,21 +16,48 @@ camera's send timestamp carried through the pipeline (same host clock). Reported
 - p50/p99/max latency, pipeline CPU % (all its threads, 100 = one core) and RSS at the end, and the CPU % of
   the camera and client processes (all three share the machine).
 The first second is warm-up and not counted. At "max" the latency is queueing time (HWM-deep queues are full).
+
+``--servers``: the whole path of issue 13 with real processes, each started on free ports:
+
+    .venv/bin/python benchmarks/bench_pipeline.py --servers [--cases 1280x1024@100,...,2560x2160@max]
+        [--baseline COMMIT] [--variants "ENV=1 --arg x cam.queue_size=4 pipe.input_queue_size=4;..."]
+        [--server-args='--shared_memory off'] [--repeats 3] [--duration 10]
+
+An external sender process (bsread PUB on tcp, uint16 images of the case's size) → a camera server's instance of a
+``bsread`` camera reading it → a pipeline server's instance with the default processing → a SUB client (this
+process). "max": the sender sends the next frame as soon as the camera instance has taken the previous one (SNDHWM 1
+with XPUB_NODROP: as fast as the first hop goes, and no frame waits or is lost in the sender's own queue). Each
+variant is a camera + pipeline server pair, all running for the whole benchmark: ``--baseline`` runs the servers
+of an older commit (unpacked with ``git archive``, its numba kernels compiled first) as the first variant; every
+case runs on every variant in turn, round after round (``--repeats``), so that the load of a shared machine falls on
+all alike. Columns: sender/s (frames ZeroMQ took), delivered/s, dropped % (gaps in the delivered pulse ids: frames
+sent and never delivered, wherever they were lost), latency p50/p99 (receive time − the sender's timestamp), CPU of
+the camera and the pipeline instance (100 = one core), and the drops the instances counted in the window (the
+camera's ``dropped``, the pipeline's ``dropped_input`` at its door and ``dropped_output``). Last, raw pyzmq PUB → SUB
+over tcp moving one image of each size, the floor of one socket hop.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import multiprocessing as mp
 import os
+import re
+import shlex
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 WARMUP_S = 1.0
+SERVER_CASES = "1280x1024@100,2048x2048@100,2560x2160@100,1280x1024@max,2560x2160@max"
 
 
 def _frames(width: int, height: int, count: int = 4):
@@ -48,14 +75,16 @@ def _frames(width: int, height: int, count: int = 4):
     return frames
 
 
-def camera_main(address: str, width: int, height: int, rate: float | None, duration: float, sent, ready) -> None:
-    """Camera process: PUB the camera channels; ``rate`` None = as fast as possible."""
+def camera_main(address: str, width: int, height: int, rate: float | None, duration: float, sent, ready,
+                hwm: int = 100) -> None:
+    """Camera process: PUB the camera channels; ``rate`` None = as fast as the first hop takes them (see below);
+    ``hwm``: its send queue (1 at "max")."""
     import numpy as np
 
     from cam_server.bsread import PUB, Sender
 
     frames = _frames(width, height)
-    sender = Sender(address=address, port=None, mode=PUB, queue_size=100, block=False)
+    sender = Sender(address=address, port=None, mode=PUB, queue_size=hwm if rate else 1, block=False)
     for name, meta in (("width", {"type": "int64"}), ("height", {"type": "int64"}),
                        ("timestamp", {"type": "float64"}),
                        ("image", {"type": "uint16", "shape": [width, height]}),
@@ -63,6 +92,15 @@ def camera_main(address: str, width: int, height: int, rate: float | None, durat
                        ("y_axis", {"type": "float32", "shape": [height]})):
         sender.add_channel(name, metadata=meta)
     sender.open()
+    if not rate:
+        # "max": as fast as the first hop takes them, none lost or waiting in the sender's own queue (a PUB socket
+        # would drop them silently at its high-water mark, counted as sent, and the frames that pass would wait in
+        # its full queue): with one message of queue, send() fails while it is full, and the frame (a new
+        # timestamp) is sent once there is room.
+        import zmq
+
+        sock = sender._socket  # noqa: SLF001 - the benchmark's own sender
+        sock.setsockopt(zmq.XPUB_NODROP, 1)
     x_axis = np.arange(width, dtype=np.float32)
     y_axis = np.arange(height, dtype=np.float32)
     ready.set()
@@ -74,7 +112,9 @@ def camera_main(address: str, width: int, height: int, rate: float | None, durat
         now = time.time()
         data = {"width": width, "height": height, "timestamp": now, "image": frames[pulse_id % len(frames)],
                 "x_axis": x_axis, "y_axis": y_axis}
-        sender.send(data, timestamp=now, pulse_id=pulse_id, check_data=False)
+        if not sender.send(data, timestamp=now, pulse_id=pulse_id, check_data=False):
+            sock.poll(100, zmq.POLLOUT)
+            continue
         pulse_id += 1
         sent.value = pulse_id
         if period:
@@ -84,6 +124,19 @@ def camera_main(address: str, width: int, height: int, rate: float | None, durat
                 time.sleep(delay)
     time.sleep(0.5)
     sender.close()
+
+
+def receive_for(client: Any, end: float, latencies: list[float], pids: list[int]) -> None:
+    """Receive until ``end`` (monotonic): each message's latency (receive time − the sender's timestamp carried
+    through the path, same host clock) and pulse id."""
+    while time.monotonic() < end:
+        message = client.receive()
+        if message is None:
+            continue
+        now = time.time()
+        data = message.data
+        latencies.append(now - (data.global_timestamp + data.global_timestamp_offset * 1e-9))
+        pids.append(data.pulse_id)
 
 
 def run_case(width: int, height: int, rate: float | None, duration: float, threads: int, function: str | None,
@@ -132,15 +185,7 @@ def run_case(width: int, height: int, rate: float | None, duration: float, threa
         sent_start = sent.value
         for p in (proc, camera_proc, client_proc):
             p.cpu_percent(None)
-        end = warm + duration
-        while time.monotonic() < end:
-            message = client.receive()
-            if message is None:
-                continue
-            now = time.time()
-            data = message.data
-            latencies.append(now - (data.global_timestamp + data.global_timestamp_offset * 1e-9))
-            pids.append(data.pulse_id)
+        receive_for(client, warm + duration, latencies, pids)
         cpu = proc.cpu_percent(None)
         camera_cpu, client_cpu = camera_proc.cpu_percent(None), client_proc.cpu_percent(None)
         rss = proc.memory_info().rss
@@ -165,6 +210,237 @@ def run_case(width: int, height: int, rate: float | None, duration: float, threa
     }
 
 
+# --- the whole path with real servers (--servers) ------------------------------------------------------------------
+
+SERVER_COLUMNS = ["variant", "size", "rate", "sender/s", "delivered/s", "dropped % (min)", "p50 ms", "p99 ms (min)",
+                  "p99 ms", "cpu camera %", "cpu pipeline %", "camera dropped", "pipeline dropped_input",
+                  "pipeline dropped_output"]
+
+
+@dataclass
+class ServerVariant:
+    """One camera + pipeline server pair: its label, environment (e.g. an older source tree), extra arguments and
+    keys of the benchmark's camera and pipeline configs (variant words ``cam.KEY=JSON``, ``pipe.KEY=JSON``)."""
+
+    label: str
+    env: dict[str, str]
+    args: list[str]
+    camera: dict[str, Any] = field(default_factory=dict)
+    pipeline: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str, env: dict[str, str], words: list[str]) -> ServerVariant:
+        configs: dict[str, dict[str, Any]] = {"cam": {}, "pipe": {}}
+        args = []
+        for word in words:
+            kind, dot, rest = word.partition(".")
+            if dot and kind in configs and "=" in rest:
+                key, _, value = rest.partition("=")
+                configs[kind][key] = json.loads(value)
+            else:
+                args.append(word)
+        return cls(text, env, args, configs["cam"], configs["pipe"])
+
+
+def baseline_tree(commit: str, folder: Path) -> dict[str, str]:
+    """``commit`` of this repository unpacked into ``folder``; the environment that runs the servers from it (not from
+    this tree: no working directory on sys.path)."""
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(root), "archive", commit], check=True, capture_output=True).stdout
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    env = {"PYTHONSAFEPATH": "1", "PYTHONPATH": str(folder)}
+    # Compile its numba kernels now (cached beside its sources), not in its first instance (minutes on a busy host).
+    subprocess.run([sys.executable, "-c", "import cam_server.processing.default"], env={**os.environ, **env},
+                   check=True)
+    return env
+
+
+def _sample_cpu(pids: list[int]) -> list[Any]:
+    import psutil
+
+    procs = [psutil.Process(pid) for pid in pids]
+    for proc in procs:
+        proc.cpu_percent(None)
+    return procs
+
+
+def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: int, height: int,
+                    rate: float | None, duration: float, sender_hwm: int, client_hwm: int, tag: str) -> dict:
+    """External sender process → camera server instance (bsread camera reading it) → pipeline instance (default
+    processing) → SUB client (this process); see ``--servers``."""
+    import numpy as np
+    import requests
+
+    from cam_server.bsread import SUB, Source
+    from cam_server.common.process import reserve_port
+
+    address = f"tcp://127.0.0.1:{reserve_port()}"
+    ctx = mp.get_context("spawn")
+    sent, ready = ctx.Value("q", 0), ctx.Event()
+    sender = ctx.Process(target=camera_main, args=(address, width, height, rate, duration + WARMUP_S + 30.0, sent,
+                                                   ready, sender_hwm), daemon=True)
+    sender.start()
+    ready.wait(20)
+    camera = f"bench_{tag}"
+    config = {"name": camera, "source_type": "bsread", "source": address, "mirror_x": False, "mirror_y": False,
+              "rotate": 0, "camera_calibration": None, "no_client_timeout": 0, "bsread_mode": "SUB", **variant.camera}
+    requests.post(f"{cam_url}/api/v1/cam/{camera}/config", json=config, timeout=30).raise_for_status()
+    answer = requests.post(f"{pipe_url}/api/v1/pipeline", json={"camera_name": camera, "no_client_timeout": 0,
+                                                                 **variant.pipeline}, timeout=180).json()
+    instance_id, stream = answer["instance_id"], answer["stream"]
+    client = Source(address=stream, mode=SUB, receive_timeout=1000, queue_size=client_hwm)
+    client.connect()
+    latencies: list[float] = []
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while client.receive() is None:  # wait for the first frame
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no frame from {stream} within 30 s")
+        warm = time.monotonic() + WARMUP_S
+        while time.monotonic() < warm:
+            client.receive()
+        cam_info = requests.get(f"{cam_url}/api/v1/cam/info", timeout=30).json()["info"]["active_instances"][camera]
+        pipe_info = requests.get(f"{pipe_url}/api/v1/pipeline/instance/{instance_id}/info", timeout=30).json()["info"]
+        procs = _sample_cpu([cam_info["statistics"]["pid"], pipe_info["pid"]])
+        sent_start = sent.value
+        stats_start = cam_info["statistics"], pipe_info["statistics"]
+        receive_for(client, time.monotonic() + duration, latencies, pids)
+        cpu = [proc.cpu_percent(None) for proc in procs]
+        sent_count = sent.value - sent_start
+        cam_stats = requests.get(f"{cam_url}/api/v1/cam/info", timeout=30).json()["info"]["active_instances"][camera][
+            "statistics"]
+        pipe_stats = requests.get(f"{pipe_url}/api/v1/pipeline/instance/{instance_id}/info",
+                                  timeout=30).json()["info"]["statistics"]
+    finally:
+        client.disconnect()
+        requests.delete(f"{pipe_url}/api/v1/pipeline/{instance_id}", timeout=60)
+        requests.delete(f"{cam_url}/api/v1/cam/{camera}", timeout=60)
+        requests.delete(f"{cam_url}/api/v1/cam/{camera}/config", timeout=60)
+        sender.terminate()
+        sender.join(10)
+    lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+
+    def delta(after: dict, before: dict, key: str) -> int:
+        return int(after.get(key) or 0) - int(before.get(key) or 0)
+
+    return {
+        "variant": variant.label, "size": f"{width}x{height}", "rate": "max" if not rate else f"{rate:g} Hz",
+        "sender/s": sent_count / duration, "delivered/s": len(pids) / duration,
+        # Gaps in the delivered pulse ids (the sender numbers every frame it sends from 0): frames lost anywhere.
+        "dropped %": 100.0 * (1 - len(pids) / (pids[-1] - pids[0] + 1)) if pids else float("nan"),
+        "p50 ms": float(np.percentile(lat, 50)), "p99 ms": float(np.percentile(lat, 99)), "max ms": float(lat.max()),
+        "cpu camera %": cpu[0], "cpu pipeline %": cpu[1],
+        "camera dropped": delta(cam_stats, stats_start[0], "dropped"),
+        "pipeline dropped_input": delta(pipe_stats, stats_start[1], "dropped_input"),
+        "pipeline dropped_output": delta(pipe_stats, stats_start[1], "dropped_output"),
+    }
+
+
+def raw_zmq_receiver(address: str, count: int, hwm: int, result) -> None:
+    """The floor of one socket hop: SUB ``count`` messages of the size the sender sends, nothing else."""
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(address)
+    sock.recv(copy=False)
+    start = time.perf_counter()
+    for _ in range(count):
+        sock.recv(copy=False)
+    result.value = count / (time.perf_counter() - start)
+    sock.close(0)
+
+
+def raw_zmq_floor(width: int, height: int, hwm: int, seconds: float = 3.0) -> tuple[float, float]:
+    """(messages/s, GB/s) that plain pyzmq PUB → SUB over tcp on this host moves of one uint16 image of this size
+    (zero-copy send, as fast as the receiver takes them; the sender drops at its high-water mark)."""
+    import numpy as np
+    import zmq
+
+    from cam_server.common.process import reserve_port
+
+    address = f"tcp://127.0.0.1:{reserve_port()}"
+    frame = np.zeros((height, width), dtype=np.uint16)
+    sock = zmq.Context.instance().socket(zmq.PUB)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.bind(address)
+    ctx = mp.get_context("spawn")
+    result = ctx.Value("d", 0.0)
+    count = max(50, int(seconds * 2e9 / frame.nbytes))
+    receiver = ctx.Process(target=raw_zmq_receiver, args=(address, count, hwm, result), daemon=True)
+    receiver.start()
+    while receiver.is_alive():
+        sock.send(frame, copy=False)
+    receiver.join()
+    sock.close(0)
+    return result.value, result.value * frame.nbytes / 1e9
+
+
+def servers_benchmark(args: argparse.Namespace) -> None:
+    """The issue's path with real servers, every variant in interleaved rounds (see the module docstring)."""
+    import statistics
+
+    from bench_pipeline_rest import parse_variant
+
+    from tests.helpers.servers import camera_server, pipeline_server
+
+    cases = [(int(w), int(h), None if r == "max" else float(r))
+             for w, h, r in (re.fullmatch(r"(\d+)x(\d+)@(\w+)", c.strip()).groups() for c in args.cases.split(","))]
+    rows: dict[tuple[int, int], list[dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp, contextlib.ExitStack() as stack:
+        variants = []
+        if args.baseline:
+            env = baseline_tree(args.baseline, Path(tmp) / "baseline")
+            variants.append(ServerVariant(f"{args.baseline} (before)", env, []))
+        for text in (v.strip() for v in args.variants.split(";") if v.strip()) if args.variants else ["(this tree)"]:
+            variants.append(ServerVariant.parse(text, *parse_variant("" if text == "(this tree)" else text)))
+        pairs = []
+        for i, variant in enumerate(variants):
+            folder = Path(tmp) / f"variant{i}"
+            folder.mkdir()
+            server_args = [*shlex.split(args.server_args), *variant.args]
+            cam = stack.enter_context(camera_server(folder, env=variant.env, log_level="WARNING",
+                                                    extra_args=server_args))
+            pipe = stack.enter_context(pipeline_server(folder, cam.url, env=variant.env, log_level="WARNING",
+                                                       extra_args=server_args))
+            pairs.append((cam.url, pipe.url))
+        print(f"servers: {len(variants)} variants x {args.repeats} rounds, {args.duration:g} s per case, sender HWM "
+              f"{args.sender_hwm}, client RCVHWM {args.client_hwm}, server args {args.server_args!r}, cores "
+              f"{os.cpu_count()}, load average {os.getloadavg()[0]:.2f}", flush=True)
+        for round_no in range(args.repeats):
+            for c, (width, height, rate) in enumerate(cases):
+                for i, (variant, (cam_url, pipe_url)) in enumerate(zip(variants, pairs, strict=True)):
+                    row = run_server_case(variant, cam_url, pipe_url, width, height, rate, args.duration,
+                                          args.sender_hwm, args.client_hwm, f"{round_no}_{c}_{i}")
+                    rows.setdefault((c, i), []).append(row)
+                    print("  " + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                                          for k, v in row.items()), flush=True)
+        floors = {(w, h): raw_zmq_floor(w, h, args.sender_hwm) for w, h in {(w, h) for w, h, _ in cases}}
+        print(f"\nload average at the end {os.getloadavg()[0]:.2f}; median of {args.repeats} rounds (min for the "
+              "latencies and the dropped share: the least disturbed round)\n")
+        print("| " + " | ".join(SERVER_COLUMNS) + " |")
+        print("|" + "---|" * len(SERVER_COLUMNS))
+        for c in range(len(cases)):
+            for i in range(len(variants)):
+                runs = rows[(c, i)]
+
+                def med(key: str, runs: list[dict] = runs) -> float:
+                    return statistics.median(r[key] for r in runs)
+
+                cells = [runs[0]["variant"], runs[0]["size"], runs[0]["rate"], f"{med('sender/s'):.0f}",
+                         f"{med('delivered/s'):.0f}", f"{min(r['dropped %'] for r in runs):.1f}",
+                         f"{med('p50 ms'):.1f}", f"{min(r['p99 ms'] for r in runs):.1f}", f"{med('p99 ms'):.1f}",
+                         f"{med('cpu camera %'):.0f}", f"{med('cpu pipeline %'):.0f}", f"{med('camera dropped'):.0f}",
+                         f"{med('pipeline dropped_input'):.0f}", f"{med('pipeline dropped_output'):.0f}"]
+                print("| " + " | ".join(cells) + " |")
+        print("\n| raw pyzmq PUB → SUB (tcp, one hop) | messages/s | GB/s |\n|---|---|---|")
+        for (width, height), (rate, gbps) in sorted(floors.items()):
+            print(f"| {width}x{height} uint16 | {rate:.0f} | {gbps:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=60.0, help="seconds measured per case (default 60)")
@@ -173,11 +449,28 @@ def main() -> None:
     parser.add_argument("--threads", default="0", help="comma list of processing_threads values")
     parser.add_argument("--function", default=None, help="pipeline function (default: the standard statistics)")
     parser.add_argument("--transport", choices=("ipc", "tcp"), default="ipc", help="camera → pipeline transport")
+    parser.add_argument("--servers", action="store_true", help="the whole path with real camera and pipeline servers "
+                        "and an external sender (see the module docstring)")
+    parser.add_argument("--cases", default=SERVER_CASES, help="with --servers: comma list of WxH@rate (Hz or max)")
+    parser.add_argument("--variants", default="", help="with --servers: ';'-separated server environments (leading "
+                        "NAME=value words), arguments and config keys (cam.KEY=JSON, pipe.KEY=JSON), each a server "
+                        "pair (default: this tree as it is)")
+    parser.add_argument("--baseline", default="", help="with --servers: a commit of this repository whose servers "
+                        "run as the first variant (before/after in one run)")
+    parser.add_argument("--server-args", default="", help="with --servers: more arguments of every server, e.g. "
+                        "--server-args='--shared_memory off'")
+    parser.add_argument("--repeats", type=int, default=3, help="with --servers: rounds over cases and variants")
+    parser.add_argument("--sender-hwm", type=int, default=10, help="with --servers: the external sender's SNDHWM "
+                        "(bsread's default 10; also the raw pyzmq floor's)")
+    parser.add_argument("--client-hwm", type=int, default=10, help="with --servers: the SUB client's RCVHWM")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from cam_server.common.process import configure_memory
 
     configure_memory()  # the client receives multi-MB frames too: same allocator settings as the instance
+    if args.servers:
+        servers_benchmark(args)
+        return
 
     columns = ["size", "rate", "threads", "camera/s", "delivered/s", "missing", "sent-delivered", "p50 ms", "p99 ms",
                "max ms", "cpu %", "rss MB", "camera cpu %", "client cpu %"]

@@ -7,25 +7,36 @@ copy), then measures
 
 With ``--info``: read-only throughput instead. ``--instances`` pipeline instances run (simulation camera); ``--clients``
 clients read ``GET /api/v1/pipeline/info`` (and, with ``--instance-info``, an instance's ``info``) as fast as
-they can for ``--seconds``; prints req/s and p50/p99 in ms, and the PSS / RSS of each instance (issue 13).
+they can for ``--seconds``; prints req/s (min / median of ``--repeats`` rounds) and p50/p99 in ms, and with ``--memory``
+the PSS / RSS of each instance (issue 13). ``--variants`` compares pipeline servers started with different arguments
+(HTTP parser, event loop) in the same run, interleaved; ``--floor`` adds a bare ASGI app sending the same answer
+with the same stack (what the clients and uvicorn cost alone on this machine, the ceiling of any server).
 
     .venv/bin/python benchmarks/bench_pipeline_rest.py [--n 40] [--clients 8]
     .venv/bin/python benchmarks/bench_pipeline_rest.py --info [--clients 8] [--instances 4] [--seconds 10]
-    .venv/bin/python benchmarks/bench_pipeline_rest.py --info --instances 1 --camera-size 2560x2160 --frame-rate 100
+    .venv/bin/python benchmarks/bench_pipeline_rest.py --info --instances 1 --camera-size 2560x2160 --frame-rate 100 \
+        --memory
+    .venv/bin/python benchmarks/bench_pipeline_rest.py --info --repeats 3 \
+        --variants="CAM_SERVER_INFO_CACHE_S=0 --http h11 --loop asyncio;--http h11 --loop asyncio;--http httptools"
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
+import os
+import shlex
 import statistics
 import sys
 import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -104,42 +115,139 @@ def read_info(url: str, clients: int, seconds: float) -> tuple[float, list[float
     return len(latencies) / wall, latencies
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _create_camera(cam_url: str, args: argparse.Namespace) -> None:
+    """A simulated uint16 camera of ``--camera-size`` (``bench_size``) for the instances to read."""
+    width, height = (int(v) for v in args.camera_size.lower().split("x"))
+    camera = {"name": "bench_size", "source": "simulation", "source_type": "simulation", "size_x": width,
+              "size_y": height, "frame_rate": args.frame_rate, "dtype": "uint16", "mirror_x": False,
+              "mirror_y": False, "rotate": 0, "camera_calibration": None}
+    requests.post(f"{cam_url}/api/v1/cam/bench_size/config", json=camera, timeout=30).raise_for_status()
+    CONFIG["camera_name"] = "bench_size"
+
+
+def _report_memory(api: str) -> None:
+    time.sleep(5.5)  # PSS is refreshed at most every 5 s: read one taken while streaming, not at the start
+    active = requests.get(f"{api}/info", timeout=30).json()["info"]["active_instances"]
+    for iid, info in active.items():
+        stats = info["statistics"]
+        pss, rss = stats.get("memory_pss"), stats.get("memory_rss")
+        print(f"instance {iid[:8]}: PSS {pss / 2**20 if pss else float('nan'):.1f} MiB, "
+              f"RSS {rss / 2**20 if rss else float('nan'):.1f} MiB, frame {stats.get('frame_shape')}")
+
+
+def parse_variant(text: str) -> tuple[dict[str, str], list[str]]:
+    """A variant's environment (leading ``NAME=value`` words, e.g. ``CAM_SERVER_INFO_CACHE_S=0``) and arguments."""
+    words = shlex.split(text)
+    env = {}
+    while words and "=" in words[0] and not words[0].startswith("-"):
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    return env, words
+
+
+async def _bare_app(scope: dict, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = BARE_BODY[0]
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+    await send({"type": "http.response.body", "body": body})
+
+
+BARE_BODY = [b""]
+
+
+def _serve_bare(port: int, body: bytes) -> None:
+    import uvicorn
+
+    BARE_BODY[0] = body
+    uvicorn.run(_bare_app, host="127.0.0.1", port=port, http="httptools", loop="uvloop", log_level="warning")
+
+
+@contextlib.contextmanager
+def _bare_server(body: bytes) -> Iterator[str]:
+    """A process serving ``body`` to every request with the servers' stack: what the clients and uvicorn cost alone."""
+    import multiprocessing
+
+    from tests.helpers.net import free_port
+    from tests.helpers.procs import wait_until
+
+    port = free_port()
+    process = multiprocessing.get_context("spawn").Process(target=_serve_bare, args=(port, body), daemon=True)
+    process.start()
+    url = f"http://127.0.0.1:{port}/api/v1/pipeline/info"
+    try:
+        wait_until(lambda: requests.get(url, timeout=1).ok, 30, "the bare server")
+        yield url
+    finally:
+        process.terminate()
+        process.join(10)
+
+
 def info_benchmark(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench_pipeline_rest_") as tmp, \
-            camera_server(Path(tmp), log_level="WARNING") as cam, \
-            pipeline_server(Path(tmp), cam.url, log_level="WARNING") as pipe:
-        api = f"{pipe.url}/api/v1/pipeline"
-        session = requests.Session()
-        if args.camera_size:  # a simulated camera of that size (uint16) for the instances to read
-            width, height = (int(v) for v in args.camera_size.lower().split("x"))
-            camera = {"name": "bench_size", "source": "simulation", "source_type": "simulation", "size_x": width,
-                      "size_y": height, "frame_rate": args.frame_rate, "dtype": "uint16", "mirror_x": False,
-                      "mirror_y": False, "rotate": 0, "camera_calibration": None}
-            r = session.post(f"{cam.url}/api/v1/cam/bench_size/config", json=camera, timeout=30)
-            r.raise_for_status()
-            CONFIG["camera_name"] = "bench_size"
-        ids = [session.post(api, json={**CONFIG, "no_client_timeout": 0}, timeout=60).json()["instance_id"]
-               for _ in range(args.instances)]
-        time.sleep(args.settle)  # streaming, and the first cpu figures are in
-        urls = [f"{api}/info"] + ([f"{api}/instance/{ids[0]}/info"] if args.instance_info and ids else [])
-        print(f"config: {json.dumps(CONFIG)}, {args.instances} instances, {args.clients} clients, {args.seconds:g} s\n")
-        print("| route                                |   req/s |   p50 ms |   p99 ms |")
-        print("|--------------------------------------|---------|----------|----------|")
-        for url in urls:
-            read_info(url, args.clients, 1.0)  # warm-up
-            rate, lat = read_info(url, args.clients, args.seconds)
-            name = url.removeprefix(pipe.url).replace(ids[0], "<id>") if ids else url.removeprefix(pipe.url)
-            print(f"| {name:<36} | {rate:>7.0f} | {percentile(lat, 0.5):>8.2f} | {percentile(lat, 0.99):>8.2f} |")
-        active = session.get(f"{api}/info", timeout=30).json()["info"]["active_instances"]
-        time.sleep(5.5)  # PSS is refreshed at most every 5 s: read one taken while streaming, not at the start
-        active = session.get(f"{api}/info", timeout=30).json()["info"]["active_instances"]
-        for iid, info in active.items():
-            stats = info["statistics"]
-            pss, rss = stats.get("memory_pss"), stats.get("memory_rss")
-            print(f"instance {iid[:8]}: PSS {pss / 2**20 if pss else float('nan'):.1f} MiB, "
-                  f"RSS {rss / 2**20 if rss else float('nan'):.1f} MiB, frame {stats.get('frame_shape')}")
-        for iid in ids:
-            session.delete(f"{api}/{iid}", timeout=60)
+    """Every variant (a pipeline server started with its own environment and arguments, e.g.
+    ``CAM_SERVER_INFO_CACHE_S=0 --http h11 --loop asyncio``) in
+    interleaved rounds: per round and variant the instances are created, the routes read, the instances stopped; so
+    that the machine's load (shared with others) falls on all variants alike. Ratios are against the first variant."""
+    variants = [v.strip() for v in args.variants.split(";")] if args.variants else [""]
+    with tempfile.TemporaryDirectory(prefix="bench_pipeline_rest_") as tmp, contextlib.ExitStack() as stack:
+        for i in range(len(variants)):
+            (Path(tmp) / f"variant{i}").mkdir()
+        cam = stack.enter_context(camera_server(Path(tmp) / "camera", log_level="WARNING"))
+        if args.camera_size:
+            _create_camera(cam.url, args)
+        pipes = []
+        for i, variant in enumerate(variants):
+            env, extra = parse_variant(variant)
+            pipes.append(stack.enter_context(pipeline_server(
+                Path(tmp) / f"variant{i}", cam.url, env=env, log_level="WARNING",
+                extra_args=[*shlex.split(args.server_args), *extra])))
+        print(f"config: {json.dumps(CONFIG)}, {args.instances} instances, {args.clients} clients, "
+              f"{args.seconds:g} s x {args.repeats} rounds, server args {args.server_args!r}, "
+              f"load average {os.getloadavg()[0]:.2f}\n")
+        routes = ["info"] + (["instance info"] if args.instance_info else [])
+        results: dict[tuple[int, str], list[tuple[float, float, float]]] = {}
+        floor: str | None = None
+        for round_no in range(args.repeats):
+            for i, pipe in enumerate(pipes):
+                api = f"{pipe.url}/api/v1/pipeline"
+                ids = [requests.post(api, json={**CONFIG, "no_client_timeout": 0}, timeout=60).json()["instance_id"]
+                       for _ in range(args.instances)]
+                time.sleep(args.settle)  # streaming, and the first cpu figures are in
+                urls = [f"{api}/info"] + ([f"{api}/instance/{ids[0]}/info"] if args.instance_info and ids else [])
+                for route, url in zip(routes, urls, strict=False):
+                    read_info(url, args.clients, 1.0)  # warm-up
+                    rate, lat = read_info(url, args.clients, args.seconds)
+                    results.setdefault((i, route), []).append((rate, percentile(lat, 0.5), percentile(lat, 0.99)))
+                if args.memory and round_no == 0 and i == 0:
+                    _report_memory(api)
+                if floor is None and args.floor:  # the same answer from a bare ASGI app: the stack's ceiling
+                    floor = stack.enter_context(_bare_server(requests.get(urls[0], timeout=30).content))
+                for iid in ids:
+                    requests.delete(f"{api}/{iid}", timeout=60)
+            if floor is not None:
+                read_info(floor, args.clients, 1.0)
+                rate, lat = read_info(floor, args.clients, args.seconds)
+                results.setdefault((len(variants), "info"), []).append(
+                    (rate, percentile(lat, 0.5), percentile(lat, 0.99)))
+        print(f"load average at the end {os.getloadavg()[0]:.2f}\n")
+        print("| variant (server args) | route | req/s min | req/s median | ratio (median) | p50 ms | p99 ms |")
+        print("|---|---|---|---|---|---|---|")
+        for route in routes:
+            base = _median([r[0] for r in results[(0, route)]])
+            labels = [*variants, "floor: a bare ASGI app sending the same bytes (uvicorn, httptools, uvloop)"]
+            for i, variant in enumerate(labels):
+                rows = results.get((i, route))
+                if rows is None:
+                    continue
+                rates = [r[0] for r in rows]
+                print(f"| {variant or '(default)'} | {route} | {min(rates):.0f} | {_median(rates):.0f} | "
+                      f"{_median(rates) / base:.2f} | {_median([r[1] for r in rows]):.2f} | "
+                      f"{_median([r[2] for r in rows]):.2f} |")
 
 
 def main() -> None:
@@ -155,6 +263,16 @@ def main() -> None:
                         "e.g. 2560x2160")
     parser.add_argument("--frame-rate", type=float, default=10.0, help="with --camera-size: its frame rate")
     parser.add_argument("--settle", type=float, default=2.0, help="with --info: seconds before measuring")
+    parser.add_argument("--variants", default="", help="with --info: ';'-separated pipeline server environments "
+                        "(leading NAME=value words) and argument sets "
+                        "to compare in interleaved rounds, e.g. --variants='--http h11 --loop asyncio;--http "
+                        "httptools --loop uvloop' (ratios against the first)")
+    parser.add_argument("--server-args", default="", help="more arguments for every pipeline server")
+    parser.add_argument("--repeats", type=int, default=3, help="with --info: rounds over the variants")
+    parser.add_argument("--floor", action="store_true", help="with --info: also a bare ASGI app sending the same "
+                        "answer, each round (the clients' and uvicorn's own ceiling on this machine)")
+    parser.add_argument("--memory", action="store_true", help="with --info: PSS / RSS of the first variant's "
+                        "instances (adds 5.5 s)")
     args = parser.parse_args()
     CONFIG.clear()
     CONFIG.update(json.loads(args.config))

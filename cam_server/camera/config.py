@@ -103,7 +103,10 @@ class CameraConfig(BaseModel):
     # stream
     port: int | None = Field(default=None, ge=1, le=65535)
     no_client_timeout: float = 10.0  # seconds; <= 0 keeps the instance running without clients
-    queue_size: int = Field(default=100, ge=1, le=MAX_QUEUE)
+    # The stream's send queue per client (SNDHWM), in frames. 10, not the reference's 100 (issue 13): a client that
+    # falls behind (a pipeline on a busy machine) would find up to 100 old frames waiting (1.1 GB and 1 s at
+    # 2560x2160, 100 Hz) instead of the newest; beyond it ZeroMQ drops for that client only.
+    queue_size: int = Field(default=10, ge=1, le=MAX_QUEUE)
 
     @field_validator(*NUMBER_KEYS, "roi", mode="before")
     @classmethod

@@ -277,6 +277,11 @@ class CameraInstanceManager:
         instance.config = config
 
     # --- info ---------------------------------------------------------------------------------------------
+    @property
+    def changes(self) -> int:
+        """Grows whenever an instance starts or leaves (stopped, or ended and reaped): cached answers compare it."""
+        return self._table.version
+
     def running(self) -> list[str]:
         return [c for c, i in self._table.items() if i.process.is_alive()]
 

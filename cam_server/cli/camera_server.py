@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_limit_arguments(parser)
     serve.add_access_arguments(parser)
     serve.add_shared_memory_argument(parser, DEFAULT_SLOTS)
+    serve.add_http_arguments(parser)
     return parser
 
 

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_limit_arguments(parser)
     serve.add_access_arguments(parser)
     serve.add_shared_memory_argument(parser)
+    serve.add_http_arguments(parser)
     parser.add_argument("--cam_server_token", default=None,
                         help="API token of the camera server (default: the environment variable "
                              "CAM_SERVER_API_TOKEN).")

@@ -84,6 +84,31 @@ def add_shared_memory_argument(parser: argparse.ArgumentParser, slots: int | Non
                             help="Frames each camera's shared-memory ring holds (a slower reader loses older ones).")
 
 
+HTTP_IMPLEMENTATIONS = ("auto", "httptools", "h11")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+
+
+def add_http_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--http`` and ``--loop``: uvicorn's HTTP parser and event loop (README "Running the servers"). The default
+    ``auto`` is the fast stack, ``httptools`` and ``uvloop`` (dependencies; about twice h11 + asyncio's requests/s on
+    the info routes), falling back to h11 / asyncio where they are not installed; the others are there to compare."""
+    parser.add_argument("--http", default="auto", choices=HTTP_IMPLEMENTATIONS,
+                        help="HTTP protocol implementation (default auto: httptools when installed, else h11)")
+    parser.add_argument("--loop", default="auto", choices=EVENT_LOOPS,
+                        help="Event loop (default auto: uvloop when installed, else asyncio)")
+
+
+def http_stack(http: str = "auto", loop: str = "auto") -> tuple[str, str]:
+    """The (HTTP implementation, event loop) uvicorn runs for these choices: ``auto`` resolved as uvicorn does."""
+    import importlib.util
+
+    if http == "auto":
+        http = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    return http, loop
+
+
 def stream_interface(args: argparse.Namespace) -> str:
     """The interface instance streams bind to: ``--stream_interface``, else the server's ``-i``; a network interface
     name (``eth0``) as its IPv4 address, so that it also serves as the host of the stream addresses."""
@@ -130,12 +155,14 @@ def warm_up_in_background(warm_up: Callable[[], Any]) -> None:
 
 def run(app: Any, args: argparse.Namespace, close: Callable[[], Any], what: str) -> None:
     """Serve ``app`` on ``args.interface:args.port`` until SIGINT/SIGTERM, then ``close()`` the instances."""
+    http, loop = http_stack(getattr(args, "http", "auto"), getattr(args, "loop", "auto"))
+    log.info("%s: HTTP %s, event loop %s", what, http, loop)
     try:
         # uvicorn handles SIGINT/SIGTERM by finishing the requests in flight and returning here.
         # No per-message deflate: the live view's frames are already 8-bit and binned; compressing them would cost
         # the server's event loop (and so every REST answer) more than the bytes it saves on a local network.
         uvicorn.run(app, host=args.interface, port=args.port, log_level=args.log_level.lower(),
-                    timeout_graceful_shutdown=5, ws_per_message_deflate=False)
+                    timeout_graceful_shutdown=5, ws_per_message_deflate=False, http=http, loop=loop)
     finally:
         close()
         log.info("%s stopped", what)

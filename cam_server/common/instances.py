@@ -64,6 +64,7 @@ class InstanceTable(Generic[T]):
         self._per_id = max(1, per_id)
         self._stop_timeout = stop_timeout
         self._running: dict[str, T] = {}
+        self.version = 0  # bumped whenever an instance is added or leaves the table (cached answers compare it)
         # id → its ended runs, oldest first: the last one in full, the earlier ones in brief
         self._ended: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._closing = threading.Event()
@@ -108,6 +109,7 @@ class InstanceTable(Generic[T]):
         runs of ``key`` stay (its history)."""
         with self.lock:
             self._running[key] = instance
+            self.version += 1
 
     def remove(self, key: str, instance: T | None = None) -> T | None:
         """Untrack ``key`` without stopping it (only if it still is ``instance``, when given); returns it."""
@@ -115,6 +117,7 @@ class InstanceTable(Generic[T]):
             current = self._running.get(key)
             if current is None or (instance is not None and current is not instance):
                 return None
+            self.version += 1
             return self._running.pop(key)
 
     def stop(self, key: str, timeout: float | None = None) -> T | None:
@@ -133,6 +136,7 @@ class InstanceTable(Generic[T]):
         with self.lock:
             stopping = list(self._running.items())
             self._running.clear()
+            self.version += 1
         for _, instance in stopping:
             if instance.process is not None:
                 instance.process.control.request_stop()
@@ -158,6 +162,7 @@ class InstanceTable(Generic[T]):
                 if instance.process is None or instance.process.is_alive():
                     continue
                 del self._running[key]
+                self.version += 1
                 instance.process.stop(0.1)  # joins the dead process and collects its last error
                 self._remember(key, self._record(instance))
                 done.append((key, instance.process))

@@ -28,6 +28,7 @@ from cam_server.common.scripts_store import ScriptStore
 from cam_server.common.usage import server_usage
 from cam_server.processing.camera_transforms import camera_geometry
 from cam_server.rest.auth import install_auth
+from cam_server.rest.cached import CachedAnswers, CachedReads, info_reads
 from cam_server.rest.envelope import install_error_handlers, json_body, ok, ok_response
 from cam_server.rest.long_requests import DEFAULT_MAX_LONG, LongRequests, set_thread_pool_size
 from cam_server.rest.metrics import install_metrics
@@ -66,6 +67,7 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
     the root logger's ring, installed if needed); at most ``max_long_requests`` frame waits / online checks run at
     once. With ``api_token``, POST, PUT and DELETE need it (rest/auth.py)."""
     jobs = LongRequests(max_long_requests, "camera")
+    answers = CachedAnswers(lambda: manager.changes)  # the info route's encoded answer (rest/cached.py)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -94,10 +96,13 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
 
     @app.get(f"{API}/info", summary="Server info: running instances with their info, version, cpu, memory",
              response_model=documented(CameraServerInfoAnswer), responses=errors())
-    def get_server_info() -> Response:
+    async def get_server_info() -> Response:
+        return Response(await answers.get(None, server_info), media_type="application/json")
+
+    def server_info() -> bytes:
         return ok_response("Camera manager info.", info={**manager.info(), **server_usage(),
                                                          "long_requests": jobs.info(),
-                                                         "blocking_requests": manager.blocking.info()})
+                                                         "blocking_requests": manager.blocking.info()}).body
 
     @app.get(f"{API}/aliases", summary="Camera aliases", response_model=documented(AliasesAnswer),
              responses=errors())
@@ -233,6 +238,8 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
     # The live view: GET /, /view/<camera_name> and its WebSocket (see rest/view/routes.py).
     install_view_routes(app, CameraTarget(manager))
     # GET /metrics (Prometheus) and the REST request counters (see rest/metrics.py).
+    # Before the metrics: the cached info answers (rest/cached.py) are counted and timed too.
+    app.add_middleware(CachedReads, answers=answers, reads=info_reads(app.routes, f"{API}/info"))
     install_metrics(app, "camera", manager.metrics_instances)
     install_auth(app, api_token)
     return app

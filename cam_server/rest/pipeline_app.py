@@ -40,6 +40,7 @@ from cam_server.pipeline.server.backgrounds import (
 )
 from cam_server.pipeline.server.manager import MESSAGE_TIMEOUT, PipelineManager
 from cam_server.rest.auth import install_auth
+from cam_server.rest.cached import CachedAnswers, CachedReads, info_reads
 from cam_server.rest.envelope import (
     BodyTooLarge,
     install_error_handlers,
@@ -95,6 +96,7 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
     background collections / message waits run at once. With ``api_token``, POST, PUT and DELETE need it
     (rest/auth.py)."""
     jobs = LongRequests(max_long_requests, "pipeline")
+    answers = CachedAnswers(lambda: manager.changes)  # the info routes' encoded answers (rest/cached.py)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -132,11 +134,14 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
         manager.stop_all_instances()
         return ok("All pipeline instances stopped.")
 
+    def server_info() -> bytes:
+        return ok_response("Pipeline manager info.", info={**manager.get_info(), "long_requests": jobs.info(),
+                                                           "blocking_requests": manager.blocking.info()}).body
+
     @app.get(f"{API}/info", summary="Server info: running instances with their info, version, cpu, memory",
              response_model=documented(PipelineServerInfoAnswer), responses=errors())
-    def get_info() -> Response:
-        return ok_response("Pipeline manager info.", info={**manager.get_info(), "long_requests": jobs.info(),
-                                                           "blocking_requests": manager.blocking.info()})
+    async def get_info() -> Response:
+        return Response(await answers.get(None, server_info), media_type="application/json")
 
     @app.get(f"{API}/groups", summary="Saved pipelines by group (the configs' 'group' key)",
              response_model=documented(GroupsAnswer), responses=errors())
@@ -253,8 +258,12 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
 
     @app.get(f"{API}/instance/{{instance_id}}/info", summary="Instance info",
              response_model=documented(PipelineInstanceInfoAnswer), responses=errors(400, 404))
-    def get_instance_info(instance_id: str) -> Response:
-        return ok_response(f"Pipeline instance {instance_id} info.", info=manager.get_instance_info(instance_id))
+    async def get_instance_info(instance_id: str) -> Response:
+        def build() -> bytes:
+            return ok_response(f"Pipeline instance {instance_id} info.",
+                               info=manager.get_instance_info(instance_id)).body
+
+        return Response(await answers.get(instance_id, build), media_type="application/json")
 
     @app.get(f"{API}/instance/{{instance_id}}/exitcode", summary="Exit code: null while running, then the code",
              response_model=documented(ExitCodeAnswer), responses=errors(400, 404))
@@ -334,6 +343,9 @@ def create_pipeline_app(manager: PipelineManager, logs: LogRing | None = None,
     # The live view: GET /, /view/<instance_id> and its WebSocket (see rest/view/routes.py).
     install_view_routes(app, PipelineTarget(manager))
     # GET /metrics (Prometheus) and the REST request counters (see rest/metrics.py).
+    # Before the metrics: the cached info answers (rest/cached.py) are counted and timed too.
+    app.add_middleware(CachedReads, answers=answers,
+                       reads=info_reads(app.routes, f"{API}/info", f"{API}/instance/", "/info"))
     install_metrics(app, "pipeline", manager.metrics_instances)
     install_auth(app, api_token)
     return app

@@ -22,7 +22,7 @@ def test_defaults_in_one_place() -> None:
     assert config["camera_calibration"] is None
     assert config["protocol"] == "tcp" and config["alias"] == [] and config["group"] == []
     assert config["connections"] == 1 and config["buffer_size"] == 5
-    assert config["dtype"] == "uint16" and config["no_client_timeout"] == 10 and config["queue_size"] == 100
+    assert config["dtype"] == "uint16" and config["no_client_timeout"] == 10 and config["queue_size"] == 10
     assert config["binning_x"] == 1 and config["roi"] is None and config["port"] is None
 
 

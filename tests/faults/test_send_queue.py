@@ -32,9 +32,11 @@ TRIM_BOUND_S = 10.0  # after the client left, the RSS is back near its level bef
 @pytest.mark.unit
 def test_send_queue_size_bounds_the_default_in_bytes_and_keeps_an_explicit_one() -> None:
     default = parse_camera_config({"source": "s", "source_type": "simulation"}, "c")
-    assert send_queue_size(default, 1280 * 1024 * 2) == SEND_QUEUE_BYTES // (1280 * 1024 * 2) == 12
-    assert send_queue_size(default, 64 * 48 * 2) == 100  # small frames: the default count
-    assert send_queue_size(default, 0) == 100  # size unknown yet
+    assert default.queue_size == 10  # issue 13: a few frames, for latency (the reference: 100)
+    assert send_queue_size(default, 2560 * 2160 * 2) == SEND_QUEUE_BYTES // (2560 * 2160 * 2) == 3
+    assert send_queue_size(default, 1280 * 1024 * 2) == 10  # 12 would fit the budget: the default count
+    assert send_queue_size(default, 64 * 48 * 2) == 10  # small frames: the default count
+    assert send_queue_size(default, 0) == 10  # size unknown yet
     assert send_queue_size(default, 10**9) == MIN_SEND_QUEUE
     explicit = parse_camera_config({"source": "s", "source_type": "simulation", "queue_size": 100}, "c")
     assert send_queue_size(explicit, 1280 * 1024 * 2) == 100

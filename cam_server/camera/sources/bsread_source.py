@@ -45,7 +45,10 @@ from cam_server.common.errors import InvalidConfig
 log = logging.getLogger(__name__)
 
 RECEIVE_POLL_MS = 100
-RECEIVE_QUEUE = 10  # ZeroMQ receive high-water mark per connection (messages)
+# ZeroMQ receive high-water mark per connection, in messages: a few frames. The camera relays each frame at once;
+# when it falls behind, older frames must not wait here (10 of 11 MB each were 100 ms at 2560x2160): beyond it the
+# upstream's PUB drops the newest (small messages wait in the kernel's socket buffers instead).
+RECEIVE_QUEUE = 4
 MAX_HOLD_S = 0.2  # longest a message waits in the merge buffer for an earlier pulse id
 RESTART_AFTER_S = 2 * MAX_HOLD_S  # only late messages for this long (none released): the upstream restarted
 CAMERA_CHANNELS = frozenset({"image", "width", "height", "timestamp", "x_axis", "y_axis"})

@@ -45,7 +45,12 @@ from cam_server.pipeline.config import PipelineConfig
 log = logging.getLogger(__name__)
 
 RECEIVE_TIMEOUT_MS = 1000
-INPUT_QUEUE_SIZE = 20  # messages: the receive queue (RCVHWM) of bound inputs and the slack of a SUB input's socket
+INPUT_QUEUE_SIZE = 20  # messages: the receive queue (RCVHWM) of bound inputs (fanin)
+# A SUB input's socket queue (RCVHWM), in messages: slack only, the receiving thread drains it at once. A few frames:
+# were it deep, a stalled thread would let frames (11 MB each at 2560x2160) pile up there, old and uncounted, instead
+# of being dropped at the door (the input queue, counted). Small messages are not lost by it: beyond it they wait in
+# the kernel's socket buffers (MBs), and TCP holds the sender back.
+SUB_SOCKET_QUEUE = 4
 REQUEST_TIMEOUT_S = 10.0
 INPUT_KEYS = ("camera_name", "input_stream", "input_mode")
 RETRY_FIRST_S = 0.5  # first retry of an unreachable camera server; doubled per failure up to RETRY_MAX_S
@@ -362,9 +367,9 @@ class StreamInput:
         mode = self._mode(config)
         self._queue.drop_oldest = mode == SUB
         self._queue.size = config.input_queue_size
-        # A SUB socket keeps some slack (the thread drains it at once, drops are counted in the queue); a PULL
+        # A SUB socket keeps a little slack (the thread drains it at once, drops are counted in the queue); a PULL
         # socket's queue adds to the hold-back, so it stays as small as the input queue.
-        hwm = max(INPUT_QUEUE_SIZE, config.input_queue_size) if mode == SUB else config.input_queue_size
+        hwm = SUB_SOCKET_QUEUE if mode == SUB else config.input_queue_size
         self._source = Source(address=self.address, mode=mode, receive_timeout=self._receive_timeout_ms,
                               queue_size=hwm, context=self._context, wakeup=self._wakeup).connect()
         self._last_message = time.monotonic()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Callable
 
 import zmq
@@ -33,6 +34,11 @@ from cam_server.pipeline.registry import PIPELINE_TYPES, PipelineType
 log = logging.getLogger(__name__)
 
 ZMQ_IO_THREADS = 2
+# How long a thread that wants the GIL waits for the one running Python code to give it up (CPython's default: 5 ms).
+# The input's receiving thread wants it twice per frame (after its poll and its receive, which release it); against a
+# loop busy in Python code it got a frame through only every few ms, far fewer than a fast camera sends (the frames
+# waited in ZeroMQ's and the camera's queues instead of being dropped at the door): 0.5 ms lets it keep up.
+SWITCH_INTERVAL_S = 0.0005
 
 def _type_of(spec: InstanceSpec) -> PipelineType:
     return pipeline_type(spec.config.pipeline_type)
@@ -54,8 +60,10 @@ def pipeline_runner(kind: PipelineType) -> Callable[[InstanceControl, InstanceSp
 
 
 def _configure_threads() -> None:
-    """One OpenMP thread per instance (bitshuffle): instances already run in parallel (bsread.md section 18)."""
+    """One OpenMP thread per instance (bitshuffle): instances already run in parallel (bsread.md section 18); the
+    receiving thread gets the GIL within :data:`SWITCH_INTERVAL_S`."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def run_stream_pipeline(control: InstanceControl, spec: InstanceSpec) -> int:

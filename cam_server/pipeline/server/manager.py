@@ -411,6 +411,11 @@ class PipelineManager:
             return ended["exit_code"]
         raise NotFound(f"Instance '{instance_id}' does not exist (or ended too long ago to be remembered).")
 
+    @property
+    def changes(self) -> int:
+        """Grows whenever an instance starts or leaves (stopped, or ended and reaped): cached answers compare it."""
+        return self._instances.version
+
     def get_info(self) -> dict[str, Any]:
         """Server info as PSI's tools read it: ``active_instances`` {id: info} of the running instances, the
         server's ``version``, ``cpu``, ``memory``, and ``finished_instances`` {id: last info} (oldest first)."""
