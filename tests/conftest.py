@@ -13,6 +13,10 @@ In-process apps
     ``apps`` (module scope): the camera and pipeline REST apps built in this process
     (:func:`tests.helpers.apps.local_apps`), for answers that need no instance process (bad requests, validation).
 
+Fork server
+    Instances a test starts in this process (the pipeline instance harness, the in-process apps' managers) fork from
+    the pytest process's fork server, which preloads :data:`FORK_SERVER_PRELOAD` (set before any of them starts).
+
 Unit tests
     A module whose tests start no process of ours (servers, instances, IOCs, our command-line programs) says so
     with ``pytestmark = pytest.mark.unit`` (a single such test among process tests: ``@pytest.mark.unit``):
