@@ -13,6 +13,10 @@ In-process apps
     ``apps`` (module scope): the camera and pipeline REST apps built in this process
     (:func:`tests.helpers.apps.local_apps`), for answers that need no instance process (bad requests, validation).
 
+Fork server
+    Instances a test starts in this process (the pipeline instance harness, the in-process apps' managers) fork from
+    the pytest process's fork server, which preloads :data:`FORK_SERVER_PRELOAD` (set before any of them starts).
+
 Unit tests
     A module whose tests start no process of ours (servers, instances, IOCs, our command-line programs) says so
     with ``pytestmark = pytest.mark.unit`` (a single such test among process tests: ``@pytest.mark.unit``):
@@ -30,7 +34,11 @@ from pathlib import Path
 
 import pytest
 
+from cam_server.camera.manager import PRELOAD as CAMERA_PRELOAD
 from cam_server.client.pipeline_client import PipelineClient
+from cam_server.common.process import process_context
+from cam_server.pipeline.registry import DEFAULT_TYPE, INSTANCE_ENTRY, PIPELINE_TYPES
+from cam_server.pipeline.server.manager import PRELOAD as PIPELINE_PRELOAD
 from tests.helpers.apps import LocalApps, local_apps
 from tests.helpers.servers import ServerPair
 from tests.helpers.servers import server_pair as start_server_pair
@@ -38,6 +46,15 @@ from tests.helpers.servers import server_pair as start_server_pair
 _CONSOLE_SCRIPTS = {"camera_server", "pipeline_server", "cam-record", "cam-server-demo",  # pyproject [project.scripts]
                     "camera_worker", "pipeline_worker", "camera_manager", "pipeline_manager", "cam-server-cluster"}
 _unit_test_running: list[str] = []  # the node id of the unit test being run, if one is
+
+FORK_SERVER_PRELOAD = (*CAMERA_PRELOAD, *PIPELINE_PRELOAD, INSTANCE_ENTRY.partition(":")[0],
+                       PIPELINE_TYPES[DEFAULT_TYPE].module_path, "scipy.ndimage")
+"""What the fork server of the pytest process preloads: everything the instances tests start here import (the
+pipeline harness, the in-process apps' camera and pipeline managers, tests/common's targets). The first
+``process_context`` call fixes the preload for the whole session; without this the first module to start an
+instance (tests/common) fixed none, and every later pipeline instance imported numpy, scipy and the compiled
+kernels itself (seconds per test instead of a tenth)."""
+process_context(FORK_SERVER_PRELOAD)  # no process yet: the fork server starts with the first instance
 
 
 @pytest.fixture(scope="session")

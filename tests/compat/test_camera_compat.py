@@ -23,7 +23,7 @@ from cam_server.camera.sources.base import CameraOffline
 from cam_server.camera.sources.factory import create_source
 from cam_server.client.cam_client import CamClient
 from tests.epics.conftest import epics_client_env, start_ioc  # noqa: F401 - fixtures
-from tests.helpers.net import EPICS_ENV, free_port
+from tests.helpers.net import EPICS_ENV, free_port, require_loopback_netns
 from tests.helpers.procs import wait_until
 from tests.helpers.servers import TEST_CAMERA, RunningServer, ServerPair, camera_server
 from tests.helpers.streams import receive, values
@@ -191,11 +191,15 @@ def test_aliases_and_groups_answer_psi_fields(server: RunningServer, client: Cam
 
 
 # --- EPICS cameras (loopback-only network namespace; skipped elsewhere) ----------------------------------------
-@pytest.fixture
-def epics_server(epics_client_env: None, tmp_path: Path) -> Iterator[RunningServer]:  # noqa: F811
-    configs = tmp_path / "configs"
+@pytest.fixture(scope="module")
+def epics_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One camera server with the EPICS environment for the module's EPICS tests (each test names its own camera and
+    starts its own IOC; online checks run in short-lived processes, so nothing of one test stays in the server)."""
+    require_loopback_netns()
+    tmp = tmp_path_factory.mktemp("epics_server")
+    configs = tmp / "configs"
     configs.mkdir()
-    with camera_server(tmp_path, config_dir=configs, env=EPICS_ENV) as running:
+    with camera_server(tmp, config_dir=configs, env=EPICS_ENV) as running:
         yield running
 
 

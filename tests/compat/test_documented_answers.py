@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +17,7 @@ from pydantic import BaseModel
 from cam_server.camera.config import CameraConfig
 from cam_server.pipeline.config import LEADING_KEYS
 from cam_server.rest import schemas
-from tests.helpers.servers import camera_server, pipeline_server
+from tests.helpers.servers import ServerPair
 
 CAMERA = {"source": "simulation", "source_type": "simulation", "size_x": 32, "size_y": 24, "frame_rate": 20,
           "image_type": "static_beam", "alias": ["doc_alias"], "group": ["doc_group"],
@@ -71,10 +70,10 @@ class Servers:
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    tmp = tmp_path_factory.mktemp("documented_answers")
-    with camera_server(tmp) as cam, pipeline_server(tmp, cam.url) as pipe:
-        yield Servers(Documented(cam.url), Documented(pipe.url))
+def servers(servers: ServerPair) -> Servers:
+    """The session's shared pair (the root ``servers``), each with its served document; the tests remove what they
+    create (configs, scripts, backgrounds)."""
+    return Servers(Documented(servers.camera.url), Documented(servers.pipeline.url))
 
 
 def _in_user_order(config: dict[str, Any], user: dict[str, Any]) -> bool:
@@ -197,6 +196,11 @@ def test_the_pipeline_server_answers_what_its_document_says(servers: Servers) ->
         requests.delete(f"{pipe.url}{api}/doc_pipeline/config", timeout=10)
         pipe.call("DELETE", api)
         requests.delete(f"{servers.camera.url}/api/v1/cam/doc_camera/config", timeout=10)
+        backgrounds = requests.get(f"{pipe.url}{api}/background", timeout=10).json()["background_ids"]
+        for name in (b for b in backgrounds if b.startswith("doc_")):  # the shared server keeps none of ours
+            requests.delete(f"{pipe.url}{api}/background/{name}", timeout=10).raise_for_status()
+        left = requests.get(f"{pipe.url}{api}/background", timeout=10).json()["background_ids"]
+        assert not [b for b in left if b.startswith("doc_")], left
     assert pipe.uncalled() == set()
 
 

@@ -31,7 +31,7 @@ from cam_server.rest.envelope import MAX_MESSAGE_CHARS
 from tests.helpers.apps import LocalApps, pipeline_app
 from tests.helpers.net import free_port
 from tests.helpers.procs import wait_until
-from tests.helpers.servers import ServerPair, camera_server, pipeline_server
+from tests.helpers.servers import ServerPair, pipeline_server
 from tests.pipeline_types.helpers import write_script
 
 CAM = "/api/v1/cam"
@@ -363,12 +363,9 @@ def test_a_file_being_written_is_refused(servers: ServerPair) -> None:
         client.stop_instance(instance_id)
 
 
-def test_the_instance_limit(tmp_path: Path) -> None:
+def test_the_instance_limit(servers: ServerPair, tmp_path: Path) -> None:
     """``--max_instances``: one more is refused with 429 (each instance is a process), the server stays healthy."""
-    for folder in ("camera", "pipeline"):
-        (tmp_path / folder).mkdir()
-    with camera_server(tmp_path / "camera") as cam, \
-            pipeline_server(tmp_path / "pipeline", cam.url, extra_args=["--max_instances", "1"]) as pipe:
+    with pipeline_server(tmp_path, servers.camera.url, extra_args=["--max_instances", "1"]) as pipe:
         client = PipelineClient(pipe.url)
         first, _ = client.create_instance_from_config({"pipeline_type": "fanin", "no_client_timeout": 0})
         response = requests.post(f"{pipe.url}{PIPE}", json={"pipeline_type": "fanin"}, timeout=60)

@@ -30,6 +30,8 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,23 +74,35 @@ def _config(document: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def _run(url: str, tmp_path: Path, name: str) -> tuple[int, str, float]:
-    """schemathesis against the server at ``url``: (exit code, its report, seconds)."""
+@dataclass
+class Run:
+    """One schemathesis run against one server, started in the background."""
+
+    proc: subprocess.Popen
+    log: Path
+    start: float
+
+    def finish(self) -> tuple[int, str, float]:
+        """Wait for the run (bounded): (exit code, its report, seconds since it started)."""
+        try:
+            code = self.proc.wait(max(1.0, self.start + RUN_TIMEOUT - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            stop_pid(self.proc)
+            code = -1
+        return code, self.log.read_text(errors="replace"), time.monotonic() - self.start
+
+
+def _start(url: str, tmp_path: Path, name: str) -> Run:
+    """schemathesis against the server at ``url``, in the background."""
     document = requests.get(f"{url}/openapi.json", timeout=30).json()
     config = _config(document, tmp_path / f"{name}.toml")
     log = tmp_path / f"{name}.log"
     command = [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(config), "run",
                f"{url}/openapi.json", "--checks", "all", "--request-timeout", str(WAITS + 10), "--no-color",
                "--report", "junit", "--report-dir", str(tmp_path / f"{name}-report")]
-    start = time.monotonic()
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            code = proc.wait(RUN_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            stop_pid(proc)
-            code = -1
-    return code, log.read_text(errors="replace"), time.monotonic() - start
+    return Run(proc, log, time.monotonic())
 
 
 @pytest.fixture(scope="module")
@@ -103,12 +117,25 @@ def fuzzed_servers(tmp_path_factory: pytest.TempPathFactory):
         yield cam, pipe, tmp_path
 
 
+@pytest.fixture(scope="module")
+def runs(fuzzed_servers) -> Iterator[dict[str, Run]]:
+    """Both servers fuzzed at the same time (each run is bounded by its own ``max-time``, most of it spent waiting
+    for answers): the module takes one run's time, not two."""
+    cam, pipe, tmp_path = fuzzed_servers
+    started = {"camera": _start(cam.url, tmp_path, "camera"), "pipeline": _start(pipe.url, tmp_path, "pipeline")}
+    try:
+        yield started
+    finally:
+        for run in started.values():
+            stop_pid(run.proc)
+
+
 @pytest.mark.timeout(2 * RUN_TIMEOUT + 120)
 @pytest.mark.parametrize("server", ["camera", "pipeline"])
-def test_schemathesis_all_checks_pass(fuzzed_servers, server: str, record_property) -> None:
-    cam, pipe, tmp_path = fuzzed_servers
+def test_schemathesis_all_checks_pass(fuzzed_servers, runs: dict[str, Run], server: str, record_property) -> None:
+    cam, pipe, _ = fuzzed_servers
     url = cam.url if server == "camera" else pipe.url
-    code, report, seconds = _run(url, tmp_path, server)
+    code, report, seconds = runs[server].finish()
     record_property(f"schemathesis_{server}_seconds", round(seconds, 1))
     summary = report[report.find("SUMMARY"):] if "SUMMARY" in report else report[-3000:]
     print(summary)

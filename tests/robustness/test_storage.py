@@ -19,7 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from cam_server.pipeline.file_path import FileOutputError, check_file_folder, re
 from cam_server.pipeline.server.backgrounds import BackgroundStore, DiskLimitReached
 from tests.helpers.apps import LocalApp, LocalApps
 from tests.helpers.procs import ROOT, wait_until
-from tests.helpers.servers import pipeline_server
+from tests.helpers.servers import RunningServer, pipeline_server
 from tests.pipeline_types.helpers import wait_finished, write_script
 
 CAM = "/api/v1/cam"
@@ -138,26 +138,39 @@ def test_default_server_confines_file_output_to_its_data_folder(servers, client)
         assert f["general/records"][()] == 2
 
 
-def test_anywhere_still_never_writes_into_the_server_folders(servers, tmp_path):
+BACKGROUND_SIZE = 128 + 48 * 64 * 8  # test_camera: 64 x 48, stored as float64
+BACKGROUND_LIMIT = 6 * BACKGROUND_SIZE + 100  # 6 backgrounds' worth of disk
+
+
+@pytest.fixture(scope="module")
+def options_pipeline(servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A pipeline server with the storage options of this module: FILE output anywhere (outside its own folders),
+    3 backgrounds per camera in at most :data:`BACKGROUND_LIMIT` bytes (one server for both: each start costs)."""
+    args = ["--file_folder_any", "--background_retention", "3", "--background_disk_limit", str(BACKGROUND_LIMIT)]
+    with pipeline_server(tmp_path_factory.mktemp("options"), servers.camera.url, extra_args=args) as pipe:
+        yield pipe
+
+
+def test_anywhere_still_never_writes_into_the_server_folders(servers, options_pipeline, tmp_path):
     elsewhere = tmp_path / "elsewhere"
-    with pipeline_server(tmp_path, servers.camera.url, extra_args=["--file_folder_any"]) as pipe:
-        write_script(pipe.scripts, "one_value.py", "def process(parameters):\n    return {'v': 1}\n")
-        backgrounds = tmp_path / "background_config"
-        base = {"pipeline_type": "custom", "function": "one_value", "mode": "FILE", "records": 2}
-        refused = [(pipe.base / "dirx.json" / "out.h5", "inside the server's pipeline config folder"),
-                   (pipe.base / "out.h5", "inside the server's pipeline config folder"),
-                   (backgrounds / "cam_20240101_000000_000000.h5", "inside the server's background folder"),
-                   (pipe.scripts / "out.h5", "inside the server's user scripts folder"),
-                   (servers.camera.base / "dirx.json" / "out.h5", "names 'dirx.json'"),
-                   (servers.camera.base / "h5cam.json", "names 'h5cam.json'")]
-        for file, message in refused:
-            _error(requests.post(f"{pipe.url}{PIPE}", json={**base, "file": str(file)}, timeout=30), 400, message)
-        assert not (pipe.base / "dirx.json").exists() and not (servers.camera.base / "dirx.json").exists()
-        assert not (servers.camera.base / "h5cam.json").exists()
-        client = PipelineClient(pipe.url)
-        assert not client.get_server_info()["active_instances"]
-        instance_id, _ = client.create_instance_from_config({**base, "file": str(elsewhere / "run" / "a.h5")})
-        assert wait_finished(client, instance_id)["exit_code"] == 0
+    pipe = options_pipeline
+    write_script(pipe.scripts, "one_value.py", "def process(parameters):\n    return {'v': 1}\n")
+    backgrounds = pipe.base.parent / "background_config"
+    base = {"pipeline_type": "custom", "function": "one_value", "mode": "FILE", "records": 2}
+    refused = [(pipe.base / "dirx.json" / "out.h5", "inside the server's pipeline config folder"),
+               (pipe.base / "out.h5", "inside the server's pipeline config folder"),
+               (backgrounds / "cam_20240101_000000_000000.h5", "inside the server's background folder"),
+               (pipe.scripts / "out.h5", "inside the server's user scripts folder"),
+               (servers.camera.base / "dirx.json" / "out.h5", "names 'dirx.json'"),
+               (servers.camera.base / "h5cam.json", "names 'h5cam.json'")]
+    for file, message in refused:
+        _error(requests.post(f"{pipe.url}{PIPE}", json={**base, "file": str(file)}, timeout=30), 400, message)
+    assert not (pipe.base / "dirx.json").exists() and not (servers.camera.base / "dirx.json").exists()
+    assert not (servers.camera.base / "h5cam.json").exists()
+    client = PipelineClient(pipe.url)
+    assert not client.get_server_info()["active_instances"]
+    instance_id, _ = client.create_instance_from_config({**base, "file": str(elsewhere / "run" / "a.h5")})
+    assert wait_finished(client, instance_id)["exit_code"] == 0
     assert (elsewhere / "run" / "a.h5").is_file()
 
 
@@ -377,57 +390,53 @@ def test_disk_limit_sizes(text, size):
     assert build_parser().parse_args(["--background_disk_limit", text]).background_disk_limit == size
 
 
-BACKGROUND_SIZE = 128 + 48 * 64 * 8  # test_camera: 64 x 48, stored as float64
-
-
-def test_backgrounds_are_deleted_kept_in_use_and_bounded(servers, tmp_path):
+def test_backgrounds_are_deleted_kept_in_use_and_bounded(options_pipeline):
     """A pipeline server keeping 3 backgrounds per camera in at most 6 backgrounds' worth of disk."""
-    limit = 6 * BACKGROUND_SIZE + 100
-    args = ["--background_retention", "3", "--background_disk_limit", str(limit)]
-    with pipeline_server(tmp_path, servers.camera.url, extra_args=args) as pipe:
-        client = PipelineClient(pipe.url)
-        folder = tmp_path / "background_config"
-        # retention: the 4th collection deletes the oldest
-        ids = [client.collect_background("test_camera", 1) for _ in range(4)]
-        assert client.get_backgrounds("test_camera") == ids[1:]
-        assert not (folder / f"{ids[0]}.npy").exists()
-        # in use: kept by retention, refused by DELETE while the instance runs
-        in_use = ids[1]
-        instance_id, _ = client.create_instance_from_config(
-            {"camera_name": "test_camera", "image_background": in_use, "image_background_enable": True})
-        ids += [client.collect_background("test_camera", 1) for _ in range(2)]
-        assert client.get_backgrounds("test_camera") == [in_use, ids[4], ids[5]]
-        _error(requests.delete(f"{pipe.url}{PIPE}/background/{in_use}", timeout=30), 409,
-               f"Background '{in_use}' is used by running instance(s) {instance_id}")
-        # ... also when a live change names it
-        other, _ = client.create_instance_from_config({"camera_name": "test_camera"})
-        client.set_instance_config(other, {"image_background": ids[5]})
-        _error(requests.delete(f"{pipe.url}{PIPE}/background/{ids[5]}", timeout=30), 409, other)
-        client.stop_instance(instance_id)
-        client.stop_instance(other)
-        client.delete_background(in_use)
-        assert client.get_backgrounds("test_camera") == [ids[4], ids[5]]
-        _error(requests.get(f"{pipe.url}{PIPE}/background/{in_use}/image_bytes", timeout=30), 404, "does not exist")
-        # the disk limit: uploads fill it, then uploads and collections are refused (a collection at once)
-        uploaded = 0
-        while True:
-            response = requests.post(f"{pipe.url}{PIPE}/background", timeout=30, json={
-                "filename": f"upload_{uploaded}", "data": np.zeros((48, 64)).tolist()})
-            if response.status_code != 200:
-                break
-            uploaded += 1
-        assert uploaded == 4  # 2 collected + 4 uploaded = 6 fit
-        _error(response, 409, "Background disk limit reached")
-        listing = client.get_all_backgrounds()
-        assert listing["disk_usage"] == 6 * BACKGROUND_SIZE <= listing["disk_limit"] == limit
-        assert listing["retention"] == 3 and listing["broken"] == {}
-        assert sorted(listing["background_ids"]) == sorted([ids[4], ids[5], *(f"upload_{i}" for i in range(4))])
-        _error(requests.post(f"{pipe.url}{PIPE}/camera/test_camera/background", params={"n_images": 1}, timeout=30),
-               409, "Background disk limit reached")
-        client.delete_background("upload_0")
-        new = client.collect_background("test_camera", 1)
-        assert client.get_backgrounds("test_camera") == [ids[4], ids[5], new]
-        assert sum(p.stat().st_size for p in folder.glob("*.npy")) <= limit
+    limit = BACKGROUND_LIMIT
+    pipe = options_pipeline
+    client = PipelineClient(pipe.url)
+    folder = pipe.base.parent / "background_config"
+    # retention: the 4th collection deletes the oldest
+    ids = [client.collect_background("test_camera", 1) for _ in range(4)]
+    assert client.get_backgrounds("test_camera") == ids[1:]
+    assert not (folder / f"{ids[0]}.npy").exists()
+    # in use: kept by retention, refused by DELETE while the instance runs
+    in_use = ids[1]
+    instance_id, _ = client.create_instance_from_config(
+        {"camera_name": "test_camera", "image_background": in_use, "image_background_enable": True})
+    ids += [client.collect_background("test_camera", 1) for _ in range(2)]
+    assert client.get_backgrounds("test_camera") == [in_use, ids[4], ids[5]]
+    _error(requests.delete(f"{pipe.url}{PIPE}/background/{in_use}", timeout=30), 409,
+           f"Background '{in_use}' is used by running instance(s) {instance_id}")
+    # ... also when a live change names it
+    other, _ = client.create_instance_from_config({"camera_name": "test_camera"})
+    client.set_instance_config(other, {"image_background": ids[5]})
+    _error(requests.delete(f"{pipe.url}{PIPE}/background/{ids[5]}", timeout=30), 409, other)
+    client.stop_instance(instance_id)
+    client.stop_instance(other)
+    client.delete_background(in_use)
+    assert client.get_backgrounds("test_camera") == [ids[4], ids[5]]
+    _error(requests.get(f"{pipe.url}{PIPE}/background/{in_use}/image_bytes", timeout=30), 404, "does not exist")
+    # the disk limit: uploads fill it, then uploads and collections are refused (a collection at once)
+    uploaded = 0
+    while True:
+        response = requests.post(f"{pipe.url}{PIPE}/background", timeout=30, json={
+            "filename": f"upload_{uploaded}", "data": np.zeros((48, 64)).tolist()})
+        if response.status_code != 200:
+            break
+        uploaded += 1
+    assert uploaded == 4  # 2 collected + 4 uploaded = 6 fit
+    _error(response, 409, "Background disk limit reached")
+    listing = client.get_all_backgrounds()
+    assert listing["disk_usage"] == 6 * BACKGROUND_SIZE <= listing["disk_limit"] == limit
+    assert listing["retention"] == 3 and listing["broken"] == {}
+    assert sorted(listing["background_ids"]) == sorted([ids[4], ids[5], *(f"upload_{i}" for i in range(4))])
+    _error(requests.post(f"{pipe.url}{PIPE}/camera/test_camera/background", params={"n_images": 1}, timeout=30),
+           409, "Background disk limit reached")
+    client.delete_background("upload_0")
+    new = client.collect_background("test_camera", 1)
+    assert client.get_backgrounds("test_camera") == [ids[4], ids[5], new]
+    assert sum(p.stat().st_size for p in folder.glob("*.npy")) <= limit
 
 
 def test_background_delete_errors(client, servers):

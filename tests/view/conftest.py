@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.servers import RunningServer, camera_server, pipeline_server
+from tests.helpers.servers import RunningServer, ServerPair
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -64,7 +64,7 @@ def page(browser) -> Iterator:
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, RunningServer]]:
-    tmp = tmp_path_factory.mktemp("view_servers")
-    with camera_server(tmp) as cam, pipeline_server(tmp, cam.url) as pipe:
-        yield cam, pipe
+def servers(servers: ServerPair) -> tuple[RunningServer, RunningServer]:
+    """The session's shared pair (the root ``servers``: no instance running at the module's start and end), as
+    (camera, pipeline): the view needs no server of its own, and a fresh pair would also wait for its fork server."""
+    return servers.camera, servers.pipeline
