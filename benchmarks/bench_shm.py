@@ -40,6 +40,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench_pipeline import receive_for  # noqa: E402 - the same measure of latency and pulse ids
 
 WARMUP_S = 2.0
 PYTHON = sys.executable
@@ -85,13 +86,18 @@ def sender_main(address: str, width: int, height: int, rate: float | None, sent:
         pulse_id += 1
         sent.value = pulse_id
         if period:
-            next_time += period
-            delay = next_time - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                next_time = time.monotonic()
+            next_time = pace(next_time, period)
     sender.close()
+
+
+def pace(next_time: float, period: float) -> float:
+    """Sleep until the next send time (``period`` after ``next_time``); a sender behind schedule starts anew."""
+    next_time += period
+    delay = next_time - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+        return next_time
+    return time.monotonic()
 
 
 def drain_main(address: str, stop: Any) -> None:
@@ -130,12 +136,7 @@ def raw_sender_main(address: str, nbytes: int, rate: float | None, ready: Any, s
             pass
         pulse_id += 1
         if period:
-            next_time += period
-            delay = next_time - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                next_time = time.monotonic()
+            next_time = pace(next_time, period)
     sock.close(linger=1000)
     zmq.Context.instance().term()  # the image is sent without a copy: let the I/O thread finish with it
 
@@ -221,14 +222,7 @@ def run_case(case: str, pipelines: dict[str, str], camera_url: str, duration: fl
         latencies, pids = [], []
         start = time.monotonic()
         end = start + duration
-        while time.monotonic() < end:
-            message = source.receive()
-            if message is None:
-                continue
-            now = time.time()
-            data = message.data
-            latencies.append(now - (data.global_timestamp + data.global_timestamp_offset * 1e-9))
-            pids.append(data.pulse_id)
+        receive_for(source, end, latencies, pids)
         elapsed = time.monotonic() - start
         cpu1 = (_cpu_seconds(camera_pid), _cpu_seconds(pipeline_pid))
         stats = client.get_instance_info(instance_id)["statistics"]
