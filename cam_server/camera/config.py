@@ -22,6 +22,7 @@ DEFAULT_DTYPE = "uint16"  # pixel type of a config without dtype (also read by t
 # Sanity bounds: larger values are typing mistakes that would only fail later, inside the camera process.
 MAX_IMAGE_SIDE = 65536
 MAX_QUEUE = 1_000_000
+MAX_CONNECTION_TIMEOUT_S = 3600.0  # an EPICS camera's connect: longer is a typo (a stop interrupts it anyway)
 # What the hardware means (issue 11 item 6): frame rates, image sizes and calibrations beyond these are typing
 # mistakes (a 1e9 Hz simulation busy-loops, an angle of 1e308 fails every frame).
 MAX_FRAME_RATE = 1000.0  # Hz
@@ -130,8 +131,9 @@ class CameraConfig(BaseModel):
         if isinstance(data, dict) and data.get("connection_timeout") is not None:
             timeout = data["connection_timeout"]
             number = isinstance(timeout, int | float) and not isinstance(timeout, bool)
-            if not number or not 0 < _as_float(timeout) < math.inf:
-                raise ValueError(f"'connection_timeout' must be a positive number of seconds, not {timeout!r}")
+            if not number or not 0 < _as_float(timeout) <= MAX_CONNECTION_TIMEOUT_S:
+                raise ValueError(f"'connection_timeout' must be a positive number of seconds up to "
+                                 f"{MAX_CONNECTION_TIMEOUT_S:g}, not {timeout!r}")
         return data
 
     @field_validator("source", mode="before")

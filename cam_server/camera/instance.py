@@ -100,10 +100,13 @@ def _image_bytes(config: CameraConfig, source: FrameSource) -> int:
         return 0
 
 
-def _connect_source(config: CameraConfig) -> FrameSource:
+def _connect_source(config: CameraConfig, control: InstanceControl) -> FrameSource:
+    """The connected source; a stop request (or the server's end) interrupts a connect still waiting for the
+    camera, which may take up to its ``connection_timeout``."""
     from cam_server.camera.sources.factory import create_source
 
     source = create_source(config)
+    control.on_stop(source.interrupt)
     source.connect()
     return source
 
@@ -117,7 +120,7 @@ def run_camera_instance(control: InstanceControl, config: CameraConfig, port: in
     logging.basicConfig(level=log_level, format=f"%(asctime)s camera[{config.name}] %(levelname)s "
                                                   "%(name)s: %(message)s")
     try:
-        source = _connect_source(config)
+        source = _connect_source(config, control)
     except CameraOffline as exc:
         control.report_error(str(exc))
         raise SystemExit(EXIT_SOURCE_OFFLINE) from None
@@ -190,7 +193,7 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
                 streaming = False
             new = control.poll_config()
             if new is not None:
-                config, source = _apply_config(config, new, source, publisher, stats)
+                config, source = _apply_config(config, new, source, publisher, stats, control)
                 if source is not current[0]:
                     counters.reset()
                     streaming = False
@@ -290,13 +293,13 @@ class _SourceCounters:
 
 
 def _apply_config(config: CameraConfig, updated: CameraConfig, source: FrameSource,
-                  publisher: Any, stats: SharedStats) -> tuple[CameraConfig, FrameSource]:
+                  publisher: Any, stats: SharedStats, control: InstanceControl) -> tuple[CameraConfig, FrameSource]:
     old, cur = config.to_dict(), updated.to_dict()  # dicts: SOURCE_KEYS include an extra key (connection_timeout)
     if any(old.get(k) != cur.get(k) for k in SOURCE_KEYS):
         log.info("camera %s: source settings changed, reconnecting the source", config.name)
         stats.set_state("reconnecting")
         stats.add("reconnects")
         source.close()
-        source = _connect_source(updated)
+        source = _connect_source(updated, control)
     publisher.set_config(updated)
     return updated, source

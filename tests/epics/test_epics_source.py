@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -165,3 +166,20 @@ def test_a_frame_delivered_twice_at_subscription_start_is_emitted_once():
     assert [f.timestamp for f in frames[:4]] == [100.0, 100.0, 100.0, 100.1]
     assert frames[4] is None
     assert source.stats["duplicates"] == 1 and source.stats["received"] == 4 and source.dropped == 0
+
+
+def test_a_connect_waiting_for_an_absent_camera_ends_on_interrupt(epics_client_env: None) -> None:
+    """A stop request (or the end of its server, which the instance's stop watcher reports the same way) ends a
+    connect that would wait its whole ``connection_timeout`` for a camera that is not on the network (before: an
+    instance whose server had died kept connecting for as long as the config said)."""
+    source = EpicsCameraSource({"source": "NO:SUCH:CAMERA:FOR:THIS:TEST", "connection_timeout": 3600})
+    timer = threading.Timer(0.5, source.interrupt)
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(CameraOffline, match="stopped while connecting"):
+            source.connect()
+    finally:
+        timer.join()
+        source.close()
+    assert time.monotonic() - started < 10  # one slice after the interrupt, not 3600 s

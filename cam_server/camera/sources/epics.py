@@ -53,7 +53,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +66,7 @@ from cam_server.common.errors import InvalidConfig
 log = logging.getLogger(__name__)
 
 DEFAULT_CONNECTION_TIMEOUT = 5.0
+CONNECT_SLICE_S = 0.25  # a connect looks for a stop request this often
 REPEAT_CHECKS = 3  # first image deliveries of a subscription compared with the one before
 FRAME_QUEUE_SIZE = 4  # frames kept while the consumer is busy; the oldest is dropped first
 EPICS_ENVIRONMENT_DEFAULTS = {
@@ -342,14 +343,14 @@ class EpicsCameraSource(FrameSource):
 
         online = self._pvs["online"]
         status = (online.get(as_string=True, timeout=remaining(), use_monitor=False)
-                  if online.wait_for_connection(remaining()) else None)
+                  if self._wait_connected(online, remaining) else None)
         if status is None:
             raise CameraOffline(f"Camera with prefix {self.prefix} is offline")
         if self.names.online_value is not None and status != self.names.online_value:
             raise CameraOffline(f"Camera with prefix {self.prefix} is not initialized - Status {status}")
         self._online_status = status
         for role in names:
-            if not self._pvs[role].wait_for_connection(remaining()):
+            if not self._wait_connected(self._pvs[role], remaining):
                 raise CameraOffline(f"Camera with prefix {self.prefix} is offline "
                                     f"({names[role]} did not connect within {self.connection_timeout:g} s)")
         for role in [role for role in ("width", "height", "stream_address") if role in names]:
@@ -367,6 +368,18 @@ class EpicsCameraSource(FrameSource):
         if missing:
             log.info("Camera with prefix %s: %s not connected (monitored but unused; frames are not affected)",
                      self.prefix, ", ".join(f"{self.prefix}:{suffix}" for suffix in missing))
+
+    def _wait_connected(self, pv: Any, remaining: Callable[[], float]) -> bool:
+        """``pv.wait_for_connection`` in short slices, so a stop request (:meth:`interrupt`) or the end of the
+        server ends a connect that may take up to ``connection_timeout`` (a camera not on the network)."""
+        while True:
+            if self._interrupted:
+                raise CameraOffline(f"Camera with prefix {self.prefix}: stopped while connecting")
+            left = remaining()
+            if pv.wait_for_connection(min(left, CONNECT_SLICE_S)):
+                return True
+            if left <= CONNECT_SLICE_S:
+                return False
 
     def _to_frame(self, data: np.ndarray, timestamp: float, width: int, height: int,
                   pulse_id: int | None) -> RawFrame | None:
