@@ -70,8 +70,10 @@ def test_bad_bodies_are_refused_and_write_nothing(apps, path, body, status, mess
     ("no_client_timeout", "Infinity", "'no_client_timeout': must be a number, not 'Infinity'"),
     ("size_y", 10**50, "'size_y': Input should be less than or equal to 65536"),
     ("queue_size", 10**40, "'queue_size': Input should be less than or equal to 1000000"),
-    ("connection_timeout", "abc", "'connection_timeout' must be a positive number of seconds up to 3600, not 'abc'"),
-    ("connection_timeout", 1e9, "'connection_timeout' must be a positive number of seconds up to 3600, not 1000000000.0"),
+    ("connection_timeout", "abc", "'connection_timeout' must be a positive number of seconds up to 3600, "
+                                  "not 'abc'"),
+    ("connection_timeout", 1e9, "'connection_timeout' must be a positive number of seconds up to 3600, "
+                                "not 1000000000.0"),
     ("camera_calibration", {"angle_horizontal": "NaN"},
      "'camera_calibration.angle_horizontal': must be a number, not 'NaN'"),
     ("camera_calibration", {"reference_marker": [0, 0, True, 100]},
