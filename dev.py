@@ -12,7 +12,8 @@ documents of both servers (after a change of a route or of a model in them; a te
 manager and two workers of each (README "Running several hosts"), until Ctrl-C.
 
 ``test`` runs the suite inside a private, loopback-only network namespace when it can (root and
-``unshare`` available): EPICS Channel Access sends packets to the host's own addresses otherwise.
+``unshare`` available): EPICS Channel Access sends packets to the host's own addresses otherwise. It first installs
+the Debian packages the tests drive (chromium, redis-server) when they are missing and it can (root, apt-get).
 """
 
 from __future__ import annotations
@@ -56,6 +57,30 @@ def setup() -> None:
     STAMP.write_text(_fingerprint())
 
 
+# Programs the tests drive for real, by their Debian packages: a browser for the live view tests, the cluster
+# tests' Redis (`python3 dev.py cluster` needs redis-server too).
+SYSTEM_PACKAGES = {"chromium": "chromium", "redis-server": "redis-server"}
+
+
+def system_packages(commands: tuple[str, ...] = tuple(SYSTEM_PACKAGES)) -> None:
+    """Install the Debian packages of ``commands`` that are missing (as root with apt-get; otherwise say which
+    tests will be skipped). Needs the network: called before a test run enters its private namespace."""
+    missing = [SYSTEM_PACKAGES[c] for c in commands if shutil.which(c) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"note: {' '.join(missing)} not installed (Debian packages; root and apt-get install them here): "
+              "the tests that need them are skipped", flush=True)
+        return
+    print(f"installing Debian packages: {' '.join(missing)}", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", *missing]
+    if subprocess.call(install, env=env) != 0:
+        subprocess.call(["apt-get", "update", "-q"], env=env)
+        if subprocess.call(install, env=env) != 0:
+            print(f"note: apt-get could not install {' '.join(missing)}", flush=True)
+
+
 def _only_loopback() -> bool:
     try:
         lines = Path("/proc/net/dev").read_text().splitlines()[2:]
@@ -65,6 +90,8 @@ def _only_loopback() -> bool:
 
 
 def test(args: list[str]) -> int:
+    if not _only_loopback():  # inside the private namespace there is no network (nor need: done outside)
+        system_packages()
     setup()
     cmd = [str(PY), "-m", "pytest", "-p", "no:cacheprovider", *args]
     if not _only_loopback() and os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"):
@@ -105,6 +132,7 @@ def main() -> int:
         return openapi()
     try:
         if command == "cluster":
+            system_packages(("redis-server",))
             return run(rest, "cam_server.cli.cluster_demo")
         return test(rest) if command == "test" else run(rest)
     except KeyboardInterrupt:

@@ -28,10 +28,10 @@ from typing import Any
 
 import requests
 
+from tests.helpers.cluster import REDIS_SERVER, require_redis_server
 from tests.helpers.netns import Host, Network, alive
 from tests.helpers.procs import wait_until
 
-REDIS_SERVER = "/usr/bin/redis-server"
 REDIS_PORT = 6379
 CAMERA_PORT = 8888
 PIPELINE_PORT = 8889
@@ -191,6 +191,7 @@ class HostsCluster:
     def _start(self) -> None:
         folders = self._folders()
         infra = self.infra
+        require_redis_server()
         self.redis = Server("redis", infra, REDIS_PORT,
                             [REDIS_SERVER, "--port", str(REDIS_PORT), "--bind", infra.address, "--save", "",
                              "--appendonly", "no", "--protected-mode", "no"], self.tmp / "redis.log", None).start()
