@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,14 @@ ROOTS = {"camera": "/api/v1/cam", "pipeline": "/api/v1/pipeline"}
 CHECK_INTERVAL_S = 0.25  # how often the monitor looks for dead workers and missing permanent instances
 WORKER_TIMEOUT_S = 30.0  # a start on a worker (a camera's first frame, a pipeline's process)
 INFO_TIMEOUT_S = 2.0
+# Connecting to a worker takes milliseconds; one whose host's link is cut never answers the SYN. And a request on a
+# kept-alive connection to a worker whose link was just cut waits for its answer as long as the call allows. Either
+# would hold up the failover the request is part of (a pipeline's camera on the cut host) by WORKER_TIMEOUT_S: so
+# connects time out quickly, and a call still waiting is given up as soon as its worker is declared dead (checked
+# every WATCH_S while it waits).
+CONNECT_TIMEOUT_S = 2.0
+WATCH_S = 0.25
+CALL_THREADS = 64  # calls to workers in flight at once (each waits on its own thread; a given-up one ends later)
 PERMANENT_RETRY_S = 2.0  # a permanent instance that failed to start is tried again after this
 RESTART_THREADS = 8  # permanent instances started at once after a failover
 
@@ -61,6 +70,7 @@ class ClusterManager:
         if worker_token:
             self.session.headers["Authorization"] = f"Bearer {worker_token}"
         self.pool = ThreadPoolExecutor(16, thread_name_prefix="cluster-fanout")
+        self.calls = ThreadPoolExecutor(CALL_THREADS, thread_name_prefix="cluster-call")
         self.restarts = ThreadPoolExecutor(RESTART_THREADS, thread_name_prefix="cluster-restart")
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
@@ -100,8 +110,16 @@ class ClusterManager:
              **kwargs: Any) -> requests.Response:
         """``method`` on ``worker`` + root + ``path``; SourceUnavailable when it cannot be reached."""
         url = f"{worker}{self.root if root is None else root}{path}"
+        future = self.calls.submit(self.session.request, method, url,
+                                   timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout), **kwargs)
         try:
-            return self.session.request(method, url, timeout=timeout, **kwargs)
+            while True:
+                try:
+                    return future.result(WATCH_S)
+                except FutureTimeout:
+                    if not self.state.is_alive(worker):
+                        raise SourceUnavailable(f"Worker {worker} stopped heartbeating during the request "
+                                                f"({method} {path or '/'})") from None
         except requests.RequestException as exc:
             raise SourceUnavailable(f"Worker {worker} is not reachable: {exc}") from None
 
@@ -272,6 +290,7 @@ class ClusterManager:
         if self._monitor is not None:
             self._monitor.join(timeout=5)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.calls.shutdown(wait=False, cancel_futures=True)
         self.restarts.shutdown(wait=False, cancel_futures=True)
 
     def _run_monitor(self) -> None:

@@ -28,7 +28,7 @@ from cam_server.cluster.manager import ClusterManager, WorkerError
 from cam_server.cluster.placement import Request as Placing
 from cam_server.cluster.placement import host_of
 from cam_server.cluster.state import InstanceRecord
-from cam_server.common.errors import CamServerError, Conflict, NotFound
+from cam_server.common.errors import CamServerError, Conflict, NotFound, SourceUnavailable
 from cam_server.common.scripts_store import ScriptStore
 from cam_server.common.usage import server_usage
 from cam_server.pipeline.config import expand_config
@@ -222,23 +222,38 @@ def create_camera_manager_app(cm: ClusterManager, store: CameraConfigStore, loca
         record = cm.place(Placing(camera, camera), start, existing=lambda r: r.started_at > newer_than)
         return record, bool(started)
 
-    def stream_of(name: str) -> str:
+    def stream_answer(name: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        """The worker's answer to the stream request of camera ``name`` (``params``: e.g. ``reserve``), the camera
+        placed and started if needed: placed anew when its worker died during the request (a failover)."""
         camera = store.resolve(name)
-        record, started = running(camera)
-        if started:
-            return record.stream
+        for attempt in range(2):
+            record, started = running(camera)
+            if started and not params:
+                return {"stream": record.stream}
+            try:
+                answer = worker_stream(record, camera, params)
+            except SourceUnavailable:
+                if attempt or cm.alive(record.host):
+                    raise
+                continue  # its worker was declared dead meanwhile: the next running() places the camera anew
+            if answer["stream"] != record.stream:
+                record.stream = answer["stream"]
+                cm.state.put_instance(record)
+            return answer
+        raise AssertionError("unreachable")
+
+    def worker_stream(record: InstanceRecord, camera: str, params: dict[str, str] | None) -> dict[str, Any]:
         try:  # the worker restarts a camera that stopped for lack of clients, and reserves the stream for us
-            stream = cm.call_ok("GET", record.host, f"/{camera}")["stream"]
+            return cm.call_ok("GET", record.host, f"/{camera}", params=params)
         except WorkerError as exc:
             if exc.status_code != 404:
                 raise
             cm.call_ok("POST", record.host, f"/{camera}/config",
                        json=for_kind(store.load(camera).to_dict(), record.kind))
-            stream = cm.call_ok("GET", record.host, f"/{camera}")["stream"]
-        if stream != record.stream:
-            record.stream = stream
-            cm.state.put_instance(record)
-        return stream
+            return cm.call_ok("GET", record.host, f"/{camera}", params=params)
+
+    def stream_of(name: str) -> str:
+        return str(stream_answer(name)["stream"])
 
     def _camera_kind(camera: str) -> str:
         return "permanent" if camera in cm.state.permanent().values() else "camera"
@@ -264,12 +279,7 @@ def create_camera_manager_app(cm: ClusterManager, store: CameraConfigStore, loca
     def get_instance_stream(camera_name: str, reserve: bool = False) -> dict[str, Any]:
         if not reserve:
             return ok(f"Stream address for camera '{camera_name}'.", stream=stream_of(camera_name))
-        camera = store.resolve(camera_name)
-        stream_of(camera)  # placed and running
-        record = cm.state.instance(camera)
-        if record is None:
-            raise NotFound(f"Camera instance '{camera_name}' is not running.")
-        answer = cm.call_ok("GET", record.host, f"/{camera}", params={"reserve": "true"})
+        answer = stream_answer(camera_name, {"reserve": "true"})
         return ok(f"Stream address for camera '{camera_name}', reserved until released.", stream=answer["stream"],
                   reservation=answer.get("reservation"))
 

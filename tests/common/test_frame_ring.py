@@ -90,43 +90,60 @@ def test_torn_frame_is_never_leased(writer: RingWriter) -> None:
 
 
 def test_slow_reader_never_uses_an_overwritten_frame(writer: RingWriter) -> None:
-    """A writer at full speed, a reader that takes its time: every frame the reader accepts is the frame it was
-    announced as (all pixels = its sequence number); the others are detected after use."""
+    """A writer thread at full speed while the reader "processes" a frame in place: a frame whose slot the writer
+    reused meanwhile is detected after use, never taken as good; a frame left alone is exactly the frame it was
+    announced as (all pixels = its sequence number). The writer runs only in the rounds meant to overwrite (so the
+    outcome of each round is known, whatever the machine's load), and then concurrently with the reading."""
     announced: list[tuple[int, int]] = []
-    stop = threading.Event()
+    go, stop, busy = threading.Event(), threading.Event(), threading.Lock()
 
     def write() -> None:
         while not stop.is_set():
-            seq = writer.seq + 1
-            announced.append(writer.write(np.full((256, 256), seq, np.uint32)))
+            if go.wait(0.01):
+                with busy:
+                    announced.append(writer.write(np.full((256, 256), writer.seq + 1, np.uint32)))
+
+    def pause() -> None:
+        go.clear()
+        with busy:  # a write in progress has finished
+            pass
 
     thread = threading.Thread(target=write)
     thread.start()
     accepted = overwritten = 0
     try:
-        while not announced:
+        go.set()
+        wait_for = time.monotonic() + 10
+        while not announced and time.monotonic() < wait_for:
             time.sleep(0.001)
+        pause()
         reader = RingReader(writer.base, writer.generation)
-        deadline = time.monotonic() + 10.0  # ends as soon as both happened 5 times (well under 1 s when idle)
-        while time.monotonic() < deadline and (accepted < 5 or overwritten < 5):
+        for round_ in range(10):
             slot, seq = announced[-1]
             lease = reader.lease(slot, seq)
-            if lease is None:
-                overwritten += 1
-                continue
+            assert lease is not None  # the newest frame, nothing written since
             image = reader.image(lease, np.dtype(np.uint32), (256, 256))
             assert image is not None
-            low, high = int(image.min()), int(image.max())  # the "processing"
-            time.sleep(0.002 if accepted % 2 else 0.0)  # sometimes slower than 3 frames
+            overwrite = round_ % 2 == 1
+            if overwrite:  # the writer goes on during the processing, past the ring's 3 slots
+                written = len(announced)
+                go.set()
+                deadline = time.monotonic() + 10
+                while len(announced) < written + 4 and time.monotonic() < deadline:
+                    low, high = int(image.min()), int(image.max())  # the "processing", torn or not
+            low, high = int(image.min()), int(image.max())
+            pause()
             if not lease.valid():
                 overwritten += 1
                 continue
+            assert not overwrite, "a frame overwritten during its use was taken as good"
             assert low == high == seq
             accepted += 1
     finally:
         stop.set()
+        go.set()
         thread.join()
-    assert accepted >= 5 and overwritten >= 5
+    assert accepted == 5 and overwritten == 5
 
 
 def test_larger_frame_starts_a_new_generation(writer: RingWriter) -> None:
