@@ -40,23 +40,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench_pipeline import receive_for  # noqa: E402 - the same measure of latency and pulse ids
+from bench_pipeline import _frames, receive_for  # noqa: E402 - the same frames and measure of latency
 
 WARMUP_S = 2.0
 PYTHON = sys.executable
-
-
-def _frames(width: int, height: int, count: int = 4) -> list[Any]:
-    import numpy as np
-
-    rng = np.random.default_rng(1)
-    y, x = np.mgrid[0:height, 0:width]
-    frames = []
-    for i in range(count):
-        cx, cy = width / 2 + 10 * i, height / 2 - 5 * i
-        spot = 30000 * np.exp(-(((x - cx) / (width / 20)) ** 2 + ((y - cy) / (height / 20)) ** 2))
-        frames.append((spot + rng.integers(0, 3000, size=(height, width))).astype(np.uint16))
-    return frames
 
 
 def sender_main(address: str, width: int, height: int, rate: float | None, sent: Any, ready: Any,
