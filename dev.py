@@ -13,7 +13,9 @@ manager and two workers of each (README "Running several hosts"), until Ctrl-C.
 
 ``test`` runs the suite inside a private, loopback-only network namespace when it can (root and
 ``unshare`` available): EPICS Channel Access sends packets to the host's own addresses otherwise. It first installs
-the Debian packages the tests drive (chromium, redis-server) when they are missing and it can (root, apt-get).
+the Debian packages the tests drive (chromium, redis-server) when they are missing and it can (root, apt-get);
+``python3 dev.py setup`` installs both the packages and the virtual environment, and runs nothing (CI runs it
+before entering its own namespace).
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def main() -> int:
         return 2
     command, rest = sys.argv[1], sys.argv[2:]
     if command == "setup":
+        system_packages()
         setup()
         return 0
     if command == "openapi":
