@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,13 @@ def read_info(url: str, clients: int, seconds: float) -> tuple[float, list[float
             conn.close()
         latencies.extend(mine)
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+    wall = _run_clients(client, clients, errors)
+    return len(latencies) / wall, latencies
+
+
+def _run_clients(client: Callable[[], None], count: int, errors: list[Exception]) -> float:
+    """``count`` threads running ``client`` at once; the wall time they took (the first error re-raised)."""
+    threads = [threading.Thread(target=client) for _ in range(count)]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -112,7 +118,7 @@ def read_info(url: str, clients: int, seconds: float) -> tuple[float, list[float
     wall = time.perf_counter() - t0
     if errors:
         raise errors[0]
-    return len(latencies) / wall, latencies
+    return wall
 
 
 def _median(values: list[float]) -> float:
@@ -306,15 +312,7 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001
                 errors.append(exc)
 
-        threads = [threading.Thread(target=client) for _ in range(args.clients)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
-        if errors:
-            raise errors[0]
+        wall = _run_clients(client, args.clients, errors)
         session.delete(f"{pipe_url}/api/v1/pipeline/{keep['instance_id']}", timeout=60)
 
         print(f"config: {json.dumps(CONFIG)}\n")

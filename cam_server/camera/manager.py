@@ -127,10 +127,18 @@ class CameraInstanceManager:
         """Stream address of camera ``name`` (or alias), starting its instance if needed, and the id of a
         reservation held until :meth:`release_stream` (or :attr:`stream_reservation` seconds): for a caller that
         tells when its client connected (see the module doc)."""
+        instance, reservation = self._reserved_instance(name, True)
+        return instance.stream_address, str(reservation)
+
+    def _reserved_instance(self, name: str, reserve: bool | None) -> tuple[CameraInstance, int | None]:
+        """:meth:`get_instance` with a reservation: None the plain one (the next connection ends it), True one held
+        until released (its id is returned), False none (the caller's server reserved the stream already)."""
+        if not reserve:
+            return self.get_instance(name, reserve=reserve is None), None
         held: list[int] = []
         instance = self.get_instance(name, reserve=lambda control: held.append(
             control.reserve_until_released(self.stream_reservation)))
-        return instance.stream_address, str(held[-1])
+        return instance, held[-1]
 
     def release_stream(self, name: str, reservation: str) -> bool:
         """End the hold of :meth:`reserve_stream`'s ``reservation`` on camera ``name``; False when it had ended
@@ -145,18 +153,14 @@ class CameraInstanceManager:
         ``reservation``) or neither (False: the caller's server reserved the stream already), plus where a pipeline
         on this host finds the frames in shared memory: ``shared_memory`` is None when this server does not offer
         it."""
-        held: list[int] = []
-        how: bool | Callable[[Any], None] = True if reserve is None else reserve
-        if reserve:
-            how = lambda control: held.append(control.reserve_until_released(self.stream_reservation))  # noqa: E731
-        instance = self.get_instance(name, reserve=how)
+        instance, reservation = self._reserved_instance(name, reserve)
         shared = None
         if self.shared_memory is not None and instance.process.pid is not None:
             pid = instance.process.pid
             shared = {"ring": ring_base(self.shared_memory[0], instance.config.name or "camera", pid),
                       "announce": announce_address(pid), "host_id": self.host_id}
         answer = {"stream": instance.stream_address, "shared_memory": shared}
-        return {**answer, "reservation": str(held[-1])} if held else answer
+        return answer if reservation is None else {**answer, "reservation": str(reservation)}
 
     def get_instance(self, name: str, reserve: bool | Callable[[Any], None] = False) -> CameraInstance:
         """The running instance of camera ``name`` (or alias), started if needed; ``reserve``: the caller will
