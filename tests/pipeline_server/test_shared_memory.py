@@ -16,7 +16,7 @@ from cam_server.client.cam_client import CamClient
 from cam_server.client.pipeline_client import PipelineClient
 from cam_server.common.frame_ring import host_id, list_rings, parse_ring_name
 from tests.helpers.procs import wait_until
-from tests.helpers.servers import ServerPair
+from tests.helpers.servers import ServerPair, camera_server, pipeline_server, write_config_dir
 from tests.test_metrics import scrape, value
 
 CAMERA = "test_camera"
@@ -102,3 +102,19 @@ def test_kill_9_leaves_no_ring(servers, client):
     wait_until(lambda: not _camera_rings(servers), 10, "the killed camera's ring removed")
     assert not Path(f"/dev/shm/{rings[0]}").exists()
     assert not Path(announce_address(camera_pid).removeprefix("ipc://")).exists()  # its socket file too
+
+
+def test_camera_server_switched_off_offers_no_ring_and_pipelines_read_the_stream(tmp_path: Path):
+    """``camera_server --shared_memory off`` (README options): the negotiation answers no ring, a local pipeline
+    reads the bsread stream, and the camera writes no ring to /dev/shm."""
+    with camera_server(tmp_path, config_dir=write_config_dir(tmp_path / "cameras"),
+                       extra_args=["--shared_memory", "off"]) as cam, \
+            pipeline_server(tmp_path, cam.url) as pipe:
+        answer = requests.get(f"{cam.url}/api/v1/cam/{CAMERA}/shared_memory", timeout=30).json()
+        assert answer["state"] == "ok" and answer["shared_memory"] is None and answer["stream"].startswith("tcp://")
+        pipelines = PipelineClient(pipe.url)
+        instance_id, _ = pipelines.create_instance_from_config({"camera_name": CAMERA})
+        message = pipelines.get_instance_message(instance_id, timeout=30)
+        assert "x_center_of_mass" in message.data.data
+        assert _stats(pipelines, instance_id)["input_path"] == "bsread"
+        assert [name for name in list_rings() if (parsed := parse_ring_name(name)) and parsed[0] == cam.pid] == []
