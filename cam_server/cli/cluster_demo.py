@@ -13,13 +13,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import IO
 
-from cam_server.cli.demo import CONFIGURATION, _raise_interrupt, _start, _wait_ready, clean_up
+from cam_server.cli.demo import _raise_interrupt, _start, _wait_ready, clean_up, work_folder
 
 REDIS_SERVER = "redis-server"
 
@@ -38,11 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     signal.signal(signal.SIGTERM, _raise_interrupt)
 
-    work = Path(tempfile.mkdtemp(prefix="cam_server_cluster_"))
-    config = work / "configuration"
-    shutil.copytree(CONFIGURATION, config)
-    for sub in ("camera_config", "pipeline_config", "background_config", "user_scripts"):
-        (config / sub).mkdir(exist_ok=True)
+    work, config = work_folder("cam_server_cluster_")
     host, base = args.host, args.base_port
     redis_url = f"redis://{host}:{args.redis_port}/0"
     cam_url, pipe_url = f"http://{host}:{base}", f"http://{host}:{base + 1}"

@@ -117,11 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from cam_server.client.pipeline_client import PipelineClient
 
-    work = Path(tempfile.mkdtemp(prefix="cam_server_demo_"))
-    config = work / "configuration"
-    shutil.copytree(CONFIGURATION, config)
-    for sub in ("camera_config", "pipeline_config", "background_config", "user_scripts"):
-        (config / sub).mkdir(exist_ok=True)
+    work, config = work_folder("cam_server_demo_")
     cam_url = f"http://127.0.0.1:{args.camera_port}"
     pipe_url = f"http://127.0.0.1:{args.pipeline_port}"
     children: list[subprocess.Popen] = []
@@ -158,6 +154,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         clean_up(children, logs, work)
     print("stopped.", flush=True)
     return 0
+
+
+def work_folder(prefix: str) -> tuple[Path, Path]:
+    """A temporary folder with a copy of the bundled configuration (so the demo changes nothing in the clone):
+    (the folder, its ``configuration``)."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    config = work / "configuration"
+    shutil.copytree(CONFIGURATION, config)
+    for sub in ("camera_config", "pipeline_config", "background_config", "user_scripts"):
+        (config / sub).mkdir(exist_ok=True)
+    return work, config
 
 
 def clean_up(children: list[subprocess.Popen], logs: list[IO[bytes]], work: Path) -> None:
