@@ -86,6 +86,7 @@ STAT_FIELDS = (
     "input_path",        # how frames arrive: an index into INPUT_PATHS (snapshot() shows the name)
 )
 _INDEX = {name: i for i, name in enumerate(STAT_FIELDS)}
+COUNTED_REPORT_WAIT_S = 0.1  # the longest a reader waits for a report the child counted but had not written yet
 _INT_FIELDS = frozenset({"frames_in", "frames_out", "dropped", "errors", "clients", "bytes_out", "frame_width",
                          "frame_height", "reconnects", "source_restarts", "dropped_input", "dropped_gates",
                          "dropped_output", "input_queue", "output_queue", "output_queue_max", "output_backlog",
@@ -598,9 +599,14 @@ class InstanceControl:
         if not always and self._errors_sent.value == self._errors_taken:
             return out
         while True:
+            counted = self._errors_sent.value
             try:
-                out.append(self._errors.get_nowait())
+                # A counted report is on its way (the child's feeder thread writes it a moment after counting):
+                # wait for it, so whatever the child showed after reporting (a state) is never seen without it.
+                out.append(self._errors.get(timeout=COUNTED_REPORT_WAIT_S) if counted > self._errors_taken
+                           else self._errors.get_nowait())
             except (queue.Empty, EOFError, OSError, ValueError):  # ValueError: queue already closed
+                self._errors_taken = max(self._errors_taken, counted)  # lost with a killed child: stop waiting
                 return out
             self._errors_taken += 1
 

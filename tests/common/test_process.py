@@ -8,7 +8,7 @@ import pytest
 from cam_server.common.config_store import JsonConfigStore
 from cam_server.common.errors import InvalidConfig, InvalidName, NotFound
 from cam_server.common.names import validate_name
-from cam_server.common.process import InstanceProcess, process_context
+from cam_server.common.process import InstanceControl, InstanceProcess, process_context
 from tests.common import targets
 from tests.helpers.net import free_port
 from tests.helpers.procs import wait_until
@@ -161,3 +161,17 @@ def test_exit_code_not_lost_to_another_instance_starting(monkeypatch):
     proc.stop()
     assert proc.exitcode == 3 and other.exitcode == 0
 
+
+
+@pytest.mark.unit
+def test_a_counted_report_is_read_even_while_still_on_its_way() -> None:
+    """A report is counted before the queue's feeder thread writes it: a reader asking at once gets it (it waits for
+    a counted one), so what the instance showed after reporting (e.g. its state) never comes without the report."""
+    control = InstanceControl(process_context())
+    try:
+        for i in range(50):
+            control.report_error(f"report {i}")
+            assert [message for _, message in control.drain_errors()] == [f"report {i}"]
+        assert control.drain_errors() == []  # nothing counted: nothing waited for
+    finally:
+        control.close()

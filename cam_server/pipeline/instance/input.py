@@ -422,15 +422,15 @@ class StreamInput:
         if self._wait_started is None:
             self._wait_started = now
             self._retry_delay = RETRY_FIRST_S
-            self._set_state(WAITING_FOR_CAMERA_SERVER)
-            if self._stats is not None:
-                self._stats.set("waiting_since", time.time())
-            if limit is None or limit > 0:
+            if limit is None or limit > 0:  # reported before the state shows: info never has one without the other
                 message = (f"{error}; waiting for the camera server (retrying, "
                            + ("no time limit" if limit is None else f"camera_server_timeout {limit:g} s") + ")")
                 log.warning("%s", message)
                 if self._report is not None:
                     self._report(message)
+            self._set_state(WAITING_FOR_CAMERA_SERVER)
+            if self._stats is not None:
+                self._stats.set("waiting_since", time.time())
         else:
             self._retry_delay = min(2 * self._retry_delay, RETRY_MAX_S)
         waited = now - self._wait_started
