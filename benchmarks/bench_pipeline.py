@@ -23,6 +23,9 @@ The first second is warm-up and not counted. At "max" the latency is queueing ti
         [--baseline COMMIT] [--variants "ENV=1 --arg x cam.queue_size=4 pipe.input_queue_size=4;..."]
         [--server-args='--shared_memory off'] [--repeats 3] [--duration 10]
 
+A case ``WxH@RATE+Nms`` runs a user function that sleeps N ms per frame before the default processing: a pipeline
+slower than its camera (sleeping, so that the CPU is left to the others), where the input policy decides the latency.
+
 An external sender process (bsread PUB on tcp, uint16 images of the case's size) → a camera server's instance of a
 ``bsread`` camera reading it → a pipeline server's instance with the default processing → a SUB client (this
 process). "max": the sender sends the next frame as soon as the camera instance has taken the previous one (SNDHWM 1
@@ -31,10 +34,13 @@ variant is a camera + pipeline server pair, all running for the whole benchmark:
 of an older commit (unpacked with ``git archive``, its numba kernels compiled first) as the first variant; every
 case runs on every variant in turn, round after round (``--repeats``), so that the load of a shared machine falls on
 all alike. Columns: sender/s (frames ZeroMQ took), delivered/s, dropped % (gaps in the delivered pulse ids: frames
-sent and never delivered, wherever they were lost), latency p50/p99 (receive time − the sender's timestamp), CPU of
-the camera and the pipeline instance (100 = one core), and the drops the instances counted in the window (the
-camera's ``dropped``, the pipeline's ``dropped_input`` at its door and ``dropped_output``). Last, raw pyzmq PUB → SUB
-over tcp moving one image of each size, the floor of one socket hop.
+sent and never delivered, wherever they were lost), latency p50/p99/mean (receive time − the sender's timestamp),
+where it goes: the mean latency at the camera's and at the pipeline's send (their ``latency_seconds`` histograms in
+``/metrics``; the rest of the client's mean is the output hop and the client's own queue), CPU of the camera and
+the pipeline instance and of the sender and this client (100 = one core), and the drops the instances counted in
+the window (the camera's ``dropped``; the pipeline's ``dropped_input`` at its door, ``dropped_overwritten`` in the
+shared-memory ring, ``input_gaps`` lost before it, ``dropped_output``). Last, raw pyzmq PUB → SUB over tcp moving
+one image of each size, the floor of one socket hop.
 """
 
 from __future__ import annotations
@@ -58,6 +64,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 WARMUP_S = 1.0
 SERVER_CASES = "1280x1024@100,2048x2048@100,2560x2160@100,1280x1024@max,2560x2160@max"
+SLOW_FUNCTION = """import time
+
+from cam_server.processing.default import process_image as default_processing
+
+
+def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
+    time.sleep({seconds!r})
+    return default_processing(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata)
+"""
 
 
 def _frames(width: int, height: int, count: int = 4):
@@ -213,8 +228,9 @@ def run_case(width: int, height: int, rate: float | None, duration: float, threa
 # --- the whole path with real servers (--servers) ------------------------------------------------------------------
 
 SERVER_COLUMNS = ["variant", "size", "rate", "sender/s", "delivered/s", "dropped % (min)", "p50 ms", "p99 ms (min)",
-                  "p99 ms", "cpu camera %", "cpu pipeline %", "camera dropped", "pipeline dropped_input",
-                  "pipeline dropped_output"]
+                  "p99 ms", "mean ms", "mean at camera / pipeline send ms", "cpu camera %", "cpu pipeline %",
+                  "cpu sender + client %", "camera dropped", "pipeline dropped_input", "dropped_overwritten",
+                  "input_gaps", "dropped_output"]
 
 
 @dataclass
@@ -265,8 +281,38 @@ def _sample_cpu(pids: list[int]) -> list[Any]:
     return procs
 
 
+def instance_histograms(url: str, instance_id: str) -> dict[str, tuple[float, float]]:
+    """(count, sum) of an instance's processing and latency histograms, from its server's /metrics."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"{url}/metrics", timeout=30).text
+    found: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("instance_id") != instance_id:
+                continue
+            for name in ("processing_seconds", "latency_seconds"):
+                if sample.name.endswith(name + "_count"):
+                    found.setdefault(name, [0.0, 0.0])[0] = sample.value
+                elif sample.name.endswith(name + "_sum"):
+                    found.setdefault(name, [0.0, 0.0])[1] = sample.value
+    return {name: (count, total) for name, (count, total) in found.items()}
+
+
+def slow_function(pipe_url: str, milliseconds: int) -> str:
+    """Upload the user function sleeping ``milliseconds`` per frame (see the module docstring); its name."""
+    import requests
+
+    name = f"bench_slow_{milliseconds}ms"
+    requests.put(f"{pipe_url}/api/v1/pipeline/script/{name}/script_bytes",
+                 data=SLOW_FUNCTION.format(seconds=milliseconds / 1000).encode(), timeout=30).raise_for_status()
+    return name
+
+
 def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: int, height: int,
-                    rate: float | None, duration: float, sender_hwm: int, client_hwm: int, tag: str) -> dict:
+                    rate: float | None, duration: float, sender_hwm: int, client_hwm: int, tag: str,
+                    function_ms: int = 0) -> dict:
     """External sender process → camera server instance (bsread camera reading it) → pipeline instance (default
     processing) → SUB client (this process); see ``--servers``."""
     import numpy as np
@@ -286,8 +332,9 @@ def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: 
     config = {"name": camera, "source_type": "bsread", "source": address, "mirror_x": False, "mirror_y": False,
               "rotate": 0, "camera_calibration": None, "no_client_timeout": 0, "bsread_mode": "SUB", **variant.camera}
     requests.post(f"{cam_url}/api/v1/cam/{camera}/config", json=config, timeout=30).raise_for_status()
+    function = {"function": slow_function(pipe_url, function_ms)} if function_ms else {}
     answer = requests.post(f"{pipe_url}/api/v1/pipeline", json={"camera_name": camera, "no_client_timeout": 0,
-                                                                 **variant.pipeline}, timeout=180).json()
+                                                                 **function, **variant.pipeline}, timeout=180).json()
     instance_id, stream = answer["instance_id"], answer["stream"]
     client = Source(address=stream, mode=SUB, receive_timeout=1000, queue_size=client_hwm)
     client.connect()
@@ -303,11 +350,13 @@ def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: 
             client.receive()
         cam_info = requests.get(f"{cam_url}/api/v1/cam/info", timeout=30).json()["info"]["active_instances"][camera]
         pipe_info = requests.get(f"{pipe_url}/api/v1/pipeline/instance/{instance_id}/info", timeout=30).json()["info"]
-        procs = _sample_cpu([cam_info["statistics"]["pid"], pipe_info["pid"]])
+        procs = _sample_cpu([cam_info["statistics"]["pid"], pipe_info["pid"], sender.pid, os.getpid()])
+        histograms_start = (instance_histograms(cam_url, camera), instance_histograms(pipe_url, instance_id))
         sent_start = sent.value
         stats_start = cam_info["statistics"], pipe_info["statistics"]
         receive_for(client, time.monotonic() + duration, latencies, pids)
         cpu = [proc.cpu_percent(None) for proc in procs]
+        histograms_end = (instance_histograms(cam_url, camera), instance_histograms(pipe_url, instance_id))
         sent_count = sent.value - sent_start
         cam_stats = requests.get(f"{cam_url}/api/v1/cam/info", timeout=30).json()["info"]["active_instances"][camera][
             "statistics"]
@@ -322,19 +371,32 @@ def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: 
         sender.join(10)
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
 
+    def mean_ms(name: str, server: int = 1) -> float:
+        (count0, sum0) = histograms_start[server].get(name, (0, 0))
+        (count1, sum1) = histograms_end[server].get(name, (0, 0))
+        return 1000 * (sum1 - sum0) / (count1 - count0) if count1 > count0 else float("nan")
+
     def delta(after: dict, before: dict, key: str) -> int:
         return int(after.get(key) or 0) - int(before.get(key) or 0)
 
     return {
-        "variant": variant.label, "size": f"{width}x{height}", "rate": "max" if not rate else f"{rate:g} Hz",
+        "variant": variant.label, "size": f"{width}x{height}",
+        "rate": ("max" if not rate else f"{rate:g} Hz") + (f", function {function_ms} ms" if function_ms else ""),
         "sender/s": sent_count / duration, "delivered/s": len(pids) / duration,
         # Gaps in the delivered pulse ids (the sender numbers every frame it sends from 0): frames lost anywhere.
         "dropped %": 100.0 * (1 - len(pids) / (pids[-1] - pids[0] + 1)) if pids else float("nan"),
         "p50 ms": float(np.percentile(lat, 50)), "p99 ms": float(np.percentile(lat, 99)), "max ms": float(lat.max()),
-        "cpu camera %": cpu[0], "cpu pipeline %": cpu[1],
+        # Where the time goes (means): sender → the pipeline's send (its latency histogram), of which the pipeline's
+        # own take → send (processing histogram); the rest of the client's mean is the output hop.
+        "mean ms": float(np.mean(lat)), "at camera send ms": mean_ms("latency_seconds", 0),
+        "at pipeline send ms": mean_ms("latency_seconds"),
+        "pipeline take→send ms": mean_ms("processing_seconds"),
+        "cpu camera %": cpu[0], "cpu pipeline %": cpu[1], "cpu sender %": cpu[2], "cpu client %": cpu[3],
         "camera dropped": delta(cam_stats, stats_start[0], "dropped"),
         "pipeline dropped_input": delta(pipe_stats, stats_start[1], "dropped_input"),
         "pipeline dropped_output": delta(pipe_stats, stats_start[1], "dropped_output"),
+        "pipeline dropped_overwritten": delta(pipe_stats, stats_start[1], "dropped_overwritten"),
+        "pipeline input_gaps": delta(pipe_stats, stats_start[1], "input_gaps"),
     }
 
 
@@ -387,8 +449,9 @@ def servers_benchmark(args: argparse.Namespace) -> None:
 
     from tests.helpers.servers import camera_server, pipeline_server
 
-    cases = [(int(w), int(h), None if r == "max" else float(r))
-             for w, h, r in (re.fullmatch(r"(\d+)x(\d+)@(\w+)", c.strip()).groups() for c in args.cases.split(","))]
+    cases = [(int(w), int(h), None if r == "max" else float(r), int(ms or 0))
+             for w, h, r, ms in (re.fullmatch(r"(\d+)x(\d+)@(\w+)(?:\+(\d+)ms)?", c.strip()).groups()
+                                 for c in args.cases.split(","))]
     rows: dict[tuple[int, int], list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp, contextlib.ExitStack() as stack:
         variants = []
@@ -411,14 +474,14 @@ def servers_benchmark(args: argparse.Namespace) -> None:
               f"{args.sender_hwm}, client RCVHWM {args.client_hwm}, server args {args.server_args!r}, cores "
               f"{os.cpu_count()}, load average {os.getloadavg()[0]:.2f}", flush=True)
         for round_no in range(args.repeats):
-            for c, (width, height, rate) in enumerate(cases):
+            for c, (width, height, rate, function_ms) in enumerate(cases):
                 for i, (variant, (cam_url, pipe_url)) in enumerate(zip(variants, pairs, strict=True)):
                     row = run_server_case(variant, cam_url, pipe_url, width, height, rate, args.duration,
-                                          args.sender_hwm, args.client_hwm, f"{round_no}_{c}_{i}")
+                                          args.sender_hwm, args.client_hwm, f"{round_no}_{c}_{i}", function_ms)
                     rows.setdefault((c, i), []).append(row)
                     print("  " + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
                                           for k, v in row.items()), flush=True)
-        floors = {(w, h): raw_zmq_floor(w, h, args.sender_hwm) for w, h in {(w, h) for w, h, _ in cases}}
+        floors = {(w, h): raw_zmq_floor(w, h, args.sender_hwm) for w, h in {(w, h) for w, h, _, _ in cases}}
         print(f"\nload average at the end {os.getloadavg()[0]:.2f}; median of {args.repeats} rounds (min for the "
               "latencies and the dropped share: the least disturbed round)\n")
         print("| " + " | ".join(SERVER_COLUMNS) + " |")
@@ -433,8 +496,11 @@ def servers_benchmark(args: argparse.Namespace) -> None:
                 cells = [runs[0]["variant"], runs[0]["size"], runs[0]["rate"], f"{med('sender/s'):.0f}",
                          f"{med('delivered/s'):.0f}", f"{min(r['dropped %'] for r in runs):.1f}",
                          f"{med('p50 ms'):.1f}", f"{min(r['p99 ms'] for r in runs):.1f}", f"{med('p99 ms'):.1f}",
-                         f"{med('cpu camera %'):.0f}", f"{med('cpu pipeline %'):.0f}", f"{med('camera dropped'):.0f}",
-                         f"{med('pipeline dropped_input'):.0f}", f"{med('pipeline dropped_output'):.0f}"]
+                         f"{med('mean ms'):.1f}", f"{med('at camera send ms'):.1f} / {med('at pipeline send ms'):.1f}",
+                         f"{med('cpu camera %'):.0f}", f"{med('cpu pipeline %'):.0f}",
+                         f"{med('cpu sender %'):.0f} + {med('cpu client %'):.0f}", f"{med('camera dropped'):.0f}",
+                         f"{med('pipeline dropped_input'):.0f}", f"{med('pipeline dropped_overwritten'):.0f}",
+                         f"{med('pipeline input_gaps'):.0f}", f"{med('pipeline dropped_output'):.0f}"]
                 print("| " + " | ".join(cells) + " |")
         print("\n| raw pyzmq PUB → SUB (tcp, one hop) | messages/s | GB/s |\n|---|---|---|")
         for (width, height), (rate, gbps) in sorted(floors.items()):

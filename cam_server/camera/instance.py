@@ -41,6 +41,7 @@ from cam_server.common.process import (
     RateMeter,
     SharedStats,
     configure_memory,
+    freeze_gc,
 )
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,7 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
     streaming = False  # the state shown is "streaming"
     last_frame = next_check = 0.0
     log.info("camera %s streaming on %s", config.name, sender.endpoint)
+    freeze_gc()  # the source, sockets and publisher are long-lived
     try:
         while not control.should_stop():
             if no_clients.is_set():

@@ -10,7 +10,8 @@ processing functions read their own parameters from the same dict.
 Defaults live in :class:`PipelineConfig` only (the processing blocks' defaults come from
 :mod:`cam_server.processing.parameters`, shared with the processing functions). Four defaults depend on other
 fields, see :func:`derived_defaults`: ``mode`` (PUSH for store and fanout, else PUB), ``block`` (True for PUSH, else
-False), ``input_mode`` (PULL for fanin, else SUB) and ``input_queue_size`` (the pipeline type's, see the registry).
+False), ``input_mode`` (PULL for fanin, else SUB), ``input_queue_size`` (the pipeline type's, see the registry) and
+``input_catch_up_after`` (the pipeline type's; 0 when writing a file: every frame it can hold, in order).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ ROTATION_MODES = ("reflect", "nearest", "mirror", "wrap", "ortho")
 LEADING_KEYS = ("image_background_enable", "image_background", "image_threshold", "image_region_of_interest",
                 "image_good_region", "image_slices", "pipeline_type")
 # Keys whose default depends on other fields (see derived_defaults).
-DERIVED_KEYS = ("mode", "block", "input_mode", "input_queue_size")
+DERIVED_KEYS = ("mode", "block", "input_mode", "input_queue_size", "input_catch_up_after")
 # Parameters for which null is a value, not "use the default" (README: camera_timeout null disables the timeout).
 NULL_IS_VALUE = frozenset({"camera_timeout"})
 # README example spelling of the background id; accepted as an alias of image_background (see docs/pipeline.md).
@@ -153,18 +154,19 @@ def _int_like(v: Any, what: str, limit: int = MAX_COUNT) -> int:
 
 
 def derived_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The defaults of ``mode``, ``block``, ``input_mode`` and ``input_queue_size`` for this config (README:
+    """The defaults of :data:`DERIVED_KEYS` for this config (README:
     mode-dependent): the model's default factories, and :func:`update_config` to tell a derived value from a chosen
     one."""
     kind = PIPELINE_TYPES.get(config.get("pipeline_type") or DEFAULT_TYPE, PIPELINE_TYPES[DEFAULT_TYPE])
     mode = config.get("mode") or kind.output_mode
     return {"mode": kind.output_mode, "block": str(mode).upper() == "PUSH", "input_mode": kind.input_mode,
-            "input_queue_size": kind.input_queue_size}
+            "input_queue_size": kind.input_queue_size,
+            "input_catch_up_after": 0.0 if str(mode).upper() == "FILE" else kind.input_catch_up_after}
 
 
 # A derived default's factory sees the fields validated before it (pipeline_type, and mode for block).
-def _derived(key: str) -> Any:
-    return Field(default_factory=lambda data: derived_defaults(data)[key])
+def _derived(key: str, **constraints: Any) -> Any:
+    return Field(default_factory=lambda data: derived_defaults(data)[key], **constraints)
 
 
 class PipelineConfig(BaseModel):
@@ -226,6 +228,10 @@ class PipelineConfig(BaseModel):
     create_header: Literal["once", "always", "on_change"] = "on_change"
     queue_size: int = Field(10, gt=0, le=MAX_COUNT)
     block: bool = _derived("block")
+    # Input (here, after mode, from which its default derives): seconds a SUB input may stay behind (frames waiting at
+    # every take) before it jumps to the newest frame, the skipped ones counted as dropped_input; 0: never (frames in
+    # order, at most input_queue_size behind). See input.py.
+    input_catch_up_after: float = _derived("input_catch_up_after", ge=0, le=3600)
     no_client_timeout: float = 10.0
     buffer_size: int | None = None
     file: str | None = None
@@ -257,7 +263,8 @@ class PipelineConfig(BaseModel):
         return v
 
     @field_validator("stream_timeout", "camera_timeout", "no_client_timeout", "bsread_image_buf", "bsread_data_buf",
-                     "pid_buffer", "queue_size", "camera_server_timeout", "memory_limit", mode="before")
+                     "pid_buffer", "queue_size", "camera_server_timeout", "memory_limit", "input_catch_up_after",
+                     mode="before")
     @classmethod
     def _no_bool(cls, v: Any) -> Any:
         if isinstance(v, bool | str):  # pydantic would read true as 1 and "5" as 5

@@ -28,6 +28,9 @@ class PipelineType:
     binds_input: bool = False  # the server gives it an input address to bind (workers connect to it)
     # default ``input_queue_size``: a live pipeline works on recent frames; a writer's feed rides out its hiccups
     input_queue_size: int = 8
+    # default ``input_catch_up_after`` (s): a live pipeline behind for good jumps to the newest frame; a writer's feed
+    # (0) takes every frame it can hold, in order (so does any pipeline writing a file, mode FILE)
+    input_catch_up_after: float = 0.1
 
     @property
     def module_path(self) -> str:
@@ -38,7 +41,7 @@ PIPELINE_TYPES: dict[str, PipelineType] = {t.name: t for t in (
     PipelineType("processing", "camera / `input_stream`", "the processing function's channels", "processing"),
     # PSI's writers read a store pipeline with PULL: it PUSHes unless the config says otherwise.
     PipelineType("store", "camera / `input_stream`", "the received channels, unchanged (for a writer)", "store",
-                 output_mode="PUSH", input_queue_size=20),
+                 output_mode="PUSH", input_queue_size=20, input_catch_up_after=0.0),
     PipelineType("stream", "`input_stream` / `bsread_address` / camera",
                  "`process(stream_data, ...)` result, or pass-through", "stream"),
     PipelineType("custom", "none", "`process(parameters)` result, called in a loop", "custom",
@@ -47,7 +50,7 @@ PIPELINE_TYPES: dict[str, PipelineType] = {t.name: t for t in (
                  run="run_script_pipeline", needs_input=False),
     # fanout: forward the frames unchanged, PUSHed round-robin to the workers.
     PipelineType("fanout", "camera / `input_stream`", "the received channels, PUSHed to the workers", "store",
-                 output_mode="PUSH", input_queue_size=20),
+                 output_mode="PUSH", input_queue_size=20, input_catch_up_after=0.0),
     PipelineType("fanin", "binds PULL on its `input_stream`", "the workers' messages in pulse-id order", "fanin",
                  run="run_fanin_pipeline", needs_input=False, input_mode="PULL", binds_input=True),
 )}

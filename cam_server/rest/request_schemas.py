@@ -139,6 +139,7 @@ def _pipeline_properties() -> dict[str, Any]:
                            "description": "Hz; 0 or null: no limit"},
         "downsampling": count, "records": count, "buffer_size": count,
         "input_queue_size": {"type": "integer", "minimum": 1, "maximum": MAX_COUNT},
+        "input_catch_up_after": {"type": "number", "minimum": 0, "maximum": 3600},
         "camera_server_timeout": {"type": "number", "minimum": 0, "maximum": 1e300},
         "memory_limit": {"type": "number", "minimum": 0, "maximum": 1e300},
         "processing_threads": {"type": "integer", "minimum": 0, "maximum": MAX_PROCESSING_THREADS},

@@ -288,7 +288,8 @@ class Statistics(BaseModel):
     waiting_since: str | None = Field(None, description="since when it waits for the camera server, "
                                                         "'YYYY-MM-DD HH:MM:SS' (null: not waiting)")
     dropped_input: int | None = Field(None, description="of dropped: the oldest frames of a full input queue "
-                                                        "(input_queue_size), bsread merge frames without data")
+                                                        "(input_queue_size), frames skipped to catch up "
+                                                        "(input_catch_up_after), bsread merge frames without data")
     dropped_gates: int | None = Field(None, description="of dropped: held back on purpose (paused, pid_range, "
                                                         "downsampling, max_frame_rate, empty image, function None)")
     dropped_output: int | None = Field(None, description="of dropped: not sent (full queue or send timeout, full "

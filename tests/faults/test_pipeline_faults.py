@@ -45,9 +45,13 @@ from tests.pipeline_instance.harness import FakeCamera, gaussian_image, pipeline
 # --- bounds ------------------------------------------------------------------------------------------------------
 INPUT_QUEUE_SIZE = PIPELINE_TYPES["processing"].input_queue_size  # its default: 8
 SLOW_FUNCTION_S, SLOW_CAMERA_HZ = 0.5, 20.0
-# Output lag behind the camera, in frames, once the input queue is full: the queue (the loop takes its oldest frame),
-# the frames the camera sends while the function works on it, and 6 of margin (a loaded machine, the receive).
+# Output lag behind the camera, in frames, once the input queue is full, without catching up
+# (input_catch_up_after 0): the queue (the loop takes its oldest frame), the frames the camera sends while the function
+# works on it, and 6 of margin (a loaded machine, the receive).
 LAG_BOUND_FRAMES = INPUT_QUEUE_SIZE + int(SLOW_FUNCTION_S * SLOW_CAMERA_HZ) + 6
+# With the default catching up, the loop takes the newest frame: only the frames sent while the function works on it,
+# and the same margin.
+CATCH_UP_LAG_BOUND_FRAMES = int(SLOW_FUNCTION_S * SLOW_CAMERA_HZ) + 6
 BACKLOG_VISIBLE_S = 10.0  # a slow SUB client's backlog shows in the info within this (sampled once a second)
 BACKLOG_MESSAGES = 3  # a client that keeps up has at most the message in flight waiting for it
 SLOW_CLIENT_DROPS_S = 10.0  # a slow PUSH client: drops counted within this
@@ -85,12 +89,18 @@ def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata
 """
 
 
-def test_slow_function_works_on_recent_frames_and_counts_input_drops(tmp_path, record_property):
+@pytest.mark.parametrize(("catch_up_after", "bound"), [(None, CATCH_UP_LAG_BOUND_FRAMES), (0, LAG_BOUND_FRAMES)],
+                         ids=["catching_up", "in_order"])
+def test_slow_function_works_on_recent_frames_and_counts_input_drops(tmp_path, record_property, catch_up_after,
+                                                                     bound):
     """0.5 s per frame on a 20 Hz camera: before, the output fell 18 frames further behind every second (nothing
-    counted); now it stays within LAG_BOUND_FRAMES and the frames it cannot process are counted as dropped_input."""
+    counted); now it stays within the bound and the frames it cannot process are counted as dropped_input. By
+    default (input_catch_up_after 0.1 s) the loop takes the newest frame: the lag is the frames sent during one call;
+    in order (0), the full input queue adds its 8 frames."""
     (tmp_path / "scripts").mkdir()
     (tmp_path / "scripts" / "slow.py").write_text(SLOW)
-    with FakeCamera(rate=SLOW_CAMERA_HZ) as camera, pipeline(tmp_path, camera, function="slow.py") as inst:
+    options = {} if catch_up_after is None else {"input_catch_up_after": catch_up_after}
+    with FakeCamera(rate=SLOW_CAMERA_HZ) as camera, pipeline(tmp_path, camera, function="slow.py", **options) as inst:
         rx = inst.receiver()
         lags = []
         deadline = time.monotonic() + 8.0
@@ -102,8 +112,11 @@ def test_slow_function_works_on_recent_frames_and_counts_input_drops(tmp_path, r
         stats = inst.stats()
     assert len(lags) >= 5, lags
     steady = lags[2:]  # the first outputs come before the queue was ever full
-    _report(record_property, "slow_function_lag_frames", max(steady), LAG_BOUND_FRAMES)
-    assert max(steady) <= LAG_BOUND_FRAMES, lags
+    _report(record_property, f"slow_function_lag_frames_{'in_order' if catch_up_after == 0 else 'catching_up'}",
+            max(steady), bound)
+    assert max(steady) <= bound, lags
+    if catch_up_after == 0:  # in order: the oldest of a full queue, 8 frames behind the newest at least
+        assert min(steady) >= INPUT_QUEUE_SIZE, lags
     assert stats["dropped_input"] >= stats["frames_out"], stats  # 9 of every 10 frames cannot be processed
     assert stats["dropped"] == stats["dropped_input"] + stats["dropped_gates"] + stats["dropped_output"], stats
     # every received frame is sent, dropped (by reason) or failed; at most the queue and one frame were in flight
@@ -411,6 +424,61 @@ def test_input_queue_drops_the_oldest_and_counts_for_a_sub_input():
 
 
 @pytest.mark.unit
+def test_input_queue_rides_out_a_burst_in_order():
+    """Frames left waiting for less than catch_up_after: taken in order, none skipped; a take that empties the queue
+    starts the clock afresh."""
+    q = InputQueue(8, drop_oldest=True, catch_up_after=0.2)
+    for round_ in range(3):
+        for i in range(5):
+            q.put((round_, i), lambda: False)
+        assert [q.get(0.1) for _ in range(5)] == [(round_, i) for i in range(5)]  # the last take empties it
+        time.sleep(0.12)  # together longer than catch_up_after, but never behind for that long in one run
+    assert (q.dropped, q.skipped) == (0, 0)
+
+
+@pytest.mark.unit
+def test_input_queue_behind_for_good_jumps_to_the_newest_and_counts_the_skipped():
+    q = InputQueue(8, drop_oldest=True, catch_up_after=0.05)
+    for i in range(4):
+        q.put(i, lambda: False)
+    assert q.get(0.1) == 0  # behind from now on (frames left waiting)
+    time.sleep(0.06)
+    q.put(4, lambda: False)
+    assert q.get(0.1) == 4 and q.skipped == 3  # behind for 0.06 s > 0.05 s: the newest, 1-3 skipped
+    q.put(5, lambda: False)
+    q.put(6, lambda: False)
+    assert q.get(0.1) == 6 and q.skipped == 4  # still behind (never emptied by a take): the newest again
+    assert q.get(0.01) is None
+    q.put(7, lambda: False)
+    assert q.get(0.1) == 7  # caught up: this take emptied the queue
+    q.put(8, lambda: False)
+    q.put(9, lambda: False)
+    assert q.get(0.1) == 8  # a new run of frames waiting starts in order
+    assert q.dropped_total == q.skipped == 4 and q.dropped == 0
+
+
+@pytest.mark.unit
+def test_input_queue_catch_up_never_skips_a_wake_up_and_is_off_at_0_and_for_pull():
+    q = InputQueue(8, drop_oldest=True, catch_up_after=0.01)
+    for i in range(3):
+        q.put(i, lambda: False)
+    assert q.get(0.1) == 0
+    time.sleep(0.02)
+    q.wake()
+    q.put(3, lambda: False)
+    assert q.get(0.1) == 2 and q.skipped == 1  # stops at the wake-up
+    assert q.get(0.1) is not None  # 3 or the wake-up: both still there
+    assert q.get(0.1) is not None
+    for catch_up, drop_oldest in ((0.0, True), (0.01, False)):
+        q = InputQueue(8, drop_oldest=drop_oldest, catch_up_after=catch_up)
+        for i in range(4):
+            q.put(i, lambda: False)
+        assert q.get(0.1) == 0
+        time.sleep(0.02)
+        assert [q.get(0.1) for _ in range(3)] == [1, 2, 3] and q.skipped == 0
+
+
+@pytest.mark.unit
 def test_input_queue_holds_a_pull_sender_back_and_never_drops():
     q = InputQueue(2, drop_oldest=False)
     assert q.put(0, lambda: False) and q.put(1, lambda: False)
@@ -440,8 +508,14 @@ def test_a_wake_up_is_never_dropped():
 def test_new_parameters_validate_and_default():
     config = expand_config({"camera_name": "x"})
     assert (config["input_queue_size"], config["camera_server_timeout"], config["memory_limit"]) == (8, None, None)
-    assert expand_config({"camera_name": "x", "pipeline_type": "store"})["input_queue_size"] == 20
+    assert config["input_catch_up_after"] == 0.1
+    store = expand_config({"camera_name": "x", "pipeline_type": "store"})
+    assert (store["input_queue_size"], store["input_catch_up_after"]) == (20, 0.0)  # a writer's feed: every frame
+    assert expand_config({"camera_name": "x", "input_catch_up_after": 0})["input_catch_up_after"] == 0
+    assert expand_config({"camera_name": "x", "mode": "FILE", "file": "a.h5"})["input_catch_up_after"] == 0
     for bad, message in (({"input_queue_size": 0}, "at least 1"), ({"memory_limit": -1}, "greater than or equal"),
+                         ({"input_catch_up_after": -1}, "greater than or equal"),
+                         ({"input_catch_up_after": "1"}, "number"),
                          ({"camera_server_timeout": -1}, "greater than or equal"), ({"memory_limit": True}, "number")):
         with pytest.raises(InvalidConfig, match=message):
             expand_config({"camera_name": "x", **bad})

@@ -20,7 +20,8 @@ def test_processing_threads_keep_pulse_id_order(client, servers):
     write_script(servers.scripts, "jitter.py", JITTER)
     with TestCamera(rate=150) as camera:
         _, stream = client.create_instance_from_config({"input_stream": camera.address, "function": "jitter",
-                                                        "processing_threads": 3, "input_queue_size": 20})
+                                                        "processing_threads": 3, "input_queue_size": 20,
+                                                        "input_catch_up_after": 0})
         messages = receive(connect(stream), 60, skip=1)
     pids = pulse_ids(messages)
     assert pids == list(range(pids[0], pids[0] + 60))  # strictly in order, none lost
@@ -29,10 +30,12 @@ def test_processing_threads_keep_pulse_id_order(client, servers):
 
 def test_buffer_size_keeps_frames_produced_before_the_first_client(client, servers):
     with TestCamera(rate=100) as camera:
-        # input_queue_size 20 (default 8 for a live pipeline): no frame may be lost to a stall of a loaded machine
+        # input_queue_size 20 (default 8 for a live pipeline), in order (no catching up): no frame may be lost to a
+        # stall of a loaded machine
         instance_id, stream = client.create_instance_from_config(
             {"input_stream": camera.address, "function": "transparent", "mode": "PUSH", "queue_size": 1,
-             "buffer_size": 30, "no_client_timeout": 0, "input_queue_size": 20})
+             "buffer_size": 30, "no_client_timeout": 0, "input_queue_size": 20,
+             "input_catch_up_after": 0})
         wait_until(lambda: client.get_instance_info(instance_id)["statistics"]["frames_in"] >= 40, 10,
                    "frames while no client is connected")
         messages = receive(connect(stream, mode=PULL, queue_size=1), 30)

@@ -8,6 +8,12 @@ stream) drops the oldest when it is full and counts it (``dropped_input``); a PU
 work out, e.g. a fanout, or a writer's feed) holds the sender back instead, nothing is dropped here. The loop's thread
 decodes a frame when it takes it, so a dropped frame costs no decoding.
 
+**Catching up.** A full queue alone would keep a pipeline slower than its camera ``input_queue_size`` frames behind
+for ever (8 frames of a 50 ms function: 400 ms). A SUB input that has had frames waiting at every take for
+``input_catch_up_after`` seconds (0: never) is behind for good, not riding out a burst: from then on each take jumps
+to the newest frame, the skipped ones counted in ``dropped_input``, until a take leaves the queue empty again. A
+burst shorter than that (a stall, a slow frame) is still processed in order, frame by frame.
+
 **Timeouts.** ``camera_timeout`` (camera input; None or <= 0 disables it): when no message arrived for that long,
 the stream address is asked again from the camera server (a restarted camera gets a new port) and the socket
 reconnected. ``stream_timeout`` (plain ``input_stream`` input) does the same for a stream that is not a camera's:
@@ -100,16 +106,21 @@ class InputQueue:
     """Received messages (raw frames) between the receiving thread (:meth:`put`) and the loop (:meth:`get`).
 
     At most ``size`` messages: with ``drop_oldest`` (SUB) a put into a full queue drops the oldest (``dropped``),
-    else (PULL) it waits for room, which holds the sender back. One producer, one consumer; ``size`` and
-    ``drop_oldest`` may change between puts (a live config change).
+    else (PULL) it waits for room, which holds the sender back. With ``drop_oldest`` and ``catch_up_after`` > 0, a
+    take after frames were left waiting at every take for that long returns the newest frame (``skipped``, see the
+    module docstring). One producer, one consumer; ``size``, ``drop_oldest`` and ``catch_up_after`` may change
+    between puts (a live config change).
     """
 
-    def __init__(self, size: int, drop_oldest: bool) -> None:
+    def __init__(self, size: int, drop_oldest: bool, catch_up_after: float = 0.0) -> None:
         self._items: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._room = threading.Condition()  # waited on only by a PULL producer
         self.size = size
         self.drop_oldest = drop_oldest
+        self.catch_up_after = catch_up_after
         self.dropped = 0  # written by the producer only
+        self.skipped = 0  # written by the consumer only
+        self._behind_since: float | None = None  # monotonic time of the first take of a run that left frames waiting
 
     def __len__(self) -> int:
         return self._items.qsize()
@@ -138,15 +149,40 @@ class InputQueue:
         return True
 
     def get(self, timeout: float) -> Any:
-        """The oldest item, or None when none came within ``timeout`` seconds."""
+        """The oldest item (the newest when behind for good, see the class), or None when none came within
+        ``timeout`` seconds."""
+        items = self._items
         try:
-            item = self._items.get(timeout=timeout)
+            item = items.get(timeout=timeout)
         except queue.Empty:
             return None
         if not self.drop_oldest:
             with self._room:
                 self._room.notify()
+            return item
+        if items.empty():  # caught up
+            self._behind_since = None
+            return item
+        now = time.monotonic()
+        if self._behind_since is None:
+            self._behind_since = now
+        elif self.catch_up_after > 0 and now - self._behind_since >= self.catch_up_after and item is not _WAKE:
+            while True:
+                try:
+                    newer = items.get_nowait()
+                except queue.Empty:
+                    break
+                if newer is _WAKE:  # never skip a wake-up: the loop sees it at its next take
+                    items.put(newer)
+                    break
+                self.skipped += 1
+                item = newer
         return item
+
+    @property
+    def dropped_total(self) -> int:
+        """Frames the queue dropped: the oldest of a full queue and those skipped to catch up (consumer's thread)."""
+        return self.dropped + self.skipped
 
     def wake(self) -> None:
         """End the consumer's current (or next) wait at once."""
@@ -167,7 +203,8 @@ class StreamInput:
         self.reconnects = 0
         self._source: Source | None = None  # owned by the receiving thread
         self._wakeup = Wakeup()
-        self._queue = InputQueue(config.input_queue_size, drop_oldest=self._mode(config) == SUB)
+        self._queue = InputQueue(config.input_queue_size, drop_oldest=self._mode(config) == SUB,
+                                 catch_up_after=config.input_catch_up_after)
         self._decoder = Decoder()  # used by the loop's thread only
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None  # raised by the thread, re-raised in the loop's receive()
@@ -210,10 +247,11 @@ class StreamInput:
 
     def update_config(self, config: PipelineConfig) -> None:
         """Take a new config; a changed input (camera_name, input_stream, input_mode) reconnects, asking the camera
-        server for the new camera's stream; ``input_queue_size`` applies at once."""
+        server for the new camera's stream; ``input_queue_size`` and ``input_catch_up_after`` apply at once."""
         changed = any(getattr(config, key) != getattr(self._config, key) for key in INPUT_KEYS)
         self._config = config
         self._queue.size = config.input_queue_size
+        self._queue.catch_up_after = config.input_catch_up_after
         if changed:
             log.info("input changed; reconnecting")
             self._input_changed = True
@@ -233,8 +271,8 @@ class StreamInput:
 
     @property
     def dropped_backlog(self) -> int:
-        """Frames dropped because the input queue was full (the oldest ones; SUB input only)."""
-        return self._queue.dropped
+        """Frames the input queue dropped: the oldest of a full queue, those skipped to catch up (SUB input only)."""
+        return self._queue.dropped_total
 
     @property
     def queued(self) -> int:
@@ -290,7 +328,7 @@ class StreamInput:
     def _count_gap(self, pulse_id: int) -> None:
         """``input_gaps``: pulse ids skipped since the last message beyond those our input queue dropped (a
         sender's full queue drops silently in ZeroMQ: the receiver is where it shows). A jump back starts afresh."""
-        dropped = self._queue.dropped
+        dropped = self._queue.dropped_total
         last, self._last_pulse_id = self._last_pulse_id, pulse_id
         missed = pulse_id - last - 1 - (dropped - self._dropped_then)
         self._dropped_then = dropped

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import zmq
 
 from cam_server.common.errors import CamServerError
-from cam_server.common.process import STATE_CODES, InstanceControl, configure_memory
+from cam_server.common.process import STATE_CODES, InstanceControl, configure_memory, freeze_gc
 from cam_server.pipeline.instance.input import StreamInput
 from cam_server.pipeline.instance.loop import AbortInstance, InstanceLoop
 from cam_server.pipeline.instance.memory import MemoryLimitExceeded, MemoryWatchdog, memory_limit
@@ -82,6 +82,7 @@ def run_stream_pipeline(control: InstanceControl, spec: InstanceSpec) -> int:
     try:
         loop = InstanceLoop(control, handler, source, output, config.processing_threads)  # before the input runs
         source.connect()
+        freeze_gc()  # the set-up (handler, user function, sockets) is long-lived
         loop.run()
     finally:
         source.close()
