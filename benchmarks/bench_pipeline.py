@@ -52,6 +52,7 @@ import multiprocessing as mp
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -530,6 +531,8 @@ def main() -> None:
                         "(bsread's default 10; also the raw pyzmq floor's)")
     parser.add_argument("--client-hwm", type=int, default=10, help="with --servers: the SUB client's RCVHWM")
     args = parser.parse_args()
+    # A SIGTERM (kill, a CI timeout) ends the benchmark through its clean-ups: the servers it started stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from cam_server.common.process import configure_memory
 

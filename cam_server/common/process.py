@@ -108,6 +108,15 @@ STATE_CODES = {name: code for code, name in enumerate(INSTANCE_STATES)}
 # Rates only change on events: a reader shows a rate (and its throughput) as 0 once the stamp of its last event is
 # older than this. rate field → (wall-clock stamp of its last event, its throughput field or None).
 RATE_STALE_S = 2.0
+# An instance whose server is gone ends within moments (its loop is woken). One whose main thread is stuck where no
+# wake-up reaches (a user function blocked in a C call) ends itself this long after the server's end, the way it would
+# have ended (its processes, exit code EXIT_ORPHANED); should even that not run, the kernel ends it ORPHAN_KILL_S later.
+ORPHAN_GRACE_S = 10.0
+ORPHAN_KILL_S = 5.0
+EXIT_ORPHANED = 1
+# The child's watcher thread and its main thread (as it ends) may both ask whether the server is gone: one reads the
+# pipe (a second read of a stop request already taken would block).
+_SERVER_GONE_LOCK = threading.Lock()
 RESERVATION_SLOTS = 32  # stream reservations held until released, at once per instance (InstanceControl)
 # Ids of those reservations, unique in this (server) process: an id never releases another instance's reservation.
 _RESERVATION_IDS = itertools.count(1)
@@ -364,6 +373,7 @@ class InstanceControl:
         self._closed = False
         self._wakers: list[Callable[[], None]] = []
         self._watcher: threading.Thread | None = None
+        self._server_gone: bool | None = None  # child: the verdict of server_gone(), once the stop pipe had its say
         # The exit code the child writes as it ends: the exit status when the fork server, which reads the real one,
         # is gone. NO_EXIT_CODE until then.
         self._exit_code = ctx.RawValue("i", NO_EXIT_CODE)
@@ -404,7 +414,13 @@ class InstanceControl:
         self._wakers.append(wake)
         if self._stopped:
             wake()
-        elif self._watcher is None:
+        else:
+            self.watch()
+
+    def watch(self) -> None:
+        """Child: start the watcher thread (once): it wakes what :meth:`on_stop` registered when the stop comes, and
+        when the server is gone it makes sure the instance does not outlive it (:data:`ORPHAN_GRACE_S`)."""
+        if self._watcher is None and not self._stopped:
             self._watcher = threading.Thread(target=self._watch_stop, name="stop-watcher", daemon=True)
             self._watcher.start()
 
@@ -424,6 +440,22 @@ class InstanceControl:
                 wake()
             except Exception:  # noqa: BLE001 - a failing waker must not hide the stop from the others
                 log.exception("stop waker %r failed", wake)
+        if self.server_gone():
+            self._end_orphan()
+
+    def _end_orphan(self) -> None:
+        """The server is gone; the instance's loop was woken and ends in moments, unless its main thread is stuck
+        where no wake-up reaches. Then, :data:`ORPHAN_GRACE_S` later, this (daemon) thread ends the instance as its
+        own exit would have: the exit code, its processes, the process. The kernel's default action on SIGALRM is the
+        backstop for a main thread that keeps this one from running (C code holding the GIL)."""
+        signal.setitimer(signal.ITIMER_REAL, ORPHAN_GRACE_S + ORPHAN_KILL_S)
+        time.sleep(ORPHAN_GRACE_S)
+        log.error("the server is gone and this instance has not ended within %.0f s (stuck in its work?): ending it",
+                  ORPHAN_GRACE_S)
+        self.record_exit(EXIT_ORPHANED)
+        end_leftovers(self)
+        logging.shutdown()
+        os._exit(EXIT_ORPHANED)
 
     def poll_config(self) -> Any:
         """The newest config sent by the parent since the last call, or None (cheap when there is none): what the
@@ -441,17 +473,23 @@ class InstanceControl:
             self._configs_taken += 1
 
     def server_gone(self) -> bool:
-        """Child, as it ends: True when the server is gone (its end of the stop pipe closed without a stop request,
-        which can come while the server is still being torn down, or it no longer runs)."""
-        try:
-            if self._stop_reader.poll(0):
-                self._stop_reader.recv_bytes()
-                return False  # a stop request
-        except EOFError:
-            return True
-        except (OSError, ValueError):  # closed
-            pass
-        return not _running(self._parent_pid)
+        """Child, once the stop came or as it ends: True when the server is gone (its end of the stop pipe closed
+        without a stop request, which can come while the server is still being torn down, or it no longer runs).
+        The verdict is kept once the pipe gave one (reading it takes the stop request out of the pipe)."""
+        with _SERVER_GONE_LOCK:
+            if self._server_gone is not None:
+                return self._server_gone
+            try:
+                if self._stop_reader.poll(0):
+                    self._stop_reader.recv_bytes()
+                    self._server_gone = False  # a stop request
+                    return False
+            except EOFError:
+                self._server_gone = True
+                return True
+            except (OSError, ValueError):  # closed
+                pass
+            return not _running(self._parent_pid)
 
     def record_exit(self, code: int) -> None:
         """Child: the exit code the process is about to end with (read by the parent if the fork server is gone)."""
@@ -672,6 +710,7 @@ def _instance_main(target: Callable[..., Any], control: InstanceControl, *args: 
     except OSError:  # already a group leader (not a forked child): keep the group it has
         pass
     freeze_gc()
+    control.watch()
     code = 1
     try:
         target(control, *args)
@@ -681,12 +720,17 @@ def _instance_main(target: Callable[..., Any], control: InstanceControl, *args: 
         raise
     finally:
         control.record_exit(code)
-        leftovers = descendants(os.getpid())
-        if control.server_gone():
-            # The server died and will not look for what left the process tree: members of our group, and a process
-            # that escaped the group too (fork, setsid, fork) but keeps one of our ports (slower looks, only now).
-            leftovers += own_group() + port_holders(control.ports, time.time(), server=control._parent_pid)
-        end_processes(leftovers, "instance exit")
+        end_leftovers(control)
+
+
+def end_leftovers(control: InstanceControl) -> None:
+    """In an instance as it ends: end every process it started (descendants; when the server is gone also those it
+    will not look for: members of our group, and a process that escaped the group too — fork, setsid, fork — but
+    keeps one of our ports)."""
+    leftovers = descendants(os.getpid())
+    if control.server_gone():
+        leftovers += own_group() + port_holders(control.ports, time.time(), server=control._parent_pid)
+    end_processes(leftovers, "instance exit")
 
 
 def descendants(pid: int) -> list[psutil.Process]:

@@ -11,7 +11,8 @@ states the recovery it allows as a constant (``*_BOUND_S``) and records the meas
 * the camera server killed and restarted on its port within ``camera_timeout`` (short outage): the pipeline
   instance, with its live config, reads the camera again; a long outage (issue 10 item 2) is waited out;
 * the pipeline server killed: its instances and fork server stop by themselves (they watch their parent), saved
-  configs and backgrounds are byte-identical after the restart;
+  configs and backgrounds are byte-identical after the restart; an instance stuck in a C call (no wake-up reaches
+  it) ends itself, and the process its function started, ``ORPHAN_GRACE_S`` after;
 * a server killed at random moments while a client saves configs in a loop: no partial file, every acknowledged
   write is there after the restart.
 """
@@ -39,6 +40,7 @@ import requests
 from cam_server.bsread import SUB, Message, Source
 from cam_server.client.cam_client import CamClient
 from cam_server.client.pipeline_client import PipelineClient
+from cam_server.common.process import ORPHAN_GRACE_S
 from tests.faults.restartable import CAMERA_MODULE, PIPELINE_MODULE, RestartableServer
 from tests.helpers.servers import EXAMPLE_CONFIG, ServerPair, write_config_dir
 from tests.helpers.streams import receive
@@ -62,6 +64,8 @@ LONG_OUTAGE_RECOVERY_BOUND_S = 30.0
 """Camera server back (answering) → the first newer frame out of the waiting pipeline (retry backoff included)."""
 SERVER_CHILDREN_STOP_BOUND_S = 5.0
 """kill -9 of a server → its instances and its fork server have exited (they watch their parent)."""
+ORPHAN_BOUND_S = ORPHAN_GRACE_S + 5.0
+"""kill -9 of a server → its instance stuck in a C call and the process that instance started have exited."""
 KILL_ROUNDS = 5
 """Server kills (and restarts) per config-write test."""
 KILL_AFTER_S = (0.2, 1.5)
@@ -310,6 +314,39 @@ def test_killed_pipeline_server_instances_stop_and_files_survive(own: OwnPair, m
     assert np.array_equal(pixels, background)
     instance_id, _ = pipelines.create_instance_from_name("f3_two")
     pipelines.get_instance_message(instance_id, timeout=60)
+
+
+STUCK_IN_C = """
+import ctypes
+import subprocess
+
+started = []
+
+
+def process_image(image, pulse_id, timestamp, x_axis, y_axis, parameters, bsdata=None):
+    started.append(subprocess.Popen(["sleep", "3600"]))
+    with open(parameters["stuck_pid_file"], "w") as file:
+        file.write(str(started[0].pid))
+    ctypes.CDLL(None).sleep(3600)  # a C call: no stop, no end of the server reaches the loop for an hour
+"""
+
+
+def test_an_instance_stuck_in_a_c_call_ends_after_its_server_is_killed(own: OwnPair, tmp_path: Path,
+                                                                       measured) -> None:
+    pipelines = own.pipelines
+    pipelines.set_user_script("stuck_in_c", STUCK_IN_C)
+    pid_file = tmp_path / "stuck_child.pid"
+    instance_id, _ = pipelines.create_instance_from_config({"camera_name": "test_camera", "function": "stuck_in_c",
+                                                            "stuck_pid_file": str(pid_file)})
+    _wait(lambda: pid_file.exists() and pid_file.read_text(), 30, "the function to start its process and block")
+    pid, child = pipelines.get_instance_info(instance_id)["pid"], int(pid_file.read_text())
+    assert not _gone(pid) and not _gone(child)
+
+    own.pipeline.kill9()
+    took, _ = _wait(lambda: _gone(pid) and _gone(child), ORPHAN_BOUND_S,
+                    "the stuck instance and its process to end after the server's kill")
+    measured("stuck_instance_end_s", round(took, 2))
+    assert ORPHAN_GRACE_S - 1 <= took <= ORPHAN_BOUND_S  # its own watchdog (nothing else ends it)
 
 
 # --- kill -9 during config writes ----------------------------------------------------------------------------
