@@ -36,7 +36,8 @@ case runs on every variant in turn, round after round (``--repeats``), so that t
 all alike. Columns: sender/s (frames ZeroMQ took), delivered/s, dropped % (gaps in the delivered pulse ids: frames
 sent and never delivered, wherever they were lost), latency p50/p99/mean (receive time − the sender's timestamp),
 where it goes: the mean latency at the camera's and at the pipeline's send (their ``latency_seconds`` histograms in
-``/metrics``; the rest of the client's mean is the output hop and the client's own queue), CPU of the camera and
+``/metrics``; the rest of the client's mean is the output hop and the client's own queue) and the pipeline's p99 at
+its send (the upper bound of the histogram bucket it falls in), CPU of the camera and
 the pipeline instance and of the sender and this client (100 = one core), and the drops the instances counted in
 the window (the camera's ``dropped``; the pipeline's ``dropped_input`` at its door, ``dropped_overwritten`` in the
 shared-memory ring, ``input_gaps`` lost before it, ``dropped_output``). Last, raw pyzmq PUB → SUB over tcp moving
@@ -229,7 +230,8 @@ def run_case(width: int, height: int, rate: float | None, duration: float, threa
 # --- the whole path with real servers (--servers) ------------------------------------------------------------------
 
 SERVER_COLUMNS = ["variant", "size", "rate", "sender/s", "delivered/s", "dropped % (min)", "p50 ms", "p99 ms (min)",
-                  "p99 ms", "mean ms", "mean at camera / pipeline send ms", "cpu camera %", "cpu pipeline %",
+                  "p99 ms", "mean ms", "mean at camera / pipeline send ms", "p99 at pipeline send ms ≤",
+                  "cpu camera %", "cpu pipeline %",
                   "cpu sender + client %", "camera dropped", "pipeline dropped_input", "dropped_overwritten",
                   "input_gaps", "dropped_output"]
 
@@ -282,23 +284,42 @@ def _sample_cpu(pids: list[int]) -> list[Any]:
     return procs
 
 
-def instance_histograms(url: str, instance_id: str) -> dict[str, tuple[float, float]]:
-    """(count, sum) of an instance's processing and latency histograms, from its server's /metrics."""
+def instance_histograms(url: str, instance_id: str) -> dict[str, dict[str, float]]:
+    """An instance's processing and latency histograms from its server's /metrics: per histogram its ``count``,
+    ``sum`` and cumulative bucket counts (keyed by upper bound, seconds)."""
     import requests
     from prometheus_client.parser import text_string_to_metric_families
 
     text = requests.get(f"{url}/metrics", timeout=30).text
-    found: dict[str, list[float]] = {}
+    found: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.labels.get("instance_id") != instance_id:
                 continue
             for name in ("processing_seconds", "latency_seconds"):
-                if sample.name.endswith(name + "_count"):
-                    found.setdefault(name, [0.0, 0.0])[0] = sample.value
-                elif sample.name.endswith(name + "_sum"):
-                    found.setdefault(name, [0.0, 0.0])[1] = sample.value
-    return {name: (count, total) for name, (count, total) in found.items()}
+                if not sample.name.startswith(family.name) or not family.name.endswith(name):
+                    continue
+                values = found.setdefault(name, {})
+                suffix = sample.name[len(family.name):]
+                if suffix in ("_count", "_sum"):
+                    values[suffix[1:]] = sample.value
+                elif suffix == "_bucket":
+                    values[sample.labels["le"]] = sample.value
+    return found
+
+
+def histogram_window(start: dict[str, float], end: dict[str, float]) -> tuple[float, float]:
+    """(mean, p99 upper bound) in ms of what a histogram counted between two reads (nan when nothing): the p99 is
+    the upper bound of the bucket it falls in (buckets: ``common/histograms.py``)."""
+    count = end.get("count", 0) - start.get("count", 0)
+    if count <= 0:
+        return float("nan"), float("nan")
+    mean = 1000 * (end["sum"] - start.get("sum", 0)) / count
+    bounds = sorted((float(key), key) for key in end if key not in ("count", "sum"))
+    for bound, key in bounds:
+        if end[key] - start.get(key, 0) >= 0.99 * count:
+            return mean, 1000 * bound
+    return mean, float("inf")
 
 
 def slow_function(pipe_url: str, milliseconds: int) -> str:
@@ -372,10 +393,8 @@ def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: 
         sender.join(10)
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
 
-    def mean_ms(name: str, server: int = 1) -> float:
-        (count0, sum0) = histograms_start[server].get(name, (0, 0))
-        (count1, sum1) = histograms_end[server].get(name, (0, 0))
-        return 1000 * (sum1 - sum0) / (count1 - count0) if count1 > count0 else float("nan")
+    def window(name: str, server: int = 1) -> tuple[float, float]:
+        return histogram_window(histograms_start[server].get(name, {}), histograms_end[server].get(name, {}))
 
     def delta(after: dict, before: dict, key: str) -> int:
         return int(after.get(key) or 0) - int(before.get(key) or 0)
@@ -389,9 +408,10 @@ def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: 
         "p50 ms": float(np.percentile(lat, 50)), "p99 ms": float(np.percentile(lat, 99)), "max ms": float(lat.max()),
         # Where the time goes (means): sender → the pipeline's send (its latency histogram), of which the pipeline's
         # own take → send (processing histogram); the rest of the client's mean is the output hop.
-        "mean ms": float(np.mean(lat)), "at camera send ms": mean_ms("latency_seconds", 0),
-        "at pipeline send ms": mean_ms("latency_seconds"),
-        "pipeline take→send ms": mean_ms("processing_seconds"),
+        "mean ms": float(np.mean(lat)), "at camera send ms": window("latency_seconds", 0)[0],
+        "at pipeline send ms": window("latency_seconds")[0],
+        "p99 at pipeline send ms <=": window("latency_seconds")[1],
+        "pipeline take→send ms": window("processing_seconds")[0],
         "cpu camera %": cpu[0], "cpu pipeline %": cpu[1], "cpu sender %": cpu[2], "cpu client %": cpu[3],
         "camera dropped": delta(cam_stats, stats_start[0], "dropped"),
         "pipeline dropped_input": delta(pipe_stats, stats_start[1], "dropped_input"),
@@ -498,6 +518,7 @@ def servers_benchmark(args: argparse.Namespace) -> None:
                          f"{med('delivered/s'):.0f}", f"{min(r['dropped %'] for r in runs):.1f}",
                          f"{med('p50 ms'):.1f}", f"{min(r['p99 ms'] for r in runs):.1f}", f"{med('p99 ms'):.1f}",
                          f"{med('mean ms'):.1f}", f"{med('at camera send ms'):.1f} / {med('at pipeline send ms'):.1f}",
+                         f"{med('p99 at pipeline send ms <='):g}",
                          f"{med('cpu camera %'):.0f}", f"{med('cpu pipeline %'):.0f}",
                          f"{med('cpu sender %'):.0f} + {med('cpu client %'):.0f}", f"{med('camera dropped'):.0f}",
                          f"{med('pipeline dropped_input'):.0f}", f"{med('pipeline dropped_overwritten'):.0f}",
