@@ -19,6 +19,7 @@ from cam_server.camera.config import parse_camera_config
 from cam_server.camera.instance import MIN_SEND_QUEUE, SEND_QUEUE_BYTES, send_queue_size
 from cam_server.camera.manager import CameraInstanceManager
 from cam_server.camera.store import CameraConfigStore
+from cam_server.common.process import MemoryTrimmer
 from tests.helpers.procs import wait_until
 
 SIDE = 1024
@@ -40,6 +41,21 @@ def test_send_queue_size_bounds_the_default_in_bytes_and_keeps_an_explicit_one()
     assert send_queue_size(default, 10**9) == MIN_SEND_QUEUE
     explicit = parse_camera_config({"source": "s", "source_type": "simulation", "queue_size": 100}, "c")
     assert send_queue_size(explicit, 1280 * 1024 * 2) == 100
+
+
+@pytest.mark.unit
+def test_the_trimmer_gives_back_a_burst_and_leaves_the_working_set() -> None:
+    """Free heap the loop keeps reusing (a few frames in flight) stays: trimming it every second made the next frame
+    fault its pages in again, 1-3 ms on one frame a second (a stream's p99). A burst's leftover goes back."""
+    mb = 2**20
+    trimmer = MemoryTrimmer(slack=4 * mb, history=5)
+    assert not any(trimmer.beyond_working_set(level * mb) for level in (30, 0, 6))  # the working set is not known yet
+    assert not any(trimmer.beyond_working_set(level * mb) for level in (6, 5, 7, 6, 5, 11, 6))  # steady + a blip
+    assert trimmer.beyond_working_set(40 * mb)  # a stalled client left: far beyond twice the working set (6 MB)
+    assert not trimmer.beyond_working_set(3 * mb)  # under the slack
+    big = MemoryTrimmer(slack=4 * mb, history=5)
+    assert not any(big.beyond_working_set(level * mb) for level in (0, 22, 21, 22, 33, 22, 12, 22))  # 2560x2160
+    assert big.beyond_working_set(60 * mb)
 
 
 def test_a_stalled_client_holds_at_most_the_send_queue_budget(tmp_path: Path, record_property) -> None:
