@@ -42,6 +42,11 @@ CONNECT_TIMEOUT_S = 2.0
 WATCH_S = 0.25
 CALL_THREADS = 64  # calls to workers in flight at once (each waits on its own thread; a given-up one ends later)
 PERMANENT_RETRY_S = 2.0  # a permanent instance that failed to start is tried again after this
+# A permanent instance that ended less than PERMANENT_STABLE_S after its start (a crash loop: a bad config, a failing
+# function) is started again after PERMANENT_RETRY_S, doubled with each early end in a row up to PERMANENT_RETRY_MAX_S,
+# not at every monitor round; one that ran longer is started again at once.
+PERMANENT_STABLE_S = 30.0
+PERMANENT_RETRY_MAX_S = 60.0
 RESTART_THREADS = 8  # permanent instances started at once after a failover
 
 
@@ -353,12 +358,29 @@ class ClusterManager:
                 fresh = record.started_at > float(workers[record.host].get("last_heartbeat") or 0) - 2.0
                 if key in reported or fresh:
                     continue
+                if self._ended_early(key, record.started_at):  # it ended on its live worker: a crash loop?
+                    continue
             if not self.state.claimed(key) and not self.state.backing_off(key):
                 missing.append((iid, name))
         # In parallel (a dead worker may leave many): each is placed once (claims), spread by the pending records.
         for (iid, name), error in zip(missing, self.restarts.map(self._restart_one, missing), strict=True):
             if error is not None:
                 log.warning("permanent instance %s (%s) not started: %s", iid, name, error)
+
+    def _ended_early(self, key: str, started_at: float) -> bool:
+        """A permanent instance ended on a live worker: True when it ran less than :data:`PERMANENT_STABLE_S` and
+        now backs off (a crash loop does not restart at every monitor round); a longer run resets its back-off."""
+        ran = time.time() - started_at
+        if ran >= PERMANENT_STABLE_S:
+            self.state.ran_long(key)
+            return False
+        if self.state.backing_off(key):
+            return True
+        delay = self.state.crash_back_off(key, started_at, PERMANENT_RETRY_S, PERMANENT_RETRY_MAX_S)
+        if delay is None:
+            return False
+        log.warning("permanent instance %s ended %.1f s after its start: starting it again in %.0f s", key, ran, delay)
+        return True
 
     def _restart_one(self, entry: tuple[str, str]) -> CamServerError | None:
         assert self.restart_permanent is not None

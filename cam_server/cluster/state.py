@@ -15,7 +15,8 @@ on at once. Keys (``P`` = ``cam_server:<kind>``, kind ``camera`` or ``pipeline``
 | ``P:pending`` | hash id → record | instances being started (placements at the same time count them) |
 | ``P:ended:<id>`` | string, TTL 1 day | the worker of a stopped instance (its exit code stays readable there) |
 | ``P:claim:<id>`` | string NX, TTL | the manager placing instance ``id`` (a second one waits for its record) |
-| ``P:backoff:<id>`` | string, TTL | a permanent instance whose start failed: not tried again before it expires |
+| ``P:backoff:<id>`` | str, TTL | a permanent instance that failed to start or ended early: no start before it expires |
+| ``P:restarts:<id>`` | string, TTL 1 h | its early ends in a row: ``{"delay": s, "run": started_at}`` |
 | ``P:failover:<url>:<beat>`` | string NX, TTL | the manager failing over a dead worker (one per death) |
 | ``cam_server:dead_after`` | string | seconds of silence after which a worker is dead (set by managers) |
 """
@@ -35,6 +36,7 @@ CLAIM_TTL_S = 60.0  # a placement (start on a worker) never takes longer; a cras
 FAILOVER_CLAIM_TTL_S = 10.0  # a failover is a few Redis writes; a crashed claimer's claim expires, another retries
 FAILOVER_DONE_TTL_S = 3600.0
 ENDED_TTL_S = 86400  # how long a stopped instance's worker is remembered
+RESTARTS_TTL_S = 3600  # a permanent instance's early ends are remembered this long (its back-off grows meanwhile)
 
 
 @dataclass
@@ -236,6 +238,24 @@ class ClusterState:
 
     def backing_off(self, instance_id: str) -> bool:
         return bool(self.redis.exists(self._k("backoff", instance_id)))
+
+    def crash_back_off(self, instance_id: str, run: float, first: float, most: float) -> float | None:
+        """The run of ``instance_id`` started at ``run`` ended early: back off (see :meth:`back_off`) for ``first``
+        seconds, doubled with each early end in a row up to ``most``; returns the delay, or None when this run's
+        back-off was given already (it has passed: start it now)."""
+        key = self._k("restarts", instance_id)
+        text = self.redis.get(key)
+        last = json.loads(text) if text else None
+        if last is not None and last.get("run") == run:
+            return None
+        delay = first if last is None else min(most, 2 * float(last.get("delay") or first))
+        self.redis.set(key, json.dumps({"delay": delay, "run": run}), ex=RESTARTS_TTL_S)
+        self.back_off(instance_id, delay)
+        return delay
+
+    def ran_long(self, instance_id: str) -> None:
+        """A run of ``instance_id`` lasted: its next early end backs off from the start again."""
+        self.redis.delete(self._k("restarts", instance_id))
 
     # --- permanent instances, the workers file -------------------------------------------------------------
     def permanent(self) -> dict[str, str]:
