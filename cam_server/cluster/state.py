@@ -15,7 +15,7 @@ on at once. Keys (``P`` = ``cam_server:<kind>``, kind ``camera`` or ``pipeline``
 | ``P:pending`` | hash id → record | instances being started (placements at the same time count them) |
 | ``P:ended:<id>`` | string, TTL 1 day | the worker of a stopped instance (its exit code stays readable there) |
 | ``P:claim:<id>`` | string NX, TTL | the manager placing instance ``id`` (a second one waits for its record) |
-| ``P:backoff:<id>`` | str, TTL | a permanent instance that failed to start or ended early: no start before it expires |
+| ``P:backoff:<id>`` | string, TTL | a permanent instance that failed to start or ended early: not started meanwhile |
 | ``P:restarts:<id>`` | string, TTL 1 h | its early ends in a row: ``{"delay": s, "run": started_at}`` |
 | ``P:failover:<url>:<beat>`` | string NX, TTL | the manager failing over a dead worker (one per death) |
 | ``cam_server:dead_after`` | string | seconds of silence after which a worker is dead (set by managers) |

@@ -8,7 +8,7 @@ config it hands an instance once, the instance reads its fields). :func:`expand_
 processing functions read their own parameters from the same dict.
 
 Defaults live in :class:`PipelineConfig` only (the processing blocks' defaults come from
-:mod:`cam_server.processing.parameters`, shared with the processing functions). Four defaults depend on other
+:mod:`cam_server.processing.parameters`, shared with the processing functions). Five defaults depend on other
 fields, see :func:`derived_defaults`: ``mode`` (PUSH for store and fanout, else PUB), ``block`` (True for PUSH, else
 False), ``input_mode`` (PULL for fanin, else SUB), ``input_queue_size`` (the pipeline type's, see the registry) and
 ``input_catch_up_after`` (the pipeline type's; 0 when writing a file: every frame it can hold, in order).
