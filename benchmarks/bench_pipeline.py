@@ -37,11 +37,13 @@ all alike. Columns: sender/s (frames ZeroMQ took), delivered/s, dropped % (gaps 
 sent and never delivered, wherever they were lost), latency p50/p99/mean (receive time − the sender's timestamp),
 where it goes: the mean latency at the camera's and at the pipeline's send (their ``latency_seconds`` histograms in
 ``/metrics``; the rest of the client's mean is the output hop and the client's own queue) and the pipeline's p99 at
-its send (the upper bound of the histogram bucket it falls in), CPU of the camera and
-the pipeline instance and of the sender and this client (100 = one core), and the drops the instances counted in
-the window (the camera's ``dropped``; the pipeline's ``dropped_input`` at its door, ``dropped_overwritten`` in the
-shared-memory ring, ``input_gaps`` lost before it, ``dropped_output``). Last, raw pyzmq PUB → SUB over tcp moving
-one image of each size, the floor of one socket hop.
+its send (the upper bound of the histogram bucket it falls in), CPU of the camera and the pipeline instance and of
+the sender and this client (100 = one core), the high-water marks of the hops (the largest of the camera's and the
+pipeline's ``output_backlog``, bytes the kernel holds for the slowest client, and of the pipeline's ``input_queue``,
+frames at its door, and the client's own kernel receive queue; sampled once a second, the largest of the rounds),
+and the drops the instances counted in the window (the camera's ``dropped``; the pipeline's ``dropped_input`` at its
+door, ``dropped_overwritten`` in the shared-memory ring, ``input_gaps`` lost before it, ``dropped_output``). Last, raw
+pyzmq PUB → SUB over tcp moving one image of each size, the floor of one socket hop.
 """
 
 from __future__ import annotations
@@ -231,7 +233,7 @@ def run_case(width: int, height: int, rate: float | None, duration: float, threa
 
 SERVER_COLUMNS = ["variant", "size", "rate", "sender/s", "delivered/s", "dropped % (min)", "p50 ms", "p99 ms (min)",
                   "p99 ms", "mean ms", "mean at camera / pipeline send ms", "p99 at pipeline send ms ≤",
-                  "cpu camera %", "cpu pipeline %",
+                  "cpu camera %", "cpu pipeline %", "backlog HWM: camera out MB / pipeline in / out MB / client in MB",
                   "cpu sender + client %", "camera dropped", "pipeline dropped_input", "dropped_overwritten",
                   "input_gaps", "dropped_output"]
 
@@ -322,6 +324,56 @@ def histogram_window(start: dict[str, float], end: dict[str, float]) -> tuple[fl
     return mean, float("inf")
 
 
+class BacklogSampler:
+    """High-water marks over the measured window, read from the instances' info once a second (they sample once a
+    second too) by a thread of its own: the camera's ``output_backlog`` (bytes the kernel holds for its slowest
+    client: the pipeline's stream or its shared-memory announcements), the pipeline's ``input_queue`` (frames
+    waiting at its door) and ``output_backlog`` (bytes held for the slowest client: this benchmark's); and the bytes
+    waiting unread in this client's own kernel receive buffer (``ss``: the Recv-Q of its connection to ``stream``;
+    on loopback the pipeline's send buffer empties into it, so this is where a client's lag sits)."""
+
+    def __init__(self, cam_url: str, camera: str, pipe_url: str, instance_id: str, stream: str) -> None:
+        import threading
+
+        self.camera_out = self.pipeline_in = self.pipeline_out = self.client_in = 0
+        self._port = stream.rsplit(":", 1)[-1]
+        self._urls = (f"{cam_url}/api/v1/cam/info", f"{pipe_url}/api/v1/pipeline/instance/{instance_id}/info")
+        self._camera = camera
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> BacklogSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        import requests
+
+        session = requests.Session()
+        while not self._stop.wait(1.0):
+            try:
+                camera = session.get(self._urls[0], timeout=5).json()["info"]["active_instances"][self._camera]
+                pipeline = session.get(self._urls[1], timeout=5).json()["info"]["statistics"]
+            except (requests.RequestException, KeyError, ValueError):
+                continue
+            self.camera_out = max(self.camera_out, int(camera["statistics"].get("output_backlog") or 0))
+            self.pipeline_in = max(self.pipeline_in, int(pipeline.get("input_queue") or 0))
+            self.pipeline_out = max(self.pipeline_out, int(pipeline.get("output_backlog") or 0))
+            self.client_in = max(self.client_in, self._client_queue())
+
+    def _client_queue(self) -> int:
+        try:
+            lines = subprocess.run(["ss", "-tnH", "state", "established", f"dport = :{self._port}"],
+                                   capture_output=True, text=True, timeout=5).stdout.splitlines()
+        except (OSError, subprocess.SubprocessError):
+            return 0
+        return max((int(line.split()[0]) for line in lines if line.split()), default=0)
+
+
 def slow_function(pipe_url: str, milliseconds: int) -> str:
     """Upload the user function sleeping ``milliseconds`` per frame (see the module docstring); its name."""
     import requests
@@ -376,7 +428,8 @@ def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: 
         histograms_start = (instance_histograms(cam_url, camera), instance_histograms(pipe_url, instance_id))
         sent_start = sent.value
         stats_start = cam_info["statistics"], pipe_info["statistics"]
-        receive_for(client, time.monotonic() + duration, latencies, pids)
+        with BacklogSampler(cam_url, camera, pipe_url, instance_id, stream) as backlog:
+            receive_for(client, time.monotonic() + duration, latencies, pids)
         cpu = [proc.cpu_percent(None) for proc in procs]
         histograms_end = (instance_histograms(cam_url, camera), instance_histograms(pipe_url, instance_id))
         sent_count = sent.value - sent_start
@@ -413,6 +466,8 @@ def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: 
         "p99 at pipeline send ms <=": window("latency_seconds")[1],
         "pipeline take→send ms": window("processing_seconds")[0],
         "cpu camera %": cpu[0], "cpu pipeline %": cpu[1], "cpu sender %": cpu[2], "cpu client %": cpu[3],
+        "backlog camera out MB": backlog.camera_out / 1e6, "backlog pipeline in": backlog.pipeline_in,
+        "backlog pipeline out MB": backlog.pipeline_out / 1e6, "backlog client in MB": backlog.client_in / 1e6,
         "camera dropped": delta(cam_stats, stats_start[0], "dropped"),
         "pipeline dropped_input": delta(pipe_stats, stats_start[1], "dropped_input"),
         "pipeline dropped_output": delta(pipe_stats, stats_start[1], "dropped_output"),
@@ -520,6 +575,10 @@ def servers_benchmark(args: argparse.Namespace) -> None:
                          f"{med('mean ms'):.1f}", f"{med('at camera send ms'):.1f} / {med('at pipeline send ms'):.1f}",
                          f"{med('p99 at pipeline send ms <='):g}",
                          f"{med('cpu camera %'):.0f}", f"{med('cpu pipeline %'):.0f}",
+                         f"{max(r['backlog camera out MB'] for r in runs):.1f} / "
+                         f"{max(r['backlog pipeline in'] for r in runs)} / "
+                         f"{max(r['backlog pipeline out MB'] for r in runs):.1f} / "
+                         f"{max(r['backlog client in MB'] for r in runs):.1f}",
                          f"{med('cpu sender %'):.0f} + {med('cpu client %'):.0f}", f"{med('camera dropped'):.0f}",
                          f"{med('pipeline dropped_input'):.0f}", f"{med('pipeline dropped_overwritten'):.0f}",
                          f"{med('pipeline input_gaps'):.0f}", f"{med('pipeline dropped_output'):.0f}"]

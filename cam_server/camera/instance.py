@@ -209,6 +209,10 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
                 connected = counters.update(source)
                 connections = _note_connections(control, _connections(sender, shared), connections)
                 stats.set("clients", sender.client_count + (shared.client_count if shared is not None else 0))
+                # The slowest client's lag, in bytes the kernel holds for it: a stream client's frames, or a local
+                # reader's announcements (the high-water mark of the camera's hop, sampled once a second).
+                stats.set("output_backlog", max(sender.client_backlog,
+                                                shared.client_backlog if shared is not None else 0))
                 trimmer.check(now)
                 if frame is None:
                     state = ("reconnecting" if not connected else

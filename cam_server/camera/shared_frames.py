@@ -76,6 +76,11 @@ class SharedFrames:
         return self.sender.client_count
 
     @property
+    def client_backlog(self) -> int:
+        """Bytes of announcements the kernel holds for the slowest local reader (sampled once a second)."""
+        return self.sender.client_backlog
+
+    @property
     def connections(self) -> int:
         return self.sender.connections
 

@@ -74,11 +74,13 @@ def test_a_stalled_client_holds_at_most_the_send_queue_budget(tmp_path: Path, re
         stalled.setsockopt(zmq.RCVBUF, 65536)
         stalled.subscribe(b"")
         stalled.connect(address)
-        peak, end = before, time.monotonic() + STALL_S
+        peak, backlog, end = before, 0, time.monotonic() + STALL_S
         while time.monotonic() < end:
             peak = max(peak, process.memory_info().rss)
+            backlog = max(backlog, manager.info()["active_instances"]["big"]["statistics"]["output_backlog"])
             time.sleep(0.05)
         stalled.close(linger=0)
+        assert backlog >= 65536, backlog  # its lag shows in the camera's info (the kernel's bytes for it)
         growth = peak - before
         record_property("stalled_client_growth_mb", round(growth / 2**20, 1))
         print(f"camera RSS {before / 2**20:.1f} MB, +{growth / 2**20:.1f} MB with a stalled client "
