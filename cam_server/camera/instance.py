@@ -42,6 +42,7 @@ from cam_server.common.process import (
     SharedStats,
     configure_memory,
     freeze_gc,
+    refreeze_gc,
 )
 
 log = logging.getLogger(__name__)
@@ -196,10 +197,11 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
             new = control.poll_config()
             if new is not None:
                 config, source = _apply_config(config, new, source, publisher, stats, control)
-                if source is not current[0]:
+                replaced, current[0] = source is not current[0], source
+                if replaced:
                     counters.reset()
                     streaming = False
-                current[0] = source
+                    refreeze_gc()  # the replaced source was frozen with the set-up
                 if control.should_stop():  # a stop that arrived while the source was replaced woke the old one
                     break
             frame = source.read(READ_TIMEOUT)

@@ -58,6 +58,21 @@ class WorkerError(CamServerError):
         self.status_code = status_code
 
 
+def crash_loop_delay(last: dict[str, Any] | None, started_at: float, ran: float) -> float | None:
+    """How long a permanent instance whose run started at ``started_at`` and is found ended ``ran`` seconds after it
+    waits before its next start: 0.0 after a run of :data:`PERMANENT_STABLE_S` or more (at once, the back-off starts
+    afresh); after an early end :data:`PERMANENT_RETRY_S`, doubled for each early end in a row (``last``: the judgement
+    of the previous one, ``{"delay", "run"}``) up to :data:`PERMANENT_RETRY_MAX_S`; None when this run was judged
+    already (``last`` is about it) — its back-off is running or has passed, whatever time goes by meanwhile."""
+    if last is not None and last.get("run") == started_at:
+        return None
+    if ran >= PERMANENT_STABLE_S:
+        return 0.0
+    if last is None:
+        return PERMANENT_RETRY_S
+    return min(PERMANENT_RETRY_MAX_S, 2 * float(last.get("delay") or PERMANENT_RETRY_S))
+
+
 class ClusterManager:
     """The cluster side of one manager (``state.kind``: camera or pipeline)."""
 
@@ -368,18 +383,17 @@ class ClusterManager:
                 log.warning("permanent instance %s (%s) not started: %s", iid, name, error)
 
     def _ended_early(self, key: str, started_at: float) -> bool:
-        """A permanent instance ended on a live worker: True when it ran less than :data:`PERMANENT_STABLE_S` and
-        now backs off (a crash loop does not restart at every monitor round); a longer run resets its back-off."""
-        ran = time.time() - started_at
-        if ran >= PERMANENT_STABLE_S:
+        """A permanent instance ended on a live worker: True while it backs off (see :func:`crash_loop_delay`)."""
+        last = self.state.early_end(key)
+        delay = crash_loop_delay(last, started_at, time.time() - started_at)
+        if delay is None:  # this run was judged already: start it once its back-off has passed
+            return self.state.backing_off(key)
+        if delay == 0.0:
             self.state.ran_long(key)
             return False
-        if self.state.backing_off(key):
-            return True
-        delay = self.state.crash_back_off(key, started_at, PERMANENT_RETRY_S, PERMANENT_RETRY_MAX_S)
-        if delay is None:
-            return False
-        log.warning("permanent instance %s ended %.1f s after its start: starting it again in %.0f s", key, ran, delay)
+        self.state.crash_back_off(key, started_at, delay)
+        log.warning("permanent instance %s ended %.1f s after its start: starting it again in %.0f s", key,
+                    time.time() - started_at, delay)
         return True
 
     def _restart_one(self, entry: tuple[str, str]) -> CamServerError | None:

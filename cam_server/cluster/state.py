@@ -239,19 +239,17 @@ class ClusterState:
     def backing_off(self, instance_id: str) -> bool:
         return bool(self.redis.exists(self._k("backoff", instance_id)))
 
-    def crash_back_off(self, instance_id: str, run: float, first: float, most: float) -> float | None:
-        """The run of ``instance_id`` started at ``run`` ended early: back off (see :meth:`back_off`) for ``first``
-        seconds, doubled with each early end in a row up to ``most``; returns the delay, or None when this run's
-        back-off was given already (it has passed: start it now)."""
-        key = self._k("restarts", instance_id)
-        text = self.redis.get(key)
-        last = json.loads(text) if text else None
-        if last is not None and last.get("run") == run:
-            return None
-        delay = first if last is None else min(most, 2 * float(last.get("delay") or first))
-        self.redis.set(key, json.dumps({"delay": delay, "run": run}), ex=RESTARTS_TTL_S)
+    def early_end(self, instance_id: str) -> dict[str, Any] | None:
+        """The judgement of the last early end of ``instance_id`` in a row (``{"delay": s, "run": started_at}``)."""
+        text = self.redis.get(self._k("restarts", instance_id))
+        return json.loads(text) if text else None
+
+    def crash_back_off(self, instance_id: str, run: float, delay: float) -> None:
+        """The run of ``instance_id`` started at ``run`` ended early: no start for ``delay`` seconds (the back-off is
+        set before the judgement, so that a manager that sees the judgement also sees the back-off)."""
         self.back_off(instance_id, delay)
-        return delay
+        self.redis.set(self._k("restarts", instance_id), json.dumps({"delay": delay, "run": run}),
+                       ex=RESTARTS_TTL_S)
 
     def ran_long(self, instance_id: str) -> None:
         """A run of ``instance_id`` lasted: its next early end backs off from the start again."""

@@ -30,7 +30,6 @@ child that left the group and the tree with ``setsid`` and a second fork).
 
 from __future__ import annotations
 
-import collections
 import ctypes
 import gc
 import itertools
@@ -74,7 +73,7 @@ STAT_FIELDS = (
     "last_input_time",  # wall clock of the last frame/message received (last_frame_time: the last one sent)
     # --- pipeline side of issue 10 (faults): state, drops by reason, queues, memory limit ---
     "waiting_since",     # wall clock since when it waits for the camera server (0: not waiting)
-    "dropped_input",     # of "dropped": the oldest frames of a full input queue, merge frames without data
+    "dropped_input",     # of "dropped": the oldest of a full input queue, skipped to catch up, merge frames w/o data
     "dropped_gates",     # of "dropped": held back on purpose (paused, pid_range, downsampling, max_frame_rate, ...)
     "dropped_output",    # of "dropped": not sent (full queue or send timeout, full buffer, enforce_pid)
     "input_queue",       # frames received and waiting to be processed (sampled about once a second)
@@ -114,6 +113,7 @@ RATE_STALE_S = 2.0
 # have ended (its processes, exit code EXIT_ORPHANED); should even that not run, the kernel ends it ORPHAN_KILL_S later.
 ORPHAN_GRACE_S = 10.0
 ORPHAN_KILL_S = 5.0
+ORPHAN_CLOSING_S = 60.0  # more time for one that is ending on its own, only slowly (state "stopping": a file closing)
 EXIT_ORPHANED = 1
 # The child's watcher thread and its main thread (as it ends) may both ask whether the server is gone: one reads the
 # pipe (a second read of a stop request already taken would block).
@@ -171,9 +171,17 @@ def freeze_gc() -> None:
     Why: a full collection walks every tracked object; with numpy, scipy and numba loaded that is ~140 000 objects and
     ~65 ms (measured here), a stall in the middle of the frame stream whenever it happens. It also writes to each
     object's header, which copies the fork server's pages into the instance (more unique memory): frozen objects are
-    never touched. Cyclic garbage among frozen objects is never collected; what an instance builds before it runs
-    lives as long as the instance anyway.
+    never touched. Cyclic garbage among frozen objects is never collected: an object of the set-up that a live change
+    replaces (a camera's source: :func:`refreeze_gc`; a pipeline's first user module, reloaded) would stay.
     """
+    gc.freeze()
+
+
+def refreeze_gc() -> None:
+    """After a live change replaced objects of the set-up (frozen, see :func:`freeze_gc`): collect what is garbage
+    now (one full collection, ~65 ms, at a moment without frames) and freeze the rest again."""
+    gc.unfreeze()
+    gc.collect()
     gc.freeze()
 
 
@@ -448,9 +456,14 @@ class InstanceControl:
         """The server is gone; the instance's loop was woken and ends in moments, unless its main thread is stuck
         where no wake-up reaches. Then, :data:`ORPHAN_GRACE_S` later, this (daemon) thread ends the instance as its
         own exit would have: the exit code, its processes, the process. The kernel's default action on SIGALRM is the
-        backstop for a main thread that keeps this one from running (C code holding the GIL)."""
+        backstop for a main thread that keeps this one from running (C code holding the GIL). An instance already
+        ending on its own (state ``stopping``: its loop ended, it closes its output, a large file say) gets
+        :data:`ORPHAN_CLOSING_S` more first."""
         signal.setitimer(signal.ITIMER_REAL, ORPHAN_GRACE_S + ORPHAN_KILL_S)
         time.sleep(ORPHAN_GRACE_S)
+        if self.stats.state() == "stopping":
+            signal.setitimer(signal.ITIMER_REAL, ORPHAN_CLOSING_S + ORPHAN_KILL_S)
+            time.sleep(ORPHAN_CLOSING_S)
         log.error("the server is gone and this instance has not ended within %.0f s (stuck in its work?): ending it",
                   ORPHAN_GRACE_S)
         self.record_exit(EXIT_ORPHANED)
@@ -1246,7 +1259,7 @@ class _MallInfo2(ctypes.Structure):
                                                        "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-TRIM_KNOWN_AFTER = 3  # checks of a MemoryTrimmer before it knows the working set
+TRIM_INTERVAL_S = 10.0  # a MemoryTrimmer's least time between trims
 
 
 class MemoryTrimmer:
@@ -1255,18 +1268,21 @@ class MemoryTrimmer:
     :func:`configure_memory` keeps freed frame buffers in the heap (fast reuse) and so never returns them: a burst
     (a stalled client's send queue filling up with fresh multi-MB frames) would leave its peak as the process's RSS
     for good. :meth:`check` (call it from a loop's periodic work, not per frame) asks glibc how much of the heap is
-    free (``mallinfo2``) and calls ``malloc_trim`` when that is more than ``slack`` bytes and more than twice the
-    working set: the free heap the loop keeps reusing (the median of the last ``history`` checks; a few frames in
-    flight, e.g. 5.5 MB for a 1280x1024 camera at 100 Hz, 22 MB at 2560x2160). The cost of a trim: the pages given
-    back fault in again when the heap reuses them (about 1 ms per 10 MB); trimming the working set itself every
-    second (as this did first) put that delay on one frame a second, a stream's p99.
+    free (``mallinfo2``, itself 0.1-1 ms) once ``interval`` seconds have passed since the last look, and calls
+    ``malloc_trim`` when that is more than ``slack`` bytes.
+
+    Why every 10 s and not every second (as first): a trim also gives back the working set, the free heap a stream
+    keeps reusing (the frames in flight: 5.5 MB at 1280x1024, 22 MB at 2560x2160), whose pages the next frame then
+    faults in again: 1-3 ms on one frame per trim. Once a second that was one frame in a hundred at 100 Hz, a
+    stream's p99; once in 10 s it is one in a thousand. A burst is back with the system within ``interval``. (A
+    rule that trimmed only beyond the working set cannot be built on ``mallinfo2``: glibc counts pages it gave
+    back as free all the same, so the free level says nothing about what is still resident.)
     """
 
-    def __init__(self, interval: float = 1.0, slack: int = 4 * 2**20, history: int = 10) -> None:
+    def __init__(self, interval: float = TRIM_INTERVAL_S, slack: int = 4 * 2**20) -> None:
         self.interval = interval
         self.slack = slack
         self.trims = 0
-        self._levels: collections.deque[int] = collections.deque(maxlen=history)  # free bytes at the last checks
         self._next = time.monotonic() + interval
         try:
             libc = ctypes.CDLL("libc.so.6")
@@ -1280,23 +1296,14 @@ class MemoryTrimmer:
         """Bytes the heap holds free (0 without glibc)."""
         return int(self._info().fordblks) if self._info is not None else 0
 
-    def beyond_working_set(self, free: int) -> bool:
-        """Note ``free`` (bytes) as this check's level; True when it is more than ``slack`` and more than twice the
-        working set (the median level of the checks before; unknown, so never True, before :data:`TRIM_KNOWN_AFTER`
-        checks)."""
-        levels = self._levels
-        known = len(levels) >= TRIM_KNOWN_AFTER
-        working = sorted(levels)[len(levels) // 2] if known else 0
-        levels.append(free)
-        return known and free > max(self.slack, 2 * working)
-
-    def check(self, now: float) -> bool:
-        """Trim if due and more than ``slack`` bytes are free (``now``: ``time.monotonic()``); True when it trimmed."""
-        if now < self._next or self._trim is None:
+    def check(self, now: float, force: bool = False) -> bool:
+        """Trim when due (``now``: ``time.monotonic()``; ``force``: due now, e.g. before judging a memory limit) and
+        more than ``slack`` bytes are free; True when it trimmed."""
+        if self._trim is None or (now < self._next and not force):
             return False
         self._next = now + self.interval
         free = self.free_bytes()
-        if not self.beyond_working_set(free):
+        if free <= self.slack:
             return False
         self._trim(0)
         self.trims += 1

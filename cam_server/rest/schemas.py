@@ -297,8 +297,10 @@ class Statistics(BaseModel):
     input_queue: int | None = Field(None, description="frames waiting to be processed (sampled once a second)")
     output_queue: int | None = Field(None, description="messages in the output buffer (buffer_size; sampled)")
     output_queue_max: int | None = Field(None, description="the most messages the output buffer held")
-    output_backlog: int | None = Field(None, description="bytes the kernel holds for the slowest stream client "
-                                                         "(sampled once a second; about 0 while all keep up)")
+    output_backlog: int | None = Field(None, description="the most bytes the kernel holds for one client (stream "
+                                                         "clients; a camera's local pipelines: their shared-memory "
+                                                         "announcements; sampled once a second; about 0 while all "
+                                                         "keep up)")
     memory_limit: int | None = Field(None, description="RSS bytes at which the instance is ended (0: no limit)")
     input_gaps: int | None = Field(None, description="pulse ids missing from the input stream (not counting "
                                                      "dropped_input): lost before the instance, e.g. by the camera's "

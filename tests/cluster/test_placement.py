@@ -1,9 +1,16 @@
-"""Placement rules one by one (psi-interface.md §4, then measured load) and which manager routes go to workers."""
+"""Placement rules one by one (psi-interface.md §4, then measured load), which manager routes go to workers, and the
+back-off of a permanent instance in a crash loop."""
 
 from __future__ import annotations
 
 import pytest
 
+from cam_server.cluster.manager import (
+    PERMANENT_RETRY_MAX_S,
+    PERMANENT_RETRY_S,
+    PERMANENT_STABLE_S,
+    crash_loop_delay,
+)
 from cam_server.cluster.manager_app import camera_routes_to_cluster, pipeline_routes_to_cluster
 from cam_server.cluster.placement import NoWorker, Request, load, pinned_port_of, place
 from cam_server.cluster.state import InstanceRecord
@@ -87,3 +94,17 @@ def test_camera_routes_to_cluster(method: str, path: str, cluster: bool) -> None
 ])
 def test_pipeline_routes_to_cluster(method: str, path: str, cluster: bool) -> None:
     assert pipeline_routes_to_cluster(method, path) is cluster
+
+
+def test_a_crash_loop_backs_off_doubling_to_the_cap_and_a_long_run_resets_it() -> None:
+    """The back-off of a permanent instance that keeps ending early (judged once per run, whatever time passes while
+    it waits: a judged run that has waited 32 s is no long run)."""
+    last, delays = None, []
+    for run in range(8):
+        delay = crash_loop_delay(last, float(run), ran=1.0)
+        assert crash_loop_delay({"delay": delay, "run": float(run)}, float(run), ran=PERMANENT_STABLE_S + 40) is None
+        delays.append(delay)
+        last = {"delay": delay, "run": float(run)}
+    assert delays == [PERMANENT_RETRY_S * 2**i for i in range(5)] + [PERMANENT_RETRY_MAX_S] * 3  # 2 … 32, then 60
+    assert crash_loop_delay(last, 99.0, ran=PERMANENT_STABLE_S) == 0.0  # a run that lasted: at once
+    assert crash_loop_delay(None, 100.0, ran=1.0) == PERMANENT_RETRY_S  # (its history cleared) afresh

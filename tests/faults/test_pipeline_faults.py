@@ -437,6 +437,20 @@ def test_input_queue_rides_out_a_burst_in_order():
 
 
 @pytest.mark.unit
+def test_input_queue_works_a_shrinking_backlog_off_in_order_however_long_it_takes():
+    """A stall the pipeline recovers from (fewer frames waiting at every interval): in order, none skipped, though
+    frames were waiting for longer than catch_up_after."""
+    q = InputQueue(8, drop_oldest=True, catch_up_after=0.05)
+    for i in range(6):
+        q.put(i, lambda: False)
+    got = [q.get(0.1)]
+    for _ in range(5):
+        time.sleep(0.03)
+        got.append(q.get(0.1))
+    assert got == list(range(6)) and q.skipped == 0
+
+
+@pytest.mark.unit
 def test_input_queue_behind_for_good_jumps_to_the_newest_and_counts_the_skipped():
     q = InputQueue(8, drop_oldest=True, catch_up_after=0.05)
     for i in range(4):

@@ -10,9 +10,10 @@ decodes a frame when it takes it, so a dropped frame costs no decoding.
 
 **Catching up.** A full queue alone would keep a pipeline slower than its camera ``input_queue_size`` frames behind
 for ever (8 frames of a 50 ms function: 400 ms). A SUB input that has had frames waiting at every take for
-``input_catch_up_after`` seconds (0: never) is behind for good, not riding out a burst: from then on each take jumps
-to the newest frame, the skipped ones counted in ``dropped_input``, until a take leaves the queue empty again. A
-burst shorter than that (a stall, a slow frame) is still processed in order, frame by frame.
+``input_catch_up_after`` seconds (0: never) without its backlog shrinking over that time is behind for good, not
+riding out a burst: from then on each take jumps to the newest frame, the skipped ones counted in ``dropped_input``,
+until a take finds nothing more waiting. A burst the pipeline works off (its backlog shrinks: a stall, a slow frame)
+is processed in order, frame by frame, however long that takes.
 
 **Timeouts.** ``camera_timeout`` (camera input; None or <= 0 disables it): when no message arrived for that long,
 the stream address is asked again from the camera server (a restarted camera gets a new port) and the socket
@@ -107,9 +108,9 @@ class InputQueue:
 
     At most ``size`` messages: with ``drop_oldest`` (SUB) a put into a full queue drops the oldest (``dropped``),
     else (PULL) it waits for room, which holds the sender back. With ``drop_oldest`` and ``catch_up_after`` > 0, a
-    take after frames were left waiting at every take for that long returns the newest frame (``skipped``, see the
-    module docstring). One producer, one consumer; ``size``, ``drop_oldest`` and ``catch_up_after`` may change
-    between puts (a live config change).
+    take after frames were left waiting at every take for that long, their number not shrinking, returns the newest
+    frame (``skipped``, see the module docstring). One producer, one consumer; ``size``, ``drop_oldest`` and
+    ``catch_up_after`` may change between puts (a live config change).
     """
 
     def __init__(self, size: int, drop_oldest: bool, catch_up_after: float = 0.0) -> None:
@@ -121,6 +122,7 @@ class InputQueue:
         self.dropped = 0  # written by the producer only
         self.skipped = 0  # written by the consumer only
         self._behind_since: float | None = None  # monotonic time of the first take of a run that left frames waiting
+        self._behind_backlog = 0  # frames left waiting at that take (0 once jumping: behind for good)
 
     def __len__(self) -> int:
         return self._items.qsize()
@@ -155,18 +157,26 @@ class InputQueue:
         try:
             item = items.get(timeout=timeout)
         except queue.Empty:
+            self._behind_since = None  # nothing came: not behind
             return None
         if not self.drop_oldest:
             with self._room:
                 self._room.notify()
             return item
-        if items.empty():  # caught up
+        if item is _WAKE:
+            return item
+        waiting = items.qsize()
+        if not waiting:  # caught up
             self._behind_since = None
             return item
         now = time.monotonic()
-        if self._behind_since is None:
-            self._behind_since = now
-        elif self.catch_up_after > 0 and now - self._behind_since >= self.catch_up_after and item is not _WAKE:
+        if self._behind_since is None or self.catch_up_after <= 0:
+            self._behind_since, self._behind_backlog = now, waiting
+        elif now - self._behind_since >= self.catch_up_after:
+            if waiting < self._behind_backlog:  # working its backlog off: another interval, in order
+                self._behind_since, self._behind_backlog = now, waiting
+                return item
+            self._behind_backlog = 0  # behind for good: the newest at every take until one finds nothing more
             while True:
                 try:
                     newer = items.get_nowait()

@@ -222,9 +222,9 @@ class InstanceLoop:
     def _update_dropped(self) -> None:
         """``dropped`` and its parts: ``dropped_gates`` (held back on purpose: gates, empty images, functions
         returning None), ``dropped_output`` (the output: full queue or send timeout, full buffer, enforce_pid) and
-        ``dropped_input`` (the input: the oldest frames of a full input queue, bsread merge frames without data) and
-        ``dropped_overwritten`` (a shared-memory input: frames overwritten in the camera's ring before their use
-        ended)."""
+        ``dropped_input`` (the input: the oldest frames of a full input queue, those skipped to catch up, bsread merge
+        frames without data) and ``dropped_overwritten`` (a shared-memory input: frames overwritten in the camera's
+        ring before their use ended)."""
         stats, source = self.stats, self.source
         gates = self._dropped_prepare + self._dropped_compute
         output = self.output.dropped

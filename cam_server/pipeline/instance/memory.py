@@ -7,7 +7,8 @@ Why a watchdog and not ``RLIMIT_AS``: numpy, OpenBLAS, numba and ZeroMQ reserve 
 use, so an address-space limit fails allocations (a ``MemoryError`` anywhere, or a crash in C code) long before the
 memory is used. RSS is what the machine runs out of. It is read once a second (one read of ``/proc``), never per
 frame: a user function that keeps every frame (say 30 MB/s) passes the limit by about a second's growth at most.
-Before each read, free heap beyond a few MB is given back (:class:`~cam_server.common.process.MemoryTrimmer`).
+Free heap beyond a few MB is given back every 10 s, and before an RSS over the limit is judged
+(:class:`~cam_server.common.process.MemoryTrimmer`).
 
 Ending: the reason is reported (``out of memory limit: RSS 1.21 GiB > limit 1.00 GiB``), the main thread is
 interrupted (:class:`MemoryLimitExceeded` raised between two bytecodes, so the loop's cleanup runs: sockets closed, a
@@ -87,13 +88,15 @@ class MemoryWatchdog:
 
     def _run(self) -> None:
         process = psutil.Process()
-        # Heap that a burst left free (a slow client's queue, a backlog) goes back to the system before the RSS is
-        # judged: the limit is on memory in use, and the RSS stays flat after bursts (see MemoryTrimmer).
-        trimmer = MemoryTrimmer(interval=CHECK_INTERVAL_S)
+        # Heap that a burst left free (a slow client's queue, a backlog) goes back to the system (every 10 s, see
+        # MemoryTrimmer), and at once before an RSS over the limit is judged: the limit is on memory in use.
+        trimmer = MemoryTrimmer()
         while not self._stop.wait(CHECK_INTERVAL_S):
             trimmer.check(time.monotonic())
             try:
                 rss = process.memory_info().rss
+                if rss > self.limit and trimmer.check(time.monotonic(), force=True):
+                    rss = process.memory_info().rss
             except psutil.Error:  # cannot happen for ourselves; never let the watchdog die of it
                 continue
             if rss > self.limit:
