@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import IO
 
-from cam_server.cli.demo import _raise_interrupt, _start, _wait_ready, clean_up, work_folder
+from cam_server.cli.demo import Demo
 
 REDIS_SERVER = "redis-server"
 
@@ -34,9 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if redis_server is None:
         print("redis-server is not installed (Debian: apt-get install redis-server)", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-
-    work, config = work_folder("cam_server_cluster_")
+    demo = Demo("cam_server_cluster_")
+    work, config = demo.work, demo.config
     host, base = args.host, args.base_port
     redis_url = f"redis://{host}:{args.redis_port}/0"
     cam_url, pipe_url = f"http://{host}:{base}", f"http://{host}:{base + 1}"
@@ -54,40 +50,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands.append((f"pipeline_worker_{i + 1}", ["cam_server.start_pipeline_worker", "-p", str(base + 4 + i),
                                                       *common, "-n", host, "--redis", redis_url, "-c", cam_url,
                                                       "--file_folder", str(work / "data")], None))
-    children: list[subprocess.Popen] = []
-    logs: list[IO[bytes]] = []
-    try:
-        logs.append(open(work / "redis.log", "wb"))  # noqa: SIM115 - closed in finally
-        children.append(subprocess.Popen([redis_server, "--port", str(args.redis_port), "--bind", host, "--save",
-                                          "", "--appendonly", "no", "--dir", str(work)], stdout=logs[-1],
-                                         stderr=subprocess.STDOUT, start_new_session=True))
+
+    def body() -> None:
+        redis = demo.start("redis", [redis_server, "--port", str(args.redis_port), "--bind", host, "--save", "",
+                                     "--appendonly", "no", "--dir", str(work)], module=False)
         time.sleep(0.3)
-        if children[0].poll() is not None:
-            raise RuntimeError(f"redis-server exited: {(work / 'redis.log').read_text()[-1000:]}")
-        for name, command, _ in commands:
-            logs.append(open(work / f"{name}.log", "wb"))  # noqa: SIM115
-            children.append(_start(command, logs[-1]))
-        for child, (name, command, url) in zip(children[1:], commands, strict=True):
+        if redis.poll() is not None:
+            raise RuntimeError(f"redis-server exited: {demo.log_path('redis').read_text()[-1000:]}")
+        started = [(demo.start(name, command), name, command, url) for name, command, url in commands]
+        for child, name, command, url in started:
             port = command[command.index("-p") + 1]
             root = "/api/v1/cam" if "camera" in name else "/api/v1/pipeline"
-            _wait_ready(child, f"http://{host}:{port}{root}", work / f"{name}.log", name)
+            demo.wait_ready(child, f"http://{host}:{port}{root}", name)
             print(f"{name:18} http://{host}:{port}" + ("  (clients talk to this one)" if url else ""), flush=True)
         print(f"{'redis':18} {redis_url}", flush=True)
         print(f"workers and instances: {cam_url}/api/v1/proxy/info, {pipe_url}/api/v1/proxy/info", flush=True)
         print(f"logs: {work}", flush=True)
         print("Ctrl-C to stop.", flush=True)
-        while all(c.poll() is None for c in children):
+        while all(c.poll() is None for c in demo.children):
             time.sleep(0.5)
         print("a process of the cluster ended; stopping", flush=True)
-    except KeyboardInterrupt:
-        print("stopping ...", flush=True)
-    except Exception as exc:  # noqa: BLE001 - a demo reports and cleans up
-        print(f"cluster failed: {exc}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        clean_up(children, logs, work)
-    print("stopped.", flush=True)
-    return 0
+
+    return demo.run("cluster", body)
 
 
 if __name__ == "__main__":

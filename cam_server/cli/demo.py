@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -27,13 +27,6 @@ import requests
 CONFIGURATION = Path(__file__).resolve().parents[2] / "configuration"
 PIPELINE = "simulation_sp"
 READY_TIMEOUT = 60.0
-
-
-def _start(args: list[str], log: IO[bytes]) -> subprocess.Popen:
-    # Own session: Ctrl-C reaches only the demo, which then stops the servers in order.
-    return subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            preexec_fn=_die_with_parent)
 
 
 def _die_with_parent() -> None:
@@ -107,34 +100,80 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+class Demo:
+    """The processes of a demo (this one, ``cluster_demo``), their logs and its work folder (a copy of the bundled
+    configuration): :meth:`run` runs the demo's body until Ctrl-C or SIGTERM, then stops the processes by PID (last
+    started first) and removes the folder, however the body ended."""
+
+    def __init__(self, prefix: str) -> None:
+        self.work, self.config = work_folder(prefix)
+        self.children: list[subprocess.Popen] = []
+        self._logs: list[IO[bytes]] = []
+
+    def log_path(self, name: str) -> Path:
+        return self.work / f"{name}.log"
+
+    def start(self, name: str, args: list[str], module: bool = True) -> subprocess.Popen:
+        """Start ``python -m args`` (``module``) or the program ``args``, its output in ``<name>.log``. Own session:
+        Ctrl-C reaches only the demo, which then stops the processes in order."""
+        log = open(self.log_path(name), "wb")  # noqa: SIM115 - closed by run()
+        self._logs.append(log)
+        child = subprocess.Popen([sys.executable, "-m", *args] if module else args, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True,
+                                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent)
+        self.children.append(child)
+        return child
+
+    def wait_ready(self, child: subprocess.Popen, url: str, name: str) -> None:
+        _wait_ready(child, url, self.log_path(name), name)
+
+    def run(self, what: str, body: Callable[[], None]) -> int:
+        """Run ``body`` (it starts the processes and watches them); exit code 1 when it failed, else 0."""
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            body()
+        except KeyboardInterrupt:
+            print("stopping ...", flush=True)
+        except Exception as exc:  # noqa: BLE001 - a demo reports and cleans up
+            print(f"{what} failed: {exc}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            for child in reversed(self.children):
+                _stop(child)
+            for log in self._logs:
+                log.close()
+            shutil.rmtree(self.work, ignore_errors=True)
+        print("stopped.", flush=True)
+        return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run camera + pipeline server and print a processed simulation "
                                                  "stream until Ctrl-C.")
     parser.add_argument("--camera-port", type=int, default=8888)
     parser.add_argument("--pipeline-port", type=int, default=8889)
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-
     from cam_server.client.pipeline_client import PipelineClient
 
-    work, config = work_folder("cam_server_demo_")
+    demo = Demo("cam_server_demo_")
+    config = demo.config
     cam_url = f"http://127.0.0.1:{args.camera_port}"
     pipe_url = f"http://127.0.0.1:{args.pipeline_port}"
-    children: list[subprocess.Popen] = []
-    logs: list[IO[bytes]] = []
-    try:
-        cam_log, pipe_log = work / "camera_server.log", work / "pipeline_server.log"
-        logs.append(open(cam_log, "wb"))  # noqa: SIM115 - closed in finally
-        children.append(_start(["cam_server.start_camera_server", "-p", str(args.camera_port), "-i", "127.0.0.1",
-                                 "-b", str(config / "camera_config"), "-n", "127.0.0.1", "--log_level", "INFO"],
-                                logs[-1]))
-        logs.append(open(pipe_log, "wb"))  # noqa: SIM115
-        children.append(_start(["cam_server.start_pipeline_server", "-c", cam_url, "-p", str(args.pipeline_port),
-                                "-i", "127.0.0.1", "-b", str(config / "pipeline_config"),
-                                "-g", str(config / "background_config"), "-u", str(config / "user_scripts"),
-                                "-n", "127.0.0.1", "--log_level", "INFO"], logs[-1]))
-        _wait_ready(children[0], f"{cam_url}/api/v1/cam", cam_log, "camera server")
-        _wait_ready(children[1], f"{pipe_url}/api/v1/pipeline", pipe_log, "pipeline server")
+
+    def body() -> None:
+        camera = demo.start("camera_server", ["cam_server.start_camera_server", "-p", str(args.camera_port),
+                                              "-i", "127.0.0.1", "-b", str(config / "camera_config"),
+                                              "-n", "127.0.0.1", "--log_level", "INFO"])
+        pipeline = demo.start("pipeline_server", ["cam_server.start_pipeline_server", "-c", cam_url,
+                                                  "-p", str(args.pipeline_port), "-i", "127.0.0.1",
+                                                  "-b", str(config / "pipeline_config"),
+                                                  "-g", str(config / "background_config"),
+                                                  "-u", str(config / "user_scripts"), "-n", "127.0.0.1",
+                                                  "--log_level", "INFO"])
+        demo.wait_ready(camera, f"{cam_url}/api/v1/cam", "camera_server")
+        demo.wait_ready(pipeline, f"{pipe_url}/api/v1/pipeline", "pipeline_server")
         print(f"camera server:   {cam_url}/api/v1/cam", flush=True)
         print(f"pipeline server: {pipe_url}/api/v1/pipeline", flush=True)
 
@@ -145,15 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"live view:       {pipe_url}/view/{instance_id}  (all views: {pipe_url}/)", flush=True)
         print("Ctrl-C to stop.", flush=True)
         _print_stream(stream_address)
-    except KeyboardInterrupt:
-        print("stopping ...", flush=True)
-    except Exception as exc:  # noqa: BLE001 - a demo reports and cleans up
-        print(f"demo failed: {exc}", file=sys.stderr, flush=True)
-        return 1
-    finally:
-        clean_up(children, logs, work)
-    print("stopped.", flush=True)
-    return 0
+
+    return demo.run("demo", body)
 
 
 def work_folder(prefix: str) -> tuple[Path, Path]:
@@ -165,17 +197,6 @@ def work_folder(prefix: str) -> tuple[Path, Path]:
     for sub in ("camera_config", "pipeline_config", "background_config", "user_scripts"):
         (config / sub).mkdir(exist_ok=True)
     return work, config
-
-
-def clean_up(children: list[subprocess.Popen], logs: list[IO[bytes]], work: Path) -> None:
-    """Stop the children (by PID, last started first), close their logs, remove the work folder."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    for child in reversed(children):
-        _stop(child)
-    for log in logs:
-        log.close()
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
