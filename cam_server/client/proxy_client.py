@@ -60,9 +60,6 @@ class ProxyClient(RestClient):
     def set_permanent_instances(self, permanent_instances: dict[str, str]) -> dict[str, str]:
         return self._post("/permanent", json=permanent_instances)["permanent_instances"]
 
-    def get_version(self) -> str:
-        return self._get("/version")["version"]
-
     def get_server_logs(self, server_index: int | str, txt: bool = False) -> Any:
         """One worker's recent log records (as its ``/api/v1/logs``), or their text."""
         if txt:

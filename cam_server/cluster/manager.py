@@ -22,14 +22,16 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from cam_server.client.rest import TOKEN_ENV
 from cam_server.cluster import placement
 from cam_server.cluster.state import CLAIM_TTL_S, ClusterState, InstanceRecord
 from cam_server.common.errors import CamServerError, NotFound, SourceUnavailable
+from cam_server.rest.auth import api_token
+from cam_server.rest.camera_app import API as CAMERA_API
+from cam_server.rest.pipeline_app import API as PIPELINE_API
 
 log = logging.getLogger(__name__)
 
-ROOTS = {"camera": "/api/v1/cam", "pipeline": "/api/v1/pipeline"}
+ROOTS = {"camera": CAMERA_API, "pipeline": PIPELINE_API}
 CHECK_INTERVAL_S = 0.25  # how often the monitor looks for dead workers and missing permanent instances
 WORKER_TIMEOUT_S = 30.0  # a start on a worker (a camera's first frame, a pipeline's process)
 INFO_TIMEOUT_S = 2.0
@@ -86,7 +88,7 @@ class ClusterManager:
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_connections=32, pool_maxsize=64)
         self.session.mount("http://", adapter)
-        worker_token = worker_token if worker_token is not None else os.environ.get(TOKEN_ENV)
+        worker_token = api_token(worker_token)
         if worker_token:
             self.session.headers["Authorization"] = f"Bearer {worker_token}"
         self.pool = ThreadPoolExecutor(16, thread_name_prefix="cluster-fanout")

@@ -24,6 +24,7 @@ from fastapi import Depends, FastAPI, Query, Request, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cam_server.camera.store import CameraConfigStore
+from cam_server.client.proxy_client import PROXY
 from cam_server.cluster.manager import ClusterManager, WorkerError
 from cam_server.cluster.placement import Request as Placing
 from cam_server.cluster.placement import host_of
@@ -33,13 +34,13 @@ from cam_server.common.scripts_store import ScriptStore
 from cam_server.common.usage import server_usage
 from cam_server.pipeline.config import expand_config
 from cam_server.pipeline.server.manager import PipelineManager
+from cam_server.rest.camera_app import API as CAMERA_API
 from cam_server.rest.envelope import error_response, install_error_handlers, json_body, ok, ok_response
+from cam_server.rest.pipeline_app import API as PIPELINE_API
+from cam_server.rest.server_routes import LOGS
 from cam_server.version import __version__
 
-CAM = "/api/v1/cam"
-PIPE = "/api/v1/pipeline"
-PROXY = "/api/v1/proxy"
-LOGS = "/api/v1/logs"
+CAM, PIPE = CAMERA_API, PIPELINE_API
 _CAM_FIXED = {"info", "aliases", "groups", "script", "version", "config_names"}
 _PIPE_FIXED = {"info", "groups", "camera", "background", "instance", "script", "version", "config_names"}
 
@@ -426,9 +427,6 @@ def create_pipeline_manager_app(cm: ClusterManager, local_manager: PipelineManag
 
     cm.restart_permanent = restart_permanent
 
-    def stop_pipeline(iid: str) -> None:
-        cm.stop(iid)
-
     def on_worker(iid: str) -> str:
         """The worker that runs (or ran, and remembers) instance ``iid``."""
         record = cm.state.instance(iid)
@@ -455,7 +453,7 @@ def create_pipeline_manager_app(cm: ClusterManager, local_manager: PipelineManag
         record = start_private(config, iid, "private", name, newer_than=time.time())
         return ok(f"Pipeline instance {iid} created.", instance_id=iid, stream=record.stream, config=record.config)
 
-    install_manager_routes(app, cm, PIPE, "Pipeline", "All pipeline instances stopped.", stop_pipeline)
+    install_manager_routes(app, cm, PIPE, "Pipeline", "All pipeline instances stopped.", cm.stop)
 
     @app.post(f"{PIPE}/instance/")
     def get_instance_stream_from_config(config: dict = Depends(json_body)) -> dict[str, Any]:
@@ -517,7 +515,7 @@ def create_pipeline_manager_app(cm: ClusterManager, local_manager: PipelineManag
 
     @app.delete(f"{PIPE}/{{name}}")
     def stop_instance(name: str) -> dict[str, Any]:
-        stop_pipeline(name)
+        cm.stop(name)
         return ok(f"Pipeline instance {name} stopped.")
 
     return Dispatch(app, local, pipeline_routes_to_cluster)

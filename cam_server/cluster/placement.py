@@ -84,19 +84,21 @@ def place(request: Request, workers: dict[str, dict[str, Any]], servers_file: di
     for record in records:
         if record.host in counts:
             counts[record.host] += 1
+    def least_loaded(urls: Iterable[str]) -> str:  # ties: the first by URL, the same on every manager
+        return min(urls, key=lambda u: (load(workers[u], counts[u]), u))
+
     if request.camera:
-        same_camera = [r.host for r in records
-                       if r.host in counts and r.kind != "camera" and _camera_of(r) == request.camera]
+        same_camera = {r.host for r in records
+                       if r.host in counts and r.kind != "camera" and _camera_of(r) == request.camera}
         if same_camera:
-            return min(set(same_camera), key=lambda u: load(workers[u], counts[u])), "same camera"
+            return least_loaded(same_camera), "same camera"
         listing = [u for u in expanding if request.camera in (usable[u].get("cameras") or ())]
         if listing:
-            return min(listing, key=lambda u: load(workers[u], counts[u])), "camera listed"
-        if camera_host:
-            on_host = [u for u in expanding if host_of(u) == camera_host]
-            if on_host:
-                return min(on_host, key=lambda u: load(workers[u], counts[u])), "camera host"
-    return min(expanding, key=lambda u: (load(workers[u], counts[u]), u)), "least loaded"
+            return least_loaded(listing), "camera listed"
+        on_host = [u for u in expanding if camera_host and host_of(u) == camera_host]
+        if on_host:
+            return least_loaded(on_host), "camera host"
+    return least_loaded(expanding), "least loaded"
 
 
 def pinned_port_of(request: Request, servers_file: dict[str, dict[str, Any]] | None, url: str) -> int | None:

@@ -119,9 +119,6 @@ class ClusterState:
         """One worker's heartbeat key exists (one round trip: the hot path of forwarded requests)."""
         return bool(self.redis.exists(self._k("hb", url)))
 
-    def forget_worker(self, url: str) -> None:
-        self.redis.hdel(self._k("workers"), url)
-
     # --- instances ------------------------------------------------------------------------------------------
     def instances(self) -> dict[str, InstanceRecord]:
         return {iid: InstanceRecord.from_json(text) for iid, text in self.redis.hgetall(self._k("instances")).items()}
@@ -283,5 +280,3 @@ class ClusterState:
         """The id is being placed again: it is no longer lost (its old worker must not stop the new one)."""
         self.redis.hdel(self._k("lost"), instance_id)
 
-    def clear_lost(self) -> None:
-        self.redis.delete(self._k("lost"))

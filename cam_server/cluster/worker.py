@@ -19,13 +19,13 @@ from typing import Any
 import psutil
 import requests
 
+from cam_server.cluster.manager import ROOTS
 from cam_server.cluster.state import ClusterState
 from cam_server.version import __version__
 
 log = logging.getLogger(__name__)
 
 SMOOTHING = 0.5  # weight of the newest measurement in the load's exponential average
-ROOTS = {"camera": "/api/v1/cam", "pipeline": "/api/v1/pipeline"}
 
 
 class LoadMeter:
