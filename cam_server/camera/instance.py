@@ -52,7 +52,8 @@ EXIT_ERROR = 1
 READ_TIMEOUT = 0.2  # seconds; bounds how late a stop request or config change is seen
 CHECK_INTERVAL_S = 0.25  # while frames flow: how often counters, clients and the state are brought up to date
 # The most bytes of messages the PUB socket queues for one (slow) client when the config does not set queue_size:
-# the default 100 messages of a 1280x1024 uint16 camera are 262 MB per client (see send_queue_size).
+# the default 10 messages of a 2560x2160 uint16 camera would be 110 MB per client (PSI's 100 of a 1280x1024 one
+# 262 MB); the bound makes them 3 (see send_queue_size). Frames under 3.3 MB stay at the count.
 SEND_QUEUE_BYTES = 32 * 2**20
 MIN_SEND_QUEUE = 2  # messages: the least a client's queue holds, however large the frames
 
@@ -263,6 +264,8 @@ def _bound_send_queue(sender: Any, config: CameraConfig, message_bytes: int) -> 
     if size != sender.queue_size:
         log.info("camera %s: %d-byte images, send queue %d messages per client", config.name, message_bytes, size)
         sender.set_queue_size(size)
+
+
 def _connections(sender: Any, shared: Any) -> int:
     """Client connections made so far, to the stream and to the shared-memory announcements."""
     return sender.connections + (shared.connections if shared is not None else 0)

@@ -84,6 +84,7 @@ def place(request: Request, workers: dict[str, dict[str, Any]], servers_file: di
     for record in records:
         if record.host in counts:
             counts[record.host] += 1
+
     def least_loaded(urls: Iterable[str]) -> str:  # ties: the first by URL, the same on every manager
         return min(urls, key=lambda u: (load(workers[u], counts[u]), u))
 

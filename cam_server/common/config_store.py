@@ -92,8 +92,6 @@ def remove_stale_temp_files(folder: str | Path) -> list[str]:
     return removed
 
 
-
-
 def move_aside(path: Path) -> Path:
     """Move the entry ``path`` (a file, link or folder of any content) into ``broken/`` beside it, under its name and
     the time (``<name>.<YYYYmmdd_HHMMSS_ffffff>``); returns where it went. Conflict if that is not possible."""

@@ -129,6 +129,7 @@ def state_name(code: float) -> str:
     index = int(code)
     return INSTANCE_STATES[index] if 0 <= index < len(INSTANCE_STATES) else "unknown"
 
+
 _CONTEXT: Any = None
 # Config acknowledgements (InstanceControl.config_applied / config_refused): outcomes of InstanceProcess.wait_config.
 CONFIG_APPLIED, CONFIG_REFUSED, CONFIG_PENDING, CONFIG_ENDED = "applied", "refused", "pending", "ended"
@@ -706,6 +707,7 @@ def describe_exit(exitcode: int | None) -> str | None:
         return f"killed by signal {-exitcode} ({name})"
     return "finished" if exitcode == 0 else f"exit code {exitcode}"
 
+
 NO_EXIT_CODE = -(2 ** 31)  # InstanceControl's exit code slot before the child wrote one
 LOST_STATUS = 255  # what multiprocessing reports when the fork server's status pipe closed without a status
 LEFTOVER_GRACE = 0.5  # seconds a leftover process of an instance gets between SIGTERM and SIGKILL
@@ -1251,7 +1253,6 @@ def reserve_port(host: str = "0.0.0.0", exclude: set[int] | None = None) -> int:
         if not exclude or port not in exclude:
             return port
     raise RuntimeError("could not find a free port")
-
 
 
 class _MallInfo2(ctypes.Structure):

@@ -73,6 +73,7 @@ def _inside(path: str, folder: str) -> bool:
     real, root = os.path.realpath(path), os.path.realpath(os.path.expanduser(folder))
     return os.path.commonpath([root, real]) == root
 
+
 def check_output_target(path: str) -> None:
     """What can be checked before an instance writes the resolved ``path``, so that a bad target is refused when the
     instance is created instead of ending it (exit code 1) after the server answered 200: the file must not exist

@@ -9,9 +9,10 @@ requests/s on two cores. An answer is reused while all of this holds:
   old, as a poll at that rate would see them; an instance that ended by itself leaves the answer within it, or at
   once when the reaper takes it out of the table;
 * the instance table has not changed (``version()``: an instance added, stopped, ended and reaped);
-* no other request has finished since it was built (:class:`CachedReads`): any request that is
-  not one of the cached reads may have changed something (a config, a new instance of a ``GET`` that creates one),
-  so it forgets every cached answer.
+* no request that changes something has finished since it was built (:class:`CachedReads`): any ``POST``, ``PUT``,
+  ``DELETE``, ... forgets every cached answer (a config, a stop). Reads (``GET``, ``HEAD``) do not: a ``GET`` that
+  starts an instance changes the table's version, and a metrics scrape or a page load beside a poller must not
+  empty the cache it serves from.
 
 A cached answer is sent by :class:`CachedReads` (ASGI middleware) before routing, without the framework's layers and
 the threadpool hop; a missing one is built by the route once, in the threadpool (concurrent requests wait for that
@@ -138,12 +139,14 @@ class CachedReads:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        read = self._reads(scope["path"]) if scope["method"] == "GET" else None
+        method = scope["method"]
+        read = self._reads(scope["path"]) if method == "GET" else None
         if read is None:
             try:
                 await self.app(scope, receive, send)
             finally:
-                self._answers.forget()
+                if method not in ("GET", "HEAD"):
+                    self._answers.forget()
             return
         key, route = read
         body = self._answers.fresh(key)

@@ -215,6 +215,8 @@ class CameraStreamAnswer(StreamAnswer):
 class ReleaseAnswer(OkAnswer):
     released: bool = Field(description="the reservation held the camera until now (false: it had expired, was "
                            "released already, or was made on an instance that has ended since)")
+
+
 class SharedMemoryOffer(BaseModel):
     ring: str = Field(description="name of the camera instance's frame ring in /dev/shm, without its generation")
     announce: str = Field(description="ipc:// address of the announcements (bsread, image as a missing value)")

@@ -131,3 +131,37 @@ def test_cached_answers_are_bounded_and_built_once_per_change():
         assert len(answers._answers) <= 2  # noqa: SLF001
 
     asyncio.run(scenario())
+
+
+@pytest.mark.unit
+def test_only_requests_that_change_something_drop_the_cached_answers():
+    """A metrics scrape or a page load beside pollers (GET, HEAD) keeps the answers; a POST / PUT / DELETE drops
+    them (it may have changed what they show)."""
+    import asyncio
+
+    from cam_server.rest.cached import CachedAnswers, CachedReads
+
+    answers = CachedAnswers(lambda: 0, ttl=60)
+    handled: list[str] = []
+
+    async def app(scope, receive, send) -> None:
+        handled.append(f"{scope['method']} {scope['path']}")
+
+    async def sent(message) -> None:
+        pass
+
+    reads = CachedReads(app, answers, lambda path: ("info", "/info") if path == "/info" else None)
+
+    async def scenario() -> None:
+        await answers.get("info", lambda: b"{}")
+        for method, path in (("GET", "/metrics"), ("HEAD", "/"), ("GET", "/other")):
+            await reads({"type": "http", "method": method, "path": path}, None, sent)
+            assert answers.fresh("info") == b"{}", (method, path)
+        await reads({"type": "http", "method": "GET", "path": "/info"}, None, sent)  # sent from the cache
+        assert handled == ["GET /metrics", "HEAD /", "GET /other"]
+        for method in ("POST", "PUT", "DELETE"):
+            await answers.get("info", lambda: b"{}")
+            await reads({"type": "http", "method": method, "path": "/anything"}, None, sent)
+            assert answers.fresh("info") is None, method
+
+    asyncio.run(scenario())

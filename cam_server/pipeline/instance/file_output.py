@@ -35,8 +35,6 @@ MAX_CHUNK_ROWS = 1024
 STR_DTYPE = h5py.string_dtype()
 
 
-
-
 def to_hdf5_array(value: Any) -> np.ndarray | None:
     """The value as a numpy array (0-d for scalars; strings as object arrays), None for a missing value.
 

@@ -40,6 +40,7 @@ ZMQ_IO_THREADS = 2
 # waited in ZeroMQ's and the camera's queues instead of being dropped at the door): 0.5 ms lets it keep up.
 SWITCH_INTERVAL_S = 0.0005
 
+
 def _type_of(spec: InstanceSpec) -> PipelineType:
     return pipeline_type(spec.config.pipeline_type)
 
