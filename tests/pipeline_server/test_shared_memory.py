@@ -118,3 +118,19 @@ def test_camera_server_switched_off_offers_no_ring_and_pipelines_read_the_stream
         assert "x_center_of_mass" in message.data.data
         assert _stats(pipelines, instance_id)["input_path"] == "bsread"
         assert [name for name in list_rings() if (parsed := parse_ring_name(name)) and parsed[0] == cam.pid] == []
+
+
+def test_pipeline_server_switched_off_reads_the_stream_though_a_ring_is_offered(servers, tmp_path: Path):
+    """``pipeline_server --shared_memory off`` (README options): the camera server still offers its ring, the
+    pipeline server's instances read the bsread stream all the same."""
+    with pipeline_server(tmp_path, servers.camera.url, extra_args=["--shared_memory", "off"]) as pipe:
+        pipelines = PipelineClient(pipe.url)
+        instance_id, _ = pipelines.create_instance_from_config({"camera_name": CAMERA})
+        try:
+            message = pipelines.get_instance_message(instance_id, timeout=30)
+            assert "x_center_of_mass" in message.data.data
+            assert _stats(pipelines, instance_id)["input_path"] == "bsread"
+            offer = requests.get(f"{servers.camera.url}/api/v1/cam/{CAMERA}/shared_memory", timeout=30).json()
+            assert offer["shared_memory"] is not None and offer["shared_memory"]["host_id"] == host_id()
+        finally:
+            pipelines.stop_all_instances()
