@@ -264,17 +264,23 @@ class ClusterManager:
         return {url: (workers[url].get("instances") or []) if self.alive(url, workers) else None
                 for url in self.server_list()}
 
+    def merged_info(self, keys: tuple[str, ...] = ("active_instances",)
+                    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, dict[str, Any]]]:
+        """Every alive worker's ``GET <root>/info``: per key of ``keys`` the instances of all of them (each with its
+        worker as ``host``), the answers by worker (None: no answer) and the workers' records."""
+        workers = self.workers()
+        answers = self.fan_out("GET", "/info", [u for u, w in workers.items() if w.get("alive")])
+        merged: dict[str, dict[str, Any]] = {key: {} for key in keys}
+        for url, answer in answers.items():
+            for key, instances in merged.items():
+                for iid, info in ((answer or {}).get("info", {}).get(key) or {}).items():
+                    instances[iid] = {**info, "host": url}
+        return merged, answers, workers
+
     def info(self) -> dict[str, Any]:
         """``GET /proxy/info``: running instances with their worker (``host``), and the workers."""
-        workers = self.workers()
-        alive = [u for u in workers if workers[u].get("alive")]
-        answers = self.fan_out("GET", "/info", alive)
-        active: dict[str, Any] = {}
-        for url, answer in answers.items():
-            if answer is None:
-                continue
-            for iid, info in (answer.get("info", {}).get("active_instances") or {}).items():
-                active[iid] = {**info, "host": url}
+        merged, answers, workers = self.merged_info()
+        active = merged["active_instances"]
         for iid, record in self.state.instances().items():  # a worker that did not answer: what Redis says
             if iid not in active and record.host in answers and answers[record.host] is None:
                 active[iid] = {"stream_address": record.stream, "config": record.config, "host": record.host,

@@ -123,13 +123,8 @@ def install_manager_routes(app: FastAPI, cm: ClusterManager, root: str, what: st
     def get_server_info() -> Response:
         """The running instances of every alive worker (each with its ``host``) and the manager's own version,
         cpu and memory."""
-        workers = [u for u, w in cm.workers().items() if w.get("alive")]
-        merged: dict[str, dict[str, Any]] = {"active_instances": {}, "finished_instances": {}}
-        for url, answer in cm.fan_out("GET", "/info", workers).items():
-            for key, instances in merged.items():
-                for iid, info in ((answer or {}).get("info", {}).get(key) or {}).items():
-                    instances[iid] = {**info, "host": url}
-        return ok_response(f"{what} manager info.", info={**merged, **server_usage(), "workers": workers})
+        merged, answers, _ = cm.merged_info(("active_instances", "finished_instances"))
+        return ok_response(f"{what} manager info.", info={**merged, **server_usage(), "workers": list(answers)})
 
     install_proxy_routes(app, cm, stop_instance)
 
