@@ -9,10 +9,11 @@ requests/s on two cores. An answer is reused while all of this holds:
   old, as a poll at that rate would see them; an instance that ended by itself leaves the answer within it, or at
   once when the reaper takes it out of the table;
 * the instance table has not changed (``version()``: an instance added, stopped, ended and reaped);
-* no request that changes something has finished since it was built (:class:`CachedReads`): any ``POST``, ``PUT``,
-  ``DELETE``, ... forgets every cached answer (a config, a stop). Reads (``GET``, ``HEAD``) do not: a ``GET`` that
-  starts an instance changes the table's version, and a metrics scrape or a page load beside a poller must not
-  empty the cache it serves from.
+* no other request has finished since it was built (:class:`CachedReads`): any request that is not one of the
+  cached reads may have changed something (a config, a new instance of a ``GET`` that creates one, the counters of
+  blocking requests a refused ``GET`` raised), so it forgets every cached answer. (Keeping them across ``GET``s, to
+  survive metrics scrapes beside pollers, was tried and undone: a refused ``GET`` then left ``blocking_requests``
+  stale, ``tests/robustness/test_starvation.py``.)
 
 A cached answer is sent by :class:`CachedReads` (ASGI middleware) before routing, without the framework's layers and
 the threadpool hop; a missing one is built by the route once, in the threadpool (concurrent requests wait for that
@@ -139,14 +140,12 @@ class CachedReads:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        method = scope["method"]
-        read = self._reads(scope["path"]) if method == "GET" else None
+        read = self._reads(scope["path"]) if scope["method"] == "GET" else None
         if read is None:
             try:
                 await self.app(scope, receive, send)
             finally:
-                if method not in ("GET", "HEAD"):
-                    self._answers.forget()
+                self._answers.forget()
             return
         key, route = read
         body = self._answers.fresh(key)
