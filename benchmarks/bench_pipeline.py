@@ -386,11 +386,12 @@ def slow_function(pipe_url: str, milliseconds: int) -> str:
 
 def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: int, height: int,
                     rate: float | None, duration: float, sender_hwm: int, client_hwm: int, tag: str,
-                    function_ms: int = 0) -> dict:
+                    function_ms: int = 0, client_rcvbuf: int = 0) -> dict:
     """External sender process → camera server instance (bsread camera reading it) → pipeline instance (default
     processing) → SUB client (this process); see ``--servers``."""
     import numpy as np
     import requests
+    import zmq
 
     from cam_server.bsread import SUB, Source
     from cam_server.common.process import reserve_port
@@ -410,7 +411,10 @@ def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: 
     answer = requests.post(f"{pipe_url}/api/v1/pipeline", json={"camera_name": camera, "no_client_timeout": 0,
                                                                  **function, **variant.pipeline}, timeout=180).json()
     instance_id, stream = answer["instance_id"], answer["stream"]
-    client = Source(address=stream, mode=SUB, receive_timeout=1000, queue_size=client_hwm)
+    context = zmq.Context()
+    if client_rcvbuf:  # SO_RCVBUF of the client's TCP connection (else the kernel autotunes it, up to tcp_rmem)
+        context.setsockopt(zmq.RCVBUF, client_rcvbuf)
+    client = Source(address=stream, mode=SUB, receive_timeout=1000, queue_size=client_hwm, context=context)
     client.connect()
     latencies: list[float] = []
     pids: list[int] = []
@@ -439,6 +443,7 @@ def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: 
                                   timeout=30).json()["info"]["statistics"]
     finally:
         client.disconnect()
+        context.term()
         requests.delete(f"{pipe_url}/api/v1/pipeline/{instance_id}", timeout=60)
         requests.delete(f"{cam_url}/api/v1/cam/{camera}", timeout=60)
         requests.delete(f"{cam_url}/api/v1/cam/{camera}/config", timeout=60)
@@ -547,13 +552,15 @@ def servers_benchmark(args: argparse.Namespace) -> None:
                                                        extra_args=server_args))
             pairs.append((cam.url, pipe.url))
         print(f"servers: {len(variants)} variants x {args.repeats} rounds, {args.duration:g} s per case, sender HWM "
-              f"{args.sender_hwm}, client RCVHWM {args.client_hwm}, server args {args.server_args!r}, cores "
+              f"{args.sender_hwm}, client RCVHWM {args.client_hwm} RCVBUF {args.client_rcvbuf or 'auto'}, "
+              f"server args {args.server_args!r}, cores "
               f"{os.cpu_count()}, load average {os.getloadavg()[0]:.2f}", flush=True)
         for round_no in range(args.repeats):
             for c, (width, height, rate, function_ms) in enumerate(cases):
                 for i, (variant, (cam_url, pipe_url)) in enumerate(zip(variants, pairs, strict=True)):
                     row = run_server_case(variant, cam_url, pipe_url, width, height, rate, args.duration,
-                                          args.sender_hwm, args.client_hwm, f"{round_no}_{c}_{i}", function_ms)
+                                          args.sender_hwm, args.client_hwm, f"{round_no}_{c}_{i}", function_ms,
+                                          args.client_rcvbuf)
                     rows.setdefault((c, i), []).append(row)
                     print("  " + " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
                                           for k, v in row.items()), flush=True)
@@ -610,6 +617,8 @@ def main() -> None:
     parser.add_argument("--sender-hwm", type=int, default=10, help="with --servers: the external sender's SNDHWM "
                         "(bsread's default 10; also the raw pyzmq floor's)")
     parser.add_argument("--client-hwm", type=int, default=10, help="with --servers: the SUB client's RCVHWM")
+    parser.add_argument("--client-rcvbuf", type=int, default=0, help="with --servers: the SUB client's SO_RCVBUF in "
+                        "bytes (0: the kernel's autotuning, up to tcp_rmem's maximum)")
     args = parser.parse_args()
     # A SIGTERM (kill, a CI timeout) ends the benchmark through its clean-ups: the servers it started stop too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
