@@ -41,9 +41,23 @@ log = logging.getLogger(__name__)
 LINGER_MS = 1000
 BIND_RETRY_S = 2.0
 COPY_THRESHOLD = 64 * 1024
+# The most bytes of messages a PUB/PUSH socket queues for one (slow) client when its owner's config leaves the queue
+# size to us: ZeroMQ holds each queued frame (sent without a copy) until the client takes it, so a stalled client pins
+# SNDHWM messages; 10 of 2560x2160 uint16 are 110 MB per client (PSI's 100 of 1280x1024: 262 MB).
+SEND_QUEUE_BYTES = 32 * 2**20
+MIN_SEND_QUEUE = 2  # messages: the least a client's queue holds, however large the messages
 
 __all__ = ["Sender", "PUB", "PUSH", "PULL", "SUB", "BIND", "CONNECT"]
 
+
+
+def bounded_queue_size(count: int, message_bytes: int) -> int:
+    """A send queue of ``count`` messages bounded to :data:`SEND_QUEUE_BYTES` of messages of ``message_bytes`` (at
+    least :data:`MIN_SEND_QUEUE`; ``count`` while the size is unknown, <= 0). Messages under 3.3 MB keep the default
+    count of 10."""
+    if message_bytes <= 0:
+        return count
+    return max(MIN_SEND_QUEUE, min(count, SEND_QUEUE_BYTES // message_bytes))
 
 class Sender:
     """Sends bsread messages on one PUSH or PUB socket (bind by default)."""
@@ -156,13 +170,24 @@ class Sender:
         """Bytes waiting in the kernel for the slowest client (sampled once a second; see ``monitor.py``)."""
         return self._monitor.backlog if self._monitor is not None else 0
 
-    def set_queue_size(self, size: int) -> None:
-        """Change the per-client send queue (SNDHWM, messages) of the open socket, for clients that connect from now
-        on: libzmq sizes a client's queue when it connects (those connected keep theirs; measured with libzmq
-        4.3.5). For a sender that learns its message size only from its first message."""
+    def set_queue_size(self, size: int) -> bool:
+        """Change the per-client send queue (SNDHWM, messages); True if it applies to clients that connect from now on.
+
+        libzmq gives a client the queue size the socket had when it was bound (its listener keeps a copy of the
+        options; a connecting socket: when it connected) and keeps it for that connection (measured, libzmq 4.3.5):
+        setting the option alone changes nothing. So a bound socket without clients is bound again, at once (a client
+        connecting in that moment retries); one with clients keeps its size for all (re-binding would drop them and
+        their messages). For a sender that learns its message size only from its first message.
+        """
         self.queue_size = size
-        if self._socket is not None:
-            self._socket.setsockopt(zmq.SNDHWM, size)
+        if self._socket is None:
+            return True
+        self._socket.setsockopt(zmq.SNDHWM, size)
+        if self.conn_type != BIND or self.client_count > 0:
+            return False
+        self._socket.unbind(self._endpoint)
+        _bind_with_retry(self._socket, self._endpoint)  # the listener closes in the I/O thread: the port frees soon
+        return True
 
     @property
     def pulse_id(self) -> int:

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from cam_server.bsread.address import listen_endpoint
+from cam_server.bsread.sender import bounded_queue_size
 from cam_server.camera.config import SOURCE_KEYS, CameraConfig
 from cam_server.camera.sources.base import CameraOffline, FrameSource
 from cam_server.common.process import (
@@ -51,11 +52,6 @@ EXIT_SOURCE_OFFLINE = 3
 EXIT_ERROR = 1
 READ_TIMEOUT = 0.2  # seconds; bounds how late a stop request or config change is seen
 CHECK_INTERVAL_S = 0.25  # while frames flow: how often counters, clients and the state are brought up to date
-# The most bytes of messages the PUB socket queues for one (slow) client when the config does not set queue_size:
-# the default 10 messages of a 2560x2160 uint16 camera would be 110 MB per client (PSI's 100 of a 1280x1024 one
-# 262 MB); the bound makes them 3 (see send_queue_size). Frames under 3.3 MB stay at the count.
-SEND_QUEUE_BYTES = 32 * 2**20
-MIN_SEND_QUEUE = 2  # messages: the least a client's queue holds, however large the frames
 
 
 # Not "/tmp/cam_server": a folder of that name would shadow the package for scripts run from /tmp.
@@ -84,14 +80,11 @@ def bind_address(config: CameraConfig, port: int, interface: str | None = None) 
 
 def send_queue_size(config: CameraConfig, message_bytes: int) -> int:
     """Messages the PUB socket may queue per client (SNDHWM): ``queue_size`` when the config sets it, else the
-    default ``queue_size`` bounded to :data:`SEND_QUEUE_BYTES` of messages of ``message_bytes`` (<= 0: unknown).
-
-    Why in bytes: ZeroMQ holds each queued frame (sent without a copy) until the client takes it, so a stalled client
-    pins ``SNDHWM`` frames; for megapixel images the message count alone lets one client take hundreds of MB.
+    default bounded in bytes (:func:`~cam_server.bsread.sender.bounded_queue_size`; ``message_bytes`` <= 0: unknown).
     """
-    if "queue_size" in config.model_fields_set or message_bytes <= 0:
+    if "queue_size" in config.model_fields_set:
         return config.queue_size
-    return max(MIN_SEND_QUEUE, min(config.queue_size, SEND_QUEUE_BYTES // message_bytes))
+    return bounded_queue_size(config.queue_size, message_bytes)
 
 
 def _image_bytes(config: CameraConfig, source: FrameSource) -> int:
@@ -262,8 +255,9 @@ def _bound_send_queue(sender: Any, config: CameraConfig, message_bytes: int) -> 
     """Frames of a new size: the send queue of clients that connect from now on (see :func:`send_queue_size`)."""
     size = send_queue_size(config, message_bytes)
     if size != sender.queue_size:
-        log.info("camera %s: %d-byte images, send queue %d messages per client", config.name, message_bytes, size)
-        sender.set_queue_size(size)
+        applied = sender.set_queue_size(size)
+        log.info("camera %s: %d-byte images, send queue %d messages per client%s", config.name, message_bytes, size,
+                 "" if applied else " (not for the clients connected now: theirs stays)")
 
 
 def _connections(sender: Any, shared: Any) -> int:

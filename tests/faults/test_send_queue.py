@@ -1,4 +1,5 @@
-"""The camera's send queue is bounded in bytes, and a burst's memory goes back to the system (issue 10, soak).
+"""The camera's and a pipeline's send queues are bounded in bytes, and a burst's memory goes back to the system
+(issue 10, soak; the pipeline's since issue 13).
 
 A client that stops reading makes ZeroMQ keep every frame queued for it (frames are sent without a copy): with the
 default ``queue_size`` of 100 messages a 1280x1024 uint16 camera held 262 MB per stalled client, and glibc kept the
@@ -15,11 +16,15 @@ import psutil
 import pytest
 import zmq
 
+from cam_server.bsread.sender import MIN_SEND_QUEUE, SEND_QUEUE_BYTES
 from cam_server.camera.config import parse_camera_config
-from cam_server.camera.instance import MIN_SEND_QUEUE, SEND_QUEUE_BYTES, send_queue_size
+from cam_server.camera.instance import send_queue_size
 from cam_server.camera.manager import CameraInstanceManager
 from cam_server.camera.store import CameraConfigStore
 from cam_server.common.process import MemoryTrimmer
+from cam_server.pipeline.config import parse_pipeline_config
+from cam_server.pipeline.instance.stream_output import OutputStream
+from tests.helpers.net import free_port
 from tests.helpers.procs import wait_until
 
 SIDE = 1024
@@ -97,6 +102,58 @@ def test_a_stalled_client_holds_at_most_the_send_queue_budget(tmp_path: Path, re
     finally:
         context.term()
         manager.close()
+
+
+def _frames_held_for_a_stalled_client(config: dict, image_bytes: int, messages: int = 12,
+                                      connect_first: bool = False) -> int:
+    """Send ``messages`` fresh images through a pipeline's output with a client that never reads, connected after the
+    first one (``connect_first``: before it); the images ZeroMQ still holds afterwards (sent without a copy: alive
+    until every client took them)."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    port = free_port()
+    output = OutputStream(f"tcp://127.0.0.1:{port}", parse_pipeline_config({"camera_name": "c", **config})).open()
+    context = zmq.Context()
+    held: list[weakref.ref] = []
+    stalled = context.socket(zmq.SUB)
+    stalled.setsockopt(zmq.RCVHWM, 1)
+    stalled.setsockopt(zmq.RCVBUF, 65536)
+    stalled.subscribe(b"")
+    try:
+        if connect_first:
+            stalled.connect(f"tcp://127.0.0.1:{port}")
+            wait_until(lambda: output.client_count == 1, 10, "the client to connect")
+        output.send({"image": np.zeros(image_bytes, np.uint8)}, 1, time.time())  # now its size is known
+        if not connect_first:
+            stalled.connect(f"tcp://127.0.0.1:{port}")
+            wait_until(lambda: output.client_count == 1, 10, "the client to connect")
+        for pulse_id in range(2, messages + 2):
+            image = np.zeros(image_bytes, np.uint8)
+            held.append(weakref.ref(image))
+            output.send({"image": image}, pulse_id, time.time())
+            del image
+        time.sleep(0.5)  # ZeroMQ's I/O thread writes what the kernel takes and drops the rest (PUB)
+        gc.collect()
+        assert output.client_count == 1  # never dropped by the output
+        return sum(ref() is not None for ref in held)
+    finally:
+        output.close()
+        context.destroy(linger=0)
+
+
+@pytest.mark.unit
+def test_a_pipelines_default_send_queue_is_bounded_in_bytes_for_clients_connecting_after_the_first_message() -> None:
+    image_bytes = 8 * 2**20  # the budget holds 4
+    bounded = _frames_held_for_a_stalled_client({}, image_bytes)
+    assert bounded <= SEND_QUEUE_BYTES // image_bytes + 1, bounded  # + the one the I/O thread is writing
+    explicit = _frames_held_for_a_stalled_client({"queue_size": 10}, image_bytes)  # a config's count is kept
+    assert explicit >= 9, explicit
+    # A client connected before the size was known keeps the queue it got (re-binding would drop it): the limit.
+    early = _frames_held_for_a_stalled_client({}, image_bytes, connect_first=True)
+    assert early >= 9, early
 
 
 @pytest.mark.unit
