@@ -411,14 +411,15 @@ def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: 
     answer = requests.post(f"{pipe_url}/api/v1/pipeline", json={"camera_name": camera, "no_client_timeout": 0,
                                                                  **function, **variant.pipeline}, timeout=180).json()
     instance_id, stream = answer["instance_id"], answer["stream"]
-    context = zmq.Context()
+    context = None
     if client_rcvbuf:  # SO_RCVBUF of the client's TCP connection (else the kernel autotunes it, up to tcp_rmem)
+        context = zmq.Context()
         context.setsockopt(zmq.RCVBUF, client_rcvbuf)
     client = Source(address=stream, mode=SUB, receive_timeout=1000, queue_size=client_hwm, context=context)
-    client.connect()
     latencies: list[float] = []
     pids: list[int] = []
     try:
+        client.connect()
         deadline = time.monotonic() + 30
         while client.receive() is None:  # wait for the first frame
             if time.monotonic() > deadline:
@@ -443,7 +444,8 @@ def run_server_case(variant: ServerVariant, cam_url: str, pipe_url: str, width: 
                                   timeout=30).json()["info"]["statistics"]
     finally:
         client.disconnect()
-        context.term()
+        if context is not None:
+            context.term()
         requests.delete(f"{pipe_url}/api/v1/pipeline/{instance_id}", timeout=60)
         requests.delete(f"{cam_url}/api/v1/cam/{camera}", timeout=60)
         requests.delete(f"{cam_url}/api/v1/cam/{camera}/config", timeout=60)

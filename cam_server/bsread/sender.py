@@ -41,23 +41,26 @@ log = logging.getLogger(__name__)
 LINGER_MS = 1000
 BIND_RETRY_S = 2.0
 COPY_THRESHOLD = 64 * 1024
-# The most bytes of messages a PUB/PUSH socket queues for one (slow) client when its owner's config leaves the queue
-# size to us: ZeroMQ holds each queued frame (sent without a copy) until the client takes it, so a stalled client pins
-# SNDHWM messages; 10 of 2560x2160 uint16 are 110 MB per client (PSI's 100 of 1280x1024: 262 MB).
+DEFAULT_SEND_QUEUE = 10  # messages per client: the default queue_size of cameras and pipelines (the reference: 100)
+# The most bytes of messages a socket queues for one (slow) client at the default queue size: ZeroMQ holds each queued
+# message (sent without a copy) until the client takes it, so a stalled client pins SNDHWM messages; 10 of 2560x2160
+# uint16 are 110 MB per client (the reference's 100 of 1280x1024: 262 MB).
 SEND_QUEUE_BYTES = 32 * 2**20
 MIN_SEND_QUEUE = 2  # messages: the least a client's queue holds, however large the messages
+QUEUE_REFRESH_S = 1.0  # how often a queue size changed after binding is applied again, for clients that came since
 
 __all__ = ["Sender", "PUB", "PUSH", "PULL", "SUB", "BIND", "CONNECT"]
 
 
+def send_queue_size(queue_size: int, message_bytes: int) -> int:
+    """Messages to queue per client (SNDHWM) for a configured ``queue_size``: as configured, except the default
+    (:data:`DEFAULT_SEND_QUEUE`), which is bounded to :data:`SEND_QUEUE_BYTES` of messages of ``message_bytes`` (at
+    least :data:`MIN_SEND_QUEUE`; ``message_bytes`` <= 0: not known yet). Decided by the value, not by whether a config
+    spelled it out: configs are stored with every default filled in."""
+    if queue_size != DEFAULT_SEND_QUEUE or message_bytes <= 0:
+        return queue_size
+    return max(MIN_SEND_QUEUE, min(queue_size, SEND_QUEUE_BYTES // message_bytes))
 
-def bounded_queue_size(count: int, message_bytes: int) -> int:
-    """A send queue of ``count`` messages bounded to :data:`SEND_QUEUE_BYTES` of messages of ``message_bytes`` (at
-    least :data:`MIN_SEND_QUEUE`; ``count`` while the size is unknown, <= 0). Messages under 3.3 MB keep the default
-    count of 10."""
-    if message_bytes <= 0:
-        return count
-    return max(MIN_SEND_QUEUE, min(count, SEND_QUEUE_BYTES // message_bytes))
 
 class Sender:
     """Sends bsread messages on one PUSH or PUB socket (bind by default)."""
@@ -81,6 +84,8 @@ class Sender:
                                 data_header_compression=data_header_compression, start_pulse_id=start_pulse_id)
         self._context = context
         self._socket: zmq.Socket | None = None
+        self._opened_queue_size = queue_size  # SNDHWM when the socket was bound/connected: what new clients get
+        self._queue_applied_at = 0.0
         self._monitor: ClientMonitor | None = None
         self._endpoint: str | None = None
         self._flags = 0 if block else int(zmq.NOBLOCK)
@@ -121,6 +126,7 @@ class Sender:
             sock.close(linger=0)
             raise
         self._socket = sock
+        self._opened_queue_size = self.queue_size
         log.info("bsread sender %s on %s", "bound" if self.conn_type == BIND else "connected", self._endpoint)
         return self
 
@@ -170,24 +176,23 @@ class Sender:
         """Bytes waiting in the kernel for the slowest client (sampled once a second; see ``monitor.py``)."""
         return self._monitor.backlog if self._monitor is not None else 0
 
-    def set_queue_size(self, size: int) -> bool:
-        """Change the per-client send queue (SNDHWM, messages); True if it applies to clients that connect from now on.
+    def set_queue_size(self, size: int) -> None:
+        """Change the per-client send queue (SNDHWM, messages) of every client, for a sender that learns its message
+        size only from its first message.
 
-        libzmq gives a client the queue size the socket had when it was bound (its listener keeps a copy of the
-        options; a connecting socket: when it connected) and keeps it for that connection (measured, libzmq 4.3.5):
-        setting the option alone changes nothing. So a bound socket without clients is bound again, at once (a client
-        connecting in that moment retries); one with clients keeps its size for all (re-binding would drop them and
-        their messages). For a sender that learns its message size only from its first message.
+        libzmq applies a new SNDHWM to the clients attached to the socket (once it has processed its pending commands),
+        but gives a client that connects later the value the socket had when it was bound or connected (its listener's
+        or session's copy of the options; measured, libzmq 4.3.5). So :meth:`send` applies it again every
+        :data:`QUEUE_REFRESH_S` while the two differ: a new client holds at most the old count for that long.
         """
         self.queue_size = size
-        if self._socket is None:
-            return True
-        self._socket.setsockopt(zmq.SNDHWM, size)
-        if self.conn_type != BIND or self.client_count > 0:
-            return False
-        self._socket.unbind(self._endpoint)
-        _bind_with_retry(self._socket, self._endpoint)  # the listener closes in the I/O thread: the port frees soon
-        return True
+        if self._socket is not None:
+            self._apply_queue_size(self._socket)
+
+    def _apply_queue_size(self, sock: zmq.Socket) -> None:
+        sock.getsockopt(zmq.EVENTS)  # processes the socket's commands: attaches the clients that connected meanwhile
+        sock.setsockopt(zmq.SNDHWM, self.queue_size)
+        self._queue_applied_at = time.monotonic()
 
     @property
     def pulse_id(self) -> int:
@@ -218,6 +223,8 @@ class Sender:
         if sock is None:
             raise RuntimeError("sender is not open: call open() first")
         frames = self._encoder.encode(data, pulse_id, timestamp, check_data)
+        if self.queue_size != self._opened_queue_size and time.monotonic() >= self._queue_applied_at + QUEUE_REFRESH_S:
+            self._apply_queue_size(sock)  # clients that connected since got the size the socket was opened with
         try:
             self.bytes_sent += _send_parts(sock, frames, self._flags)
         except zmq.Again:

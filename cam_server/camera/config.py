@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cam_server.bsread.address import is_stream_address
+from cam_server.bsread.sender import DEFAULT_SEND_QUEUE
 from cam_server.common.errors import InvalidConfig, InvalidName, describe_validation_errors
 from cam_server.common.names import validate_name
 
@@ -107,7 +108,7 @@ class CameraConfig(BaseModel):
     # The stream's send queue per client (SNDHWM), in frames. 10, not the reference's 100 (issue 13): a client that
     # falls behind (a pipeline on a busy machine) would find up to 100 old frames waiting (1.1 GB and 1 s at
     # 2560x2160, 100 Hz) instead of the newest; beyond it ZeroMQ drops for that client only.
-    queue_size: int = Field(default=10, ge=1, le=MAX_QUEUE)
+    queue_size: int = Field(default=DEFAULT_SEND_QUEUE, ge=1, le=MAX_QUEUE)
 
     @field_validator(*NUMBER_KEYS, "roi", mode="before")
     @classmethod

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from cam_server.bsread.address import listen_endpoint
-from cam_server.bsread.sender import bounded_queue_size
+from cam_server.bsread.sender import send_queue_size
 from cam_server.camera.config import SOURCE_KEYS, CameraConfig
 from cam_server.camera.sources.base import CameraOffline, FrameSource
 from cam_server.common.process import (
@@ -76,15 +76,6 @@ def bind_address(config: CameraConfig, port: int, interface: str | None = None) 
         os.makedirs(IPC_FOLDER, exist_ok=True)
         return ipc_address(config.name or "camera", port)
     return listen_endpoint(interface, port)
-
-
-def send_queue_size(config: CameraConfig, message_bytes: int) -> int:
-    """Messages the PUB socket may queue per client (SNDHWM): ``queue_size`` when the config sets it, else the
-    default bounded in bytes (:func:`~cam_server.bsread.sender.bounded_queue_size`; ``message_bytes`` <= 0: unknown).
-    """
-    if "queue_size" in config.model_fields_set:
-        return config.queue_size
-    return bounded_queue_size(config.queue_size, message_bytes)
 
 
 def _image_bytes(config: CameraConfig, source: FrameSource) -> int:
@@ -140,9 +131,9 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
 
     no_clients = threading.Event()
     timeout = config.no_client_timeout
-    # libzmq sizes a client's queue when it connects: bound it from the size the source reports before binding, and
-    # again (for clients to come) when the frames turn out to be of another size.
-    sender = Sender(queue_size=send_queue_size(config, _image_bytes(config, source)), port=None,
+    # The send queue bounded in bytes from the size the source reports before the first frame, and again when the
+    # frames turn out to be of another size (Sender.set_queue_size).
+    sender = Sender(queue_size=send_queue_size(config.queue_size, _image_bytes(config, source)), port=None,
                     address=bind_address(config, port, interface), mode=PUB, block=False)
     shared = SharedFrames(shared_memory[0], config.name or "camera", shared_memory[1]) if shared_memory else None
 
@@ -252,12 +243,12 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
 
 
 def _bound_send_queue(sender: Any, config: CameraConfig, message_bytes: int) -> None:
-    """Frames of a new size: the send queue of clients that connect from now on (see :func:`send_queue_size`)."""
-    size = send_queue_size(config, message_bytes)
+    """Frames of a new size: the send queue bounded for them (``send_queue_size``; a bsread camera's size is known
+    only from its first frame)."""
+    size = send_queue_size(config.queue_size, message_bytes)
     if size != sender.queue_size:
-        applied = sender.set_queue_size(size)
-        log.info("camera %s: %d-byte images, send queue %d messages per client%s", config.name, message_bytes, size,
-                 "" if applied else " (not for the clients connected now: theirs stays)")
+        log.info("camera %s: %d-byte images, send queue %d messages per client", config.name, message_bytes, size)
+        sender.set_queue_size(size)
 
 
 def _connections(sender: Any, shared: Any) -> int:

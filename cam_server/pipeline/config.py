@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from cam_server.bsread.address import is_stream_address
+from cam_server.bsread.sender import DEFAULT_SEND_QUEUE
 from cam_server.common.errors import InvalidCombination, InvalidConfig, InvalidName, describe_validation_errors
 from cam_server.common.names import validate_name
 from cam_server.pipeline.registry import DEFAULT_TYPE, PIPELINE_TYPES
@@ -226,7 +227,7 @@ class PipelineConfig(BaseModel):
     # --- output -------------------------------------------------------------------------------------------
     mode: Literal["PUB", "PUSH", "FILE"] = _derived("mode")
     create_header: Literal["once", "always", "on_change"] = "on_change"
-    queue_size: int = Field(10, gt=0, le=MAX_COUNT)
+    queue_size: int = Field(DEFAULT_SEND_QUEUE, gt=0, le=MAX_COUNT)
     block: bool = _derived("block")
     # Input (here, after mode, from which its default derives): seconds a SUB input may stay behind (frames waiting at
     # every take) before it jumps to the newest frame, the skipped ones counted as dropped_input; 0: never (frames in

@@ -16,9 +16,14 @@ import psutil
 import pytest
 import zmq
 
-from cam_server.bsread.sender import MIN_SEND_QUEUE, SEND_QUEUE_BYTES
+from cam_server.bsread.sender import (
+    DEFAULT_SEND_QUEUE,
+    MIN_SEND_QUEUE,
+    QUEUE_REFRESH_S,
+    SEND_QUEUE_BYTES,
+    send_queue_size,
+)
 from cam_server.camera.config import parse_camera_config
-from cam_server.camera.instance import send_queue_size
 from cam_server.camera.manager import CameraInstanceManager
 from cam_server.camera.store import CameraConfigStore
 from cam_server.common.process import MemoryTrimmer
@@ -36,16 +41,16 @@ TRIM_BOUND_S = 15.0  # after the client left, the RSS is back near its level bef
 
 
 @pytest.mark.unit
-def test_send_queue_size_bounds_the_default_in_bytes_and_keeps_an_explicit_one() -> None:
-    default = parse_camera_config({"source": "s", "source_type": "simulation"}, "c")
-    assert default.queue_size == 10  # issue 13: a few frames, for latency (the reference: 100)
-    assert send_queue_size(default, 2560 * 2160 * 2) == SEND_QUEUE_BYTES // (2560 * 2160 * 2) == 3
-    assert send_queue_size(default, 1280 * 1024 * 2) == 10  # 12 would fit the budget: the default count
-    assert send_queue_size(default, 64 * 48 * 2) == 10  # small frames: the default count
-    assert send_queue_size(default, 0) == 10  # size unknown yet
-    assert send_queue_size(default, 10**9) == MIN_SEND_QUEUE
-    explicit = parse_camera_config({"source": "s", "source_type": "simulation", "queue_size": 100}, "c")
-    assert send_queue_size(explicit, 1280 * 1024 * 2) == 100
+def test_send_queue_size_bounds_the_default_in_bytes_and_keeps_another_count() -> None:
+    assert parse_camera_config({"source": "s", "source_type": "simulation"}, "c").queue_size == 10  # (reference: 100)
+    assert parse_pipeline_config({"camera_name": "c"}).queue_size == DEFAULT_SEND_QUEUE == 10
+    assert send_queue_size(10, 2560 * 2160 * 2) == SEND_QUEUE_BYTES // (2560 * 2160 * 2) == 3
+    assert send_queue_size(10, 1280 * 1024 * 2) == 10  # 12 would fit the budget: the default count
+    assert send_queue_size(10, 64 * 48 * 2) == 10  # small frames: the default count
+    assert send_queue_size(10, 0) == 10  # size unknown yet
+    assert send_queue_size(10, 10**9) == MIN_SEND_QUEUE
+    assert send_queue_size(100, 1280 * 1024 * 2) == 100  # a count other than the default is the user's choice
+    assert send_queue_size(3, 10**9) == 3
 
 
 @pytest.mark.unit
@@ -104,11 +109,11 @@ def test_a_stalled_client_holds_at_most_the_send_queue_budget(tmp_path: Path, re
         manager.close()
 
 
-def _frames_held_for_a_stalled_client(config: dict, image_bytes: int, messages: int = 12,
-                                      connect_first: bool = False) -> int:
+def _frames_held_for_a_stalled_client(config: dict, image_bytes: int, connect_first: bool = False,
+                                      messages: int = 12) -> int:
     """Send ``messages`` fresh images through a pipeline's output with a client that never reads, connected after the
-    first one (``connect_first``: before it); the images ZeroMQ still holds afterwards (sent without a copy: alive
-    until every client took them)."""
+    first message (``connect_first``: before it); the images ZeroMQ still holds then (sent without a copy: alive until
+    every client took them)."""
     import gc
     import weakref
 
@@ -117,19 +122,24 @@ def _frames_held_for_a_stalled_client(config: dict, image_bytes: int, messages: 
     port = free_port()
     output = OutputStream(f"tcp://127.0.0.1:{port}", parse_pipeline_config({"camera_name": "c", **config})).open()
     context = zmq.Context()
-    held: list[weakref.ref] = []
     stalled = context.socket(zmq.SUB)
     stalled.setsockopt(zmq.RCVHWM, 1)
     stalled.setsockopt(zmq.RCVBUF, 65536)
     stalled.subscribe(b"")
+
+    def connect() -> None:
+        stalled.connect(f"tcp://127.0.0.1:{port}")
+        wait_until(lambda: output.client_count == 1, 10, "the client to connect")
+        time.sleep(0.5)  # its subscription arrives after the connection (a message sent before is not for it)
+
+    held: list[weakref.ref] = []
     try:
         if connect_first:
-            stalled.connect(f"tcp://127.0.0.1:{port}")
-            wait_until(lambda: output.client_count == 1, 10, "the client to connect")
+            connect()
         output.send({"image": np.zeros(image_bytes, np.uint8)}, 1, time.time())  # now its size is known
         if not connect_first:
-            stalled.connect(f"tcp://127.0.0.1:{port}")
-            wait_until(lambda: output.client_count == 1, 10, "the client to connect")
+            connect()
+            time.sleep(QUEUE_REFRESH_S)  # a client that connected later gets the new size within this
         for pulse_id in range(2, messages + 2):
             image = np.zeros(image_bytes, np.uint8)
             held.append(weakref.ref(image))
@@ -137,7 +147,7 @@ def _frames_held_for_a_stalled_client(config: dict, image_bytes: int, messages: 
             del image
         time.sleep(0.5)  # ZeroMQ's I/O thread writes what the kernel takes and drops the rest (PUB)
         gc.collect()
-        assert output.client_count == 1  # never dropped by the output
+        assert output.client_count == 1
         return sum(ref() is not None for ref in held)
     finally:
         output.close()
@@ -145,15 +155,13 @@ def _frames_held_for_a_stalled_client(config: dict, image_bytes: int, messages: 
 
 
 @pytest.mark.unit
-def test_a_pipelines_default_send_queue_is_bounded_in_bytes_for_clients_connecting_after_the_first_message() -> None:
-    image_bytes = 8 * 2**20  # the budget holds 4
-    bounded = _frames_held_for_a_stalled_client({}, image_bytes)
-    assert bounded <= SEND_QUEUE_BYTES // image_bytes + 1, bounded  # + the one the I/O thread is writing
-    explicit = _frames_held_for_a_stalled_client({"queue_size": 10}, image_bytes)  # a config's count is kept
-    assert explicit >= 9, explicit
-    # A client connected before the size was known keeps the queue it got (re-binding would drop it): the limit.
-    early = _frames_held_for_a_stalled_client({}, image_bytes, connect_first=True)
-    assert early >= 9, early
+@pytest.mark.parametrize("connect_first", [False, True], ids=["client-after-first-message", "client-before"])
+def test_a_pipelines_default_send_queue_is_bounded_in_bytes(connect_first: bool) -> None:
+    image_bytes = 8 * 2**20  # the budget holds 4; the default 10 would pin 80 MB
+    bounded = _frames_held_for_a_stalled_client({}, image_bytes, connect_first)
+    assert 3 <= bounded <= SEND_QUEUE_BYTES // image_bytes + 1, bounded  # + the one the I/O thread is writing
+    chosen = _frames_held_for_a_stalled_client({"queue_size": 20}, image_bytes, connect_first)  # kept as configured
+    assert chosen >= 10, chosen
 
 
 @pytest.mark.unit

@@ -26,7 +26,7 @@ import zmq
 from cam_server.bsread import PUB, PUSH, Sender
 from cam_server.bsread.channels import ChannelError, derived_header
 from cam_server.bsread.endpoints import BIND, CONNECT
-from cam_server.bsread.sender import bounded_queue_size
+from cam_server.bsread.sender import send_queue_size
 from cam_server.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,6 @@ class OutputStream:
         self.mode = mode
         self.block = config.block
         self.queue_size = config.queue_size
-        # The default queue is bounded in bytes once the messages' size is known (as the camera's): for clients that
-        # connect from then on (ZeroMQ sizes a client's queue when it connects).
-        self._bound_queue = "queue_size" not in config.model_fields_set
         # A blocking send gives up after BLOCK_TIMEOUT_MS (frame counted as dropped) so that a stuck client
         # never stops the loop from seeing stop requests and config changes.
         # output_stream: send to someone else's bound socket (e.g. a fan-in pipeline) instead of binding ours.
@@ -217,16 +214,15 @@ class OutputStream:
         entries = [derived_header(name, v) for name, v in values.items()]
         self._sender.encoder.set_channels(entries)
         self._declared_once = True
-        if self._bound_queue:
-            self._bound_send_queue(sum(getattr(v, "nbytes", 8) for v in values.values()))
+        self._bound_send_queue(sum(getattr(v, "nbytes", 8) for v in values.values()))  # arrays; a scalar: 8
 
     def _bound_send_queue(self, message_bytes: int) -> None:
-        """Messages of a new layout: the send queue of clients that connect from now on (``bounded_queue_size``)."""
-        size = bounded_queue_size(self.queue_size, message_bytes)
+        """Messages of a new layout (the first ones): the default send queue bounded in bytes for them, as a camera's
+        (``send_queue_size``): a stalled client pins what is queued for it."""
+        size = send_queue_size(self.queue_size, message_bytes)
         if size != self._sender.queue_size:
-            applied = self._sender.set_queue_size(size)
-            log.info("%d-byte messages: send queue %d messages per client%s", message_bytes, size,
-                     "" if applied else " (not for the clients connected now: theirs stays)")
+            log.info("%d-byte messages: send queue %d messages per client", message_bytes, size)
+            self._sender.set_queue_size(size)
 
     def _drain(self) -> None:
         """Buffer thread: sends queued messages in order. A blocking send that times out is retried (the buffer
