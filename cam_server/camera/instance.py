@@ -200,6 +200,7 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
                 # reader's announcements (the high-water mark of the camera's hop, sampled once a second).
                 stats.set("output_backlog", max(sender.client_backlog,
                                                 shared.client_backlog if shared is not None else 0))
+                stats.set("send_queue", sender.queue_size)
                 trimmer.check(now)
                 if frame is None:
                     state = ("reconnecting" if not connected else

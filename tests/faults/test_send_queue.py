@@ -197,3 +197,36 @@ def test_input_gaps_count_the_pulse_ids_missing_from_the_input() -> None:
         source.close()
     assert received == pulse_ids
     assert stats.get("input_gaps") == 5
+
+
+def test_the_servers_instances_report_their_send_queue_bounded_for_large_images(servers) -> None:
+    """Through the servers (configs stored with every default filled in): a 2048x2048 uint16 camera and its pipeline
+    queue 4 and 3 messages of 8 MiB and more per client at the default queue_size; a pipeline that sets another count
+    keeps it."""
+    from cam_server.client import CamClient, PipelineClient
+
+    cameras, pipelines = CamClient(servers.camera.url), PipelineClient(servers.url)
+    cameras.set_camera_config("big_queue", {"source": "simulation", "source_type": "simulation", "size_x": 2048,
+                                            "size_y": 2048, "frame_rate": 5, "image_type": "static_beam",
+                                            "no_client_timeout": 0})
+    try:
+        config = {"camera_name": "big_queue", "no_client_timeout": 0}
+        default_id, _ = pipelines.create_instance_from_config(config)
+        chosen_id, _ = pipelines.create_instance_from_config({**config, "queue_size": 20})
+        image = 2048 * 2048 * 2  # 8 MiB: the camera's messages 4 in the budget, a pipeline's (a few KB more) 3
+        expected = (SEND_QUEUE_BYTES // image, SEND_QUEUE_BYTES // image - 1, 20)
+
+        def send_queues() -> tuple:
+            camera = cameras.get_server_info()["active_instances"].get("big_queue", {}).get("statistics", {})
+            return (camera.get("send_queue"), *(pipelines.get_instance_info(i)["statistics"].get("send_queue")
+                                                for i in (default_id, chosen_id)))
+
+        seen: list[tuple] = []
+        try:
+            wait_until(lambda: seen.append(send_queues()) or seen[-1] == expected, 30, "send queues")
+        except TimeoutError:
+            raise AssertionError(f"send queues (camera, pipeline, pipeline queue_size 20): {seen[-1]}, "
+                                 f"expected {expected}") from None
+    finally:
+        pipelines.stop_all_instances()
+        cameras.delete_camera_config("big_queue")  # stops its instance too

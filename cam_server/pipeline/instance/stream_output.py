@@ -216,6 +216,11 @@ class OutputStream:
         self._declared_once = True
         self._bound_send_queue(sum(getattr(v, "nbytes", 8) for v in values.values()))  # arrays; a scalar: 8
 
+    @property
+    def send_queue(self) -> int:
+        """Messages queued per client at most now (SNDHWM)."""
+        return self._sender.queue_size
+
     def _bound_send_queue(self, message_bytes: int) -> None:
         """Messages of a new layout (the first ones): the default send queue bounded in bytes for them, as a camera's
         (``send_queue_size``): a stalled client pins what is queued for it."""
