@@ -47,7 +47,6 @@ DEFAULT_SEND_QUEUE = 10  # messages per client: the default queue_size of camera
 # uint16 are 110 MB per client (the reference's 100 of 1280x1024: 262 MB).
 SEND_QUEUE_BYTES = 32 * 2**20
 MIN_SEND_QUEUE = 2  # messages: the least a client's queue holds, however large the messages
-QUEUE_REFRESH_S = 1.0  # how often a queue size changed after binding is applied again, for clients that came since
 
 __all__ = ["Sender", "PUB", "PUSH", "PULL", "SUB", "BIND", "CONNECT"]
 
@@ -56,7 +55,11 @@ def send_queue_size(queue_size: int, message_bytes: int) -> int:
     """Messages to queue per client (SNDHWM) for a configured ``queue_size``: as configured, except the default
     (:data:`DEFAULT_SEND_QUEUE`), which is bounded to :data:`SEND_QUEUE_BYTES` of messages of ``message_bytes`` (at
     least :data:`MIN_SEND_QUEUE`; ``message_bytes`` <= 0: not known yet). Decided by the value, not by whether a config
-    spelled it out: configs are stored with every default filled in."""
+    spelled it out: configs are stored with every default filled in.
+
+    Only when the socket is opened: changing SNDHWM on a socket with clients changes their live queues, and libzmq can
+    then stop delivering to a client for good (seen in the benchmark: a client received nothing for 9 s; libzmq issue
+    #2509); a client that connects later gets the value the socket was bound with anyway."""
     if queue_size != DEFAULT_SEND_QUEUE or message_bytes <= 0:
         return queue_size
     return max(MIN_SEND_QUEUE, min(queue_size, SEND_QUEUE_BYTES // message_bytes))
@@ -84,8 +87,6 @@ class Sender:
                                 data_header_compression=data_header_compression, start_pulse_id=start_pulse_id)
         self._context = context
         self._socket: zmq.Socket | None = None
-        self._opened_queue_size = queue_size  # SNDHWM when the socket was bound/connected: what new clients get
-        self._queue_applied_at = 0.0
         self._monitor: ClientMonitor | None = None
         self._endpoint: str | None = None
         self._flags = 0 if block else int(zmq.NOBLOCK)
@@ -126,7 +127,6 @@ class Sender:
             sock.close(linger=0)
             raise
         self._socket = sock
-        self._opened_queue_size = self.queue_size
         log.info("bsread sender %s on %s", "bound" if self.conn_type == BIND else "connected", self._endpoint)
         return self
 
@@ -176,24 +176,6 @@ class Sender:
         """Bytes waiting in the kernel for the slowest client (sampled once a second; see ``monitor.py``)."""
         return self._monitor.backlog if self._monitor is not None else 0
 
-    def set_queue_size(self, size: int) -> None:
-        """Change the per-client send queue (SNDHWM, messages) of every client, for a sender that learns its message
-        size only from its first message.
-
-        libzmq applies a new SNDHWM to the clients attached to the socket (once it has processed its pending commands),
-        but gives a client that connects later the value the socket had when it was bound or connected (its listener's
-        or session's copy of the options; measured, libzmq 4.3.5). So :meth:`send` applies it again every
-        :data:`QUEUE_REFRESH_S` while the two differ: a new client holds at most the old count for that long.
-        """
-        self.queue_size = size
-        if self._socket is not None:
-            self._apply_queue_size(self._socket)
-
-    def _apply_queue_size(self, sock: zmq.Socket) -> None:
-        sock.getsockopt(zmq.EVENTS)  # processes the socket's commands: attaches the clients that connected meanwhile
-        sock.setsockopt(zmq.SNDHWM, self.queue_size)
-        self._queue_applied_at = time.monotonic()
-
     @property
     def pulse_id(self) -> int:
         """Pulse id the next message gets unless ``send(pulse_id=...)`` overrides it."""
@@ -223,8 +205,6 @@ class Sender:
         if sock is None:
             raise RuntimeError("sender is not open: call open() first")
         frames = self._encoder.encode(data, pulse_id, timestamp, check_data)
-        if self.queue_size != self._opened_queue_size and time.monotonic() >= self._queue_applied_at + QUEUE_REFRESH_S:
-            self._apply_queue_size(sock)  # clients that connected since got the size the socket was opened with
         try:
             self.bytes_sent += _send_parts(sock, frames, self._flags)
         except zmq.Again:

@@ -131,8 +131,8 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
 
     no_clients = threading.Event()
     timeout = config.no_client_timeout
-    # The send queue bounded in bytes from the size the source reports before the first frame, and again when the
-    # frames turn out to be of another size (Sender.set_queue_size).
+    # The send queue bounded in bytes from the size the source reports now (simulation, EPICS; a bsread camera's size
+    # is known only from its first frame: the default count then). Fixed for the stream's life (send_queue_size).
     sender = Sender(queue_size=send_queue_size(config.queue_size, _image_bytes(config, source)), port=None,
                     address=bind_address(config, port, interface), mode=PUB, block=False)
     shared = SharedFrames(shared_memory[0], config.name or "camera", shared_memory[1]) if shared_memory else None
@@ -234,22 +234,12 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
                 if frame_shape is not None:
                     stats.set("frame_height", frame_shape[0])
                     stats.set("frame_width", frame_shape[1])
-                    _bound_send_queue(sender, config, frame_shape[0] * frame_shape[1] * frame.image.itemsize)
     finally:
         stats.set_state("stopping")
         sender.close()
         if shared is not None:
             shared.close()  # unlinks the ring (a killed instance's ring is removed by its server)
         source.close()
-
-
-def _bound_send_queue(sender: Any, config: CameraConfig, message_bytes: int) -> None:
-    """Frames of a new size: the send queue bounded for them (``send_queue_size``; a bsread camera's size is known
-    only from its first frame)."""
-    size = send_queue_size(config.queue_size, message_bytes)
-    if size != sender.queue_size:
-        log.info("camera %s: %d-byte images, send queue %d messages per client", config.name, message_bytes, size)
-        sender.set_queue_size(size)
 
 
 def _connections(sender: Any, shared: Any) -> int:

@@ -303,8 +303,8 @@ class Statistics(BaseModel):
                                                          "clients; a camera's local pipelines: their shared-memory "
                                                          "announcements; sampled once a second; about 0 while all "
                                                          "keep up)")
-    send_queue: int | None = Field(None, description="messages the stream queues per client (queue_size; the "
-                                                     "default 10 bounded to 32 MiB of messages)")
+    send_queue: int | None = Field(None, description="messages the stream queues per client at most (queue_size; "
+                                                     "a camera's default 10 bounded to 32 MiB of frames)")
     memory_limit: int | None = Field(None, description="RSS bytes at which the instance is ended (0: no limit)")
     input_gaps: int | None = Field(None, description="pulse ids missing from the input stream (not counting "
                                                      "dropped_input): lost before the instance, e.g. by the camera's "

@@ -26,7 +26,6 @@ import zmq
 from cam_server.bsread import PUB, PUSH, Sender
 from cam_server.bsread.channels import ChannelError, derived_header
 from cam_server.bsread.endpoints import BIND, CONNECT
-from cam_server.bsread.sender import send_queue_size
 from cam_server.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -214,20 +213,12 @@ class OutputStream:
         entries = [derived_header(name, v) for name, v in values.items()]
         self._sender.encoder.set_channels(entries)
         self._declared_once = True
-        self._bound_send_queue(sum(getattr(v, "nbytes", 8) for v in values.values()))  # arrays; a scalar: 8
 
     @property
     def send_queue(self) -> int:
-        """Messages queued per client at most now (SNDHWM)."""
+        """Messages queued per client at most (SNDHWM: the config's queue_size; not bounded in bytes, the messages' size
+        is not known when the stream opens, see ``send_queue_size``)."""
         return self._sender.queue_size
-
-    def _bound_send_queue(self, message_bytes: int) -> None:
-        """Messages of a new layout (the first ones): the default send queue bounded in bytes for them, as a camera's
-        (``send_queue_size``): a stalled client pins what is queued for it."""
-        size = send_queue_size(self.queue_size, message_bytes)
-        if size != self._sender.queue_size:
-            log.info("%d-byte messages: send queue %d messages per client", message_bytes, size)
-            self._sender.set_queue_size(size)
 
     def _drain(self) -> None:
         """Buffer thread: sends queued messages in order. A blocking send that times out is retried (the buffer
