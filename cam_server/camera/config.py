@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cam_server.bsread.address import is_stream_address
-from cam_server.bsread.sender import DEFAULT_SEND_QUEUE
+from cam_server.bsread.queues import DEFAULT_SEND_QUEUE
 from cam_server.common.errors import InvalidConfig, InvalidName, describe_validation_errors
 from cam_server.common.names import validate_name
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from cam_server.bsread.address import listen_endpoint
-from cam_server.bsread.sender import send_queue_size
+from cam_server.bsread.queues import send_queue_size
 from cam_server.camera.config import SOURCE_KEYS, CameraConfig
 from cam_server.camera.sources.base import CameraOffline, FrameSource
 from cam_server.common.process import (
@@ -147,6 +147,7 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
         shared.open(no_client_action=no_client if timeout > 0 else None,
                     no_client_timeout=timeout if timeout > 0 else None)
     stats = control.stats
+    stats.set("send_queue", sender.queue_size)  # fixed for the stream's life
     rate = RateMeter(stats)
     rate_in = RateMeter(stats, "rate_in", throughput_field=None)
     publisher = CameraPublisher(sender, config, shared)
@@ -200,7 +201,6 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
                 # reader's announcements (the high-water mark of the camera's hop, sampled once a second).
                 stats.set("output_backlog", max(sender.client_backlog,
                                                 shared.client_backlog if shared is not None else 0))
-                stats.set("send_queue", sender.queue_size)
                 trimmer.check(now)
                 if frame is None:
                     state = ("reconnecting" if not connected else

@@ -85,7 +85,7 @@ STAT_FIELDS = (
     # --- issue 13: frames through shared memory (common/frame_ring.py) ---
     "dropped_overwritten",  # of "dropped": frames of a shared-memory ring overwritten before the reader was done
     "input_path",        # how frames arrive: an index into INPUT_PATHS (snapshot() shows the name)
-    "send_queue",        # messages the stream queues per client (SNDHWM: queue_size, bounded in bytes at the default)
+    "send_queue",        # messages the stream queues per client (SNDHWM: queue_size; a camera's default: bytes too)
 )
 _INDEX = {name: i for i, name in enumerate(STAT_FIELDS)}
 COUNTED_REPORT_WAIT_S = 0.1  # the longest a reader waits for a report the child counted but had not written yet

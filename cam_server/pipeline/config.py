@@ -32,7 +32,7 @@ from pydantic import (
 )
 
 from cam_server.bsread.address import is_stream_address
-from cam_server.bsread.sender import DEFAULT_SEND_QUEUE
+from cam_server.bsread.queues import DEFAULT_SEND_QUEUE
 from cam_server.common.errors import InvalidCombination, InvalidConfig, InvalidName, describe_validation_errors
 from cam_server.common.names import validate_name
 from cam_server.pipeline.registry import DEFAULT_TYPE, PIPELINE_TYPES

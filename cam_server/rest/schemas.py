@@ -304,7 +304,9 @@ class Statistics(BaseModel):
                                                          "announcements; sampled once a second; about 0 while all "
                                                          "keep up)")
     send_queue: int | None = Field(None, description="messages the stream queues per client at most (queue_size; "
-                                                     "a camera's default 10 bounded to 32 MiB of frames)")
+                                                     "a camera's default 10 bounded to 32 MiB of frames when its "
+                                                     "source reports its size at start: simulation, EPICS; 0: no "
+                                                     "stream, e.g. FILE output)")
     memory_limit: int | None = Field(None, description="RSS bytes at which the instance is ended (0: no limit)")
     input_gaps: int | None = Field(None, description="pulse ids missing from the input stream (not counting "
                                                      "dropped_input): lost before the instance, e.g. by the camera's "

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import zmq
 
-from cam_server.bsread.sender import (
+from cam_server.bsread.queues import (
     DEFAULT_SEND_QUEUE,
     MIN_SEND_QUEUE,
     SEND_QUEUE_BYTES,
@@ -114,7 +114,6 @@ def test_input_gaps_count_the_pulse_ids_missing_from_the_input() -> None:
 
     from cam_server.bsread import PUSH, Sender
     from cam_server.common.process import SharedStats
-    from cam_server.pipeline.config import parse_pipeline_config
     from cam_server.pipeline.instance.input import StreamInput
 
     port = free_port()
@@ -148,7 +147,7 @@ def test_the_servers_instances_report_their_send_queue(servers) -> None:
 
     cameras, pipelines = CamClient(servers.camera.url), PipelineClient(servers.url)
     cameras.set_camera_config("big_queue", {"source": "simulation", "source_type": "simulation", "size_x": 2048,
-                                            "size_y": 2048, "frame_rate": 5, "image_type": "static_beam",
+                                            "size_y": 2048, "frame_rate": 1, "image_type": "static_beam",
                                             "no_client_timeout": 0})
     try:
         config = {"camera_name": "big_queue", "no_client_timeout": 0}
@@ -163,10 +162,10 @@ def test_the_servers_instances_report_their_send_queue(servers) -> None:
 
         seen: list[tuple] = []
         try:
-            wait_until(lambda: seen.append(send_queues()) or seen[-1] == expected, 30, "send queues")
-        except TimeoutError:
-            raise AssertionError(f"send queues (camera, pipeline, pipeline queue_size 20): {seen[-1]}, "
-                                 f"expected {expected}") from None
+            wait_until(lambda: seen.append(send_queues()) or seen[-1] == expected, 30, "send queues", interval=0.5)
+        except TimeoutError as exc:
+            raise AssertionError(f"send queues (camera, pipeline, pipeline queue_size 20): "
+                                 f"{seen[-1] if seen else None}, expected {expected} ({exc})") from exc
     finally:
         pipelines.stop_all_instances()
         cameras.delete_camera_config("big_queue")  # stops its instance too
