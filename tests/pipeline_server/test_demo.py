@@ -21,6 +21,14 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
+def _command_line(process: psutil.Process) -> str:
+    """Its command line; "" for one that ended meanwhile (a zombie not reaped yet has none to read)."""
+    try:
+        return " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return ""
+
+
 def test_demo_prints_stream_values_and_stops_every_child(tmp_path):
     log = tmp_path / "demo.log"
     cam_port, pipe_port = free_port(), free_port()
@@ -67,7 +75,7 @@ def test_servers_die_with_a_killed_demo(tmp_path):
                          str(free_port())], log_path=log)
     try:
         wait_until(lambda: "pipeline stream:" in log.read_text() or proc.poll() is not None, 60, "demo to start")
-        servers = [p for p in _descendants(proc.pid) if "start_" in " ".join(p.cmdline())]
+        servers = [p for p in _descendants(proc.pid) if "start_" in _command_line(p)]
         assert len(servers) == 2, log.read_text()
         proc.kill()  # no chance to clean up: the servers must still go (parent-death signal)
         proc.wait(10)
