@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -230,12 +230,18 @@ class RestartableCameraServer:
             self.start()
 
     def kill(self) -> None:
-        """kill -9 of the server and everything it started (its process group)."""
+        """kill -9 of the server and everything it started (its process group) but Python's resource tracker, which
+        then removes the named semaphores the killed processes had registered (``sem.mp-*`` in /dev/shm; killing it
+        too left 6 of them per kill, for good)."""
         assert self.proc is not None
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        group = os.getpgid(self.proc.pid)
+        for process in psutil.process_iter(["cmdline"]):
+            try:
+                tracker = "resource_tracker" in " ".join(process.info["cmdline"] or [])
+                if os.getpgid(process.pid) == group and not tracker:
+                    process.kill()
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                pass
         self.proc.wait(10)
 
     def stop(self) -> None:
