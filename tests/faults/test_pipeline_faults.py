@@ -14,7 +14,6 @@ The bounds are the constants below; each test prints what it measured (``pytest 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import threading
@@ -22,7 +21,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 
@@ -37,7 +35,7 @@ from cam_server.pipeline.instance.memory import format_bytes, memory_limit
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.registry import PIPELINE_TYPES
 from tests.helpers.net import free_port
-from tests.helpers.procs import start_python, stop_pid, wait_until
+from tests.helpers.procs import kill_group, start_python, stop_pid, wait_until
 from tests.helpers.servers import RunningServer, pipeline_server, write_config_dir
 from tests.helpers.streams import connect, receive, values
 from tests.pipeline_instance.harness import FakeCamera, gaussian_image, pipeline
@@ -230,18 +228,10 @@ class RestartableCameraServer:
             self.start()
 
     def kill(self) -> None:
-        """kill -9 of the server and everything it started (its process group) but Python's resource tracker, which
-        then removes the named semaphores the killed processes had registered (``sem.mp-*`` in /dev/shm; killing it
-        too left 6 of them per kill, for good)."""
+        """kill -9 of the server and everything it started (its process group; ``kill_group`` says why not its
+        resource tracker)."""
         assert self.proc is not None
-        group = os.getpgid(self.proc.pid)
-        for process in psutil.process_iter(["cmdline"]):
-            try:
-                tracker = "resource_tracker" in " ".join(process.info["cmdline"] or [])
-                if os.getpgid(process.pid) == group and not tracker:
-                    process.kill()
-            except (ProcessLookupError, psutil.NoSuchProcess):
-                pass
+        kill_group(self.proc.pid)
         self.proc.wait(10)
 
     def stop(self) -> None:

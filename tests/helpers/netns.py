@@ -37,7 +37,7 @@ from typing import IO
 import pytest
 
 from tests.helpers.net import interfaces
-from tests.helpers.procs import ROOT
+from tests.helpers.procs import ROOT, kill_group
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class Network:
             try:
                 proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
+                kill_group(proc.pid)
                 proc.wait(5)
         if processes is not None:
             return
