@@ -59,9 +59,12 @@ def test_both_servers_export_instances_under_load(servers, client):
                 "pipeline_type": "processing"}
     for first, second, labels in ((first_cam, second_cam, camera), (first_pipe, second_pipe, pipeline)):
         for counter in ("cam_server_instance_frames_received_total", "cam_server_instance_frames_sent_total",
-                        "cam_server_instance_bytes_sent_total", "cam_server_instance_cpu_seconds_total"):
+                        "cam_server_instance_bytes_sent_total"):
             before, after = value(first, counter, **labels), value(second, counter, **labels)
             assert before is not None and after is not None and after > before, (counter, labels, before, after)
+        # CPU time moves in clock ticks (10 ms): a small camera can use less than a tick in 1.5 s (CI: 0.03 → 0.03).
+        before, after = (value(s, "cam_server_instance_cpu_seconds_total", **labels) for s in (first, second))
+        assert before is not None and after is not None and 0 < before <= after, (labels, before, after)
         assert value(second, "cam_server_instance_memory_rss_bytes", **labels) > 10e6
         assert value(second, "cam_server_instance_clients", **labels) >= (1 if labels is camera else 0)
         assert value(second, "cam_server_instance_processing_errors_total", **labels) == 0
