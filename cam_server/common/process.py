@@ -463,11 +463,13 @@ class InstanceControl:
         :data:`ORPHAN_CLOSING_S` more first."""
         signal.setitimer(signal.ITIMER_REAL, ORPHAN_GRACE_S + ORPHAN_KILL_S)
         time.sleep(ORPHAN_GRACE_S)
+        waited = ORPHAN_GRACE_S
         if self.stats.state() == "stopping":
             signal.setitimer(signal.ITIMER_REAL, ORPHAN_CLOSING_S + ORPHAN_KILL_S)
             time.sleep(ORPHAN_CLOSING_S)
+            waited += ORPHAN_CLOSING_S
         log.error("the server is gone and this instance has not ended within %.0f s (stuck in its work?): ending it",
-                  ORPHAN_GRACE_S)
+                  waited)
         self.record_exit(EXIT_ORPHANED)
         end_leftovers(self)
         logging.shutdown()
