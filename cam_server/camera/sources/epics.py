@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONNECTION_TIMEOUT = 5.0
 CONNECT_SLICE_S = 0.25  # a connect looks for a stop request this often
-REPEAT_CHECKS = 3  # first image deliveries of a subscription compared with the one before
+REPEAT_CHECKS = 3  # first image deliveries of a subscription compared with the one delivered before
 FRAME_QUEUE_SIZE = 4  # frames kept while the consumer is busy; the oldest is dropped first
 EPICS_ENVIRONMENT_DEFAULTS = {
     # A 1280x1024 int32 frame is 5 MB; CA refuses arrays above this limit (default 16 kB).
@@ -192,7 +192,7 @@ class EpicsCameraSource(FrameSource):
         self._pv_connected: dict[str, bool] = {}
         self._frames: deque[tuple[np.ndarray, float, int, int, int | None]] = deque(maxlen=FRAME_QUEUE_SIZE)
         self._frames_ready = threading.Condition()
-        self._last_picture: tuple[np.ndarray, float | None] | None = None
+        self._last_picture: tuple[np.ndarray, float | None] | None = None  # the last image delivered (a reference)
         self._repeat_checks = 0  # image deliveries still checked for a repeat (the first ones of a subscription)
         self._interrupted = False
         self._opened = False
@@ -301,7 +301,6 @@ class EpicsCameraSource(FrameSource):
             self._pv_connected[name] = False
         with self._frames_ready:
             self._frames.clear()
-        self._last_picture = None
 
     # -- state ---------------------------------------------------------------------------------------------------
 
@@ -424,22 +423,24 @@ class EpicsCameraSource(FrameSource):
 
     def _watch_for_repeats(self) -> None:
         """A (re)subscription starts: check its first deliveries for a repeat (see :meth:`_is_repeat`)."""
-        self._last_picture = None
         self._repeat_checks = REPEAT_CHECKS
 
     def _is_repeat(self, data: np.ndarray, timestamp: float | None) -> bool:
-        """True for a second delivery of the frame just seen (same record timestamp and pixels).
+        """True for a second delivery of the image delivered last (same record timestamp and pixels).
 
-        Channel Access can deliver one record update twice when a subscription is created while the IOC is posting
-        it (the initial value and the posted event carry the same update). That happens only at the start of a
-        subscription, so only its first deliveries are checked: a camera whose record timestamp never moves and
-        whose scene is static loses no frame later on. Pixels are compared only when the timestamps match.
+        Channel Access hands a new subscription the record's current value: when it is created while the IOC posts
+        an update, that update comes twice (the initial value and the posted event); after a reconnection (or a
+        close and connect) the initial value is the last image already delivered if the camera posted nothing
+        meanwhile. Both happen only at the start of a subscription, so only its first deliveries are checked: a
+        camera whose record timestamp never moves and whose scene is static loses no frame later on. The last image
+        is kept across a loss of the connection for this (one reference, no copy); pixels are compared only when
+        the timestamps match.
         """
+        last = self._last_picture
+        self._last_picture = (data, timestamp)
         if self._repeat_checks <= 0:
             return False
         self._repeat_checks -= 1
-        last = self._last_picture
-        self._last_picture = (data, timestamp) if self._repeat_checks > 0 else None
         if last is None or timestamp is None or last[1] != timestamp or not np.array_equal(last[0], data):
             return False
         self.stats["duplicates"] += 1
