@@ -49,6 +49,7 @@ from typing import Any
 import psutil
 
 from cam_server.common.histograms import InstanceHistograms
+from cam_server.common.pipe_queue import PipeQueue
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +355,7 @@ class InstanceControl:
     def __init__(self, ctx: Any) -> None:
         self._stop_reader, self._stop_writer = ctx.Pipe(duplex=False)
         self._stopped = False  # child: the stop (or the parent's end) was seen
-        self._configs = ctx.Queue()
+        self._configs = PipeQueue(ctx)  # not ctx.Queue: its named semaphores can outlive a killed group (pipe_queue)
         # Configs sent (parent) and taken (child): the per-frame check reads shared memory, not the queue's pipe.
         self._configs_sent = ctx.RawValue("q", 0)
         self._configs_taken = 0
@@ -363,7 +364,7 @@ class InstanceControl:
         # the last one it refused, the HTTP status and the reason of that refusal (UTF-8, cut to MAX_REPORT_CHARS).
         self._acks = ctx.RawArray("q", 3)
         self._refusal = ctx.RawArray("c", MAX_REPORT_CHARS + 1)
-        self._errors = ctx.Queue()
+        self._errors = PipeQueue(ctx)
         # Reports sent (child, counted before each put) and taken (parent): readers drain the queue only when
         # something was sent, so an info request costs no queue syscalls.
         self._errors_sent = ctx.RawValue("q", 0)
@@ -557,18 +558,7 @@ class InstanceControl:
     def flush_errors(self, timeout: float = 2.0) -> None:
         """Wait (up to ``timeout``) until the reported errors are written to the parent: before a hard exit
         (``os._exit``), which would lose what the queue's feeder thread has not written yet."""
-        done = threading.Event()
-
-        def flush() -> None:
-            try:
-                self._errors.close()
-                self._errors.join_thread()
-            except Exception:  # noqa: BLE001 - best effort: the process is about to end
-                pass
-            done.set()
-
-        threading.Thread(target=flush, name="flush-errors", daemon=True).start()
-        done.wait(timeout)
+        self._errors.flush(timeout)
 
     # --- parent side --------------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -686,7 +676,6 @@ class InstanceControl:
         self._closed = True
         for q in (self._configs, self._errors):
             q.close()
-            q.cancel_join_thread()
         self.request_stop()
         self._stop_reader.close()  # the parent's copy (already closed once the child started)
 

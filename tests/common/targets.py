@@ -75,3 +75,10 @@ def acknowledging_loop(control, step: float) -> None:
                 control.config_applied()
             time.sleep(new.get("busy", 0))
         time.sleep(step)
+
+
+def echo_queue(inbox, outbox, count: int) -> None:
+    """Child: take ``count`` objects from ``inbox`` and put each back on ``outbox``, then wait until they are out."""
+    for _ in range(count):
+        outbox.put_nowait(inbox.get(timeout=10))
+    outbox.flush(10)
