@@ -228,8 +228,7 @@ class RestartableCameraServer:
             self.start()
 
     def kill(self) -> None:
-        """kill -9 of the server and everything it started (its process group; ``kill_group`` says why not its
-        resource tracker)."""
+        """kill -9 of the server and everything it started in its process group."""
         assert self.proc is not None
         kill_group(self.proc.pid)
         self.proc.wait(10)

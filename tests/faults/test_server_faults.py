@@ -220,6 +220,38 @@ def test_killed_camera_instance_under_a_pipeline_is_requested_again(servers: Ser
     assert cameras.get_server_info()["active_instances"]["test_camera"]["pid"] != camera_pid  # a new camera instance
 
 
+def _named_semaphores(processes: list[psutil.Process]) -> set[tuple[int, str]]:
+    """(pid, path) of every named POSIX semaphore the processes have open (sem_open maps /dev/shm/sem.NAME)."""
+    held = set()
+    for process in processes:
+        try:
+            held |= {(process.pid, m.path) for m in process.memory_maps() if "/dev/shm/sem." in m.path}
+        except psutil.NoSuchProcess:
+            pass
+    return held
+
+
+def test_no_server_or_instance_holds_a_named_semaphore(servers: ServerPair, client: PipelineClient) -> None:
+    """A named semaphore's file stays in /dev/shm for good when all its holders die by SIGKILL together with
+    Python's resource tracker (a whole process group, systemd's last resort): multiprocessing.Queue made 6 per
+    instance. Servers, fork servers and instances hold none now, so such a kill leaves none."""
+    import multiprocessing
+
+    probe = multiprocessing.get_context("spawn").Lock()  # the check finds one where there is one
+    assert {path for _, path in _named_semaphores([psutil.Process()])}, "a spawn-context lock maps /dev/shm/sem.*"
+    del probe
+    instance_id, _ = client.create_instance_from_config({"camera_name": "test_camera"})
+    try:
+        client.get_instance_message(instance_id, timeout=30)
+        servers_ = [psutil.Process(servers.camera.pid), psutil.Process(servers.pipeline.pid)]
+        processes = servers_ + [child for server in servers_ for child in server.children(recursive=True)]
+        assert client.get_instance_info(instance_id)["pid"] in {p.pid for p in processes}
+        assert len(processes) >= 4  # the two servers, a camera instance and a pipeline instance at least
+        assert _named_semaphores(processes) == set()
+    finally:
+        client.stop_instance(instance_id)
+
+
 # --- camera server outages -----------------------------------------------------------------------------------
 
 def test_camera_server_short_outage(own: OwnPair, measured) -> None:
