@@ -136,6 +136,7 @@ _CONTEXT: Any = None
 # Config acknowledgements (InstanceControl.config_applied / config_refused): outcomes of InstanceProcess.wait_config.
 CONFIG_APPLIED, CONFIG_REFUSED, CONFIG_PENDING, CONFIG_ENDED = "applied", "refused", "pending", "ended"
 MAX_REPORT_CHARS = 4000  # an error report or refusal reason longer than this is cut (it is shown in answers)
+MAX_PENDING_REPORTS = 200  # reports an instance keeps while the server reads none (per frame ones): the oldest go
 _ACK_HANDLED, _ACK_REFUSED, _ACK_STATUS = 0, 1, 2  # the slots of InstanceControl._acks
 
 
@@ -364,7 +365,7 @@ class InstanceControl:
         # the last one it refused, the HTTP status and the reason of that refusal (UTF-8, cut to MAX_REPORT_CHARS).
         self._acks = ctx.RawArray("q", 3)
         self._refusal = ctx.RawArray("c", MAX_REPORT_CHARS + 1)
-        self._errors = PipeQueue(ctx)
+        self._errors = PipeQueue(ctx, max_pending=MAX_PENDING_REPORTS)
         # Reports sent (child, counted before each put) and taken (parent): readers drain the queue only when
         # something was sent, so an info request costs no queue syscalls.
         self._errors_sent = ctx.RawValue("q", 0)
@@ -476,6 +477,11 @@ class InstanceControl:
         logging.shutdown()
         os._exit(EXIT_ORPHANED)
 
+    def keep_child_ends(self) -> None:
+        """Child, first thing: drop its copies of the parent's ends of the queues (see :meth:`child_started`)."""
+        self._configs.keep("get")
+        self._errors.keep("put")
+
     def poll_config(self) -> Any:
         """The newest config sent by the parent since the last call, or None (cheap when there is none): what the
         parent sent (a camera config dict, a pipeline instance's validated ``PipelineConfig``)."""
@@ -487,7 +493,7 @@ class InstanceControl:
                 latest = self._configs.get_nowait()
             except queue.Empty:  # also when a config is counted but still on its way (the queue's feeder thread)
                 return latest
-            except (EOFError, OSError):
+            except (EOFError, OSError, ValueError):  # the server is gone
                 return latest
             self._configs_taken += 1
 
@@ -624,8 +630,11 @@ class InstanceControl:
         return False
 
     def child_started(self) -> None:
-        """Drop the parent's copy of the child's end once the child has its own."""
+        """Drop the parent's copies of the child's ends once the child has its own (then a dead child reads as
+        end-of-file, never as a report that does not come)."""
         self._stop_reader.close()
+        self._configs.keep("put")
+        self._errors.keep("get")
 
     def send_config(self, config: Any) -> int:
         """Queue a config for the child (pickled; see :meth:`poll_config`); returns its number (1, 2, ...)."""
@@ -718,6 +727,7 @@ def _instance_main(target: Callable[..., Any], control: InstanceControl, *args: 
     except OSError:  # already a group leader (not a forked child): keep the group it has
         pass
     freeze_gc()
+    control.keep_child_ends()
     control.watch()
     code = 1
     try:
