@@ -133,7 +133,8 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
     timeout = config.no_client_timeout
     # The send queue bounded in bytes from the size the source reports now (simulation, EPICS; a bsread camera's size
     # is known only from its first frame: the default count then). Fixed for the stream's life (send_queue_size).
-    sender = Sender(queue_size=send_queue_size(config.queue_size, _image_bytes(config, source)), port=None,
+    frame_bytes = _image_bytes(config, source)
+    sender = Sender(queue_size=send_queue_size(config.queue_size, frame_bytes), port=None,
                     address=bind_address(config, port, interface), mode=PUB, block=False)
     shared = SharedFrames(shared_memory[0], config.name or "camera", shared_memory[1]) if shared_memory else None
 
@@ -148,6 +149,7 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
                     no_client_timeout=timeout if timeout > 0 else None)
     stats = control.stats
     stats.set("send_queue", sender.queue_size)  # fixed for the stream's life
+    stats.set("frame_bytes", frame_bytes)  # before start_time: a pipeline server reserving the stream reads it
     rate = RateMeter(stats)
     rate_in = RateMeter(stats, "rate_in", throughput_field=None)
     publisher = CameraPublisher(sender, config, shared)
@@ -234,6 +236,7 @@ def _stream(control: InstanceControl, config: CameraConfig, source: FrameSource,
                 if frame_shape is not None:
                     stats.set("frame_height", frame_shape[0])
                     stats.set("frame_width", frame_shape[1])
+                    stats.set("frame_bytes", publisher.frame_bytes)
     finally:
         stats.set_state("stopping")
         sender.close()

@@ -130,6 +130,11 @@ class CameraInstanceManager:
         instance, reservation = self._reserved_instance(name, True)
         return instance.stream_address, str(reservation)
 
+    def frame_bytes(self, name: str) -> int:
+        """Bytes of one image of camera ``name``'s running instance (0: not running, or its size not known yet)."""
+        instance = self._table.get(self.store.resolve(name))
+        return 0 if instance is None else int(instance.process.control.stats.get("frame_bytes"))
+
     def _reserved_instance(self, name: str, reserve: bool | None) -> tuple[CameraInstance, int | None]:
         """:meth:`get_instance` with a reservation: None the plain one (the next connection ends it), True one held
         until released (its id is returned), False none (the caller's server reserved the stream already)."""

@@ -36,9 +36,9 @@ class CameraPublisher:
         self._y_axis = np.empty(0, np.float32)
         self._next_pulse_id = 0
         self._last_pulse_id = -1
-        # Of the current layout, for the statistics: (height, width) of the sent image, and the data bytes of one
-        # message (channel values, not headers; extra channels as their values had when the layout was declared).
+        # Of the current layout, for the statistics: (height, width) of the sent image and its bytes.
         self.frame_shape: tuple[int, int] | None = None
+        self.frame_bytes = 0
         self.set_config(config)
 
     def set_config(self, config: CameraConfig) -> None:
@@ -97,6 +97,7 @@ class CameraPublisher:
             self.shared.declare(declared)
         self._layout = key
         self.frame_shape = (height, width)
+        self.frame_bytes = height * width * dtype.itemsize
         log.info("camera stream layout: %dx%d %s, %d extra channels", width, height, dtype.name, len(extra_meta))
 
     def _pulse_id(self, frame: RawFrame) -> int:

@@ -74,10 +74,16 @@ class CamClient(UserScriptsMixin):
         """The camera stream address and the id of a reservation that keeps the camera from stopping for lack of
         clients until :meth:`release_stream` (its client connected) or 30 s pass; None from a server without
         reservations (it ignores ``reserve``)."""
+        answer = self.reserve_camera_stream(camera_name)
+        return answer["stream"], answer.get("reservation")
+
+    def reserve_camera_stream(self, camera_name: str) -> dict[str, Any]:
+        """:meth:`reserve_instance_stream`'s whole answer: ``stream``, ``reservation`` and ``frame_bytes`` (bytes of
+        one image; 0 or missing: not known)."""
         answer = self._get(f"/{camera_name}", params={"reserve": "true"})
         if "stream" not in answer:
             raise ValueError(f"Camera '{camera_name}' has no stream on the camera server (not a camera name).")
-        return answer["stream"], answer.get("reservation")
+        return answer
 
     def release_stream(self, camera_name: str, reservation: str) -> bool:
         """Release a reservation of :meth:`reserve_instance_stream`; False when it had ended already."""

@@ -277,7 +277,7 @@ def create_camera_manager_app(cm: ClusterManager, store: CameraConfigStore, loca
             return ok(f"Stream address for camera '{camera_name}'.", stream=stream_of(camera_name))
         answer = stream_answer(camera_name, {"reserve": "true"})
         return ok(f"Stream address for camera '{camera_name}', reserved until released.", stream=answer["stream"],
-                  reservation=answer.get("reservation"))
+                  reservation=answer.get("reservation"), frame_bytes=answer.get("frame_bytes", 0))
 
     @app.delete(f"{CAM}/{{camera_name}}/reservation/{{reservation}}")
     def release_stream(camera_name: str, reservation: str) -> Any:

@@ -86,14 +86,16 @@ STAT_FIELDS = (
     # --- issue 13: frames through shared memory (common/frame_ring.py) ---
     "dropped_overwritten",  # of "dropped": frames of a shared-memory ring overwritten before the reader was done
     "input_path",        # how frames arrive: an index into INPUT_PATHS (snapshot() shows the name)
-    "send_queue",        # messages the stream queues per client (SNDHWM: queue_size; a camera's default: bytes too)
+    "send_queue",        # messages the stream queues per client (SNDHWM: queue_size; the default bounded in bytes)
+    "frame_bytes",       # camera instances: bytes of one image (the source's size at start, then each new layout)
 )
 _INDEX = {name: i for i, name in enumerate(STAT_FIELDS)}
 COUNTED_REPORT_WAIT_S = 0.1  # the longest a reader waits for a report the child counted but had not written yet
 _INT_FIELDS = frozenset({"frames_in", "frames_out", "dropped", "errors", "clients", "bytes_out", "frame_width",
                          "frame_height", "reconnects", "source_restarts", "dropped_input", "dropped_gates",
                          "dropped_output", "input_queue", "output_queue", "output_queue_max", "output_backlog",
-                         "memory_limit", "input_gaps", "dropped_overwritten", "send_queue"})
+                         "memory_limit", "input_gaps", "dropped_overwritten", "send_queue",
+                         "frame_bytes"})
 # statistics.input_path: none yet (and camera instances), the bsread stream, or a camera's shared-memory ring.
 INPUT_PATHS = ("", "bsread", "shared_memory")
 

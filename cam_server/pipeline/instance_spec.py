@@ -25,3 +25,4 @@ class InstanceSpec:
     stream_interface: str | None = None  # where bound inputs listen (a fan-in's input_stream); None: everywhere
     allow_external_functions: bool = False  # `function` may name any .py path or importable module
     shared_memory: bool = False  # a camera on this host may hand frames through shared memory (server option)
+    camera_frame_bytes: int = 0  # bytes of one camera image when the instance starts (0: not known): bounds the output

@@ -210,6 +210,8 @@ class StreamAnswer(OkAnswer):
 class CameraStreamAnswer(StreamAnswer):
     reservation: str | None = Field(None, description="with ?reserve=true: the id of the reservation that holds the "
                                     "camera (no end for lack of clients) until DELETE .../reservation/<id>, or 30 s")
+    frame_bytes: int | None = Field(None, description="with ?reserve=true: bytes of one image of the camera (0: not "
+                                    "known yet); a pipeline server bounds its instance's send queue with it")
 
 
 class ReleaseAnswer(OkAnswer):
@@ -304,9 +306,13 @@ class Statistics(BaseModel):
                                                          "announcements; sampled once a second; about 0 while all "
                                                          "keep up)")
     send_queue: int | None = Field(None, description="messages the stream queues per client at most (queue_size; "
-                                                     "a camera's default 10 bounded to 32 MiB of frames when its "
-                                                     "source reports its size at start: simulation, EPICS; 0: no "
-                                                     "stream, e.g. FILE output)")
+                                                     "the default 10 bounded to 32 MiB of images when the image "
+                                                     "size is known at start: a camera whose source reports it, "
+                                                     "simulation or EPICS, and a pipeline of such a camera that "
+                                                     "sends the image; 0: no stream, e.g. FILE output)")
+    frame_bytes: int | None = Field(None, description="camera instances: bytes of one image (the size the source "
+                                                      "reports at start, then that of each new layout; 0: not known "
+                                                      "yet, e.g. a bsread camera before its first frame)")
     memory_limit: int | None = Field(None, description="RSS bytes at which the instance is ended (0: no limit)")
     input_gaps: int | None = Field(None, description="pulse ids missing from the input stream (not counting "
                                                      "dropped_input): lost before the instance, e.g. by the camera's "

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import requests
@@ -130,6 +131,11 @@ def test_stream_reservations_through_the_manager(cluster: CameraCluster, client:
     the worker that runs the camera."""
     stream, reservation = client.reserve_instance_stream("test_camera")
     assert stream == client.get_instance_stream("test_camera") and reservation
+    answer = client.reserve_camera_stream("test_camera")  # with the image size a pipeline server bounds its queue by
+    width, height = client.get_camera_geometry("test_camera")
+    itemsize = np.dtype(client.get_camera_config("test_camera").get("dtype") or "uint16").itemsize
+    assert answer["frame_bytes"] == width * height * itemsize
+    assert client.release_stream("test_camera", answer["reservation"]) is True
     assert client.release_stream("test_camera", reservation) is True
     assert client.release_stream("test_camera", reservation) is False  # released once
 

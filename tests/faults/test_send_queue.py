@@ -141,8 +141,9 @@ def test_input_gaps_count_the_pulse_ids_missing_from_the_input() -> None:
 
 def test_the_servers_instances_report_their_send_queue(servers) -> None:
     """Through the servers (configs stored with every default filled in): a 2048x2048 uint16 camera queues 4 frames
-    of 8 MiB per client at the default queue_size; its pipelines queue their queue_size (a stream's queue is fixed when
-    it opens, and a pipeline's message size is not known then: see send_queue_size)."""
+    of 8 MiB per client at the default queue_size, and so does a pipeline of it at its default (the camera server
+    tells the pipeline server the image size as it reserves the stream); a pipeline's explicit queue_size is kept, and
+    one that does not send the image keeps the default count (its messages are small)."""
     from cam_server.client import CamClient, PipelineClient
 
     cameras, pipelines = CamClient(servers.camera.url), PipelineClient(servers.url)
@@ -153,18 +154,23 @@ def test_the_servers_instances_report_their_send_queue(servers) -> None:
         config = {"camera_name": "big_queue", "no_client_timeout": 0}
         default_id, _ = pipelines.create_instance_from_config(config)
         chosen_id, _ = pipelines.create_instance_from_config({**config, "queue_size": 20})
-        expected = (SEND_QUEUE_BYTES // (2048 * 2048 * 2), DEFAULT_SEND_QUEUE, 20)
+        no_image_id, _ = pipelines.create_instance_from_config({**config, "exclude": ["image"]})
+        bounded = SEND_QUEUE_BYTES // (2048 * 2048 * 2)
+        expected = (bounded, bounded, 20, DEFAULT_SEND_QUEUE)
+        answer = cameras.reserve_camera_stream("big_queue")
+        assert answer["frame_bytes"] == 2048 * 2048 * 2 and answer["reservation"]
+        assert cameras.release_stream("big_queue", answer["reservation"])
 
         def send_queues() -> tuple:
             camera = cameras.get_server_info()["active_instances"].get("big_queue", {}).get("statistics", {})
             return (camera.get("send_queue"), *(pipelines.get_instance_info(i)["statistics"].get("send_queue")
-                                                for i in (default_id, chosen_id)))
+                                                for i in (default_id, chosen_id, no_image_id)))
 
         seen: list[tuple] = []
         try:
             wait_until(lambda: seen.append(send_queues()) or seen[-1] == expected, 30, "send queues", interval=0.5)
         except TimeoutError as exc:
-            raise AssertionError(f"send queues (camera, pipeline, pipeline queue_size 20): "
+            raise AssertionError(f"send queues (camera, pipeline, pipeline queue_size 20, pipeline without image): "
                                  f"{seen[-1] if seen else None}, expected {expected} ({exc})") from exc
     finally:
         pipelines.stop_all_instances()

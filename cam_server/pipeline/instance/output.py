@@ -33,4 +33,5 @@ def open_output(spec: InstanceSpec, context: zmq.Context | None = None) -> Outpu
     if config.mode == "FILE":
         return FileOutput(config, instance=spec.instance_id, folder=spec.file_folder,
                           protected=spec.protected_folders).open()
-    return OutputStream(spec.output_endpoint, output_config(config), context=context).open()
+    return OutputStream(spec.output_endpoint, output_config(config), context=context,
+                        image_bytes=spec.camera_frame_bytes).open()

@@ -26,6 +26,7 @@ import zmq
 from cam_server.bsread import PUB, PUSH, Sender
 from cam_server.bsread.channels import ChannelError, derived_header
 from cam_server.bsread.endpoints import BIND, CONNECT
+from cam_server.bsread.queues import send_queue_size
 from cam_server.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -65,13 +66,17 @@ def to_bsread_values(values: Mapping[str, Any]) -> dict[str, Any]:
 class OutputStream:
     """Sends processed messages; ``finished`` / ``no_clients`` tell the loop when the instance should end."""
 
-    def __init__(self, endpoint: str, config: PipelineConfig, context: zmq.Context | None = None) -> None:
+    def __init__(self, endpoint: str, config: PipelineConfig, context: zmq.Context | None = None,
+                 image_bytes: int = 0) -> None:
+        """``image_bytes``: of the camera's images (0: not known), to bound the default send queue in bytes when the
+        messages carry the image (see :func:`send_queue_size`)."""
         mode = config.mode
         if mode not in ("PUB", "PUSH"):
             raise ValueError(f"Output mode {mode!r} is not supported by this pipeline (use PUB or PUSH)")
         self.mode = mode
         self.block = config.block
-        self.queue_size = config.queue_size
+        sends_image = (config.include is None or "image" in config.include) and "image" not in (config.exclude or ())
+        self.queue_size = send_queue_size(config.queue_size, image_bytes if sends_image else 0)
         # A blocking send gives up after BLOCK_TIMEOUT_MS (frame counted as dropped) so that a stuck client
         # never stops the loop from seeing stop requests and config changes.
         # output_stream: send to someone else's bound socket (e.g. a fan-in pipeline) instead of binding ours.
@@ -216,8 +221,8 @@ class OutputStream:
 
     @property
     def send_queue(self) -> int:
-        """Messages queued per client at most (SNDHWM: the config's queue_size; not bounded in bytes, the messages' size
-        is not known when the stream opens, see ``send_queue_size``)."""
+        """Messages queued per client at most (SNDHWM: the config's queue_size, the default bounded in bytes by the
+        camera's image size when it was known at the start, see ``send_queue_size``)."""
         return self._sender.queue_size
 
     def _drain(self) -> None:

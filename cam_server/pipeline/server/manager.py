@@ -615,7 +615,7 @@ class PipelineManager:
         self._check_output_file(expanded)
         self._check_function(expanded)
         self._check_output_target(expanded)
-        camera_stream, reservation = self._resolve_inputs(expanded)
+        camera_stream, reservation, frame_bytes = self._resolve_inputs(expanded)
         self._check_background(expanded)
         self._check_roi(expanded)
         target = self._target or _default_target()
@@ -643,6 +643,7 @@ class PipelineManager:
         spec = InstanceSpec(instance_id=instance_id, config=model,
                             output_endpoint=listen_endpoint(self.stream_interface, port),
                             stream_address=instance.stream_address, camera_stream=camera_stream,
+                            camera_frame_bytes=frame_bytes,
                             cam_server_url=self.cam_client.get_address(),
                             background_folder=str(self.background_store.folder), scripts_folder=self.scripts_folder,
                             file_folder=self.file_folder, protected_folders=self.protected_folders,
@@ -670,9 +671,10 @@ class PipelineManager:
             self._release_when_connected(expanded["camera_name"], reservation, process)
         return instance_id, instance.stream_address, dict(expanded)
 
-    def _resolve_inputs(self, config: dict[str, Any]) -> tuple[str | None, str | None]:
-        """Start what the instance reads from / writes to; returns the camera stream (None without camera) and the
-        camera server's reservation of it (see :meth:`_release_when_connected`)."""
+    def _resolve_inputs(self, config: dict[str, Any]) -> tuple[str | None, str | None, int]:
+        """Start what the instance reads from / writes to; returns the camera stream (None without camera), the
+        camera server's reservation of it (see :meth:`_release_when_connected`) and the bytes of one of its images
+        (0: not known)."""
         if config.get("input_pipeline"):
             config["input_stream"] = self.get_instance_stream(config["input_pipeline"])
             source = self._instances.get(config["input_pipeline"])
@@ -688,16 +690,18 @@ class PipelineManager:
         camera = config.get("camera_name")
         if camera and not config.get("input_stream"):
             return self._camera_stream(camera, reserve=True)
-        return None, None
+        return None, None, 0
 
-    def _camera_stream(self, camera: str, reserve: bool = False) -> tuple[str, str | None]:
+    def _camera_stream(self, camera: str, reserve: bool = False) -> tuple[str, str | None, int]:
         """The camera's stream from the camera server, with NotFound for cameras it does not know; ``reserve``: and
-        the id of a reservation that holds the camera until released (None if the server gives none)."""
+        the id of a reservation that holds the camera until released (None if the server gives none) and the bytes
+        of one image (0: not known)."""
         try:
             with self.blocking:  # the camera server may start the camera (seconds)
                 if reserve:
-                    return self.cam_client.reserve_instance_stream(camera)
-                return self.cam_client.get_instance_stream(camera), None
+                    answer = self.cam_client.reserve_camera_stream(camera)
+                    return answer["stream"], answer.get("reservation"), int(answer.get("frame_bytes") or 0)
+                return self.cam_client.get_instance_stream(camera), None, 0
         except requests.RequestException as exc:
             raise self._camera_server_failure(exc) from None
         except ValueError as exc:
