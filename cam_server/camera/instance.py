@@ -45,6 +45,7 @@ from cam_server.common.process import (
     freeze_gc,
     refreeze_gc,
 )
+from cam_server.processing.camera_transforms import camera_geometry
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,11 @@ def bind_address(config: CameraConfig, port: int, interface: str | None = None) 
 
 
 def _image_bytes(config: CameraConfig, source: FrameSource) -> int:
-    """The raw image size the source reports now, in bytes (0 when it does not know it yet)."""
+    """Bytes of the images the camera will send, from the raw size the source reports now (binning, rotation and
+    ROI applied, as the publisher will); 0 when the source does not know its size yet."""
     try:
-        width, height = source.geometry()
+        width, height = camera_geometry(*source.geometry(), rotate=config.rotate, binning_x=config.binning_x,
+                                        binning_y=config.binning_y, roi=config.roi)
         return max(0, int(width) * int(height)) * np.dtype(config.dtype).itemsize
     except (TypeError, ValueError, AttributeError):
         return 0

@@ -123,17 +123,12 @@ class CameraInstanceManager:
         for the caller (see the module doc)."""
         return self.get_instance(name, reserve=True).stream_address
 
-    def reserve_stream(self, name: str) -> tuple[str, str]:
-        """Stream address of camera ``name`` (or alias), starting its instance if needed, and the id of a
-        reservation held until :meth:`release_stream` (or :attr:`stream_reservation` seconds): for a caller that
-        tells when its client connected (see the module doc)."""
+    def reserve_stream(self, name: str) -> tuple[str, str, int]:
+        """Stream address of camera ``name`` (or alias), starting its instance if needed, the id of a reservation
+        held until :meth:`release_stream` (or :attr:`stream_reservation` seconds), for a caller that tells when its
+        client connected (see the module doc), and the bytes of one image (0: not known yet)."""
         instance, reservation = self._reserved_instance(name, True)
-        return instance.stream_address, str(reservation)
-
-    def frame_bytes(self, name: str) -> int:
-        """Bytes of one image of camera ``name``'s running instance (0: not running, or its size not known yet)."""
-        instance = self._table.get(self.store.resolve(name))
-        return 0 if instance is None else int(instance.process.control.stats.get("frame_bytes"))
+        return instance.stream_address, str(reservation), _frame_bytes(instance)
 
     def _reserved_instance(self, name: str, reserve: bool | None) -> tuple[CameraInstance, int | None]:
         """:meth:`get_instance` with a reservation: None the plain one (the next connection ends it), True one held
@@ -164,7 +159,7 @@ class CameraInstanceManager:
             pid = instance.process.pid
             shared = {"ring": ring_base(self.shared_memory[0], instance.config.name or "camera", pid),
                       "announce": announce_address(pid), "host_id": self.host_id}
-        answer = {"stream": instance.stream_address, "shared_memory": shared}
+        answer = {"stream": instance.stream_address, "shared_memory": shared, "frame_bytes": _frame_bytes(instance)}
         return answer if reservation is None else {**answer, "reservation": str(reservation)}
 
     def get_instance(self, name: str, reserve: bool | Callable[[Any], None] = False) -> CameraInstance:
@@ -370,3 +365,8 @@ def _ended_record(instance: CameraInstance) -> dict[str, Any]:
 def _value(values: dict[str, Any], name: str) -> Any:
     v = values.get(name)
     return None if v is None else v.value
+
+
+def _frame_bytes(instance: CameraInstance) -> int:
+    """Bytes of one image of a running camera instance as it reports them (0: not known yet)."""
+    return int(instance.process.control.stats.get("frame_bytes"))

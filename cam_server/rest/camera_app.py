@@ -130,9 +130,9 @@ def create_camera_app(manager: CameraInstanceManager, scripts: ScriptStore | Non
         ``reservation`` of the answer is released (``DELETE .../reservation/<id>``; both: at most 30 s)."""
         if not reserve:
             return ok(f"Stream address for camera '{camera_name}'.", stream=manager.get_instance_stream(camera_name))
-        stream, reservation = manager.reserve_stream(camera_name)
+        stream, reservation, frame_bytes = manager.reserve_stream(camera_name)
         return ok(f"Stream address for camera '{camera_name}', reserved until released.", stream=stream,
-                  reservation=reservation, frame_bytes=manager.frame_bytes(camera_name))
+                  reservation=reservation, frame_bytes=frame_bytes)
 
     @app.delete(f"{API}/{{camera_name}}/reservation/{{reservation}}", summary="Release a stream reservation (its "
                 "client connected)", response_model=documented(ReleaseAnswer), responses=errors(400, 404))

@@ -210,8 +210,9 @@ class StreamAnswer(OkAnswer):
 class CameraStreamAnswer(StreamAnswer):
     reservation: str | None = Field(None, description="with ?reserve=true: the id of the reservation that holds the "
                                     "camera (no end for lack of clients) until DELETE .../reservation/<id>, or 30 s")
-    frame_bytes: int | None = Field(None, description="with ?reserve=true: bytes of one image of the camera (0: not "
-                                    "known yet); a pipeline server bounds its instance's send queue with it")
+    frame_bytes: int | None = Field(None, description="with ?reserve=true (and in the shared-memory answer): bytes of "
+                                    "one image of the camera (0: not known yet); a pipeline server bounds its new "
+                                    "instance's send queue with it")
 
 
 class ReleaseAnswer(OkAnswer):

@@ -275,7 +275,7 @@ def test_a_reservation_held_until_released_outlives_other_clients(tmp_path: Path
     store.save("kept", QUICK_CAMERA)
     manager = CameraInstanceManager(store, stream_reservation=60.0)
     try:
-        address, reservation = manager.reserve_stream("kept")
+        address, reservation, _ = manager.reserve_stream("kept")
         with Source(address=address, mode=SUB, receive_timeout=200) as other:
             receive(other, 2, timeout=20)
         left = time.monotonic()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import requests
 import zmq
 
 from cam_server.bsread.queues import (
@@ -142,8 +143,8 @@ def test_input_gaps_count_the_pulse_ids_missing_from_the_input() -> None:
 def test_the_servers_instances_report_their_send_queue(servers) -> None:
     """Through the servers (configs stored with every default filled in): a 2048x2048 uint16 camera queues 4 frames
     of 8 MiB per client at the default queue_size, and so does a pipeline of it at its default (the camera server
-    tells the pipeline server the image size as it reserves the stream); a pipeline's explicit queue_size is kept, and
-    one that does not send the image keeps the default count (its messages are small)."""
+    tells the pipeline server the image size as it reserves the stream), also one that leaves the image out (which
+    channels go is not known when the stream opens); a pipeline's explicit queue_size is kept."""
     from cam_server.client import CamClient, PipelineClient
 
     cameras, pipelines = CamClient(servers.camera.url), PipelineClient(servers.url)
@@ -156,9 +157,12 @@ def test_the_servers_instances_report_their_send_queue(servers) -> None:
         chosen_id, _ = pipelines.create_instance_from_config({**config, "queue_size": 20})
         no_image_id, _ = pipelines.create_instance_from_config({**config, "exclude": ["image"]})
         bounded = SEND_QUEUE_BYTES // (2048 * 2048 * 2)
-        expected = (bounded, bounded, 20, DEFAULT_SEND_QUEUE)
+        expected = (bounded, bounded, 20, bounded)
         answer = cameras.reserve_camera_stream("big_queue")
         assert answer["frame_bytes"] == 2048 * 2048 * 2 and answer["reservation"]
+        shared = requests.get(f"{servers.camera.url}/api/v1/cam/big_queue/shared_memory", params={"reserve": "false"},
+                              timeout=10).json()
+        assert shared["frame_bytes"] == 2048 * 2048 * 2
         assert cameras.release_stream("big_queue", answer["reservation"])
 
         def send_queues() -> tuple:

@@ -68,15 +68,15 @@ class OutputStream:
 
     def __init__(self, endpoint: str, config: PipelineConfig, context: zmq.Context | None = None,
                  image_bytes: int = 0) -> None:
-        """``image_bytes``: of the camera's images (0: not known), to bound the default send queue in bytes when the
-        messages carry the image (see :func:`send_queue_size`)."""
+        """``image_bytes``: of the camera's images (0: not known), to bound the default send queue in bytes (see
+        :func:`send_queue_size`). Also when the messages leave the image out: a few of them cost nothing, and which
+        channels go (include/exclude, a store's ``<camera>:FPICTURE``, a live change) is not known at the start."""
         mode = config.mode
         if mode not in ("PUB", "PUSH"):
             raise ValueError(f"Output mode {mode!r} is not supported by this pipeline (use PUB or PUSH)")
         self.mode = mode
         self.block = config.block
-        sends_image = (config.include is None or "image" in config.include) and "image" not in (config.exclude or ())
-        self.queue_size = send_queue_size(config.queue_size, image_bytes if sends_image else 0)
+        self.queue_size = send_queue_size(config.queue_size, image_bytes)
         # A blocking send gives up after BLOCK_TIMEOUT_MS (frame counted as dropped) so that a stuck client
         # never stops the loop from seeing stop requests and config changes.
         # output_stream: send to someone else's bound socket (e.g. a fan-in pipeline) instead of binding ours.

@@ -616,6 +616,8 @@ class PipelineManager:
         self._check_function(expanded)
         self._check_output_target(expanded)
         camera_stream, reservation, frame_bytes = self._resolve_inputs(expanded)
+        if not PIPELINE_TYPES[expanded["pipeline_type"]].needs_input or expanded.get("bsread_address"):
+            frame_bytes = 0  # it does not read the camera's images: they say nothing of its messages
         self._check_background(expanded)
         self._check_roi(expanded)
         target = self._target or _default_target()
