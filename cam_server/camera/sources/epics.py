@@ -426,25 +426,31 @@ class EpicsCameraSource(FrameSource):
         self._repeat_checks = REPEAT_CHECKS
 
     def _is_repeat(self, data: np.ndarray, timestamp: float | None) -> bool:
-        """True for a second delivery of the image delivered last (same record timestamp and pixels).
+        """True for a second delivery of the image delivered last (equal pixels) early in a subscription.
 
         Channel Access hands a new subscription the record's current value: when it is created while the IOC posts
-        an update, that update comes twice (the initial value and the posted event); after a reconnection (or a
-        close and connect) the initial value is the last image already delivered if the camera posted nothing
-        meanwhile. Both happen only at the start of a subscription, so only its first deliveries are checked: a
-        camera whose record timestamp never moves and whose scene is static loses no frame later on. The last image
-        is kept across a loss of the connection for this (one reference, no copy); pixels are compared only when
-        the timestamps match.
+        an update, that update can come twice, the first time with the previous update's timestamp (seen: frame 1's
+        pixels with frame 0's timestamp, then again with its own, 52 ms later); after a reconnection (or a close
+        and connect) the initial value is the last image already delivered if the camera posted nothing meanwhile.
+        Both happen only at the start of a subscription, so only its first deliveries are checked, by their pixels
+        alone; the repeat is dropped, and the first delivery, if still queued, takes its (later) timestamp. The
+        cost: a camera with a perfectly static scene loses up to ``REPEAT_CHECKS`` - 1 identical frames as a
+        subscription starts, none later. The last image is kept across a loss of the connection for this (one
+        reference, no copy).
         """
         last = self._last_picture
         self._last_picture = (data, timestamp)
         if self._repeat_checks <= 0:
             return False
         self._repeat_checks -= 1
-        if last is None or timestamp is None or last[1] != timestamp or not np.array_equal(last[0], data):
+        if last is None or not np.array_equal(last[0], data):
             return False
         self.stats["duplicates"] += 1
-        log.debug("Camera with prefix %s: the same frame was delivered twice; dropped the repeat", self.prefix)
+        if timestamp is not None and timestamp != last[1]:
+            with self._frames_ready:  # the first delivery still waits to be read: give it the later timestamp
+                if self._frames and self._frames[-1][0] is last[0]:
+                    self._frames[-1] = (last[0], timestamp, *self._frames[-1][2:])
+        log.debug("Camera with prefix %s: the same image was delivered twice; dropped the repeat", self.prefix)
         return True
 
     def _next_pulse_id(self) -> int | None:
