@@ -142,8 +142,6 @@ class PipeQueue:
             raise ValueError("this process does not put to this queue")
         self._feed.put(ForkingPickler.dumps(obj), self._writer, self)
 
-    put = put_nowait
-
     def flush(self, timeout: float | None = None) -> None:
         """Stop taking objects and wait (up to ``timeout``) until the feeder wrote what was queued."""
         self._feed.finish()

@@ -641,7 +641,7 @@ class InstanceControl:
     def send_config(self, config: Any) -> int:
         """Queue a config for the child (pickled; see :meth:`poll_config`); returns its number (1, 2, ...)."""
         with self._send_lock:  # REST threads may send concurrently; the count must not lose an increment
-            self._configs.put(config)
+            self._configs.put_nowait(config)
             self._configs_sent.value += 1
             return self._configs_sent.value
 

@@ -309,8 +309,8 @@ class Statistics(BaseModel):
     send_queue: int | None = Field(None, description="messages the stream queues per client at most (queue_size; "
                                                      "the default 10 bounded to 32 MiB of images when the image "
                                                      "size is known at start: a camera whose source reports it, "
-                                                     "simulation or EPICS, and a pipeline of such a camera that "
-                                                     "sends the image; 0: no stream, e.g. FILE output)")
+                                                     "simulation or EPICS, and a pipeline reading such a camera; "
+                                                     "0: no stream, e.g. FILE output)")
     frame_bytes: int | None = Field(None, description="camera instances: bytes of one image (the size the source "
                                                       "reports at start, then that of each new layout; 0: not known "
                                                       "yet, e.g. a bsread camera before its first frame)")

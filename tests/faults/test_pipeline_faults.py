@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -35,7 +36,7 @@ from cam_server.pipeline.instance.memory import format_bytes, memory_limit
 from cam_server.pipeline.instance_spec import InstanceSpec
 from cam_server.pipeline.registry import PIPELINE_TYPES
 from tests.helpers.net import free_port
-from tests.helpers.procs import kill_group, start_python, stop_pid, wait_until
+from tests.helpers.procs import signal_group, start_python, stop_pid, wait_until
 from tests.helpers.servers import RunningServer, pipeline_server, write_config_dir
 from tests.helpers.streams import connect, receive, values
 from tests.pipeline_instance.harness import FakeCamera, gaussian_image, pipeline
@@ -230,7 +231,7 @@ class RestartableCameraServer:
     def kill(self) -> None:
         """kill -9 of the server and everything it started in its process group."""
         assert self.proc is not None
-        kill_group(self.proc.pid)
+        signal_group(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
     def stop(self) -> None:

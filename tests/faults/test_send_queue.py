@@ -1,4 +1,5 @@
-"""The camera's send queue is bounded in bytes, and a burst's memory goes back to the system (issue 10, soak).
+"""The camera's and a pipeline's send queues are bounded in bytes, and a burst's memory goes back to the system
+(issue 10, soak; the pipeline's since issue 13).
 
 A client that stops reading makes ZeroMQ keep every frame queued for it (frames are sent without a copy): with the
 default ``queue_size`` of 100 messages a 1280x1024 uint16 camera held 262 MB per stalled client, and glibc kept the
@@ -105,6 +106,53 @@ def test_a_stalled_client_holds_at_most_the_send_queue_budget(tmp_path: Path, re
     finally:
         context.term()
         manager.close()
+
+
+def _images_held_for_a_stalled_client(config: dict, image_bytes: int, messages: int = 12) -> int:
+    """Send ``messages`` fresh images of ``image_bytes`` through a pipeline output opened knowing that size (as the
+    pipeline server tells it) to a client that never reads; the images ZeroMQ still holds then (sent without a
+    copy: alive until every client took them)."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    from cam_server.pipeline.instance.stream_output import OutputStream
+
+    port = free_port()
+    output = OutputStream(f"tcp://127.0.0.1:{port}", parse_pipeline_config({"camera_name": "c", **config}),
+                          image_bytes=image_bytes).open()
+    context = zmq.Context()
+    stalled = context.socket(zmq.SUB)
+    stalled.setsockopt(zmq.RCVHWM, 1)
+    stalled.setsockopt(zmq.RCVBUF, 65536)
+    stalled.subscribe(b"")
+    held: list[weakref.ref] = []
+    try:
+        stalled.connect(f"tcp://127.0.0.1:{port}")
+        wait_until(lambda: output.client_count == 1, 10, "the client to connect")
+        time.sleep(0.5)  # its subscription arrives after the connection (a message sent before is not for it)
+        for pulse_id in range(1, messages + 1):
+            image = np.zeros(image_bytes, np.uint8)
+            held.append(weakref.ref(image))
+            output.send({"image": image}, pulse_id, time.time())
+            del image
+        time.sleep(0.5)  # ZeroMQ's I/O thread writes what the kernel takes and drops the rest (PUB)
+        gc.collect()
+        assert output.client_count == 1
+        return sum(ref() is not None for ref in held)
+    finally:
+        output.close()
+        context.destroy(linger=0)
+
+
+@pytest.mark.unit
+def test_a_pipelines_default_send_queue_is_bounded_by_the_camera_image_size() -> None:
+    image_bytes = 8 * 2**20  # the budget holds 4; the default 10 would pin 80 MB
+    bounded = _images_held_for_a_stalled_client({}, image_bytes)
+    assert 3 <= bounded <= SEND_QUEUE_BYTES // image_bytes + 1, bounded  # + the one the I/O thread is writing
+    chosen = _images_held_for_a_stalled_client({"queue_size": 20}, image_bytes)  # kept as configured
+    assert chosen >= 10, chosen
 
 
 @pytest.mark.unit

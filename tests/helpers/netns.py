@@ -37,7 +37,7 @@ from typing import IO
 import pytest
 
 from tests.helpers.net import interfaces
-from tests.helpers.procs import ROOT, kill_group
+from tests.helpers.procs import ROOT, signal_group
 
 log = logging.getLogger(__name__)
 
@@ -218,13 +218,13 @@ class Network:
         sessions of their own), by PID."""
         running = [proc for proc in (self.processes if processes is None else processes) if proc.poll() is None]
         for proc in running:
-            _signal_group(proc.pid, signal.SIGTERM)
+            signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.grace
         for proc in running:
             try:
                 proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                kill_group(proc.pid)
+                signal_group(proc.pid, signal.SIGKILL)
                 proc.wait(5)
         if processes is not None:
             return
@@ -247,13 +247,6 @@ class Network:
             for name in reversed(self._created):
                 subprocess.run(["ip", "netns", "del", name], capture_output=True)
             self._created.clear()
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_gone(pids: list[int], timeout: float) -> None:

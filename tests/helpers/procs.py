@@ -15,26 +15,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def stop_pid(proc: subprocess.Popen, timeout: float = 5.0) -> None:
     """SIGTERM the process group we started, then SIGKILL it if it does not go."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
+    if proc.poll() is not None or not signal_group(proc.pid, signal.SIGTERM):
         return
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        kill_group(proc.pid)
+        signal_group(proc.pid, signal.SIGKILL)
         proc.wait(5)
 
 
-def kill_group(pgid: int) -> None:
-    """SIGKILL every process of group ``pgid`` (Python's resource tracker too, as systemd's last resort does: our
-    processes hold no named semaphore it would have to remove, tests/faults/test_server_faults.py checks)."""
+def signal_group(pgid: int, sig: int) -> bool:
+    """Signal every process of group ``pgid``; False when there is none left. A SIGKILL takes Python's resource
+    tracker too, as systemd's last resort does: our processes hold no named semaphore it would have to remove
+    (tests/faults/test_server_faults.py checks)."""
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pgid, sig)
     except ProcessLookupError:
-        pass
+        return False
+    return True
 
 
 def start_python(args: Sequence[str], env: dict[str, str] | None = None, log_path: Path | None = None,

@@ -94,6 +94,7 @@ class InstanceLoop:
     # -- main loop ------------------------------------------------------------------------------------
 
     def run(self) -> None:
+        self.stats.set("send_queue", getattr(self.output, "send_queue", 0))  # fixed when the output opened
         self.stats.set("start_time", time.time())
         if not self._input_counts:
             self.stats.set("state", STREAMING)
@@ -244,7 +245,6 @@ class InstanceLoop:
         stats.set("output_queue", getattr(output, "queued", 0))
         stats.set("output_queue_max", getattr(output, "queued_max", 0))
         stats.set("output_backlog", getattr(output, "client_backlog", 0))
-        stats.set("send_queue", getattr(output, "send_queue", 0))
         self._update_dropped()
 
     def _note_frame_shape(self, message: Message) -> None:
